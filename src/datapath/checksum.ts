@@ -1,0 +1,115 @@
+/**
+ * Internet checksum helpers (RFC 1071 one's-complement sum, RFC 1624 incremental update).
+ *
+ * Hot path: csumReplace16, decrementTtl4, decrementHopLimit6 (no allocation, no loops).
+ * Full computations (ipv4HeaderChecksum, l4Checksum4/6, csumPartial) are for building and
+ * verifying packets; they are allocation-free as well.
+ *
+ * Sums are kept as plain JS numbers: adding 16-bit words cannot lose precision below 2^53,
+ * i.e. for any packet we handle, so folding is done once at the end.
+ */
+
+/** Fold a sum of 16-bit words to 16 bits with end-around carry (result in 0..0xffff). */
+export function csumFold(sum: number): number {
+  // Two folds of the high part suffice for sums below 2^32; loop for larger partial sums.
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
+/**
+ * RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). Returns the checksum after a 16-bit word of the
+ * covered data changes from `oldWord` to `newWord`. Unlike eqn. 2 (HC - ~m - m') this never
+ * produces the 0xffff "negative zero" that a full recomputation would not.
+ */
+export function csumReplace16(oldCsum: number, oldWord: number, newWord: number): number {
+  let s = (~oldCsum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff);
+  s = (s & 0xffff) + (s >>> 16);
+  s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+/** Same as csumReplace16 for a 32-bit field (e.g. an IPv4 address), as two 16-bit words. */
+export function csumReplace32(oldCsum: number, oldValue: number, newValue: number): number {
+  let s = (~oldCsum & 0xffff) +
+    (~(oldValue >>> 16) & 0xffff) + (~oldValue & 0xffff) +
+    ((newValue >>> 16) & 0xffff) + (newValue & 0xffff);
+  s = (s & 0xffff) + (s >>> 16);
+  s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+const V4_TTL = 8;
+const V4_CSUM = 10;
+const V6_HOPLIMIT = 7;
+
+/**
+ * Decrement the IPv4 TTL at l3Off+8 and patch the header checksum at l3Off+10
+ * incrementally. Returns the new TTL, or -1 (nothing written) when the TTL is already 0.
+ * The caller decides about TTL exceeded (Cilium drops when the TTL would reach 0).
+ */
+export function decrementTtl4(buf: Uint8Array, dv: DataView, l3Off: number): number {
+  const ttl = buf[l3Off + V4_TTL]!;
+  if (ttl === 0) return -1;
+  const nt = ttl - 1;
+  buf[l3Off + V4_TTL] = nt;
+  // TTL is the high byte of the 16-bit word at offset 8 (protocol is the low byte and
+  // unchanged, so it cancels out of the update).
+  dv.setUint16(l3Off + V4_CSUM, csumReplace16(dv.getUint16(l3Off + V4_CSUM), ttl << 8, nt << 8));
+  return nt;
+}
+
+/** Decrement the IPv6 hop limit (no header checksum). Returns the new value, or -1 if it was 0. */
+export function decrementHopLimit6(buf: Uint8Array, _dv: DataView, l3Off: number): number {
+  const hl = buf[l3Off + V6_HOPLIMIT]!;
+  if (hl === 0) return -1;
+  buf[l3Off + V6_HOPLIMIT] = hl - 1;
+  return hl - 1;
+}
+
+/**
+ * Unfolded one's-complement sum of buf[off, off+len) as big-endian 16-bit words, added to
+ * `sum`. An odd trailing byte is padded with a zero byte (RFC 1071).
+ */
+export function csumPartial(buf: Uint8Array, off: number, len: number, sum: number): number {
+  const end = off + (len & ~1);
+  let s = sum;
+  for (let i = off; i < end; i += 2) s += (buf[i]! << 8) | buf[i + 1]!;
+  if ((len & 1) !== 0) s += buf[off + len - 1]! << 8;
+  return s;
+}
+
+/** The value to store in an IPv4 header checksum field: computed with that field as zero. */
+export function ipv4HeaderChecksum(buf: Uint8Array, off: number, ihlBytes: number): number {
+  let s = csumPartial(buf, off, V4_CSUM, 0);
+  s = csumPartial(buf, off + V4_CSUM + 2, ihlBytes - V4_CSUM - 2, s);
+  return ~csumFold(s) & 0xffff;
+}
+
+/**
+ * One's-complement checksum over the IPv4 pseudo-header (source, destination, protocol,
+ * L4 length) and buf[l4Off, l4Off+l4Len) as it is. With the checksum field zeroed the
+ * result is the value to store (UDP stores 0xffff instead of 0); with the field filled in,
+ * a correct packet gives 0.
+ */
+export function l4Checksum4(
+  buf: Uint8Array, l3Off: number, l4Off: number, l4Len: number, proto: number,
+): number {
+  let s = csumPartial(buf, l3Off + 12, 8, 0); // source and destination addresses
+  s += proto + l4Len;
+  s = csumPartial(buf, l4Off, l4Len, s);
+  return ~csumFold(s) & 0xffff;
+}
+
+/**
+ * Same for IPv6 (RFC 8200 §8.1): pseudo-header of source, destination (as found in the
+ * header; with a routing header the final destination should be used, which callers that
+ * need it must arrange), 32-bit upper-layer length and next header.
+ */
+export function l4Checksum6(
+  buf: Uint8Array, l3Off: number, l4Off: number, l4Len: number, proto: number,
+): number {
+  let s = csumPartial(buf, l3Off + 8, 32, 0);
+  s += Math.floor(l4Len / 0x10000) + (l4Len & 0xffff) + proto;
+  s = csumPartial(buf, l4Off, l4Len, s);
+  return ~csumFold(s) & 0xffff;
+}

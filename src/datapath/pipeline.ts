@@ -1,0 +1,445 @@
+/**
+ * The lxc pipeline: what Cilium's bpf_lxc.c does for a packet leaving an endpoint, in one
+ * function over shared tables. One Pipeline per worker (per shard); it owns the shard's
+ * conntrack and fragment tables, counters and event ring, and reads the published tables.
+ *
+ * For a packet entering from endpoint E (its TUN port):
+ *   1. parse                        (drop: 134 INVALID, 135, 139, 156 ...)
+ *   2. source check                 the source address must be E's        (else 132)
+ *   3. fragments                    first fragment records its ports; later ones look them up
+ *                                   (175 FRAG_NOT_FOUND; 157 when the fragment table is full)
+ *   4. protocol                     TCP, UDP, SCTP, ICMP, ICMPv6 only      (else 137)
+ *   5. destination                  local endpoint D (endpoint table) or ipcache LPM; a miss
+ *                                   is world (2) and the event says the ipcache missed
+ *   6. conntrack                    ICMP errors found through their inner header are RELATED;
+ *                                   REPLY and RELATED skip policy; ESTABLISHED is re-checked
+ *                                   whenever the policy revision changed since the last check
+ *   7. egress policy of E           lookup(E, egress, dst identity, proto, dport)
+ *   8. ingress policy of D          lookup(D, ingress, E's identity, proto, dport), if D is local
+ *                                   no entry: 133 POLICY; a deny entry: 181 POLICY_DENY;
+ *                                   audit mode turns either into an allow marked audited
+ *   9. conntrack create             for an allowed new flow               (full: 155)
+ *  10. TTL / hop limit              <= 1: 196 TTL_EXCEEDED; else decrement (IPv4 checksum
+ *                                   patched incrementally)
+ *  11. output                       D's port; else the ipcache's tunnel endpoint (sent through
+ *                                   the host port, marked); else the host port; else 151
+ *
+ * A packet entering from the host port takes the same steps without 2 and 7: its source
+ * identity comes from the ipcache (miss: world) and its destination must be a local endpoint.
+ *
+ * Result: `process()` returns the output port (>= 0) or a negative drop code, and leaves
+ * the details in the out* fields. Nothing is allocated per packet.
+ */
+import { PacketInfo, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet.js';
+import { parsePacket, parseInner } from './parse.js';
+import { decrementTtl4, decrementHopLimit6 } from './checksum.js';
+import {
+  DROP_CT_CREATE_FAILED,
+  DROP_CT_UNKNOWN_PROTO,
+  DROP_FRAG_NOSUPPORT,
+  DROP_FRAG_NOT_FOUND,
+  DROP_INVALID_SIP,
+  DROP_POLICY,
+  DROP_POLICY_DENY,
+  DROP_TTL_EXCEEDED,
+  DROP_UNROUTABLE,
+} from './drop.js';
+import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REOPENED, CT_REPLY, type ConntrackTable } from '../tables/conntrack.js';
+import type { FragmentTable } from '../tables/fragments.js';
+import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
+import { POLICY_MATCH_NONE } from '../tables/policy.js';
+import {
+  CFG_AUDIT,
+  CFG_HOST_PORT,
+  M_CONFIG_FLAGS,
+  M_HOST_PORT,
+  M_POLICY_REVISION,
+  NO_EP,
+  type TableSet,
+} from '../tables/tableset.js';
+import {
+  C_AUDITED,
+  C_CT_CREATE_FAILED,
+  C_DROP_BYTES,
+  C_DROP_EVENTS,
+  C_DROP_PKTS,
+  C_FWD_BYTES,
+  C_FWD_PKTS,
+  C_POLICY_EVENTS,
+  C_TRACE_EVENTS,
+  EV_DROP,
+  EV_POLICY,
+  EV_TRACE,
+  E_BITS,
+  E_COOKIE,
+  E_DIR,
+  E_DST,
+  E_DST_EP,
+  E_DST_ID,
+  E_L3L4,
+  E_LENGTH,
+  E_PORTS,
+  E_REASON,
+  E_SRC,
+  E_SRC_EP,
+  E_SRC_ID,
+  E_TIME_MS,
+  E_TIME_S,
+  E_TYPE,
+  E_VERDICT,
+  NO_INDEX,
+  V_AUDIT,
+  V_DROPPED,
+  V_FORWARDED,
+  type EventRing,
+} from '../tables/events.js';
+
+export const ID_HOST = 1;
+export const ID_WORLD = 2;
+export const DIR_INGRESS = 0;
+export const DIR_EGRESS = 1;
+
+/** Events are sampled: a trace at most once per flow per this many seconds (new TCP flags excepted). */
+export const TRACE_INTERVAL_S = 5;
+
+export class Pipeline {
+  readonly pi = new PacketInfo();
+  readonly inner = new PacketInfo();
+
+  // ---- per-packet results (valid after process()) ----
+  outReason = 0;
+  outMatchType = 0;
+  outCookie = 0;
+  outSrcId = 0;
+  outDstId = 0;
+  /** Direction of the decision that dropped (or of the forward): 0 ingress, 1 egress. */
+  outDir = 0;
+  outCtState = 0;
+  outAudited = 0;
+  outSrcEp = -1;
+  outDstEp = -1;
+  outIpcacheMiss = 0;
+  /** Tunnel endpoint (IPv4) when the ipcache names one, else 0. */
+  outTunnel = 0;
+
+  // ---- per-batch state ----
+  private side = 0;
+  private now = 0;
+  private nowMs = 0;
+  private revision = 0;
+  private cfg = 0;
+
+  // scratch for policy decisions
+  private polCookie = 0;
+  private polMatch = 0;
+  private polAudited = 0;
+
+  /** Emit policy-verdict and trace events (drops are always reported). */
+  eventsEnabled = true;
+
+  constructor(
+    readonly tables: TableSet,
+    readonly ct: ConntrackTable,
+    readonly frags: FragmentTable,
+    readonly counters: Float64Array,
+    readonly events: EventRing,
+    readonly readerSlot: number,
+  ) {}
+
+  /** Claims one consistent revision of the published tables for a batch. */
+  beginBatch(nowSec: number, nowMs: number): void {
+    this.side = this.tables.control.enter(this.readerSlot);
+    this.tables.useSide(this.side);
+    this.now = nowSec;
+    this.nowMs = nowMs;
+    this.revision = this.tables.meta[M_POLICY_REVISION] as number;
+    this.cfg = this.tables.meta[M_CONFIG_FLAGS] as number;
+  }
+
+  endBatch(): void {
+    this.tables.control.leave(this.readerSlot);
+  }
+
+  /**
+   * Runs the pipeline for the packet at buf[off, off+len) that entered from `inPort`.
+   * Returns the output port (>= 0) or a negative drop code (already counted and reported).
+   */
+  process(buf: Uint8Array, dv: DataView, off: number, len: number, inPort: number): number {
+    const pi = this.pi;
+    this.outReason = 0;
+    this.outMatchType = POLICY_MATCH_NONE;
+    this.outCookie = NO_INDEX;
+    this.outSrcId = 0;
+    this.outDstId = 0;
+    this.outDir = DIR_EGRESS;
+    this.outCtState = CT_NEW;
+    this.outAudited = 0;
+    this.outSrcEp = -1;
+    this.outDstEp = -1;
+    this.outIpcacheMiss = 0;
+    this.outTunnel = 0;
+
+    const t = this.tables;
+    const srcEpRaw = t.portToEp[inPort] as number;
+    const fromHost = srcEpRaw === NO_EP;
+    if (fromHost) this.outDir = DIR_INGRESS;
+    else this.outSrcEp = srcEpRaw;
+
+    // 1. parse
+    const rc = parsePacket(buf, dv, off, len, pi);
+    if (rc < 0) return this.drop(rc, len);
+
+    const v4 = pi.family === 4;
+    const eps = t.endpoints;
+    const ipc = t.ipcache;
+
+    // 2. source check (from an endpoint) or source identity from the ipcache (host port)
+    let srcId = 0;
+    if (!fromHost) {
+      const ep = srcEpRaw;
+      if (v4) {
+        if (pi.src0 !== eps.ipv4(ep)) return this.drop(DROP_INVALID_SIP, len);
+      } else if (
+        pi.src0 !== eps.ipv6Word(ep, 0) ||
+        pi.src1 !== eps.ipv6Word(ep, 1) ||
+        pi.src2 !== eps.ipv6Word(ep, 2) ||
+        pi.src3 !== eps.ipv6Word(ep, 3)
+      ) {
+        return this.drop(DROP_INVALID_SIP, len);
+      }
+      srcId = eps.identity(ep);
+    } else {
+      const leaf = v4 ? ipc.lookup4(pi.src0) : ipc.lookup6(pi.src0, pi.src1, pi.src2, pi.src3);
+      srcId = leaf === 0 ? ID_WORLD : ipc.leafIdentity(leaf);
+    }
+    this.outSrcId = srcId;
+
+    // 3. fragments
+    if (pi.isFragment === 1) {
+      if (pi.fragOffset === 0) {
+        if (pi.l4Off >= 0 && !this.frags.record(pi, this.now)) return this.drop(DROP_FRAG_NOSUPPORT, len);
+      } else if (!this.frags.lookup(pi, this.now)) {
+        return this.drop(DROP_FRAG_NOT_FOUND, len);
+      }
+    }
+
+    // 4. protocol
+    const proto = pi.proto;
+    if (
+      proto !== IPPROTO_TCP &&
+      proto !== IPPROTO_UDP &&
+      proto !== IPPROTO_SCTP &&
+      !(proto === IPPROTO_ICMP && v4) &&
+      !(proto === IPPROTO_ICMPV6 && !v4)
+    ) {
+      return this.drop(DROP_CT_UNKNOWN_PROTO, len);
+    }
+
+    // 5. destination
+    const dstEp = v4 ? eps.byAddr4(pi.dst0) : eps.byAddr6(pi.dst0, pi.dst1, pi.dst2, pi.dst3);
+    const leaf = v4 ? ipc.lookup4(pi.dst0) : ipc.lookup6(pi.dst0, pi.dst1, pi.dst2, pi.dst3);
+    let dstId: number;
+    if (dstEp >= 0) {
+      dstId = eps.identity(dstEp);
+      this.outDstEp = dstEp;
+    } else if (leaf !== 0) {
+      dstId = ipc.leafIdentity(leaf);
+      this.outTunnel = ipc.leafTunnel(leaf);
+    } else {
+      dstId = ID_WORLD;
+      this.outIpcacheMiss = 1;
+    }
+    this.outDstId = dstId;
+    if (fromHost && dstEp < 0) return this.drop(DROP_UNROUTABLE, len);
+
+    // L4 "port" used by policy: ICMP rules carry the ICMP type in the port field.
+    const isIcmp = proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6;
+    const dport = isIcmp ? pi.icmpType : pi.dport;
+
+    // 6. conntrack
+    const ct = this.ct;
+    let idx = -1;
+    let state = CT_NEW;
+    if (pi.icmpInnerOff >= 0) {
+      const inner = this.inner;
+      if (parseInner(buf, dv, pi.icmpInnerOff, off + pi.totalLen - pi.icmpInnerOff, inner) === 0) {
+        idx = ct.lookupRelated(inner);
+        if (idx >= 0) state = CT_RELATED;
+      }
+    }
+    if (idx < 0) {
+      idx = ct.lookup(pi);
+      if (idx >= 0) state = ct.update(idx, pi, ct.lastDir, this.now);
+    }
+    this.outCtState = state;
+
+    if (state === CT_ESTABLISHED && ct.policyRevision(idx) === this.revision) {
+      // Verdict cached for this revision: the policy is unchanged since the last check.
+      this.outMatchType = ct.policyMatchType(idx);
+      this.outCookie = ct.policyCookie(idx);
+      this.outAudited = ct.policyAudited(idx);
+    } else if (state !== CT_REPLY && state !== CT_RELATED) {
+      // 7. egress policy of the sending endpoint
+      let cookie = NO_INDEX;
+      let match = POLICY_MATCH_NONE;
+      let audited = 0;
+      if (!fromHost) {
+        const v = this.policyCheck(srcEpRaw, DIR_EGRESS, dstId, proto, dport, EP_ENFORCE_EGRESS);
+        if (v < 0) return this.policyDrop(v, DIR_EGRESS, len, state, idx);
+        cookie = this.polCookie;
+        match = this.polMatch;
+        audited = this.polAudited;
+      }
+      // 8. ingress policy of the local destination
+      if (dstEp >= 0) {
+        const v = this.policyCheck(dstEp, DIR_INGRESS, srcId, proto, dport, EP_ENFORCE_INGRESS);
+        if (v < 0) return this.policyDrop(v, DIR_INGRESS, len, state, idx);
+        if (this.polMatch !== POLICY_MATCH_NONE || match === POLICY_MATCH_NONE) {
+          cookie = this.polCookie;
+          match = this.polMatch;
+        }
+        audited |= this.polAudited;
+      }
+      this.outMatchType = match;
+      this.outCookie = cookie;
+      this.outAudited = audited;
+      if (audited !== 0) this.counters[C_AUDITED]++;
+
+      // 9. conntrack create for a new flow
+      if (state === CT_NEW) {
+        idx = ct.create(pi, srcId, this.now);
+        if (idx < 0) {
+          this.counters[C_CT_CREATE_FAILED]++;
+          return this.drop(DROP_CT_CREATE_FAILED, len);
+        }
+        ct.update(idx, pi, 0, this.now);
+        if (this.eventsEnabled) this.emitPolicyVerdict(fromHost ? DIR_INGRESS : DIR_EGRESS, V_FORWARDED, 0, len);
+      }
+      ct.setPolicyCache(idx, this.revision, cookie, match, audited);
+    }
+
+    // 10. TTL / hop limit
+    if (pi.ttl <= 1) return this.drop(DROP_TTL_EXCEEDED, len);
+    if (v4) decrementTtl4(buf, dv, pi.l3Off);
+    else decrementHopLimit6(buf, pi.l3Off);
+
+    // 11. output
+    let out: number;
+    if (dstEp >= 0) {
+      out = eps.port(dstEp);
+      this.outDir = DIR_INGRESS;
+    } else if ((this.cfg & CFG_HOST_PORT) !== 0) {
+      out = this.tables.meta[M_HOST_PORT] as number;
+    } else {
+      return this.drop(DROP_UNROUTABLE, len);
+    }
+    const c = this.counters;
+    c[C_FWD_PKTS + this.outDir]++;
+    c[C_FWD_BYTES + this.outDir] += len;
+    if (this.eventsEnabled && idx >= 0 && ct.shouldTrace(idx, state === CT_REPLY ? 1 : 0, pi.tcpFlags, this.now)) {
+      this.emit(EV_TRACE, 0, this.outAudited !== 0 ? V_AUDIT : V_FORWARDED, len);
+      c[C_TRACE_EVENTS]++;
+    }
+    return out;
+  }
+
+  /**
+   * Policy for endpoint `ep` in direction `dir` against `remoteId`.
+   * Returns 1 allowed (possibly audited), or a negative drop code. Sets pol* fields.
+   */
+  private policyCheck(ep: number, dir: number, remoteId: number, proto: number, dport: number, enforceBit: number): number {
+    this.polCookie = NO_INDEX;
+    this.polMatch = POLICY_MATCH_NONE;
+    this.polAudited = 0;
+    const flags = this.tables.endpoints.flags(ep);
+    if ((flags & enforceBit) === 0) return 1;
+    const pol = this.tables.policy;
+    const v = pol.lookup(ep, dir, remoteId, proto, dport);
+    if (v === 1) {
+      this.polCookie = pol.outCookie;
+      this.polMatch = pol.outMatchType;
+      return 1;
+    }
+    if (v === -1) {
+      this.polCookie = pol.outCookie;
+      this.polMatch = pol.outMatchType;
+    }
+    if ((flags & EP_AUDIT) !== 0 || (this.cfg & CFG_AUDIT) !== 0) {
+      this.polAudited = 1;
+      return 1;
+    }
+    return v === -1 ? DROP_POLICY_DENY : DROP_POLICY;
+  }
+
+  private policyDrop(code: number, dir: number, len: number, state: number, idx: number): number {
+    this.outDir = dir;
+    this.outMatchType = this.polMatch;
+    this.outCookie = this.polCookie;
+    // An established flow whose policy now denies it: forget the cached verdict.
+    if (idx >= 0 && state !== CT_NEW) this.ct.setPolicyCache(idx, (this.revision - 1) >>> 0, NO_INDEX, 0, 0);
+    if (this.eventsEnabled && state === CT_NEW) this.emitPolicyVerdict(dir, V_DROPPED, -code, len);
+    return this.drop(code, len);
+  }
+
+  private drop(code: number, len: number): number {
+    const reason = -code & 0xff;
+    const c = this.counters;
+    c[C_DROP_PKTS + reason * 2 + this.outDir]++;
+    c[C_DROP_BYTES + reason * 2 + this.outDir] += len;
+    this.outReason = -code;
+    this.emit(EV_DROP, -code, V_DROPPED, len);
+    c[C_DROP_EVENTS]++;
+    return code;
+  }
+
+  private emitPolicyVerdict(dir: number, verdict: number, reason: number, len: number): void {
+    const saved = this.outDir;
+    this.outDir = dir;
+    this.emit(EV_POLICY, reason, this.outAudited !== 0 && verdict === V_FORWARDED ? V_AUDIT : verdict, len);
+    this.outDir = saved;
+    this.counters[C_POLICY_EVENTS]++;
+  }
+
+  private emit(type: number, reason: number, verdict: number, len: number): void {
+    const ev = this.events;
+    const b = ev.reserve();
+    if (b < 0) return;
+    const r = ev.rec;
+    const pi = this.pi;
+    r[b + E_TYPE] = type;
+    r[b + E_TIME_S] = this.now;
+    r[b + E_TIME_MS] = this.nowMs;
+    r[b + E_REASON] = reason;
+    r[b + E_VERDICT] = verdict;
+    r[b + E_DIR] = this.outDir;
+    r[b + E_SRC_ID] = this.outSrcId;
+    r[b + E_DST_ID] = this.outDstId;
+    r[b + E_L3L4] = (pi.family << 8) | pi.proto;
+    const isIcmp = pi.proto === IPPROTO_ICMP || pi.proto === IPPROTO_ICMPV6;
+    r[b + E_PORTS] = isIcmp
+      ? (((pi.icmpId < 0 ? 0 : pi.icmpId) << 16) | ((pi.icmpType & 0xff) << 8) | (pi.icmpCode & 0xff)) >>> 0
+      : ((pi.sport << 16) | pi.dport) >>> 0;
+    r[b + E_SRC] = pi.src0;
+    r[b + E_SRC + 1] = pi.src1;
+    r[b + E_SRC + 2] = pi.src2;
+    r[b + E_SRC + 3] = pi.src3;
+    r[b + E_DST] = pi.dst0;
+    r[b + E_DST + 1] = pi.dst1;
+    r[b + E_DST + 2] = pi.dst2;
+    r[b + E_DST + 3] = pi.dst3;
+    r[b + E_BITS] =
+      (pi.tcpFlags & 0xff) |
+      ((this.outCtState & 0xf) << 8) |
+      ((this.outMatchType & 0xf) << 12) |
+      ((this.outCtState === CT_REPLY ? 1 : 0) << 16) |
+      (this.outIpcacheMiss << 17) |
+      (this.outAudited << 18);
+    r[b + E_COOKIE] = this.outCookie;
+    r[b + E_SRC_EP] = this.outSrcEp < 0 ? NO_INDEX : this.outSrcEp;
+    r[b + E_DST_EP] = this.outDstEp < 0 ? NO_INDEX : this.outDstEp;
+    r[b + E_LENGTH] = pi.totalLen;
+    ev.commit();
+  }
+}
+
+export { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REOPENED, CT_REPLY };

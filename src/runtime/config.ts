@@ -1,0 +1,182 @@
+/**
+ * The `tunswitch run` / `lab up` configuration file (YAML). Every field is checked and an
+ * error names its path, e.g. `lab.yaml: nodes.web.ipv4: "10.42.0.300" is not an IPv4 address`.
+ *
+ *   name: demo                       # namespaces are <name>-<node>
+ *   pool: { ipv4: 10.42.0.0/16, ipv6: "fd00:42::/64" }
+ *   workers: 2                       # shard workers (Piscina threads)
+ *   offload: true                    # IFF_VNET_HDR + TSO/CSUM offload on every TUN
+ *   mtu: 1500
+ *   hostPort: true                   # a TUN in the switch's namespace for host and world traffic
+ *   enforcement: default             # default | always | never
+ *   audit: false
+ *   nodes:
+ *     web: { labels: { app: web }, ipv4: 10.42.0.10 }
+ *     db:  { labels: { app: db } }   # address from the pool
+ *   policies: [ policies/ ]          # files or folders, relative to the config file
+ */
+import { readFileSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { TunswitchError } from '../control/errors.js';
+import { tryParsePrefix, type Prefix } from '../control/cidr.js';
+
+export interface NodeConfig {
+  name: string;
+  labels: Record<string, string>;
+  ipv4?: string;
+  ipv6?: string;
+  defaultRoute: boolean;
+}
+
+export interface RunConfig {
+  name: string;
+  pool: { ipv4: Prefix; ipv6?: Prefix };
+  workers: number;
+  offload: boolean;
+  mtu: number;
+  hostPort: boolean;
+  enforcement: 'default' | 'always' | 'never';
+  audit: boolean;
+  nodes: NodeConfig[];
+  policies: string[];
+  /** Directory of the config file (policy paths are relative to it). */
+  baseDir: string;
+  file: string;
+}
+
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies'];
+const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute'];
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
+
+function fail(file: string, path: string, msg: string): never {
+  throw new TunswitchError('ECONFIG_INVALID', `${file}: ${path}: ${msg}`);
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function show(v: unknown): string {
+  return JSON.stringify(v) ?? String(v);
+}
+
+export function loadRunConfig(path: string): RunConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TunswitchError('ECONFIG_INVALID', `${path}: cannot read: ${(e as Error).message}`);
+  }
+  return parseRunConfig(text, resolve(path));
+}
+
+export function parseRunConfig(text: string, file: string): RunConfig {
+  const short = basename(file);
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new TunswitchError('ECONFIG_INVALID', `${short}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (!isObj(doc)) fail(short, '(top)', 'must be a mapping');
+  for (const k of Object.keys(doc)) if (!TOP_KEYS.includes(k)) fail(short, k, `unknown field (known: ${TOP_KEYS.join(', ')})`);
+
+  const name = doc.name;
+  if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]{0,9}$/.test(name)) {
+    fail(short, 'name', `${show(name)} must be 1-10 characters of a-z, 0-9 and "-" (it prefixes namespace and device names)`);
+  }
+
+  if (!isObj(doc.pool)) fail(short, 'pool', 'must be a mapping with ipv4 (and optionally ipv6)');
+  for (const k of Object.keys(doc.pool)) if (k !== 'ipv4' && k !== 'ipv6') fail(short, `pool.${k}`, 'unknown field (known: ipv4, ipv6)');
+  const p4 = typeof doc.pool.ipv4 === 'string' ? tryParsePrefix(doc.pool.ipv4, false) : null;
+  if (!p4 || p4.family !== 4 || p4.bits > 30) fail(short, 'pool.ipv4', `${show(doc.pool.ipv4)} is not an IPv4 prefix of length 0-30`);
+  let p6: Prefix | undefined;
+  if (doc.pool.ipv6 !== undefined) {
+    const p = typeof doc.pool.ipv6 === 'string' ? tryParsePrefix(doc.pool.ipv6, false) : null;
+    if (!p || p.family !== 6 || p.bits > 126) fail(short, 'pool.ipv6', `${show(doc.pool.ipv6)} is not an IPv6 prefix of length 0-126`);
+    p6 = p;
+  }
+
+  const workers = doc.workers ?? 1;
+  if (!Number.isInteger(workers) || (workers as number) < 1 || (workers as number) > 16) {
+    fail(short, 'workers', `${show(workers)} must be an integer from 1 to 16`);
+  }
+  const bool = (k: string, dflt: boolean): boolean => {
+    const v = doc[k];
+    if (v === undefined) return dflt;
+    if (typeof v !== 'boolean') fail(short, k, `${show(v)} must be true or false`);
+    return v;
+  };
+  const mtu = doc.mtu ?? 1500;
+  if (!Number.isInteger(mtu) || (mtu as number) < 1280 || (mtu as number) > 9000) fail(short, 'mtu', `${show(mtu)} must be an integer from 1280 to 9000`);
+  const enforcement = doc.enforcement ?? 'default';
+  if (enforcement !== 'default' && enforcement !== 'always' && enforcement !== 'never') {
+    fail(short, 'enforcement', `${show(enforcement)} must be one of default, always, never`);
+  }
+
+  if (!isObj(doc.nodes) || Object.keys(doc.nodes).length === 0) fail(short, 'nodes', 'must be a mapping of node name to node');
+  const nodes: NodeConfig[] = [];
+  const seen4 = new Set<string>();
+  for (const [nodeName, raw] of Object.entries(doc.nodes)) {
+    const at = `nodes.${nodeName}`;
+    if (!NAME_RE.test(nodeName)) fail(short, at, 'node names are 1-16 characters of a-z, 0-9 and "-"');
+    const n = raw ?? {};
+    if (!isObj(n)) fail(short, at, 'must be a mapping');
+    for (const k of Object.keys(n)) if (!NODE_KEYS.includes(k)) fail(short, `${at}.${k}`, `unknown field (known: ${NODE_KEYS.join(', ')})`);
+    const labels: Record<string, string> = {};
+    if (n.labels !== undefined) {
+      if (!isObj(n.labels)) fail(short, `${at}.labels`, 'must be a mapping of label key to value');
+      for (const [k, v] of Object.entries(n.labels)) {
+        if (!/^([a-z]+:)?[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$/.test(k)) fail(short, `${at}.labels.${k}`, 'is not a valid label key');
+        if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') fail(short, `${at}.labels.${k}`, `${show(v)} must be a string`);
+        labels[k] = String(v);
+      }
+    }
+    const node: NodeConfig = { name: nodeName, labels, defaultRoute: false };
+    if (n.ipv4 !== undefined) {
+      const a = typeof n.ipv4 === 'string' ? tryParsePrefix(n.ipv4, true) : null;
+      if (!a || a.family !== 4 || a.bits !== 32) fail(short, `${at}.ipv4`, `${show(n.ipv4)} is not an IPv4 address`);
+      const inPool = (a.words[0] as number) >>> (32 - p4.bits) === (p4.words[0] as number) >>> (32 - p4.bits) || p4.bits === 0;
+      if (!inPool) fail(short, `${at}.ipv4`, `${n.ipv4} is outside pool.ipv4 ${p4.text}`);
+      if (seen4.has(n.ipv4)) fail(short, `${at}.ipv4`, `${n.ipv4} is used by another node`);
+      seen4.add(n.ipv4);
+      node.ipv4 = n.ipv4;
+    }
+    if (n.ipv6 !== undefined) {
+      const a = typeof n.ipv6 === 'string' ? tryParsePrefix(n.ipv6, true) : null;
+      if (!a || a.family !== 6 || a.bits !== 128) fail(short, `${at}.ipv6`, `${show(n.ipv6)} is not an IPv6 address`);
+      if (!p6) fail(short, `${at}.ipv6`, 'needs pool.ipv6');
+      node.ipv6 = n.ipv6;
+    }
+    if (n.defaultRoute !== undefined) {
+      if (typeof n.defaultRoute !== 'boolean') fail(short, `${at}.defaultRoute`, `${show(n.defaultRoute)} must be true or false`);
+      node.defaultRoute = n.defaultRoute;
+    }
+    nodes.push(node);
+  }
+
+  const policies: string[] = [];
+  if (doc.policies !== undefined) {
+    if (!Array.isArray(doc.policies)) fail(short, 'policies', 'must be a list of files or folders');
+    doc.policies.forEach((p, i) => {
+      if (typeof p !== 'string' || p === '') fail(short, `policies[${i}]`, `${show(p)} must be a path`);
+      policies.push(p);
+    });
+  }
+
+  return {
+    name,
+    pool: p6 ? { ipv4: p4, ipv6: p6 } : { ipv4: p4 },
+    workers: workers as number,
+    offload: bool('offload', false),
+    mtu: mtu as number,
+    hostPort: bool('hostPort', true),
+    enforcement,
+    audit: bool('audit', false),
+    nodes,
+    policies,
+    baseDir: dirname(file),
+    file,
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * Fragment table: remembers the L4 ports of the first fragment of an IPv4 or IPv6 datagram so
+ * that later fragments (which carry no L4 header) can be policed and tracked like the first.
+ *
+ *   first fragment (fragOffset 0, L4 present): record(pi, now)
+ *   later fragment:  lookup(pi, now) fills pi.sport / pi.dport; a miss is the pipeline's
+ *                    drop 175 FRAG_NOT_FOUND.
+ *
+ * Key: (family, proto, IP id, src, dst). The IPv4 id is 16 bits, the IPv6 fragment id 32 bits;
+ * both fit the same word. Entries are never deleted: a datagram's fragments may arrive in any
+ * order, so the table cannot know which one is the last. An entry simply expires `lifetime`
+ * seconds after its record and its slot is then reused by a later record.
+ *
+ * Open addressing with linear probing inside a bounded window of PROBE_WINDOW slots from the
+ * home slot. Because slots never return to empty (only flush() empties them), a key is always
+ * found before the first empty slot of its window, and a record may take the first expired slot
+ * on its path without breaking that invariant.
+ *
+ * Concurrency and persistence: as for the conntrack table: one writer per region, torn reads
+ * from other threads are acceptable for listing, and the constructor adopts an existing valid
+ * region so the records survive a worker restart. Time is the caller's clock in seconds (u32);
+ * an entry is live while now < expires.
+ *
+ * ---------------------------------------------------------------------------------------------
+ * Region layout (u32 words in host byte order):
+ *   header: FRAG_HEADER_WORDS words (32 bytes)
+ *     word 0 F_MAGIC          'FR01'
+ *     word 1 F_CAPACITY       slot count, a power of two
+ *     word 2 F_COUNT          slots ever filled since the last flush (live or expired)
+ *     word 3 F_LIFETIME       seconds a record lives
+ *     word 4 F_RECORD_FAILED  record() calls refused because the window was full of live records
+ *     words 5..7              reserved, zero
+ *   entries: capacity x FRAG_ENTRY_WORDS words (64 bytes each)
+ *     word 0  FE_K0     family << 8 | proto; 0 marks an empty slot (family is 4 or 6)
+ *     word 1  FE_ID     IP identification (IPv4: 16 bits; IPv6: 32 bits)
+ *     words 2..5 FE_SRC source address (IPv4 in word 2, rest 0)
+ *     words 6..9 FE_DST destination address
+ *     word 10 FE_HASH   key hash; home slot = hash & (capacity - 1); fast reject on probe
+ *     word 11 FE_PORTS  sport << 16 | dport of the first fragment
+ *     word 12 FE_EXPIRES absolute expiry time in seconds
+ *     words 13..15      reserved, zero
+ * ---------------------------------------------------------------------------------------------
+ */
+import { PacketInfo } from '../datapath/packet.js';
+import { hashKey10 } from './conntrack.js';
+
+const MAGIC = 0x46523031; // 'FR01'
+
+export const FRAG_HEADER_WORDS = 8;
+const F_MAGIC = 0;
+const F_CAPACITY = 1;
+const F_COUNT = 2;
+const F_LIFETIME = 3;
+const F_RECORD_FAILED = 4;
+
+export const FRAG_ENTRY_WORDS = 16;
+const ENTRY_SHIFT = 4;
+const FE_K0 = 0;
+const FE_HASH = 10;
+const FE_PORTS = 11;
+const FE_EXPIRES = 12;
+const KEY_WORDS = 10;
+
+/** Slots examined from the home slot by record() and lookup(). */
+export const PROBE_WINDOW = 16;
+
+export interface FragmentOptions {
+  /** Seconds a first-fragment record lives (default 60). */
+  lifetime?: number;
+}
+
+export class FragmentTable {
+  static bytesFor(capacity: number): number {
+    return (FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS) * 4;
+  }
+
+  readonly capacity: number;
+  private readonly mask: number;
+  private readonly window: number;
+  private readonly w: Uint32Array;
+  private readonly kb: Uint32Array;
+
+  constructor(sab: SharedArrayBuffer, byteOffset: number, capacity: number, opts?: FragmentOptions) {
+    if (!Number.isInteger(capacity) || capacity < 8 || (capacity & (capacity - 1)) !== 0 || capacity > 1 << 26) {
+      throw new RangeError('capacity must be a power of two between 8 and 2^26');
+    }
+    if (byteOffset % 4 !== 0) throw new RangeError('byteOffset must be a multiple of 4');
+    if (byteOffset + FragmentTable.bytesFor(capacity) > sab.byteLength) {
+      throw new RangeError('the SharedArrayBuffer is too small for this capacity at this byteOffset');
+    }
+    const lifetime = opts?.lifetime ?? 60;
+    if (!Number.isInteger(lifetime) || lifetime < 1 || lifetime > 0x7fffffff) {
+      throw new RangeError('options.lifetime must be a positive integer number of seconds');
+    }
+    this.capacity = capacity;
+    this.mask = capacity - 1;
+    this.window = Math.min(capacity, PROBE_WINDOW);
+    this.w = new Uint32Array(sab, byteOffset, FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS);
+    this.kb = new Uint32Array(KEY_WORDS);
+    const w = this.w;
+    if (!(w[F_MAGIC] === MAGIC && w[F_CAPACITY] === capacity)) {
+      w.fill(0);
+      w[F_CAPACITY] = capacity;
+    }
+    w[F_LIFETIME] = lifetime;
+    w[F_MAGIC] = MAGIC;
+  }
+
+  get count(): number { return this.w[F_COUNT] as number; }
+  get recordFailed(): number { return this.w[F_RECORD_FAILED] as number; }
+  get lifetime(): number { return this.w[F_LIFETIME] as number; }
+
+  private loadKey(pi: PacketInfo): void {
+    const kb = this.kb;
+    kb[0] = (pi.family << 8) | (pi.proto & 0xff);
+    kb[1] = pi.ipId;
+    kb[2] = pi.src0; kb[3] = pi.src1; kb[4] = pi.src2; kb[5] = pi.src3;
+    kb[6] = pi.dst0; kb[7] = pi.dst1; kb[8] = pi.dst2; kb[9] = pi.dst3;
+  }
+
+  private sameKey(b: number, h: number): boolean {
+    const w = this.w;
+    const kb = this.kb;
+    return w[b + FE_HASH] === h && w[b] === kb[0] && w[b + 1] === kb[1] &&
+      w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
+      w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9];
+  }
+
+  /**
+   * Remember the ports of pi, the first fragment of its datagram. Refreshes an existing record
+   * of the same datagram. Returns false (and counts recordFailed) when every slot of the probe
+   * window holds a live record of another datagram.
+   */
+  record(pi: PacketInfo, now: number): boolean {
+    this.loadKey(pi);
+    const h = hashKey10(this.kb);
+    const w = this.w;
+    const mask = this.mask;
+    let i = h & mask;
+    let slot = -1;
+    let empty = false;
+    for (let n = 0; n < this.window; n++) {
+      const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
+      if (w[b + FE_K0] === 0) {
+        if (slot < 0) { slot = i; empty = true; }
+        break;
+      }
+      if (this.sameKey(b, h)) { slot = i; empty = false; break; }
+      if (slot < 0 && (w[b + FE_EXPIRES] as number) <= now) slot = i;
+      i = (i + 1) & mask;
+    }
+    if (slot < 0) {
+      w[F_RECORD_FAILED] = (w[F_RECORD_FAILED] as number) + 1;
+      return false;
+    }
+    const b = FRAG_HEADER_WORDS + (slot << ENTRY_SHIFT);
+    const kb = this.kb;
+    for (let k = 1; k < KEY_WORDS; k++) w[b + k] = kb[k] as number;
+    w[b + FE_HASH] = h;
+    w[b + FE_PORTS] = ((pi.sport & 0xffff) << 16) | (pi.dport & 0xffff);
+    w[b + FE_EXPIRES] = now + (w[F_LIFETIME] as number);
+    w[b + FE_K0] = kb[0] as number; // last, so a concurrent reader sees a complete key
+    if (empty) w[F_COUNT] = (w[F_COUNT] as number) + 1;
+    return true;
+  }
+
+  /**
+   * For a later fragment: find the live record of its datagram and copy the ports into
+   * pi.sport / pi.dport. Returns false (pi untouched) when there is none.
+   */
+  lookup(pi: PacketInfo, now: number): boolean {
+    this.loadKey(pi);
+    const h = hashKey10(this.kb);
+    const w = this.w;
+    const mask = this.mask;
+    let i = h & mask;
+    for (let n = 0; n < this.window; n++) {
+      const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
+      if (w[b + FE_K0] === 0) return false;
+      if (this.sameKey(b, h)) {
+        if ((w[b + FE_EXPIRES] as number) <= now) return false;
+        const ports = w[b + FE_PORTS] as number;
+        pi.sport = ports >>> 16;
+        pi.dport = ports & 0xffff;
+        return true;
+      }
+      i = (i + 1) & mask;
+    }
+    return false;
+  }
+
+  /** Number of records still live at `now` (scans the table; for status output). */
+  liveCount(now: number): number {
+    const w = this.w;
+    let n = 0;
+    for (let i = 0; i < this.capacity; i++) {
+      const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
+      if (w[b + FE_K0] !== 0 && (w[b + FE_EXPIRES] as number) > now) n++;
+    }
+    return n;
+  }
+
+  flush(): void {
+    this.w.fill(0, FRAG_HEADER_WORDS);
+    this.w[F_COUNT] = 0;
+  }
+}

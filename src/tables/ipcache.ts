@@ -1,0 +1,855 @@
+/**
+ * ipcache: longest-prefix match from an IPv4 or IPv6 address to a leaf (security identity,
+ * tunnel endpoint, flags). A miss means `world` (identity 2): the reader returns leaf 0 and
+ * the pipeline maps it to IDENTITY_WORLD and notes that the lookup missed the ipcache.
+ *
+ * Published left-right through a shared WriteLog (publish.ts): every array below exists twice
+ * (side 0, side 1); the control thread writes the inactive side through the log, and one
+ * `log.commit()` publishes the ipcache together with the other tables. Readers call
+ * `useSide(side)` once per batch, then `lookup4` / `lookup6` with no allocation.
+ *
+ * IPv4 uses DIR-24-8 (as DPDK's rte_lpm): one read of tbl24 for prefixes up to /24, a second
+ * read of a tbl8 group when the /24 holds a longer prefix.
+ *
+ * IPv6 uses a published hash keyed by (masked address, prefix length), plus a short published
+ * list of the prefix lengths present, longest first. A lookup probes each present length from
+ * the longest; deployments usually have a handful of distinct lengths (/128, /64, /48, /0).
+ *
+ * ---- Shared layout (every array: Uint32Array over its own SharedArrayBuffer, two sides) ----
+ *
+ * tbl24   2^24 words (64 MiB per side). Index = addr >>> 8 (the /24 the address is in).
+ *           value 0                        miss (no prefix covers this /24)
+ *           bit 31 clear, value != 0       leaf index (the longest prefix <= /24 covering it)
+ *           bit 31 set                     bits 0..30 = tbl8 group number (the /24 holds at
+ *                                          least one prefix longer than /24)
+ * tbl8    tbl8Groups * 256 words. Index = group * 256 + (addr & 0xff).
+ *           value 0 = miss, else leaf index (never a group: DIR-24-8 has only two levels).
+ * leaf    leaves * 4 words. Row i starts at word 4 * i. Leaf 0 is never used (0 = miss), so
+ *         there are leaves - 1 usable leaves, shared by IPv4 and IPv6.
+ *           +0  u32  identity   security identity of the prefix
+ *           +1  u32  tunnel     IPv4 address of the tunnel endpoint, 0 = none (deliver locally
+ *                               or route)
+ *           +2  u32  flags      IPCACHE_FLAG_* bits below; other bits are carried unchanged
+ *           +3  u32  prefix     bits 0..7 prefix length; bit 8 (LEAF_PREFIX_V6) set for IPv6
+ * v6hash  SharedHash (hash.ts) with 5 key words and 1 value word:
+ *           key   [w0, w1, w2, w3, len]   address masked to len bits (w0 most significant),
+ *                                         then the prefix length (0..128)
+ *           value [leaf]                  leaf index
+ * v6lens  130 words.
+ *           [0]      u32  n            number of distinct IPv6 prefix lengths present
+ *           [1..n]   u32  lengths      those lengths, longest first (the probe order)
+ *
+ * Flags (leaf word +2):
+ *   bit 0  IPCACHE_FLAG_LOCAL   the prefix is an endpoint on this switch
+ *   bit 1  IPCACHE_FLAG_HOST    the prefix is an address owned by the host
+ *   bits 2..31 reserved, stored and returned unchanged.
+ *
+ * ---- Writer ----
+ *
+ * The writer (control thread only) keeps private state next to the published arrays: the set
+ * of IPv4 prefixes per length (for exact get/delete and to find the next covering prefix), the
+ * depth (prefix length + 1, 0 = none) of the prefix each tbl24 slot and tbl8 entry holds, the
+ * count of longer-than-/24 prefixes in each tbl8 group, and free lists of groups and leaves.
+ * Inserting a /len writes only the slots it covers whose depth is <= len; deleting a /len
+ * rewrites only the slots whose depth is len, to the next covering prefix. A tbl8 group is
+ * taken from the free list when a /24 gets its first longer prefix and goes back (the /24
+ * collapses into one tbl24 entry) when the last one is deleted. Updating an existing prefix
+ * rewrites its leaf only. So a publish costs O(words changed), never O(table).
+ */
+import { SharedHash, SharedHashWriter } from './hash.js';
+import { sharedPair, type WriteLog } from './publish.js';
+
+// ---- constants ----
+
+/** The identity a miss maps to (Cilium's reserved `world`). */
+export const IDENTITY_WORLD = 2;
+
+/** Leaf flag: the prefix is an endpoint on this switch. */
+export const IPCACHE_FLAG_LOCAL = 1 << 0;
+/** Leaf flag: the prefix is an address owned by the host. */
+export const IPCACHE_FLAG_HOST = 1 << 1;
+
+export const TBL24_ENTRIES = 1 << 24;
+export const TBL8_GROUP_ENTRIES = 256;
+/** tbl24 value bit saying "the rest is a tbl8 group number". */
+export const TBL24_GROUP_BIT = 0x80000000;
+/** Largest group count: group << 8 must stay below 2^31. */
+export const MAX_TBL8_GROUPS = 1 << 23;
+
+export const LEAF_WORDS = 4;
+const kLeafIdentity = 0;
+const kLeafTunnel = 1;
+const kLeafFlags = 2;
+const kLeafPrefix = 3;
+/** Leaf prefix word: set for IPv6 prefixes. */
+export const LEAF_PREFIX_V6 = 0x100;
+
+export const V6_KEY_WORDS = 5;
+export const V6_VALUE_WORDS = 1;
+export const V6_LENS_WORDS = 130;
+
+export const DEFAULT_TBL8_GROUPS = 8192;
+export const DEFAULT_LEAVES = (1 << 21) + 1;
+export const DEFAULT_V6_CAPACITY = 1 << 16;
+
+/** Per IPv6 prefix length (0..128), the four word masks: MASKS6[len * 4 + w]. */
+const MASKS6 = (() => {
+  const m = new Uint32Array(129 * 4);
+  for (let len = 0; len <= 128; len++) {
+    for (let w = 0; w < 4; w++) {
+      const bits = Math.min(32, Math.max(0, len - 32 * w));
+      m[len * 4 + w] = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    }
+  }
+  return m;
+})();
+
+/** IPv4 netmask of a prefix length (0..32) as an unsigned number. */
+export function mask4(len: number): number {
+  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+}
+
+// ---- errors ----
+
+export type IpcacheErrorCode =
+  | 'ERR_IPCACHE_BAD_CIDR'
+  | 'ERR_IPCACHE_BAD_VALUE'
+  | 'ERR_IPCACHE_BAD_OPTION'
+  | 'ERR_IPCACHE_FULL'
+  | 'ERR_IPCACHE_WRITER';
+
+/** Control-plane errors of the ipcache; `code` is stable. */
+export class IpcacheError extends Error {
+  constructor(
+    readonly code: IpcacheErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'IpcacheError';
+  }
+}
+
+// ---- shared description ----
+
+/** Everything a worker needs to attach; structured-cloneable (SharedArrayBuffer-backed). */
+export interface IpcacheShared {
+  tbl8Groups: number;
+  leaves: number;
+  v6Capacity: number;
+  tbl24: [Uint32Array, Uint32Array];
+  tbl8: [Uint32Array, Uint32Array];
+  leaf: [Uint32Array, Uint32Array];
+  v6Hash: [Uint32Array, Uint32Array];
+  v6Lens: [Uint32Array, Uint32Array];
+}
+
+export interface IpcacheOptions {
+  tbl8Groups?: number;
+  leaves?: number;
+  v6Capacity?: number;
+}
+
+function optInt(v: number | undefined, name: string, dflt: number, lo: number, hi: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < lo || v > hi) {
+    throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `options.${name} must be an integer in ${lo}..${hi}, got ${v}`);
+  }
+  return v;
+}
+
+function i32View(a: Uint32Array): Int32Array {
+  return new Int32Array(a.buffer, a.byteOffset, a.length);
+}
+
+/** Writers attached so far (one writer per ipcache). */
+const withWriter = new WeakSet<Ipcache>();
+
+// ---- reader ----
+
+export class Ipcache {
+  readonly shared: IpcacheShared;
+  /** The IPv6 hash (exposed for the writer; readers use lookup6). */
+  readonly v6: SharedHash;
+  private readonly t24a: Int32Array;
+  private readonly t24b: Int32Array;
+  private readonly t8a: Int32Array;
+  private readonly t8b: Int32Array;
+  private readonly lfa: Uint32Array;
+  private readonly lfb: Uint32Array;
+  private readonly lensa: Uint32Array;
+  private readonly lensb: Uint32Array;
+  // The side in use (set by useSide once per batch).
+  private t24: Int32Array;
+  private t8: Int32Array;
+  private lf: Uint32Array;
+  private lens6: Uint32Array;
+  private readonly key6: Uint32Array;
+
+  private constructor(shared: IpcacheShared) {
+    const { tbl8Groups, leaves, v6Capacity } = shared;
+    const want: [string, number][] = [
+      ['tbl24', TBL24_ENTRIES],
+      ['tbl8', tbl8Groups * TBL8_GROUP_ENTRIES],
+      ['leaf', leaves * LEAF_WORDS],
+      ['v6Hash', SharedHash.words(V6_KEY_WORDS, V6_VALUE_WORDS, v6Capacity)],
+      ['v6Lens', V6_LENS_WORDS],
+    ];
+    for (const [name, words] of want) {
+      const pair = shared[name as 'tbl24'];
+      if (!Array.isArray(pair) || pair.length !== 2) throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `ipcache: shared.${name} is not a pair`);
+      for (const a of pair) {
+        if (!(a instanceof Uint32Array) || a.length !== words) {
+          throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `ipcache: shared.${name} must be two Uint32Array of ${words} words`);
+        }
+      }
+    }
+    this.shared = shared;
+    this.v6 = new SharedHash(V6_KEY_WORDS, V6_VALUE_WORDS, v6Capacity, shared.v6Hash);
+    this.t24a = i32View(shared.tbl24[0]);
+    this.t24b = i32View(shared.tbl24[1]);
+    this.t8a = i32View(shared.tbl8[0]);
+    this.t8b = i32View(shared.tbl8[1]);
+    this.lfa = shared.leaf[0];
+    this.lfb = shared.leaf[1];
+    this.lensa = shared.v6Lens[0];
+    this.lensb = shared.v6Lens[1];
+    this.t24 = this.t24a;
+    this.t8 = this.t8a;
+    this.lf = this.lfa;
+    this.lens6 = this.lensa;
+    this.key6 = this.v6.key;
+  }
+
+  static create(opts: IpcacheOptions = {}): Ipcache {
+    const tbl8Groups = optInt(opts.tbl8Groups, 'tbl8Groups', DEFAULT_TBL8_GROUPS, 1, MAX_TBL8_GROUPS);
+    const leaves = optInt(opts.leaves, 'leaves', DEFAULT_LEAVES, 2, 0x7fffffff);
+    const v6Capacity = optInt(opts.v6Capacity, 'v6Capacity', DEFAULT_V6_CAPACITY, 2, 1 << 28);
+    if ((v6Capacity & (v6Capacity - 1)) !== 0) {
+      throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `options.v6Capacity must be a power of two, got ${v6Capacity}`);
+    }
+    return new Ipcache({
+      tbl8Groups,
+      leaves,
+      v6Capacity,
+      tbl24: sharedPair(TBL24_ENTRIES),
+      tbl8: sharedPair(tbl8Groups * TBL8_GROUP_ENTRIES),
+      leaf: sharedPair(leaves * LEAF_WORDS),
+      v6Hash: sharedPair(SharedHash.words(V6_KEY_WORDS, V6_VALUE_WORDS, v6Capacity)),
+      v6Lens: sharedPair(V6_LENS_WORDS),
+    });
+  }
+
+  /** Wraps the arrays another thread created (workerData). Validates their sizes. */
+  static attach(shared: IpcacheShared): Ipcache {
+    return new Ipcache(shared);
+  }
+
+  /** Selects the side to read (the one PublishControl.enter returned), once per batch. */
+  useSide(side: number): void {
+    if (side === 0) {
+      this.t24 = this.t24a;
+      this.t8 = this.t8a;
+      this.lf = this.lfa;
+      this.lens6 = this.lensa;
+    } else {
+      this.t24 = this.t24b;
+      this.t8 = this.t8b;
+      this.lf = this.lfb;
+      this.lens6 = this.lensb;
+    }
+    this.v6.useSide(side);
+  }
+
+  /** Longest-prefix match of an IPv4 address (u32); returns the leaf index, 0 = miss. */
+  lookup4(addr: number): number {
+    const e = this.t24[addr >>> 8] as number;
+    if (e >= 0) return e;
+    return this.t8[((e & 0x7fffffff) << 8) | (addr & 0xff)] as number;
+  }
+
+  /** Longest-prefix match of an IPv6 address (four u32, w0 most significant); 0 = miss. */
+  lookup6(w0: number, w1: number, w2: number, w3: number): number {
+    const lens = this.lens6;
+    const n = lens[0] as number;
+    const k = this.key6;
+    const h = this.v6;
+    for (let i = 1; i <= n; i++) {
+      const len = lens[i] as number;
+      const mb = len << 2;
+      k[0] = w0 & (MASKS6[mb] as number);
+      k[1] = w1 & (MASKS6[mb + 1] as number);
+      k[2] = w2 & (MASKS6[mb + 2] as number);
+      k[3] = w3 & (MASKS6[mb + 3] as number);
+      k[4] = len;
+      const b = h.find();
+      if (b >= 0) return h.value(b, 0);
+    }
+    return 0;
+  }
+
+  leafIdentity(leaf: number): number {
+    return this.lf[leaf * LEAF_WORDS + kLeafIdentity] as number;
+  }
+
+  leafTunnel(leaf: number): number {
+    return this.lf[leaf * LEAF_WORDS + kLeafTunnel] as number;
+  }
+
+  leafFlags(leaf: number): number {
+    return this.lf[leaf * LEAF_WORDS + kLeafFlags] as number;
+  }
+
+  leafPrefixLen(leaf: number): number {
+    return (this.lf[leaf * LEAF_WORDS + kLeafPrefix] as number) & 0xff;
+  }
+
+  /** True when the leaf holds an IPv6 prefix. */
+  leafIsV6(leaf: number): boolean {
+    return ((this.lf[leaf * LEAF_WORDS + kLeafPrefix] as number) & LEAF_PREFIX_V6) !== 0;
+  }
+}
+
+// ---- CIDR text ----
+
+export interface Cidr {
+  family: 4 | 6;
+  /** One word for IPv4, four for IPv6 (word 0 most significant); host bits cleared. */
+  words: number[];
+  len: number;
+}
+
+function badCidr(text: string, why: string): IpcacheError {
+  return new IpcacheError('ERR_IPCACHE_BAD_CIDR', `ipcache: "${text}" is not a CIDR (${why})`);
+}
+
+const reDec = /^(0|[1-9][0-9]{0,2})$/;
+const reHex = /^[0-9a-fA-F]{1,4}$/;
+
+function parseV4(text: string, s: string): number {
+  const parts = s.split('.');
+  if (parts.length !== 4) throw badCidr(text, 'an IPv4 address has four dotted parts');
+  let a = 0;
+  for (const p of parts) {
+    if (!reDec.test(p)) throw badCidr(text, `bad IPv4 part "${p}"`);
+    const v = Number(p);
+    if (v > 255) throw badCidr(text, `IPv4 part ${v} is above 255`);
+    a = a * 256 + v;
+  }
+  return a;
+}
+
+function parseV6(text: string, s: string): number[] {
+  if (s.includes('%')) throw badCidr(text, 'zone ids are not allowed');
+  const dc = s.indexOf('::');
+  if (dc >= 0 && s.indexOf('::', dc + 1) >= 0) throw badCidr(text, '"::" appears twice');
+  const headText = dc >= 0 ? s.slice(0, dc) : s;
+  const tailText = dc >= 0 ? s.slice(dc + 2) : '';
+  const head = headText === '' ? [] : headText.split(':');
+  const tail = tailText === '' ? [] : tailText.split(':');
+  if (dc < 0 && headText === '') throw badCidr(text, 'empty address');
+  const groups = (parts: string[], lastMayBeV4: boolean): number[] => {
+    const out: number[] = [];
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i] as string;
+      if (lastMayBeV4 && i === parts.length - 1 && p.includes('.')) {
+        const v4 = parseV4(text, p);
+        out.push(Math.floor(v4 / 65536), v4 & 0xffff);
+      } else if (reHex.test(p)) {
+        out.push(parseInt(p, 16));
+      } else {
+        throw badCidr(text, `bad IPv6 group "${p}"`);
+      }
+    }
+    return out;
+  };
+  const hg = groups(head, dc < 0);
+  const tg = groups(tail, dc >= 0);
+  let all: number[];
+  if (dc < 0) {
+    if (hg.length !== 8) throw badCidr(text, `an IPv6 address without "::" has 8 groups, got ${hg.length}`);
+    all = hg;
+  } else {
+    const zeros = 8 - hg.length - tg.length;
+    if (zeros < 1) throw badCidr(text, 'too many groups around "::"');
+    all = [...hg, ...new Array<number>(zeros).fill(0), ...tg];
+  }
+  const w: number[] = [];
+  for (let i = 0; i < 4; i++) w.push(((all[2 * i] as number) * 65536 + (all[2 * i + 1] as number)) >>> 0);
+  return w;
+}
+
+/**
+ * Parses "10.0.0.0/8", "10.1.2.3" (= /32), "fd00::/64", "::1" (= /128), "::ffff:1.2.3.4/128".
+ * Host bits are cleared (10.1.2.3/8 -> 10.0.0.0/8). Throws IpcacheError ERR_IPCACHE_BAD_CIDR
+ * naming the text.
+ */
+export function parseCidr(text: string): Cidr {
+  if (typeof text !== 'string') throw badCidr(String(text), 'not a string');
+  const slash = text.indexOf('/');
+  const addrText = slash < 0 ? text : text.slice(0, slash);
+  const family: 4 | 6 = addrText.includes(':') ? 6 : 4;
+  const max = family === 4 ? 32 : 128;
+  let len = max;
+  if (slash >= 0) {
+    const lt = text.slice(slash + 1);
+    if (!reDec.test(lt)) throw badCidr(text, `bad prefix length "${lt}"`);
+    len = Number(lt);
+    if (len > max) throw badCidr(text, `prefix length ${len} is above ${max}`);
+  }
+  if (family === 4) {
+    if (addrText === '') throw badCidr(text, 'empty address');
+    return { family, words: [(parseV4(text, addrText) & mask4(len)) >>> 0], len };
+  }
+  const w = parseV6(text, addrText);
+  for (let i = 0; i < 4; i++) w[i] = ((w[i] as number) & (MASKS6[len * 4 + i] as number)) >>> 0;
+  return { family, words: w, len };
+}
+
+function formatV4(a: number): string {
+  return `${(a >>> 24) & 0xff}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
+}
+
+function formatV6(w: ArrayLike<number>): string {
+  const g: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const v = (w[i] as number) >>> 0;
+    g.push(v >>> 16, v & 0xffff);
+  }
+  // IPv4-mapped addresses keep the dotted quad (RFC 5952 section 5).
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${formatV4((w[3] as number) >>> 0)}`;
+  }
+  // Compress the longest run of two or more zero groups (the first one on a tie).
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (xs: number[]): string => xs.map((x) => x.toString(16)).join(':');
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
+/** Formats a prefix as text; IPv6 in RFC 5952 form. */
+export function formatCidr(c: { family: 4 | 6; words: ArrayLike<number>; len: number }): string {
+  if (c.family === 4) return `${formatV4((c.words[0] as number) >>> 0)}/${c.len}`;
+  return `${formatV6(c.words)}/${c.len}`;
+}
+
+// ---- writer ----
+
+export interface IpcacheValue {
+  identity: number;
+  tunnel: number;
+  flags: number;
+}
+
+export interface IpcacheEntry extends IpcacheValue {
+  cidr: string;
+}
+
+function checkU32(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: ${what} ${v} is not an unsigned 32-bit integer`);
+  }
+  return v;
+}
+
+function checkAddr4(v: number): number {
+  if (!Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff) {
+    throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: IPv4 address ${v} is not a 32-bit integer`);
+  }
+  return v >>> 0;
+}
+
+function checkLen(len: number, max: number): void {
+  if (!Number.isInteger(len) || len < 0 || len > max) {
+    throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: prefix length ${len} is not in 0..${max}`);
+  }
+}
+
+/**
+ * The control thread's handle on an ipcache. Exactly one per ipcache, created while the
+ * ipcache is empty (its private state starts empty). Writes go to the log's working side and
+ * become visible to readers at the next `log.commit()`.
+ */
+export class IpcacheWriter {
+  private readonly id24: number;
+  private readonly id8: number;
+  private readonly idLeaf: number;
+  private readonly idLens6: number;
+  private readonly hw: SharedHashWriter;
+  /** Per tbl24 slot: depth (prefix length + 1) of the longest prefix <= /24 covering it. */
+  private readonly depth24: Uint8Array;
+  /** Per tbl8 entry: depth (prefix length + 1) of the prefix it holds, 0 = none. */
+  private readonly depth8: Uint8Array;
+  /** Per tbl8 group: number of prefixes longer than /24 inside it (0 = free). */
+  private readonly groupRefs: Int32Array;
+  private readonly freeGroups: Int32Array;
+  private nFreeGroups: number;
+  private readonly freeLeaves: Int32Array;
+  private nFreeLeaves: number;
+  /** IPv4 prefixes by length: masked address (as int32) -> leaf. */
+  private readonly pfx4: Map<number, number>[];
+  private n4 = 0;
+  /** IPv6 prefix count per length. */
+  private readonly lenCount6 = new Int32Array(129);
+  private readonly key6: number[] = [0, 0, 0, 0, 0];
+  private readonly groups: number;
+
+  constructor(
+    readonly ipcache: Ipcache,
+    readonly log: WriteLog,
+  ) {
+    if (withWriter.has(ipcache)) throw new IpcacheError('ERR_IPCACHE_WRITER', 'ipcache: this ipcache already has a writer');
+    const sh = ipcache.shared;
+    this.id24 = log.register(sh.tbl24[0], sh.tbl24[1]);
+    this.id8 = log.register(sh.tbl8[0], sh.tbl8[1]);
+    this.idLeaf = log.register(sh.leaf[0], sh.leaf[1]);
+    this.idLens6 = log.register(sh.v6Lens[0], sh.v6Lens[1]);
+    this.hw = new SharedHashWriter(ipcache.v6, log);
+    if (this.hw.size !== 0 || (log.working(this.idLens6)[0] as number) !== 0 || log.working(this.id24).some((v) => v !== 0)) {
+      throw new IpcacheError('ERR_IPCACHE_WRITER', 'ipcache: a writer must start from an empty ipcache');
+    }
+    withWriter.add(ipcache);
+    this.groups = sh.tbl8Groups;
+    this.depth24 = new Uint8Array(TBL24_ENTRIES);
+    this.depth8 = new Uint8Array(sh.tbl8Groups * TBL8_GROUP_ENTRIES);
+    this.groupRefs = new Int32Array(sh.tbl8Groups);
+    this.freeGroups = new Int32Array(sh.tbl8Groups);
+    // Stack of free groups; pop gives the lowest number first.
+    for (let i = 0; i < sh.tbl8Groups; i++) this.freeGroups[i] = sh.tbl8Groups - 1 - i;
+    this.nFreeGroups = sh.tbl8Groups;
+    this.freeLeaves = new Int32Array(sh.leaves - 1);
+    for (let i = 0; i < sh.leaves - 1; i++) this.freeLeaves[i] = sh.leaves - 1 - i;
+    this.nFreeLeaves = sh.leaves - 1;
+    this.pfx4 = [];
+    for (let l = 0; l <= 32; l++) this.pfx4.push(new Map());
+  }
+
+  /** Number of prefixes (IPv4 + IPv6). */
+  get size(): number {
+    return this.n4 + this.hw.size;
+  }
+
+  /** tbl8 groups in use (one per /24 that holds a prefix longer than /24). */
+  get tbl8InUse(): number {
+    return this.groups - this.nFreeGroups;
+  }
+
+  /** Leaves in use (one per prefix). */
+  get leavesInUse(): number {
+    return this.ipcache.shared.leaves - 1 - this.nFreeLeaves;
+  }
+
+  // ---- text API ----
+
+  /** Inserts or replaces a prefix given as text ("10.0.0.0/8", "10.1.2.3", "fd00::/64"). */
+  upsert(cidr: string, v: { identity: number; tunnel?: number; flags?: number }): void {
+    const c = parseCidr(cidr);
+    if (c.family === 4) this.upsert4(c.words[0] as number, c.len, v.identity, v.tunnel ?? 0, v.flags ?? 0);
+    else this.upsert6(c.words, c.len, v.identity, v.tunnel ?? 0, v.flags ?? 0);
+  }
+
+  /** Deletes a prefix given as text; returns whether it was present. */
+  delete(cidr: string): boolean {
+    const c = parseCidr(cidr);
+    return c.family === 4 ? this.delete4(c.words[0] as number, c.len) : this.delete6(c.words, c.len);
+  }
+
+  /** The value stored for exactly this prefix (not a longest match), or undefined. */
+  get(cidr: string): IpcacheValue | undefined {
+    const c = parseCidr(cidr);
+    const leaf = c.family === 4 ? this.find4(c.words[0] as number, c.len) : this.find6(c.words, c.len);
+    return leaf === 0 ? undefined : this.readLeaf(leaf);
+  }
+
+  /** Every prefix, IPv4 first, each family sorted by address then length. */
+  list(): IpcacheEntry[] {
+    const v4: { a: number; len: number; leaf: number }[] = [];
+    for (let len = 0; len <= 32; len++) {
+      for (const [k, leaf] of this.pfx4[len] as Map<number, number>) v4.push({ a: k >>> 0, len, leaf });
+    }
+    v4.sort((x, y) => x.a - y.a || x.len - y.len);
+    const v6: { w: number[]; len: number; leaf: number }[] = [];
+    for (const { key, value } of this.hw.entries()) v6.push({ w: key.slice(0, 4), len: key[4] as number, leaf: value[0] as number });
+    v6.sort((x, y) => {
+      for (let i = 0; i < 4; i++) {
+        const d = (x.w[i] as number) - (y.w[i] as number);
+        if (d !== 0) return d;
+      }
+      return x.len - y.len;
+    });
+    const out: IpcacheEntry[] = [];
+    for (const e of v4) out.push({ cidr: formatCidr({ family: 4, words: [e.a], len: e.len }), ...this.readLeaf(e.leaf) });
+    for (const e of v6) out.push({ cidr: formatCidr({ family: 6, words: e.w, len: e.len }), ...this.readLeaf(e.leaf) });
+    return out;
+  }
+
+  // ---- IPv4 fast path ----
+
+  /** Inserts or replaces addr/len (host bits are cleared). */
+  upsert4(addr: number, len: number, identity: number, tunnel = 0, flags = 0): void {
+    checkLen(len, 32);
+    const a = (checkAddr4(addr) & mask4(len)) >>> 0;
+    checkU32(identity, 'identity');
+    checkU32(tunnel, 'tunnel');
+    checkU32(flags, 'flags');
+    const map = this.pfx4[len] as Map<number, number>;
+    const old = map.get(a | 0);
+    if (old !== undefined) {
+      this.writeLeaf(old, identity, tunnel, flags, len);
+      return;
+    }
+    // Check capacity before changing anything.
+    if (this.nFreeLeaves === 0) {
+      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatCidr({ family: 4, words: [a], len })} (leaves ${this.ipcache.shared.leaves})`);
+    }
+    const w24 = this.log.working(this.id24);
+    if (len > 24 && (w24[a >>> 8] as number) < TBL24_GROUP_BIT && this.nFreeGroups === 0) {
+      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free tbl8 group for ${formatCidr({ family: 4, words: [a], len })} (tbl8Groups ${this.groups})`);
+    }
+    const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
+    this.writeLeaf(leaf, identity, tunnel, flags, len);
+    map.set(a | 0, leaf);
+    this.n4++;
+    if (len <= 24) this.insert24(a, len, leaf);
+    else this.insert8(a, len, leaf);
+  }
+
+  /** Deletes addr/len (host bits are cleared); returns whether it was present. */
+  delete4(addr: number, len: number): boolean {
+    checkLen(len, 32);
+    const a = (checkAddr4(addr) & mask4(len)) >>> 0;
+    const map = this.pfx4[len] as Map<number, number>;
+    const leaf = map.get(a | 0);
+    if (leaf === undefined) return false;
+    map.delete(a | 0);
+    this.n4--;
+    // The next covering prefix: the longest shorter prefix containing a/len.
+    let pLeaf = 0;
+    let pDepth = 0;
+    for (let l = len - 1; l >= 0; l--) {
+      const x = (this.pfx4[l] as Map<number, number>).get((a & mask4(l)) | 0);
+      if (x !== undefined) {
+        pLeaf = x;
+        pDepth = l + 1;
+        break;
+      }
+    }
+    const log = this.log;
+    const w24 = log.working(this.id24);
+    const depth = len + 1;
+    if (len <= 24) {
+      const d24 = this.depth24;
+      const lo = a >>> 8;
+      const hi = lo + (1 << (24 - len));
+      for (let s = lo; s < hi; s++) {
+        // Slots where this prefix is the longest <= /24 match are exactly those at its depth.
+        if (d24[s] !== depth) continue;
+        d24[s] = pDepth;
+        const e = w24[s] as number;
+        if (e >= TBL24_GROUP_BIT) this.replaceInGroup(e & 0x7fffffff, 0, TBL8_GROUP_ENTRIES, depth, pDepth, pLeaf);
+        else log.set(this.id24, s, pLeaf);
+      }
+    } else {
+      const s = a >>> 8;
+      const g = (w24[s] as number) & 0x7fffffff;
+      this.replaceInGroup(g, a & 0xff, 1 << (32 - len), depth, pDepth, pLeaf);
+      if (--(this.groupRefs[g] as number) === 0) this.collapse(s, g);
+    }
+    this.freeLeaves[this.nFreeLeaves++] = leaf;
+    return true;
+  }
+
+  private find4(a: number, len: number): number {
+    return (this.pfx4[len] as Map<number, number>).get(a | 0) ?? 0;
+  }
+
+  /** Writes `leaf` into the tbl24 slots of a/len (len <= 24) that hold a shorter prefix. */
+  private insert24(a: number, len: number, leaf: number): void {
+    const log = this.log;
+    const id24 = this.id24;
+    const w24 = log.working(id24);
+    const d24 = this.depth24;
+    const depth = len + 1;
+    const lo = a >>> 8;
+    const hi = lo + (1 << (24 - len));
+    for (let s = lo; s < hi; s++) {
+      // A group's entries are all at least as deep as its base (d24), so the test covers both.
+      if ((d24[s] as number) > depth) continue;
+      d24[s] = depth;
+      const e = w24[s] as number;
+      if (e >= TBL24_GROUP_BIT) this.fillGroup(e & 0x7fffffff, 0, TBL8_GROUP_ENTRIES, depth, leaf);
+      else log.set(id24, s, leaf);
+    }
+  }
+
+  /** Inserts a/len (len > 24) into the tbl8 group of its /24, creating the group if needed. */
+  private insert8(a: number, len: number, leaf: number): void {
+    const log = this.log;
+    const s = a >>> 8;
+    const w24 = log.working(this.id24);
+    const e = w24[s] as number;
+    let g: number;
+    if (e >= TBL24_GROUP_BIT) {
+      g = e & 0x7fffffff;
+    } else {
+      // New group: every entry starts as the /24's current match.
+      g = this.freeGroups[--this.nFreeGroups] as number;
+      const w8 = log.working(this.id8);
+      const d8 = this.depth8;
+      const base = g * TBL8_GROUP_ENTRIES;
+      const bd = this.depth24[s] as number;
+      for (let i = base; i < base + TBL8_GROUP_ENTRIES; i++) {
+        d8[i] = bd;
+        if (w8[i] !== e) log.set(this.id8, i, e);
+      }
+      log.set(this.id24, s, (TBL24_GROUP_BIT | g) >>> 0);
+    }
+    (this.groupRefs[g] as number)++;
+    this.fillGroup(g, a & 0xff, 1 << (32 - len), len + 1, leaf);
+  }
+
+  /** Sets entries [from, from+count) of group g whose depth is <= depth to leaf. */
+  private fillGroup(g: number, from: number, count: number, depth: number, leaf: number): void {
+    const log = this.log;
+    const id8 = this.id8;
+    const d8 = this.depth8;
+    const base = g * TBL8_GROUP_ENTRIES + from;
+    for (let i = base; i < base + count; i++) {
+      if ((d8[i] as number) > depth) continue;
+      d8[i] = depth;
+      log.set(id8, i, leaf);
+    }
+  }
+
+  /** Entries of group g in range held by the prefix at `depth` go to the parent. */
+  private replaceInGroup(g: number, from: number, count: number, depth: number, pDepth: number, pLeaf: number): void {
+    const log = this.log;
+    const id8 = this.id8;
+    const d8 = this.depth8;
+    const base = g * TBL8_GROUP_ENTRIES + from;
+    for (let i = base; i < base + count; i++) {
+      if (d8[i] !== depth) continue;
+      d8[i] = pDepth;
+      log.set(id8, i, pLeaf);
+    }
+  }
+
+  /** Group g of slot s holds no prefix longer than /24 any more: fold it back into tbl24. */
+  private collapse(s: number, g: number): void {
+    // Every entry now holds the /24's base match; entry 0 stands for all of them.
+    const v = this.log.working(this.id8)[g * TBL8_GROUP_ENTRIES] as number;
+    this.log.set(this.id24, s, v);
+    this.freeGroups[this.nFreeGroups++] = g;
+  }
+
+  // ---- IPv6 fast path ----
+
+  private setKey6(w: ArrayLike<number>, len: number): number[] {
+    const k = this.key6;
+    for (let i = 0; i < 4; i++) {
+      const x = w[i] as number;
+      if (!Number.isInteger(x) || x < -0x80000000 || x > 0xffffffff) {
+        throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: IPv6 word ${i} (${x}) is not a 32-bit integer`);
+      }
+      k[i] = (x & (MASKS6[len * 4 + i] as number)) >>> 0;
+    }
+    k[4] = len;
+    return k;
+  }
+
+  /** Inserts or replaces w/len (four u32 words, w[0] most significant; host bits cleared). */
+  upsert6(w: ArrayLike<number>, len: number, identity: number, tunnel = 0, flags = 0): void {
+    checkLen(len, 128);
+    const k = this.setKey6(w, len);
+    checkU32(identity, 'identity');
+    checkU32(tunnel, 'tunnel');
+    checkU32(flags, 'flags');
+    const old = this.hw.get(k);
+    const prefixWord = len | LEAF_PREFIX_V6;
+    if (old !== undefined) {
+      this.writeLeaf(old[0] as number, identity, tunnel, flags, prefixWord);
+      return;
+    }
+    const cap = this.ipcache.shared.v6Capacity;
+    if (this.hw.size + 1 > (cap * 7) / 8) {
+      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: IPv6 table full at ${formatCidr({ family: 6, words: k, len })} (v6Capacity ${cap})`);
+    }
+    if (this.nFreeLeaves === 0) {
+      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatCidr({ family: 6, words: k, len })} (leaves ${this.ipcache.shared.leaves})`);
+    }
+    const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
+    this.writeLeaf(leaf, identity, tunnel, flags, prefixWord);
+    this.key6Value[0] = leaf;
+    this.hw.set(k, this.key6Value);
+    if (++(this.lenCount6[len] as number) === 1) this.publishLens6();
+  }
+
+  private readonly key6Value: number[] = [0];
+
+  /** Deletes w/len; returns whether it was present. */
+  delete6(w: ArrayLike<number>, len: number): boolean {
+    checkLen(len, 128);
+    const k = this.setKey6(w, len);
+    const old = this.hw.get(k);
+    if (old === undefined) return false;
+    this.hw.delete(k);
+    this.freeLeaves[this.nFreeLeaves++] = old[0] as number;
+    if (--(this.lenCount6[len] as number) === 0) this.publishLens6();
+    return true;
+  }
+
+  private find6(w: ArrayLike<number>, len: number): number {
+    const v = this.hw.get(this.setKey6(w, len));
+    return v === undefined ? 0 : (v[0] as number);
+  }
+
+  /** Rewrites the list of present IPv6 lengths, longest first. */
+  private publishLens6(): void {
+    const log = this.log;
+    const id = this.idLens6;
+    const wl = log.working(id);
+    let n = 0;
+    for (let l = 128; l >= 0; l--) {
+      if ((this.lenCount6[l] as number) === 0) continue;
+      n++;
+      if (wl[n] !== l) log.set(id, n, l);
+    }
+    if (wl[0] !== n) log.set(id, 0, n);
+  }
+
+  // ---- leaves ----
+
+  private writeLeaf(leaf: number, identity: number, tunnel: number, flags: number, prefixWord: number): void {
+    const log = this.log;
+    const id = this.idLeaf;
+    const wl = log.working(id);
+    const b = leaf * LEAF_WORDS;
+    if (wl[b + kLeafIdentity] !== identity) log.set(id, b + kLeafIdentity, identity);
+    if (wl[b + kLeafTunnel] !== tunnel) log.set(id, b + kLeafTunnel, tunnel);
+    if (wl[b + kLeafFlags] !== flags) log.set(id, b + kLeafFlags, flags);
+    if (wl[b + kLeafPrefix] !== prefixWord) log.set(id, b + kLeafPrefix, prefixWord);
+  }
+
+  private readLeaf(leaf: number): IpcacheValue {
+    const wl = this.log.working(this.idLeaf);
+    const b = leaf * LEAF_WORDS;
+    return {
+      identity: wl[b + kLeafIdentity] as number,
+      tunnel: wl[b + kLeafTunnel] as number,
+      flags: wl[b + kLeafFlags] as number,
+    };
+  }
+}
