@@ -9,7 +9,8 @@
  *                              header size is set to 12 (see VNET_HDR_LEN below).
  *   2. setOffload(fd, flags)   TUNSETOFFLOAD; returns the flags set.
  *   3. readBatch(...)          read() packets into slots of a caller-owned slab until EAGAIN
- *                              or the slot budget is spent.
+ *                              or the slot budget is spent (consecutive slots);
+ *      readBatchSlots(...)     the same into slots named by a list (a free list).
  *   4. writeBatch(...)         write() packets from (offset, length) pairs of a slab until
  *                              EAGAIN; packets the kernel rejects as malformed are counted
  *                              as consumed-and-dropped.
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <linux/if_tun.h>
@@ -363,6 +365,22 @@ static napi_value js_set_offload(napi_env env, napi_callback_info info) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* One packet read. TUN silently truncates a packet longer than the buffer (read returns the
+ * buffer size), so we read into the slot plus one spare byte: a result > slot_size means
+ * "did not fit" and the caller drops the packet instead of passing on a truncated one.
+ * Returns bytes read (may be slot_size + 1), or -1 with errno set.                          */
+
+static ssize_t read_packet(int fd, uint8_t *dst, int64_t slot_size) {
+  uint8_t spare;
+  struct iovec iov[2];
+  iov[0].iov_base = dst;
+  iov[0].iov_len = (size_t)slot_size;
+  iov[1].iov_base = &spare;
+  iov[1].iov_len = 1;
+  return readv(fd, iov, 2);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* readBatch(fd, slab: Uint8Array, slotSize, firstSlot, maxSlots, lens: Int32Array,
  *           stats?: Int32Array) -> count
  *
@@ -371,10 +389,11 @@ static napi_value js_set_offload(napi_env env, napi_callback_info info) {
  * or after maxSlots packets. Returns the number of packets stored (0 if nothing was waiting).
  *
  * stats (optional, length >= 2) is overwritten on every call:
- *   stats[0]  packets lost in this call because the kernel refused to hand them over whole
- *             (EINVAL/EFAULT/EMSGSIZE: typically a slot smaller than the packet); such a
- *             packet is consumed by the kernel and does not take a slot
+ *   stats[0]  packets lost in this call: longer than slotSize (TUN would truncate them; we
+ *             detect it and drop them, errno EMSGSIZE), or refused by the kernel (EINVAL,
+ *             EFAULT). Such a packet is consumed and does not take a slot.
  *   stats[1]  errno of the last such loss, 0 if none
+ * Size slots for MTU (+ VNET_HDR_LEN), or 65535 + VNET_HDR_LEN with GSO offloads on.
  */
 static napi_value js_read_batch(napi_env env, napi_callback_info info) {
   napi_value argv[7];
@@ -429,7 +448,12 @@ static napi_value js_read_batch(napi_env env, napi_callback_info info) {
   int32_t count = 0, lost = 0, lost_errno = 0;
   while (count < max_slots) {
     int64_t slot = first + count;
-    ssize_t n = read(fd, slab + slot * slot_size, (size_t)slot_size);
+    ssize_t n = read_packet(fd, slab + slot * slot_size, slot_size);
+    if (n > slot_size) { /* did not fit: the kernel truncated it, drop it */
+      lost++;
+      lost_errno = EMSGSIZE;
+      continue;
+    }
     if (n >= 0) {
       lens[slot] = (int32_t)n;
       count++;
@@ -454,6 +478,104 @@ static napi_value js_read_batch(napi_env env, napi_callback_info info) {
   napi_value r;
   napi_create_int32(env, count, &r);
   return r;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* readBatchSlots(fd, slab: Uint8Array, slotSize, slots: Int32Array, start, count,
+ *                lens: Int32Array, stats?: Int32Array) -> n
+ *
+ * Like readBatch, but the slots come from a list (a free list): packet i lands in slot
+ * s = slots[start+i], at slab[s*slotSize], and its length goes to lens[s]. Reads until EAGAIN
+ * or `count` packets; returns n, meaning slots[start .. start+n) were filled and the rest are
+ * untouched. Every listed slot is bounds-checked before the first read. stats as readBatch.
+ */
+static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  int fd;
+  int64_t slot_size, start, count;
+  uint8_t *slab;
+  int32_t *slots, *lens, *stats = NULL;
+  size_t slab_len, slots_len, lens_len, stats_len = 0;
+  napi_valuetype t;
+
+  if (get_args(env, info, 7, 8, argv, NULL) != 0) return NULL;
+  if (get_fd(env, argv[0], &fd) != 0) return NULL;
+  if (get_typed(env, argv[1], napi_uint8_array, "slab", "a Uint8Array", (void **)&slab,
+                &slab_len) != 0)
+    return NULL;
+  if (get_int(env, argv[2], "slotSize", 1, INT32_MAX, &slot_size) != 0) return NULL;
+  if (get_typed(env, argv[3], napi_int32_array, "slots", "an Int32Array", (void **)&slots,
+                &slots_len) != 0)
+    return NULL;
+  if (get_int(env, argv[4], "start", 0, INT32_MAX, &start) != 0) return NULL;
+  if (get_int(env, argv[5], "count", 0, INT32_MAX, &count) != 0) return NULL;
+  if (get_typed(env, argv[6], napi_int32_array, "lens", "an Int32Array", (void **)&lens,
+                &lens_len) != 0)
+    return NULL;
+  napi_typeof(env, argv[7], &t);
+  if (t != napi_undefined) {
+    if (get_typed(env, argv[7], napi_int32_array, "stats", "an Int32Array", (void **)&stats,
+                  &stats_len) != 0)
+      return NULL;
+    if (stats_len < 2) {
+      throw_range(env, "tun: argument \"stats\" must have at least 2 elements");
+      return NULL;
+    }
+  }
+  if (count > 0 && start + count > (int64_t)slots_len) {
+    char buf[160];
+    snprintf(buf, sizeof buf,
+             "tun: argument \"start\"/\"count\": entries [%lld, %lld) exceed slots (%zu)",
+             (long long)start, (long long)(start + count), slots_len);
+    throw_range(env, buf);
+    return NULL;
+  }
+  for (int64_t i = start; i < start + count; i++) {
+    int64_t s = slots[i];
+    if (s < 0 || (s + 1) * slot_size > (int64_t)slab_len || s >= (int64_t)lens_len) {
+      char buf[224];
+      snprintf(buf, sizeof buf,
+               "tun: argument \"slots\": entry %lld is slot %lld, outside the slab (%zu bytes "
+               "/ %lld per slot) or lens (%zu)", (long long)i, (long long)s, slab_len,
+               (long long)slot_size, lens_len);
+      throw_range(env, buf);
+      return NULL;
+    }
+  }
+
+  int32_t n = 0, lost = 0, lost_errno = 0;
+  while (n < count) {
+    int64_t s = slots[start + n];
+    ssize_t r = read_packet(fd, slab + s * slot_size, slot_size);
+    if (r > slot_size) {
+      lost++;
+      lost_errno = EMSGSIZE;
+      continue;
+    }
+    if (r >= 0) {
+      lens[s] = (int32_t)r;
+      n++;
+      continue;
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) break;
+    if (err == EINVAL || err == EFAULT || err == EMSGSIZE) {
+      lost++;
+      lost_errno = err;
+      continue;
+    }
+    if (n > 0) break;
+    throw_sys(env, err, "read", "read from TUN device");
+    return NULL;
+  }
+  if (stats != NULL) {
+    stats[0] = lost;
+    stats[1] = lost_errno;
+  }
+  napi_value res;
+  napi_create_int32(env, n, &res);
+  return res;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -788,6 +910,7 @@ static napi_value init(napi_env env, napi_value exports) {
   set_fn(env, exports, "open", js_open);
   set_fn(env, exports, "setOffload", js_set_offload);
   set_fn(env, exports, "readBatch", js_read_batch);
+  set_fn(env, exports, "readBatchSlots", js_read_batch_slots);
   set_fn(env, exports, "writeBatch", js_write_batch);
   set_fn(env, exports, "pollStart", js_poll_start);
   set_fn(env, exports, "pollSet", js_poll_set);

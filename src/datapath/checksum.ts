@@ -59,7 +59,7 @@ export function decrementTtl4(buf: Uint8Array, dv: DataView, l3Off: number): num
 }
 
 /** Decrement the IPv6 hop limit (no header checksum). Returns the new value, or -1 if it was 0. */
-export function decrementHopLimit6(buf: Uint8Array, _dv: DataView, l3Off: number): number {
+export function decrementHopLimit6(buf: Uint8Array, l3Off: number): number {
   const hl = buf[l3Off + V6_HOPLIMIT]!;
   if (hl === 0) return -1;
   buf[l3Off + V6_HOPLIMIT] = hl - 1;

@@ -19,8 +19,9 @@ export interface TunBinding {
   setOffload(fd: number, flags: number): number;
   /**
    * Reads packets until EAGAIN or maxSlots: packet i at slab[(firstSlot+i)*slotSize], its
-   * length in lens[firstSlot+i]. Returns the count. stats[0] = packets lost (did not fit),
-   * stats[1] = errno of the last loss.
+   * length in lens[firstSlot+i]. Returns the count. stats[0] = packets lost (longer than
+   * slotSize: dropped, never truncated; or refused by the kernel), stats[1] = errno of the
+   * last loss (EMSGSIZE = 90 for "did not fit").
    */
   readBatch(
     fd: number,
@@ -28,6 +29,20 @@ export interface TunBinding {
     slotSize: number,
     firstSlot: number,
     maxSlots: number,
+    lens: Int32Array,
+    stats?: Int32Array,
+  ): number;
+  /**
+   * Like readBatch, but packet i goes to slot s = slots[start+i] (a free list): at
+   * slab[s*slotSize], length in lens[s]. Returns n: slots[start .. start+n) were filled.
+   */
+  readBatchSlots(
+    fd: number,
+    slab: Uint8Array,
+    slotSize: number,
+    slots: Int32Array,
+    start: number,
+    count: number,
     lens: Int32Array,
     stats?: Int32Array,
   ): number;
@@ -110,7 +125,7 @@ export function loadBinding(): TunBinding {
   const file = join(root, ...BINDING_PATH);
   if (!existsSync(file)) {
     throw new NativeBindingError(
-      `tunswitch: the TUN binding is not built (${file} is missing); run "npm ci" or "npm rebuild" ` +
+      `tunswitch: the TUN binding is not built (${file} is missing); run "npm ci", or "npm run install" to build just the binding ` +
         '(needs a C compiler and the Node headers)',
     );
   }
@@ -119,7 +134,7 @@ export function loadBinding(): TunBinding {
     cached = require(file) as TunBinding;
   } catch (err) {
     throw new NativeBindingError(
-      `tunswitch: cannot load the TUN binding ${file}: ${(err as Error).message}; run "npm rebuild"`,
+      `tunswitch: cannot load the TUN binding ${file}: ${(err as Error).message}; rebuild it with "npm run install"`,
       { cause: err },
     );
   }

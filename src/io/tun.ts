@@ -151,6 +151,16 @@ export class TunDevice {
   }
 
   /**
+   * Reads up to count packets into the slots listed in slots[start..start+count): packet i
+   * at slab[slots[start+i]*slotSize], its length in lens[slots[start+i]]. Returns n; the
+   * first n listed slots were filled.
+   */
+  readBatchSlots(slab: Uint8Array, slotSize: number, slots: Int32Array, start: number, count: number, lens: Int32Array, stats?: Int32Array): number {
+    if (this.closed) this.throwClosed();
+    return this.b.readBatchSlots(this.fd, slab, slotSize, slots, start, count, lens, stats);
+  }
+
+  /**
    * Writes packets (offsets[start+i], lens[start+i]) for i < count. Returns how many were
    * consumed (written, or dropped by the kernel as malformed: stats[0]/stats[1]). Fewer than
    * count means the queue is full: call waitWritable() and resume from start + returned.

@@ -180,7 +180,9 @@ function mixWord(h: number, w: number): number {
 
 /**
  * Hash of a 10-word key held in `k` (Uint32Array). Pure integer arithmetic on the key words,
- * so every thread computes the same slot. Returns an unsigned 32-bit number.
+ * so every thread computes the same slot. Returns a *signed* 32-bit number: an int32 stays
+ * unboxed across calls, whereas a u32 above 2^31 would be boxed (allocated) when returned.
+ * Compare with a stored hash as `(stored | 0) === h`.
  */
 export function hashKey10(k: Uint32Array): number {
   let h = 0x7f4a7c15;
@@ -191,7 +193,7 @@ export function hashKey10(k: Uint32Array): number {
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
-  return h >>> 0;
+  return h | 0;
 }
 
 function checkLifetime(name: string, v: number): number {
@@ -290,7 +292,7 @@ export class ConntrackTable {
       const b = HEADER_WORDS + (i << ENTRY_SHIFT);
       const k0 = w[b + E_K0] as number;
       if (k0 === 0) return -1;
-      if (w[b + E_HASH] === h && k0 === kb[0] && w[b + 1] === kb[1] &&
+      if (((w[b + E_HASH] as number) | 0) === h && k0 === kb[0] && w[b + 1] === kb[1] &&
           w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
           w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9]) {
         return i;
@@ -320,7 +322,7 @@ export class ConntrackTable {
     }
     this.loadKey(pi, 1);
     idx = this.find(hashKey10(this.kb));
-    if (idx >= 0) {
+    if (idx >= 0 && !this.expiredAt(idx, now)) {
       this.lastDir = 1;
       return idx;
     }
@@ -394,7 +396,7 @@ export class ConntrackTable {
       const b = HEADER_WORDS + (i << ENTRY_SHIFT);
       const k0 = w[b + E_K0] as number;
       if (k0 === 0) { slot = i; break; }
-      if (w[b + E_HASH] === h && k0 === kb[0] && w[b + 1] === kb[1] &&
+      if (((w[b + E_HASH] as number) | 0) === h && k0 === kb[0] && w[b + 1] === kb[1] &&
           w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
           w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9]) {
         reuse = i; // same key: reinitialise it whatever its state

@@ -157,6 +157,9 @@ export class EndpointTable {
     return this.rec[ep * EP_RECORD_WORDS + EP_OFF_FLAGS] as number;
   }
 
+  // The accessors below do not check `ep`: the datapath reads them only for an index that
+  // flags() reported valid (or that byAddr4/byAddr6 returned).
+
   identity(ep: number): number {
     return this.rec[ep * EP_RECORD_WORDS + EP_OFF_IDENTITY] as number;
   }

@@ -472,16 +472,32 @@ function checkAddr4(v: number): number {
   return v >>> 0;
 }
 
+function allZero(a: Uint32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== 0) return false;
+  return true;
+}
+
 function checkLen(len: number, max: number): void {
   if (!Number.isInteger(len) || len < 0 || len > max) {
     throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: prefix length ${len} is not in 0..${max}`);
   }
 }
 
+/** Blocks of tbl24 tracked for flushing: one per 256 slots. */
+const kBlocks24 = TBL24_ENTRIES >>> 8;
+
 /**
  * The control thread's handle on an ipcache. Exactly one per ipcache, created while the
- * ipcache is empty (its private state starts empty). Writes go to the log's working side and
- * become visible to readers at the next `log.commit()`.
+ * ipcache is empty (its private state starts empty).
+ *
+ * Every change is first applied to private shadow copies of tbl24 and tbl8 (with the depth of
+ * each slot), marking the 256-slot blocks and tbl8 groups it touched. At the end of each
+ * operation (or of a `batch()`), the writer compares the touched blocks with the log's working
+ * side and logs only the words that differ. A bulk load inside `batch()` therefore logs each
+ * slot once, however many overlapping prefixes rewrote it. Changes become visible to readers
+ * at the next `log.commit()` after they were flushed; a commit in the middle of a batch
+ * publishes the state from before the batch, never part of it. Leaves freed by deletes are
+ * reused only after the flush that stops the tables from pointing at them.
  */
 export class IpcacheWriter {
   private readonly id24: number;
@@ -489,23 +505,40 @@ export class IpcacheWriter {
   private readonly idLeaf: number;
   private readonly idLens6: number;
   private readonly hw: SharedHashWriter;
-  /** Per tbl24 slot: depth (prefix length + 1) of the longest prefix <= /24 covering it. */
-  private readonly depth24: Uint8Array;
+  private readonly groups: number;
+  /** Shadow of tbl24 (the value every slot will have after the next flush). */
+  private readonly s24: Uint32Array;
+  /** Per tbl24 slot: depth (prefix length + 1) of the longest prefix <= /24 covering it, 0 = none. */
+  private readonly d24: Uint8Array;
+  /** Shadow of tbl8. */
+  private readonly s8: Uint32Array;
   /** Per tbl8 entry: depth (prefix length + 1) of the prefix it holds, 0 = none. */
-  private readonly depth8: Uint8Array;
+  private readonly d8: Uint8Array;
   /** Per tbl8 group: number of prefixes longer than /24 inside it (0 = free). */
   private readonly groupRefs: Int32Array;
   private readonly freeGroups: Int32Array;
   private nFreeGroups: number;
   private readonly freeLeaves: Int32Array;
   private nFreeLeaves: number;
+  /** Leaves freed since the last flush (still referenced by the working side until then). */
+  private readonly pendingLeaves: Int32Array;
+  private nPendingLeaves = 0;
+  /** Dirty 256-slot blocks of tbl24 and dirty tbl8 groups, as flags and as lists. */
+  private readonly dirty24: Uint8Array;
+  private readonly dirty24List: Int32Array;
+  private nDirty24 = 0;
+  private readonly dirty8: Uint8Array;
+  private readonly dirty8List: Int32Array;
+  private nDirty8 = 0;
+  /** Nesting depth of batch(); flushes happen when it returns to 0. */
+  private batching = 0;
   /** IPv4 prefixes by length: masked address (as int32) -> leaf. */
   private readonly pfx4: Map<number, number>[];
   private n4 = 0;
   /** IPv6 prefix count per length. */
   private readonly lenCount6 = new Int32Array(129);
   private readonly key6: number[] = [0, 0, 0, 0, 0];
-  private readonly groups: number;
+  private readonly value6: number[] = [0];
 
   constructor(
     readonly ipcache: Ipcache,
@@ -518,21 +551,29 @@ export class IpcacheWriter {
     this.idLeaf = log.register(sh.leaf[0], sh.leaf[1]);
     this.idLens6 = log.register(sh.v6Lens[0], sh.v6Lens[1]);
     this.hw = new SharedHashWriter(ipcache.v6, log);
-    if (this.hw.size !== 0 || (log.working(this.idLens6)[0] as number) !== 0 || log.working(this.id24).some((v) => v !== 0)) {
+    if (this.hw.size !== 0 || (log.working(this.idLens6)[0] as number) !== 0 || !allZero(log.working(this.id24))) {
       throw new IpcacheError('ERR_IPCACHE_WRITER', 'ipcache: a writer must start from an empty ipcache');
     }
     withWriter.add(ipcache);
-    this.groups = sh.tbl8Groups;
-    this.depth24 = new Uint8Array(TBL24_ENTRIES);
-    this.depth8 = new Uint8Array(sh.tbl8Groups * TBL8_GROUP_ENTRIES);
-    this.groupRefs = new Int32Array(sh.tbl8Groups);
-    this.freeGroups = new Int32Array(sh.tbl8Groups);
-    // Stack of free groups; pop gives the lowest number first.
-    for (let i = 0; i < sh.tbl8Groups; i++) this.freeGroups[i] = sh.tbl8Groups - 1 - i;
-    this.nFreeGroups = sh.tbl8Groups;
+    const groups = sh.tbl8Groups;
+    this.groups = groups;
+    this.s24 = new Uint32Array(TBL24_ENTRIES);
+    this.d24 = new Uint8Array(TBL24_ENTRIES);
+    this.s8 = new Uint32Array(groups * TBL8_GROUP_ENTRIES);
+    this.d8 = new Uint8Array(groups * TBL8_GROUP_ENTRIES);
+    this.groupRefs = new Int32Array(groups);
+    // Stacks of free groups and leaves; pop gives the lowest number first.
+    this.freeGroups = new Int32Array(groups);
+    for (let i = 0; i < groups; i++) this.freeGroups[i] = groups - 1 - i;
+    this.nFreeGroups = groups;
     this.freeLeaves = new Int32Array(sh.leaves - 1);
     for (let i = 0; i < sh.leaves - 1; i++) this.freeLeaves[i] = sh.leaves - 1 - i;
     this.nFreeLeaves = sh.leaves - 1;
+    this.pendingLeaves = new Int32Array(sh.leaves - 1);
+    this.dirty24 = new Uint8Array(kBlocks24);
+    this.dirty24List = new Int32Array(kBlocks24);
+    this.dirty8 = new Uint8Array(groups);
+    this.dirty8List = new Int32Array(groups);
     this.pfx4 = [];
     for (let l = 0; l <= 32; l++) this.pfx4.push(new Map());
   }
@@ -547,9 +588,23 @@ export class IpcacheWriter {
     return this.groups - this.nFreeGroups;
   }
 
-  /** Leaves in use (one per prefix). */
+  /** Leaves in use (one per prefix, plus those freed but not yet flushed). */
   get leavesInUse(): number {
     return this.ipcache.shared.leaves - 1 - this.nFreeLeaves;
+  }
+
+  /**
+   * Runs `fn` with flushing deferred: its upserts and deletes reach the log once, when the
+   * outermost batch returns (or throws). Use it for bulk loads. Operations that completed
+   * before a throw are kept.
+   */
+  batch<T>(fn: () => T): T {
+    this.batching++;
+    try {
+      return fn();
+    } finally {
+      if (--this.batching === 0) this.flush();
+    }
   }
 
   // ---- text API ----
@@ -608,15 +663,13 @@ export class IpcacheWriter {
     const map = this.pfx4[len] as Map<number, number>;
     const old = map.get(a | 0);
     if (old !== undefined) {
+      // Same prefix, new value: only its leaf changes.
       this.writeLeaf(old, identity, tunnel, flags, len);
       return;
     }
     // Check capacity before changing anything.
-    if (this.nFreeLeaves === 0) {
-      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatCidr({ family: 4, words: [a], len })} (leaves ${this.ipcache.shared.leaves})`);
-    }
-    const w24 = this.log.working(this.id24);
-    if (len > 24 && (w24[a >>> 8] as number) < TBL24_GROUP_BIT && this.nFreeGroups === 0) {
+    if (this.nFreeLeaves === 0) this.noLeaf({ family: 4, words: [a], len });
+    if (len > 24 && (this.s24[a >>> 8] as number) < TBL24_GROUP_BIT && this.nFreeGroups === 0) {
       throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free tbl8 group for ${formatCidr({ family: 4, words: [a], len })} (tbl8Groups ${this.groups})`);
     }
     const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
@@ -625,6 +678,7 @@ export class IpcacheWriter {
     this.n4++;
     if (len <= 24) this.insert24(a, len, leaf);
     else this.insert8(a, len, leaf);
+    if (this.batching === 0) this.flush();
   }
 
   /** Deletes addr/len (host bits are cleared); returns whether it was present. */
@@ -647,28 +701,29 @@ export class IpcacheWriter {
         break;
       }
     }
-    const log = this.log;
-    const w24 = log.working(this.id24);
     const depth = len + 1;
     if (len <= 24) {
-      const d24 = this.depth24;
+      const s24 = this.s24;
+      const d24 = this.d24;
       const lo = a >>> 8;
       const hi = lo + (1 << (24 - len));
+      this.markRange24(lo, hi);
       for (let s = lo; s < hi; s++) {
-        // Slots where this prefix is the longest <= /24 match are exactly those at its depth.
+        // The slots where this prefix is the longest match <= /24 are those at its depth.
         if (d24[s] !== depth) continue;
         d24[s] = pDepth;
-        const e = w24[s] as number;
+        const e = s24[s] as number;
         if (e >= TBL24_GROUP_BIT) this.replaceInGroup(e & 0x7fffffff, 0, TBL8_GROUP_ENTRIES, depth, pDepth, pLeaf);
-        else log.set(this.id24, s, pLeaf);
+        else s24[s] = pLeaf;
       }
     } else {
       const s = a >>> 8;
-      const g = (w24[s] as number) & 0x7fffffff;
+      const g = (this.s24[s] as number) & 0x7fffffff;
       this.replaceInGroup(g, a & 0xff, 1 << (32 - len), depth, pDepth, pLeaf);
       if (--(this.groupRefs[g] as number) === 0) this.collapse(s, g);
     }
-    this.freeLeaves[this.nFreeLeaves++] = leaf;
+    this.pendingLeaves[this.nPendingLeaves++] = leaf;
+    if (this.batching === 0) this.flush();
     return true;
   }
 
@@ -676,46 +731,56 @@ export class IpcacheWriter {
     return (this.pfx4[len] as Map<number, number>).get(a | 0) ?? 0;
   }
 
+  private markRange24(lo: number, hi: number): void {
+    const last = (hi - 1) >>> 8;
+    for (let b = lo >>> 8; b <= last; b++) {
+      if (this.dirty24[b] === 0) {
+        this.dirty24[b] = 1;
+        this.dirty24List[this.nDirty24++] = b;
+      }
+    }
+  }
+
+  private markGroup(g: number): void {
+    if (this.dirty8[g] === 0) {
+      this.dirty8[g] = 1;
+      this.dirty8List[this.nDirty8++] = g;
+    }
+  }
+
   /** Writes `leaf` into the tbl24 slots of a/len (len <= 24) that hold a shorter prefix. */
   private insert24(a: number, len: number, leaf: number): void {
-    const log = this.log;
-    const id24 = this.id24;
-    const w24 = log.working(id24);
-    const d24 = this.depth24;
+    const s24 = this.s24;
+    const d24 = this.d24;
     const depth = len + 1;
     const lo = a >>> 8;
     const hi = lo + (1 << (24 - len));
+    this.markRange24(lo, hi);
     for (let s = lo; s < hi; s++) {
-      // A group's entries are all at least as deep as its base (d24), so the test covers both.
+      // A group's entries are all at least as deep as its base (d24), so one test covers both.
       if ((d24[s] as number) > depth) continue;
       d24[s] = depth;
-      const e = w24[s] as number;
+      const e = s24[s] as number;
       if (e >= TBL24_GROUP_BIT) this.fillGroup(e & 0x7fffffff, 0, TBL8_GROUP_ENTRIES, depth, leaf);
-      else log.set(id24, s, leaf);
+      else s24[s] = leaf;
     }
   }
 
   /** Inserts a/len (len > 24) into the tbl8 group of its /24, creating the group if needed. */
   private insert8(a: number, len: number, leaf: number): void {
-    const log = this.log;
     const s = a >>> 8;
-    const w24 = log.working(this.id24);
-    const e = w24[s] as number;
+    const e = this.s24[s] as number;
     let g: number;
     if (e >= TBL24_GROUP_BIT) {
       g = e & 0x7fffffff;
     } else {
       // New group: every entry starts as the /24's current match.
       g = this.freeGroups[--this.nFreeGroups] as number;
-      const w8 = log.working(this.id8);
-      const d8 = this.depth8;
       const base = g * TBL8_GROUP_ENTRIES;
-      const bd = this.depth24[s] as number;
-      for (let i = base; i < base + TBL8_GROUP_ENTRIES; i++) {
-        d8[i] = bd;
-        if (w8[i] !== e) log.set(this.id8, i, e);
-      }
-      log.set(this.id24, s, (TBL24_GROUP_BIT | g) >>> 0);
+      this.s8.fill(e, base, base + TBL8_GROUP_ENTRIES);
+      this.d8.fill(this.d24[s] as number, base, base + TBL8_GROUP_ENTRIES);
+      this.s24[s] = (TBL24_GROUP_BIT | g) >>> 0;
+      this.markRange24(s, s + 1);
     }
     (this.groupRefs[g] as number)++;
     this.fillGroup(g, a & 0xff, 1 << (32 - len), len + 1, leaf);
@@ -723,36 +788,76 @@ export class IpcacheWriter {
 
   /** Sets entries [from, from+count) of group g whose depth is <= depth to leaf. */
   private fillGroup(g: number, from: number, count: number, depth: number, leaf: number): void {
-    const log = this.log;
-    const id8 = this.id8;
-    const d8 = this.depth8;
+    const s8 = this.s8;
+    const d8 = this.d8;
     const base = g * TBL8_GROUP_ENTRIES + from;
+    this.markGroup(g);
     for (let i = base; i < base + count; i++) {
       if ((d8[i] as number) > depth) continue;
       d8[i] = depth;
-      log.set(id8, i, leaf);
+      s8[i] = leaf;
     }
   }
 
   /** Entries of group g in range held by the prefix at `depth` go to the parent. */
   private replaceInGroup(g: number, from: number, count: number, depth: number, pDepth: number, pLeaf: number): void {
-    const log = this.log;
-    const id8 = this.id8;
-    const d8 = this.depth8;
+    const s8 = this.s8;
+    const d8 = this.d8;
     const base = g * TBL8_GROUP_ENTRIES + from;
+    this.markGroup(g);
     for (let i = base; i < base + count; i++) {
       if (d8[i] !== depth) continue;
       d8[i] = pDepth;
-      log.set(id8, i, pLeaf);
+      s8[i] = pLeaf;
     }
   }
 
   /** Group g of slot s holds no prefix longer than /24 any more: fold it back into tbl24. */
   private collapse(s: number, g: number): void {
     // Every entry now holds the /24's base match; entry 0 stands for all of them.
-    const v = this.log.working(this.id8)[g * TBL8_GROUP_ENTRIES] as number;
-    this.log.set(this.id24, s, v);
+    this.s24[s] = this.s8[g * TBL8_GROUP_ENTRIES] as number;
+    this.markRange24(s, s + 1);
     this.freeGroups[this.nFreeGroups++] = g;
+  }
+
+  /**
+   * Logs every word of the dirty blocks and groups that differs from the working side, then
+   * makes the leaves freed since the last flush reusable. O(touched blocks * 256).
+   */
+  private flush(): void {
+    const log = this.log;
+    const id24 = this.id24;
+    const s24 = this.s24;
+    const w24 = log.working(id24);
+    for (let k = 0; k < this.nDirty24; k++) {
+      const b = this.dirty24List[k] as number;
+      this.dirty24[b] = 0;
+      const base = b << 8;
+      for (let i = base; i < base + 256; i++) {
+        const v = s24[i] as number;
+        if (w24[i] !== v) log.set(id24, i, v);
+      }
+    }
+    this.nDirty24 = 0;
+    const id8 = this.id8;
+    const s8 = this.s8;
+    const w8 = log.working(id8);
+    for (let k = 0; k < this.nDirty8; k++) {
+      const g = this.dirty8List[k] as number;
+      this.dirty8[g] = 0;
+      const base = g * TBL8_GROUP_ENTRIES;
+      for (let i = base; i < base + TBL8_GROUP_ENTRIES; i++) {
+        const v = s8[i] as number;
+        if (w8[i] !== v) log.set(id8, i, v);
+      }
+    }
+    this.nDirty8 = 0;
+    for (let k = 0; k < this.nPendingLeaves; k++) this.freeLeaves[this.nFreeLeaves++] = this.pendingLeaves[k] as number;
+    this.nPendingLeaves = 0;
+  }
+
+  private noLeaf(c: Cidr): never {
+    throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatCidr(c)} (leaves ${this.ipcache.shared.leaves})`);
   }
 
   // ---- IPv6 fast path ----
@@ -787,17 +892,13 @@ export class IpcacheWriter {
     if (this.hw.size + 1 > (cap * 7) / 8) {
       throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: IPv6 table full at ${formatCidr({ family: 6, words: k, len })} (v6Capacity ${cap})`);
     }
-    if (this.nFreeLeaves === 0) {
-      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatCidr({ family: 6, words: k, len })} (leaves ${this.ipcache.shared.leaves})`);
-    }
+    if (this.nFreeLeaves === 0) this.noLeaf({ family: 6, words: k.slice(0, 4), len });
     const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
     this.writeLeaf(leaf, identity, tunnel, flags, prefixWord);
-    this.key6Value[0] = leaf;
-    this.hw.set(k, this.key6Value);
+    this.value6[0] = leaf;
+    this.hw.set(k, this.value6);
     if (++(this.lenCount6[len] as number) === 1) this.publishLens6();
   }
-
-  private readonly key6Value: number[] = [0];
 
   /** Deletes w/len; returns whether it was present. */
   delete6(w: ArrayLike<number>, len: number): boolean {
@@ -806,8 +907,10 @@ export class IpcacheWriter {
     const old = this.hw.get(k);
     if (old === undefined) return false;
     this.hw.delete(k);
-    this.freeLeaves[this.nFreeLeaves++] = old[0] as number;
+    // The hash entry is gone in the same log as any reuse of the leaf, but keep one rule.
+    this.pendingLeaves[this.nPendingLeaves++] = old[0] as number;
     if (--(this.lenCount6[len] as number) === 0) this.publishLens6();
+    if (this.batching === 0) this.flush();
     return true;
   }
 

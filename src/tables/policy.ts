@@ -53,17 +53,23 @@
  *   5     u32    COOKIE     rule cookie: an id the control plane maps to "policy + rule"
  *
  * Next to it, a published mask array tells the reader which prefix lengths exist, so it
- * probes only those. Layout (Uint32Array, 4 words per endpoint):
+ * probes only those keys that can exist. Layout (Uint32Array, 4 words per endpoint and
+ * direction, row = (ep << 1 | dir) << 2):
  *
- *   index                      width  field
- *   (ep << 1 | dir) << 1       u32    ALLOW_LENS  bit L set: an allow entry of length L exists
- *   ((ep << 1 | dir) << 1) + 1 u32    DENY_LENS   bit L set: a deny entry of length L exists
+ *   index    width  field
+ *   row + 0  u32    ALLOW_EXACT  bit L: an allow entry of length L naming an identity exists
+ *   row + 1  u32    ALLOW_ANY    bit L: an allow entry of length L with identity 0 exists
+ *   row + 2  u32    DENY_EXACT   bit L: a deny entry of length L naming an identity exists
+ *   row + 3  u32    DENY_ANY     bit L: a deny entry of length L with identity 0 exists
+ *
+ * (Bits 0..24 used.) Splitting exact from identity-0 lets the reader skip the identity-0
+ * probe at lengths only L3 rules use, and the exact probe at lengths only L4-only rules use.
  *
  * Both arrays are left-right pairs written through one WriteLog (publish.ts), so a reader
  * sees masks and entries of the same revision for a whole batch.
  *
- * Reader cost: with no denies and n allow lengths, at most 2n hash probes, usually 1 or 2
- * (the longest length that exists is probed first and most flows hit it).
+ * Reader cost: with no denies and n allow lengths, at most 2n hash probes (fewer when a
+ * length has only exact or only identity-0 entries); it stops at the first hit.
  */
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
@@ -98,6 +104,22 @@ const kValueWords = 2;
 const kValFlags = 0;
 const kValCookie = 1;
 const kLens = L4_FULL_PREFIX + 1;
+/** Mask words per (endpoint, direction); the index of each is its maskKind(). */
+const kMaskWords = 4;
+const kMaskAllowExact = 0;
+const kMaskAllowAny = 1;
+const kMaskDenyExact = 2;
+const kMaskDenyAny = 3;
+
+const kStride = 1 + kKeyWords + kValueWords;
+/** Word offsets of the value fields inside a slot (see the layout above). */
+const kSlotFlags = 1 + kKeyWords + kValFlags;
+const kSlotCookie = 1 + kKeyWords + kValCookie;
+
+/** Which of the four length masks an entry counts in. */
+function maskKind(denyFlag: number, identity: number): number {
+  return (denyFlag !== 0 ? kMaskDenyExact : kMaskAllowExact) + (identity === 0 ? 1 : 0);
+}
 
 /** Mask of the significant bits of the 24-bit L4 value for each prefix length. */
 function l4Mask(len: number): number {
@@ -152,7 +174,7 @@ export class PolicyTable {
   private constructor(readonly shared: PolicyTableShared) {
     this.maxEndpoints = shared.maxEndpoints;
     this.hash = new SharedHash(kKeyWords, kValueWords, shared.capacity, shared.entries);
-    if (shared.masks[0].length < shared.maxEndpoints * 4) throw new RangeError('PolicyTable: mask arrays too small');
+    if (shared.masks[0].length < shared.maxEndpoints * 2 * kMaskWords) throw new RangeError('PolicyTable: mask arrays too small');
     this.masks = shared.masks[0];
     this.lenMask = new Uint32Array(kLens);
     for (let l = 0; l < kLens; l++) this.lenMask[l] = l4Mask(l);
@@ -175,7 +197,7 @@ export class PolicyTable {
       capacity,
       maxEndpoints,
       entries: sharedPair(SharedHash.words(kKeyWords, kValueWords, capacity)),
-      masks: sharedPair(maxEndpoints * 4),
+      masks: sharedPair(maxEndpoints * 2 * kMaskWords),
     });
   }
 
@@ -200,57 +222,88 @@ export class PolicyTable {
     this.outIdentityExact = 0;
     if (ep < 0 || ep >= this.maxEndpoints) return 0;
     const epdir = (ep << 1) | (dir & 1);
-    const row = epdir << 1;
+    const row = epdir << 2;
     const masks = this.masks;
-    const allow = masks[row] as number;
-    let deny = masks[row + 1] as number;
-    if ((allow | deny) === 0) return 0;
-    const h = this.hash;
-    const key = h.key;
-    const full = ((proto & 0xff) << 16) | (port & 0xffff);
     const id = identity >>> 0;
-    key[0] = epdir;
+    // A flow from identity 0 (unknown) can only match identity-0 entries.
+    const allowExact = id === 0 ? 0 : (masks[row + kMaskAllowExact] as number);
+    const allowAny = masks[row + kMaskAllowAny] as number;
+    const denyExact = id === 0 ? 0 : (masks[row + kMaskDenyExact] as number);
+    const denyAny = masks[row + kMaskDenyAny] as number;
+    const t = this.hash.cur;
+    const full = ((proto & 0xff) << 16) | (port & 0xffff);
 
     // 1. A deny that matches at any length wins. Lengths from the longest down; at each
     //    length the exact identity first, so the reported deny is the most specific one.
-    while (deny !== 0) {
-      const len = 31 - Math.clz32(deny);
-      deny ^= 1 << len;
-      key[2] = (len << 24) | (full & (this.lenMask[len] as number));
-      if (id !== 0) {
-        key[1] = id;
-        const b = h.find();
-        if (b >= 0 && ((h.value(b, kValFlags) as number) & POLICY_FLAG_DENY) !== 0) return this.hit(b, 1, -1);
-      }
-      key[1] = 0;
-      const b = h.find();
-      if (b >= 0 && ((h.value(b, kValFlags) as number) & POLICY_FLAG_DENY) !== 0) return this.hit(b, 0, -1);
-    }
-
-    // 2. Otherwise the allow with the longest prefix: the first length that matches decides.
-    //    No entry found here can be a deny (every deny length was probed above).
-    let rest = allow;
+    //    (An entry found here may be an allow that shares a length with some deny.)
+    let rest = denyExact | denyAny;
     while (rest !== 0) {
       const len = 31 - Math.clz32(rest);
       rest ^= 1 << len;
-      key[2] = (len << 24) | (full & (this.lenMask[len] as number));
+      const l4 = (len << 24) | (full & (this.lenMask[len] as number));
+      if (((denyExact >>> len) & 1) !== 0) {
+        const b = this.probe(epdir, id, l4);
+        if (b >= 0 && ((t[b + kSlotFlags] as number) & POLICY_FLAG_DENY) !== 0) return this.hit(b, 1, -1);
+      }
+      if (((denyAny >>> len) & 1) !== 0) {
+        const b = this.probe(epdir, 0, l4);
+        if (b >= 0 && ((t[b + kSlotFlags] as number) & POLICY_FLAG_DENY) !== 0) return this.hit(b, 0, -1);
+      }
+    }
+
+    // 2. Otherwise the allow with the longest prefix: the first length that matches decides.
+    //    No entry found here can be a deny: every key a deny could sit at was probed above.
+    rest = allowExact | allowAny;
+    while (rest !== 0) {
+      const len = 31 - Math.clz32(rest);
+      rest ^= 1 << len;
+      const l4 = (len << 24) | (full & (this.lenMask[len] as number));
       // 3. At equal length the exact identity (L3) wins over identity 0.
-      if (id !== 0) {
-        key[1] = id;
-        const b = h.find();
+      if (((allowExact >>> len) & 1) !== 0) {
+        const b = this.probe(epdir, id, l4);
         if (b >= 0) return this.hit(b, 1, 1);
       }
-      key[1] = 0;
-      const b = h.find();
-      if (b >= 0) return this.hit(b, 0, 1);
+      if (((allowAny >>> len) & 1) !== 0) {
+        const b = this.probe(epdir, 0, l4);
+        if (b >= 0) return this.hit(b, 0, 1);
+      }
     }
     return 0;
   }
 
+  /**
+   * SharedHash.find specialised to this table's 3 key words: the same hash (mixWords over
+   * three words, unrolled) and the same linear probing, without the key scratch array and
+   * the generic compare loop. Returns the slot base or -1.
+   */
+  private probe(w0: number, w1: number, w2: number): number {
+    let h = 0x9e3779b9 ^ kKeyWords;
+    h = Math.imul(h ^ w0, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h ^ w1, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h ^ w2, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h ^ (h >>> 16), 0xc2b2ae35);
+    h ^= h >>> 15;
+    const t = this.hash.cur;
+    const mask = this.hash.mask;
+    let i = h & mask;
+    // The writer keeps the table at most 7/8 full, so an empty slot ends every probe; the
+    // bound only guards against a corrupted table.
+    for (let n = 0; n <= mask; n++) {
+      const base = i * kStride;
+      if (t[base] === 0) return -1;
+      if (t[base + 1] === w0 && t[base + 2] === w1 && t[base + 3] === w2) return base;
+      i = (i + 1) & mask;
+    }
+    return -1;
+  }
+
   private hit(base: number, exact: number, verdict: number): number {
-    const h = this.hash;
-    const len = ((h.value(base, kValFlags) as number) >>> 8) & 0xff;
-    this.outCookie = h.value(base, kValCookie) as number;
+    const t = this.hash.cur;
+    const len = ((t[base + kSlotFlags] as number) >>> 8) & 0xff;
+    this.outCookie = t[base + kSlotCookie] as number;
     this.outPrefixLen = len;
     this.outIdentityExact = exact;
     this.outMatchType = matchType(exact, len);
@@ -266,7 +319,7 @@ export class PolicyTable {
 export class PolicyTableWriter {
   private readonly hw: SharedHashWriter;
   private readonly maskId: number;
-  /** counts[((epdir << 1) | kind) * 25 + len], kind 0 allow, 1 deny. Writer-side only. */
+  /** counts[((epdir << 2) | kind) * 25 + len] with kind = maskKind(). Writer-side only. */
   private readonly counts: Uint32Array;
   private readonly keyBuf = [0, 0, 0];
 
@@ -276,13 +329,11 @@ export class PolicyTableWriter {
   ) {
     this.hw = new SharedHashWriter(table.hash, log);
     this.maskId = log.register(table.shared.masks[0], table.shared.masks[1]);
-    this.counts = new Uint32Array(table.maxEndpoints * 4 * kLens);
+    this.counts = new Uint32Array(table.maxEndpoints * 2 * kMaskWords * kLens);
     // A writer attached to a populated table rebuilds its counts from the working side.
     for (const { key, value } of this.hw.entries()) {
-      const epdir = key[0] as number;
-      const len = (key[2] as number) >>> 24;
-      const kind = (value[kValFlags] as number) & POLICY_FLAG_DENY;
-      const i = ((epdir << 1) | kind) * kLens + len;
+      const kind = maskKind((value[kValFlags] as number) & POLICY_FLAG_DENY, key[1] as number);
+      const i = (((key[0] as number) << 2) | kind) * kLens + ((key[2] as number) >>> 24);
       this.counts[i] = (this.counts[i] as number) + 1;
     }
   }
@@ -294,25 +345,23 @@ export class PolicyTableWriter {
 
   /** Inserts or replaces the entry with this key. Throws on malformed entries. */
   add(e: PolicyEntry): void {
-    const key = this.makeKey(e);
-    const epdir = key[0] as number;
-    const len = e.prefixLen;
-    const kind = e.deny ? 1 : 0;
-    const cookie = e.cookie >>> 0;
     if (!Number.isInteger(e.cookie) || e.cookie < 0 || e.cookie > 0xffffffff) {
       throw new RangeError(`policy entry cookie ${e.cookie} is not a u32`);
     }
+    const key = this.makeKey(e);
+    const epdir = key[0] as number;
+    const len = e.prefixLen;
+    const deny = e.deny ? POLICY_FLAG_DENY : 0;
+    const kind = maskKind(deny, e.identity);
+    const cookie = e.cookie >>> 0;
     const old = this.hw.get(key);
+    this.hw.set(key, [deny | (len << 8), cookie]);
     if (old !== undefined) {
-      const oldKind = (old[kValFlags] as number) & POLICY_FLAG_DENY;
-      if (oldKind !== kind) this.count(epdir, oldKind, len, -1);
-      else {
-        // Same kind: the masks do not change.
-        this.hw.set(key, [kind | (len << 8), cookie]);
-        return;
-      }
+      const oldKind = maskKind((old[kValFlags] as number) & POLICY_FLAG_DENY, e.identity);
+      // Same kind (a new cookie only): the masks do not change.
+      if (oldKind === kind) return;
+      this.count(epdir, oldKind, len, -1);
     }
-    this.hw.set(key, [kind | (len << 8), cookie]);
     this.count(epdir, kind, len, 1);
   }
 
@@ -322,7 +371,7 @@ export class PolicyTableWriter {
     const old = this.hw.get(key);
     if (old === undefined) return false;
     this.hw.delete(key);
-    this.count(key[0] as number, (old[kValFlags] as number) & POLICY_FLAG_DENY, e.prefixLen, -1);
+    this.count(key[0] as number, maskKind((old[kValFlags] as number) & POLICY_FLAG_DENY, e.identity), e.prefixLen, -1);
     return true;
   }
 
@@ -337,7 +386,8 @@ export class PolicyTableWriter {
     for (const key of doomed) {
       const old = this.hw.get(key) as number[];
       this.hw.delete(key);
-      this.count(key[0] as number, (old[kValFlags] as number) & POLICY_FLAG_DENY, (key[2] as number) >>> 24, -1);
+      const kind = maskKind((old[kValFlags] as number) & POLICY_FLAG_DENY, key[1] as number);
+      this.count(key[0] as number, kind, (key[2] as number) >>> 24, -1);
     }
   }
 
@@ -389,13 +439,13 @@ export class PolicyTableWriter {
   }
 
   private count(epdir: number, kind: number, len: number, delta: number): void {
-    const i = ((epdir << 1) | kind) * kLens + len;
+    const i = ((epdir << 2) | kind) * kLens + len;
     const before = this.counts[i] as number;
     if (delta < 0 && before === 0) throw new Error('PolicyTableWriter: length count underflow (broken invariant)');
     const after = before + delta;
     this.counts[i] = after;
     if ((before === 0) === (after === 0)) return;
-    const mi = (epdir << 1) | kind;
+    const mi = (epdir << 2) | kind;
     const m = this.log.get(this.maskId, mi);
     this.log.set(this.maskId, mi, after === 0 ? m & ~(1 << len) : m | (1 << len));
   }

@@ -3,9 +3,11 @@
  * code from DROP_REASONS; the parser never throws, never reads outside its window, reports
  * offsets inside the window, and still parses valid packets correctly afterwards.
  *
- * "Never reads outside the window" is checked differentially: each input is parsed twice,
- * placed at different offsets in two buffers filled with different canary bytes. Any read
- * outside [off, off+len) would see different bytes and make the two results differ.
+ * "Never reads outside the window" is checked two ways:
+ *  - differentially: each input is parsed twice, placed at different offsets in two buffers
+ *    filled with different canary bytes, and the results must agree;
+ *  - directly: a third parse goes through bounds-checking stand-ins for the Uint8Array and
+ *    the DataView that throw on any access outside [off, off+len).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -95,7 +97,7 @@ function mutate(r: Rand, base: readonly Uint8Array[], scratch: Uint8Array): numb
   const v6 = src[0]! >> 4 === 6;
   const rounds = 1 + r.int(3);
   for (let k = 0; k < rounds; k++) {
-    switch (r.int(8)) {
+    switch (r.int(10)) {
       case 0: // bit flips
         for (let f = 1 + r.int(8); f > 0 && n > 0; f--) scratch[r.int(n)]! ^= 1 << r.int(8);
         break;
@@ -124,6 +126,12 @@ function mutate(r: Rand, base: readonly Uint8Array[], scratch: Uint8Array): numb
           for (let i = 0; i < extra; i++) scratch[n + i] = r.u32() & 0xff;
           n += extra;
         }
+        break;
+      case 7:
+      case 8: // consistent truncation: cut the packet and make the length field agree
+        n = r.int(n + 1);
+        if (v6 && n >= 40) dv.setUint16(4, n - 40);
+        else if (!v6 && n >= 4) dv.setUint16(2, n);
         break;
       default: // random byte overwrite
         if (n > 0) scratch[r.int(n)] = r.u32() & 0xff;
@@ -159,6 +167,36 @@ function checkWindow(info: PacketInfo, off: number, len: number, ctx: string): v
   if (info.isFragment === 1 && info.fragOffset > 0) ok(info.l4Off === -1 && info.sport === 0 && info.dport === 0, 'later fragment has L4 fields');
 }
 
+class OutOfWindow extends Error {}
+
+/**
+ * Stand-ins for (buf, dv) that throw OutOfWindow on any index outside [lo, hi). Test only:
+ * a Proxy over the Uint8Array for indexed reads, an object with the DataView getters.
+ */
+function strictViews(p: Place, lo: () => number, hi: () => number): { buf: Uint8Array; dv: DataView } {
+  const check = (i: number, w: number): void => {
+    if (!(i >= lo() && i + w <= hi())) throw new OutOfWindow(`access at ${i} width ${w} outside [${lo()}, ${hi()})`);
+  };
+  const buf = new Proxy(p.buf, {
+    get(t, prop) {
+      if (typeof prop === 'string' && /^\d+$/.test(prop)) {
+        check(Number(prop), 1);
+        return t[Number(prop)];
+      }
+      return Reflect.get(t, prop);
+    },
+  });
+  const dv = {
+    getUint8: (i: number) => (check(i, 1), p.dv.getUint8(i)),
+    getUint16: (i: number) => (check(i, 2), p.dv.getUint16(i)),
+    getUint32: (i: number) => (check(i, 4), p.dv.getUint32(i)),
+    getInt8: (i: number) => (check(i, 1), p.dv.getInt8(i)),
+    getInt16: (i: number) => (check(i, 2), p.dv.getInt16(i)),
+    getInt32: (i: number) => (check(i, 4), p.dv.getInt32(i)),
+  } as unknown as DataView;
+  return { buf, dv };
+}
+
 function sameResult(a: PacketInfo, aOff: number, b: PacketInfo, bOff: number, ctx: string): void {
   for (const k of FIELDS) {
     if (a[k] !== b[k]) assert.fail(`${ctx}: ${k} differs between placements: got ${b[k]}, want ${a[k]} (read outside the window?)`);
@@ -177,6 +215,10 @@ describe('parser fuzz', () => {
     const scratch = new Uint8Array(MAX_PKT + 128);
     const pa = place(0xa5, 64);
     const pb = place(0x5a, 301);
+    let lo = 0;
+    let hi = 0;
+    const strict = strictViews(pa, () => lo, () => hi);
+    const is = new PacketInfo();
     const ia = new PacketInfo();
     const ib = new PacketInfo();
     const inA = new PacketInfo();
@@ -198,6 +240,16 @@ describe('parser fuzz', () => {
       const ca = parsePacket(pa.buf, pa.dv, pa.off, n, ia);
       const cb = parsePacket(pb.buf, pb.dv, pb.off, n, ib);
       if (ca !== cb) assert.fail(`${ctx}: code differs between placements: ${ca} vs ${cb}`);
+      lo = pa.off;
+      hi = pa.off + n;
+      let cs: number;
+      try {
+        cs = parsePacket(strict.buf, strict.dv, pa.off, n, is);
+      } catch (e) {
+        if (e instanceof OutOfWindow) assert.fail(`${ctx}: ${e.message}`);
+        throw e;
+      }
+      if (cs !== ca) assert.fail(`${ctx}: strict parse code ${cs}, want ${ca}`);
       if (ca !== 0 && !isKnownDropCode(ca)) assert.fail(`${ctx}: unknown code ${ca}`);
       if (ca > 0) assert.fail(`${ctx}: positive code ${ca}`);
       codes.set(ca, (codes.get(ca) ?? 0) + 1);
@@ -210,6 +262,15 @@ describe('parser fuzz', () => {
         const endB = ib.l3Off + ib.totalLen;
         const ra = parseInner(pa.buf, pa.dv, ia.icmpInnerOff, endA - ia.icmpInnerOff, inA);
         const rb = parseInner(pb.buf, pb.dv, ib.icmpInnerOff, endB - ib.icmpInnerOff, inB);
+        lo = ia.icmpInnerOff;
+        hi = endA;
+        try {
+          const rs = parseInner(strict.buf, strict.dv, ia.icmpInnerOff, endA - ia.icmpInnerOff, is);
+          if (rs !== ra) assert.fail(`${ctx}: strict inner parse code ${rs}, want ${ra}`);
+        } catch (e) {
+          if (e instanceof OutOfWindow) assert.fail(`${ctx} inner: ${e.message}`);
+          throw e;
+        }
         if (ra !== rb) assert.fail(`${ctx}: inner code differs between placements: ${ra} vs ${rb}`);
         if (ra !== 0 && !isKnownDropCode(ra)) assert.fail(`${ctx}: unknown inner code ${ra}`);
         if (ra === 0) {

@@ -412,3 +412,41 @@ describe('drop reasons', () => {
     }
   });
 });
+
+describe('packet helpers', () => {
+  it('ip4 / ip6 conversions', () => {
+    const v4: [string, number][] = [['10.0.0.1', 0x0a000001], ['255.255.255.255', 0xffffffff], ['0.0.0.0', 0], ['192.168.7.9', 0xc0a80709]];
+    for (const [s, want] of v4) assert.equal(ip4(s), want, `ip4(${s}): got ${ip4(s).toString(16)}, want ${want.toString(16)}`);
+    const v6: [string, number[]][] = [
+      ['fd00::1', [0xfd000000, 0, 0, 1]],
+      ['::', [0, 0, 0, 0]],
+      ['2001:db8:1:2:3:4:5:6', [0x20010db8, 0x00010002, 0x00030004, 0x00050006]],
+      ['::ffff:10.0.0.1', [0, 0, 0xffff, 0x0a000001]],
+      ['fe80::', [0xfe800000, 0, 0, 0]],
+    ];
+    for (const [s, want] of v6) assert.deepEqual(ip6(s), want, `ip6(${s}): got ${ip6(s)}, want ${want}`);
+    for (const bad of ['10.0.0', '10.0.0.256', 'x.1.2.3']) assert.throws(() => ip4(bad), /bad address/, `ip4(${bad}) should throw`);
+    for (const bad of ['1::2::3', '1:2:3:4:5:6:7', 'fffff::', '1:2:3:4:5:6:7:8:9']) assert.throws(() => ip6(bad), /bad address/, `ip6(${bad}) should throw`);
+  });
+
+  it('ipv4Fragments: pieces fit the MTU and reassemble to the original payload', () => {
+    // Options: one with the copy bit (0x83, loose source route, 7 bytes) and one without (0x07, record route).
+    const options = [0x83, 7, 4, 1, 2, 3, 4, 0x07, 7, 4, 0, 0, 0, 0, 0, 0];
+    const orig = ipv4Udp({ sport: 1, dport: 2, options, payload: Array.from({ length: 1500 }, (_, i) => i & 0xff) });
+    const hl = (orig[0]! & 0x0f) * 4;
+    for (const mtu of [68, 100, 576, 1000, 1499]) {
+      const frags = ipv4Fragments(orig, mtu);
+      const body = new Uint8Array(orig.length - hl);
+      const info = new PacketInfo();
+      frags.forEach((f, i) => {
+        assert.ok(f.length <= mtu, `mtu ${mtu} frag ${i}: length ${f.length} > mtu`);
+        assert.equal(parsePacket(f, new DataView(f.buffer), 0, f.length, info), 0, `mtu ${mtu} frag ${i}: parse`);
+        const want = i === 0 ? hl : 28; // later fragments keep only the copied option (7 bytes, padded to 8)
+        assert.equal(info.l3HdrLen, want, `mtu ${mtu} frag ${i}: header got ${info.l3HdrLen}, want ${want}`);
+        body.set(f.subarray(info.l3HdrLen), info.fragOffset);
+        assert.equal(info.moreFragments, i < frags.length - 1 ? 1 : 0, `mtu ${mtu} frag ${i}: MF`);
+      });
+      assert.deepEqual(body, orig.subarray(hl), `mtu ${mtu}: reassembled payload differs`);
+    }
+  });
+});

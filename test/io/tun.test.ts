@@ -93,7 +93,8 @@ function swap(buf: Uint8Array, a: number, c: number, n: number): void {
 
 /**
  * Turns an ICMP/ICMPv6 echo request at buf[off, off+len) into the echo reply in place.
- * Returns 4 or 6 for a converted request, 0 for anything else (left alone).
+ * Returns 4 or 6 for a converted request, -4/-6 for a request whose checksum is wrong, 0 for
+ * anything else (left alone).
  */
 function echoReply(buf: Uint8Array, off: number, len: number): number {
   if (len < 1) return 0;
@@ -102,6 +103,8 @@ function echoReply(buf: Uint8Array, off: number, len: number): number {
     const ihl = (buf[off]! & 0x0f) * 4;
     const l4 = off + ihl;
     if (buf[l4] !== 8) return 0;
+    // The kernel made the request: a valid checksum here proves csumAdd/csumFold right.
+    if (csumFold(csumAdd(0, buf, l4, len - ihl)) !== 0) return -4;
     swap(buf, off + 12, off + 16, 4); // the IPv4 header checksum does not change
     buf[l4] = 0;
     buf[l4 + 2] = 0;
@@ -114,15 +117,15 @@ function echoReply(buf: Uint8Array, off: number, len: number): number {
   if (v === 6 && len >= 48 && buf[off + 6] === 58) {
     const l4 = off + 40;
     if (buf[l4] !== 128) return 0;
-    swap(buf, off + 8, off + 24, 16);
+    const plen = len - 40;
+    // Pseudo-header (source, destination, upper-layer length, next header) + message.
+    const pseudo = csumAdd(0, buf, off + 8, 32) + plen + 58;
+    if (csumFold(csumAdd(pseudo, buf, l4, plen)) !== 0) return -6;
+    swap(buf, off + 8, off + 24, 16); // the pseudo-header sum does not change
     buf[l4] = 129;
     buf[l4 + 2] = 0;
     buf[l4 + 3] = 0;
-    const plen = len - 40;
-    let s = csumAdd(0, buf, off + 8, 32); // pseudo-header: source and destination
-    s += plen + 58; // upper-layer length and next header
-    s = csumAdd(s, buf, l4, plen);
-    const c = csumFold(s);
+    const c = csumFold(csumAdd(pseudo, buf, l4, plen));
     buf[l4 + 2] = c >> 8;
     buf[l4 + 3] = c & 0xff;
     return 6;
@@ -144,6 +147,7 @@ class Responder {
   written = 0;
   dropped = 0;
   batches = 0;
+  badChecksums = 0;
   constructor(readonly dev: TunDevice) {}
 
   start(): void {
@@ -155,7 +159,8 @@ class Responder {
         let k = 0;
         for (let i = 0; i < n; i++) {
           const fam = echoReply(this.slab, i * SLOT, this.lens[i]!);
-          if (fam === 0) continue;
+          if (fam < 0) this.badChecksums++;
+          if (fam <= 0) continue;
           if (fam === 4) this.requests4++;
           else this.requests6++;
           this.offsets[k] = i * SLOT;
@@ -194,6 +199,16 @@ describe('native binding', () => {
     ];
     for (const [name, got, want] of cases) assert.equal(got, want, `${name}: got ${got}, want ${want}`);
   });
+
+  it('names the missing package root clearly', () => {
+    let code = '';
+    try {
+      findPackageRoot('/proc/self'); // no package.json named "tunswitch" above it
+    } catch (e) {
+      code = (e as { code?: string }).code ?? '';
+    }
+    assert.equal(code, 'ERR_TUNSWITCH_NATIVE', `got code "${code}", want ERR_TUNSWITCH_NATIVE`);
+  });
 });
 
 describe('TUN in a namespace', () => {
@@ -231,6 +246,7 @@ describe('TUN in a namespace', () => {
       assert.equal(r.requests6, 3, `got ${r.requests6} IPv6 echo requests, want 3`);
       assert.equal(r.written, 6, `got ${r.written} replies consumed by writeBatch, want 6`);
       assert.equal(r.dropped, 0, `got ${r.dropped} replies dropped, want 0`);
+      assert.equal(r.badChecksums, 0, `got ${r.badChecksums} echo requests failing our checksum check, want 0`);
 
       // writeBatch drops what the kernel rejects and carries on: a non-IP packet, then a
       // valid IPv4 packet (an echo reply to 10.199.1.1, delivered inside the namespace).
@@ -321,6 +337,56 @@ describe('TUN in a namespace', () => {
       for (const [what, got, want] of cases) assert.equal(got, want, `${what}: got ${got}, want ${want}`);
     } finally {
       if (tcp !== null && tcp.exitCode === null) tcp.kill();
+      dev?.close();
+      await dropNs(ns);
+    }
+  });
+});
+
+describe('readBatchSlots', () => {
+  it('fills the listed slots in order and drops packets longer than a slot', async () => {
+    const ns = await freshNs('s');
+    let dev: TunDevice | null = null;
+    try {
+      dev = TunDevice.open(tunName('s'));
+      await attachEndpoint({ tun: dev.name, netns: { name: ns }, ipv4: '10.199.4.1/24' });
+      const slot = 100;
+      const big = 100; // ICMP payload: 20 + 8 + 100 = 128 bytes > slot
+      const small = 16; // 20 + 8 + 16 = 44 bytes
+      const ping = (size: number) =>
+        run('ip', ['netns', 'exec', ns, 'ping', '-n', '-c', '2', '-i', '0.2', '-W', '1', '-s', String(size), '10.199.4.2']).catch(() => null);
+      await ping(big); // nobody answers: the requests wait in the TUN queue
+      await ping(small);
+
+      const rand = new Rand(0x5107);
+      const nSlots = 16;
+      const order = Array.from({ length: nSlots }, (_, i) => i);
+      for (let i = nSlots - 1; i > 0; i--) {
+        const j = rand.int(i + 1);
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+      const slots = Int32Array.from(order);
+      const slab = new Uint8Array(nSlots * slot);
+      const lens = new Int32Array(nSlots).fill(-1);
+      const stats = new Int32Array(2);
+      const n = dev.readBatchSlots(slab, slot, slots, 0, nSlots, lens, stats);
+
+      const filled = new Set<number>();
+      const smallSeen: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const s = slots[i]!;
+        filled.add(s);
+        const len = lens[s]!;
+        assert.ok(len > 0 && len <= slot, `slot ${s}: got length ${len}, want 1..${slot}`);
+        if (slab[s * slot] === 0x45 && slab[s * slot + 9] === 1) smallSeen.push(len);
+      }
+      for (let s = 0; s < nSlots; s++) {
+        if (!filled.has(s)) assert.equal(lens[s], -1, `unlisted or unfilled slot ${s}: got length ${lens[s]}, want untouched -1`);
+      }
+      assert.deepEqual(smallSeen, [28 + small, 28 + small], `got IPv4 ICMP lengths ${JSON.stringify(smallSeen)}, want two of ${28 + small}`);
+      assert.ok(stats[0]! >= 2, `got ${stats[0]} packets lost, want >= 2 (the ${28 + big}-byte requests)`);
+      assert.equal(stats[1], 90, `got lost errno ${stats[1]}, want 90 (EMSGSIZE)`);
+    } finally {
       dev?.close();
       await dropNs(ns);
     }
@@ -458,6 +524,27 @@ describe('lifetime and cleanup', () => {
       for (const q of qs) assert.ok(q.multiQueue, `queue ${q.fd}: got multiQueue false, want true`);
     } finally {
       for (const q of qs) q.close();
+    }
+  });
+
+  it('waitWritable fires once; stopPolling inside a callback is safe', async () => {
+    const dev = TunDevice.open(tunName('w'));
+    try {
+      let calls = 0;
+      await new Promise<void>((resolve) => dev.waitWritable(() => {
+        calls++;
+        setTimeout(resolve, 50); // time for a second (wrong) call to show up
+      }));
+      assert.equal(calls, 1, `got ${calls} writable callbacks, want 1 (one-shot)`);
+      let inside = 0;
+      await new Promise<void>((resolve) => dev.waitWritable(() => {
+        inside++;
+        dev.stopPolling(); // closes the native handle from within its own callback
+        setTimeout(resolve, 50);
+      }));
+      assert.equal(inside, 1, `got ${inside} callbacks around stopPolling, want 1`);
+    } finally {
+      dev.close();
     }
   });
 

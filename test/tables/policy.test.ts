@@ -562,3 +562,24 @@ test('100k entries are added and published; every sampled entry reads back on bo
     }
   }
 });
+
+test('removing every entry leaves every length mask empty on both sides', () => {
+  const r = new Rand(41);
+  const { log, table, writer } = setup({ capacity: 2048, maxEndpoints: 4 });
+  const added: PolicyEntry[] = [];
+  for (let i = 0; i < 500; i++) {
+    const e = randomEntry(r, 4, i + 1);
+    writer.add(e);
+    added.push(e);
+  }
+  log.commit();
+  writer.clearEndpoint(2);
+  for (const e of added) writer.remove(e);
+  log.commit();
+  assert.equal(writer.size, 0, `size got ${writer.size}, want 0`);
+  for (const side of [0, 1]) {
+    const masks = table.shared.masks[side] as Uint32Array;
+    const nonzero = masks.findIndex((m) => m !== 0);
+    assert.equal(nonzero, -1, `side ${side}: mask word ${nonzero} got ${masks[nonzero]}, want 0`);
+  }
+});

@@ -1,0 +1,82 @@
+/**
+ * IPAM: hands out addresses from the IPv4 (and optional IPv6) pool. The first address of
+ * the pool is kept for the host port; the network and broadcast addresses of IPv4 are never
+ * given out. Allocation is deterministic (lowest free address), so a restart that restores
+ * the same endpoints restores the same addresses.
+ */
+import { TunswitchError } from './errors.js';
+import { formatV4, formatV6, type Prefix } from './cidr.js';
+
+export class Ipam {
+  private readonly used4 = new Set<number>();
+  private readonly used6 = new Set<string>();
+
+  constructor(
+    readonly pool4: Prefix,
+    readonly pool6?: Prefix,
+  ) {}
+
+  /** The host port's addresses: the first usable address of each pool. */
+  hostAddress4(): string {
+    return formatV4(((this.pool4.words[0] as number) + 1) >>> 0);
+  }
+
+  hostAddress6(): string | undefined {
+    if (!this.pool6) return undefined;
+    const w = [...this.pool6.words];
+    w[3] = ((w[3] as number) + 1) >>> 0;
+    return formatV6(w);
+  }
+
+  claim4(addr: string, owner: string): void {
+    const n = v4(addr);
+    const base = this.pool4.words[0] as number;
+    const size = 2 ** (32 - this.pool4.bits);
+    if (n < base || n >= base + size) throw new TunswitchError('EBAD_REQUEST', `${owner}: ipv4 ${addr} is outside the pool ${this.pool4.text}`);
+    if (this.used4.has(n) || n === base + 1) throw new TunswitchError('EBAD_REQUEST', `${owner}: ipv4 ${addr} is already in use`);
+    this.used4.add(n);
+  }
+
+  allocate4(owner: string): string {
+    const base = this.pool4.words[0] as number;
+    const size = 2 ** (32 - this.pool4.bits);
+    // .0 network, .1 host port, last = broadcast
+    for (let i = 2; i < size - 1; i++) {
+      const n = (base + i) >>> 0;
+      if (!this.used4.has(n)) {
+        this.used4.add(n);
+        return formatV4(n);
+      }
+    }
+    throw new TunswitchError('EBAD_REQUEST', `${owner}: the IPv4 pool ${this.pool4.text} is exhausted`);
+  }
+
+  release4(addr: string): void {
+    this.used4.delete(v4(addr));
+  }
+
+  claim6(addr: string, owner: string): void {
+    const key = addr.toLowerCase();
+    if (this.used6.has(key)) throw new TunswitchError('EBAD_REQUEST', `${owner}: ipv6 ${addr} is already in use`);
+    this.used6.add(key);
+  }
+
+  /** IPv6 mirrors the IPv4 host part into the pool (fd00:42::a for 10.42.0.10), for readability. */
+  allocate6(ipv4: string, owner: string): string | undefined {
+    if (!this.pool6) return undefined;
+    const w = [...this.pool6.words];
+    w[3] = ((w[3] as number) | (v4(ipv4) & 0xffff)) >>> 0;
+    const a = formatV6(w);
+    this.claim6(a, owner);
+    return a;
+  }
+
+  release6(addr: string): void {
+    this.used6.delete(addr.toLowerCase());
+  }
+}
+
+function v4(s: string): number {
+  const p = s.split('.').map(Number);
+  return (((p[0] as number) << 24) | ((p[1] as number) << 16) | ((p[2] as number) << 8) | (p[3] as number)) >>> 0;
+}

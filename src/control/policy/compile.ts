@@ -1,0 +1,815 @@
+/**
+ * The policy compiler: policies + endpoints + identities -> policy table entries.
+ *
+ * Entry key: (endpoint, direction, remote identity, protocol, port, prefixLen). prefixLen
+ * counts leading bits of the 24-bit L4 key (protocol 8 bits, then port 16 bits):
+ *   0       any protocol, any port            (L3-only rules)
+ *   8       this protocol, any port           (port 0)
+ *   8+k     this protocol, top k bits of port (24 = exact port; ranges become aligned blocks)
+ * ICMP and ICMPv6 rules use protocol 1 / 58 with the ICMP type in the port, prefixLen 24.
+ * `protocol: ANY` becomes TCP, UDP and SCTP (not ICMP), as in Cilium. Identity 0 is "any
+ * identity" (L4-only rules, entity `all`, the default-allow entry).
+ *
+ * Lookup contract (the datapath, and the naive lookup in the tests): probe the exact remote
+ * identity and identity 0; a deny entry that matches wins; otherwise the matching allow with
+ * the longest prefixLen, then the exact identity, decides (its cookie names the rule). No match
+ * in an enforced direction is a drop. The compiler removes allow entries that a deny entry of
+ * the same identity covers, so a per-identity longest-prefix probe gives the same verdict.
+ *
+ * Enforcement per endpoint and direction (Cilium's rules):
+ *   never   -> not enforced, no entries.
+ *   always  -> enforced, default deny (also for endpoints carrying `reserved:init`).
+ *   default -> enforced when a rule selecting the endpoint has that direction (allow or deny
+ *              part). Default deny unless every such rule sets enableDefaultDeny false for the
+ *              direction; without default deny an allow-all entry (identity 0, prefixLen 0,
+ *              cookie COOKIE_DEFAULT_ALLOW) is added, so only deny rules take effect.
+ *
+ * Peers: endpoint selectors, entities and CIDR peers select identities through the selector
+ * cache (see selector.ts for `{}` and namespace semantics). Entities: `all` -> identity 0;
+ * `world` -> world (2) and every CIDR identity; `cluster` -> every workload identity plus host,
+ * remote-node, init, ingress, health, unmanaged, kube-apiserver; others -> their reserved
+ * identity; `none` -> nothing.
+ *
+ * CIDR peers and `except`: the compiler allocates a CIDR identity for the prefix and for each
+ * except prefix (ipcache entries, longest match wins in the datapath). A CIDR peer selects
+ * every CIDR identity inside its prefix and outside all its excepts, so traffic whose address
+ * falls in an except resolves to the except's identity, which the rule does not allow. /0
+ * prefixes get no CIDR identity: they select world (an ipcache miss) plus the CIDR identities.
+ *
+ * Cookies: each rule element (policy, rule index, section, element index) has a stable cookie
+ * >= 2 for as long as the policy exists; `rules()` names them. 0 = none, 1 = default allow.
+ *
+ * Incremental work: a policy change recomputes the identities its old and new rules select and
+ * the identities whose rules use selectors whose selections changed (new CIDR identities); an
+ * identity change recomputes the identities whose rules select it. Endpoints sharing an identity
+ * share one computed policy. Each call returns the net diff since the previous call.
+ */
+import { TunswitchError } from '../errors.js';
+import type { IdentityAllocator, Identity } from '../identity.js';
+import { makeLabel, type LabelSet } from '../labels.js';
+import { LabelSelector, SelectorCache, type PeerSelector } from './selector.js';
+import {
+  DEFAULT_POLICY_CONFIG,
+  IPPROTO,
+  SECTIONS,
+  sectionDirection,
+  sectionIsDeny,
+  type Direction,
+  type Entity,
+  type Peer,
+  type Policy,
+  type PolicyConfig,
+  type PolicyKind,
+  type PolicyRule,
+  type PortSpec,
+  type Section,
+} from './types.js';
+
+export const COOKIE_NONE = 0;
+export const COOKIE_DEFAULT_ALLOW = 1;
+const FIRST_RULE_COOKIE = 2;
+
+export interface PolicyEntry {
+  readonly ep: number;
+  readonly dir: Direction;
+  /** Remote identity; 0 = any identity. */
+  readonly identity: number;
+  /** IP protocol; 0 = any (only with prefixLen 0). */
+  readonly proto: number;
+  /** Port (or ICMP type), with the bits beyond prefixLen cleared. */
+  readonly port: number;
+  /** 0..24 over (proto 8 bits, port 16 bits). */
+  readonly prefixLen: number;
+  readonly deny: boolean;
+  readonly cookie: number;
+}
+
+export interface RuleInfo {
+  readonly cookie: number;
+  readonly policyName: string;
+  readonly namespace: string | null;
+  readonly kind: PolicyKind | null;
+  /** Index of the rule in the policy (spec / specs[i]); -1 for the default-allow entry. */
+  readonly ruleIndex: number;
+  readonly direction: Direction | null;
+  readonly deny: boolean;
+  readonly section: Section | null;
+  readonly elementIndex: number;
+  readonly file: string | null;
+}
+
+export interface EndpointEnforcement {
+  readonly ep: number;
+  readonly ingress: boolean;
+  readonly egress: boolean;
+  readonly audit: boolean;
+}
+
+export interface IpcacheEntry {
+  readonly prefix: string;
+  readonly identity: number;
+}
+
+export interface PolicyDiff {
+  readonly revision: number;
+  /** Apply `removed` first, then `added`; a changed entry appears in both. */
+  readonly added: PolicyEntry[];
+  readonly removed: PolicyEntry[];
+  /** Endpoints whose enforcement flags are new or changed. */
+  readonly enforcement: EndpointEnforcement[];
+  readonly ipcache: { added: IpcacheEntry[]; removed: IpcacheEntry[] };
+  readonly rules: { added: RuleInfo[]; removed: number[] };
+}
+
+export interface CompilerEndpoint {
+  /** Endpoint index (the datapath's endpoint table slot). */
+  readonly index: number;
+  /** Its security identity; must exist in the allocator. */
+  readonly identity: number;
+}
+
+export const DEFAULT_ALLOW_RULE: RuleInfo = {
+  cookie: COOKIE_DEFAULT_ALLOW,
+  policyName: '<default allow: enableDefaultDeny is false>',
+  namespace: null,
+  kind: null,
+  ruleIndex: -1,
+  direction: null,
+  deny: false,
+  section: null,
+  elementIndex: -1,
+  file: null,
+};
+
+// ---------------------------------------------------------------------------------------
+// L4 keys
+
+/** [proto, port, prefixLen] */
+export type L4Key = readonly [number, number, number];
+
+/** Splits lo..hi into the fewest aligned power-of-two blocks: [base, prefixLen within 16 bits]. */
+export function portRangeBlocks(lo: number, hi: number): [number, number][] {
+  const out: [number, number][] = [];
+  let p = lo;
+  while (p <= hi) {
+    let size = 1;
+    let bits = 16;
+    while (bits > 0 && p % (size * 2) === 0 && p + size * 2 - 1 <= hi) {
+      size *= 2;
+      bits--;
+    }
+    out.push([p, bits]);
+    p += size;
+  }
+  return out;
+}
+
+export function l4KeysOf(spec: PortSpec): L4Key[] {
+  if (spec.protocol === 'ICMP') return [[IPPROTO.ICMP, spec.port, 24]];
+  if (spec.protocol === 'ICMPv6') return [[IPPROTO.ICMPV6, spec.port, 24]];
+  const protos = spec.protocol === 'TCP' ? [IPPROTO.TCP] : spec.protocol === 'UDP' ? [IPPROTO.UDP] : spec.protocol === 'SCTP' ? [IPPROTO.SCTP] : [IPPROTO.TCP, IPPROTO.UDP, IPPROTO.SCTP];
+  const out: L4Key[] = [];
+  for (const proto of protos) {
+    if (spec.port === 0) out.push([proto, 0, 8]);
+    else for (const [base, bits] of portRangeBlocks(spec.port, spec.endPort)) out.push([proto, base, 8 + bits]);
+  }
+  return out;
+}
+
+/** True when the entry (proto, port, prefixLen) covers the flow (proto, port). */
+export function l4Covers(eProto: number, ePort: number, prefixLen: number, proto: number, port: number): boolean {
+  if (prefixLen === 0) return true;
+  if (eProto !== proto) return false;
+  const portBits = prefixLen - 8;
+  if (portBits <= 0) return true;
+  const mask = (0xffff << (16 - portBits)) & 0xffff;
+  return (port & mask) === ePort;
+}
+
+// ---------------------------------------------------------------------------------------
+// Internal state
+
+interface EntryVal {
+  readonly dir: Direction;
+  readonly identity: number;
+  readonly proto: number;
+  readonly port: number;
+  readonly prefixLen: number;
+  readonly deny: boolean;
+  readonly cookie: number;
+}
+
+interface IdentityPolicy {
+  readonly ingress: boolean;
+  readonly egress: boolean;
+  readonly entries: ReadonlyMap<string, EntryVal>;
+}
+
+const EMPTY_POLICY: IdentityPolicy = { ingress: false, egress: false, entries: new Map() };
+
+function entryKey(dir: Direction, identity: number, proto: number, port: number, prefixLen: number): string {
+  return `${dir === 'ingress' ? 'i' : 'e'}|${identity}|${proto}|${port}|${prefixLen}`;
+}
+
+interface CompiledElement {
+  readonly cookie: number;
+  readonly dir: Direction;
+  readonly deny: boolean;
+  /** Element selects no traffic at all. */
+  readonly none: boolean;
+  /** Any identity (identity 0). */
+  readonly wildcard: boolean;
+  readonly selectorKeys: readonly string[];
+  /** null = any protocol and port. */
+  readonly l4: readonly L4Key[] | null;
+}
+
+interface CompiledRule {
+  readonly policyKey: string;
+  readonly rule: PolicyRule;
+  readonly elements: readonly CompiledElement[];
+  readonly selectorKeys: ReadonlySet<string>;
+}
+
+interface CompiledPolicy {
+  readonly policy: Policy;
+  readonly rules: readonly CompiledRule[];
+  /** CIDR prefixes (canonical, /0 excluded) this policy needs in the ipcache, with multiplicity 1. */
+  readonly prefixes: readonly string[];
+  /** coordinate -> cookie */
+  readonly cookies: ReadonlyMap<string, number>;
+}
+
+const RESERVED_SELECTOR = (name: string): PeerSelector => ({
+  kind: 'labels',
+  selector: new LabelSelector([{ source: 'reserved', key: name, op: 'In', values: [''] }]),
+  clusterOnly: false,
+});
+const ALL_WORKLOADS: PeerSelector = { kind: 'labels', selector: LabelSelector.ALL, clusterOnly: true };
+const CLUSTER_RESERVED = ['host', 'remote-node', 'init', 'ingress', 'health', 'unmanaged', 'kube-apiserver'];
+
+/** Peer selectors an entity stands for; null = any identity (`all`). */
+function entitySelectors(e: Entity): PeerSelector[] | null {
+  switch (e) {
+    case 'all':
+      return null;
+    case 'none':
+      return [];
+    case 'cluster':
+      return [...CLUSTER_RESERVED.map(RESERVED_SELECTOR), ALL_WORKLOADS];
+    default:
+      return [RESERVED_SELECTOR(e)];
+  }
+}
+
+interface Change<T> {
+  before: T | null;
+  after: T | null;
+}
+
+function sameEntry(a: EntryVal | null, b: EntryVal | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.deny === b.deny && a.cookie === b.cookie;
+}
+
+function sameEnf(a: EndpointEnforcement | null, b: EndpointEnforcement | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.ingress === b.ingress && a.egress === b.egress && a.audit === b.audit;
+}
+
+export class PolicyCompiler {
+  private readonly cache = new SelectorCache();
+  private config: PolicyConfig;
+  private rev = 0;
+  private readonly unsubscribe: () => void;
+
+  private readonly policies = new Map<string, CompiledPolicy>();
+  private readonly rulesBySelector = new Map<string, Set<CompiledRule>>();
+  private readonly ruleSubjects = new Map<CompiledRule, Set<number>>();
+
+  private readonly endpoints = new Map<number, number>(); // ep index -> identity
+  private readonly epsByIdentity = new Map<number, Set<number>>();
+  private readonly matching = new Map<number, Set<CompiledRule>>(); // endpoint identity -> rules selecting it
+  private readonly idPolicy = new Map<number, IdentityPolicy>();
+  private readonly dirty = new Set<number>();
+
+  private readonly prefixRefs = new Map<string, { count: number; identity: number }>();
+  private readonly ruleTable = new Map<number, RuleInfo>();
+  private nextCookie = FIRST_RULE_COOKIE;
+
+  // Net changes since the last diff.
+  private readonly pendingEntries = new Map<string, Change<EntryVal> & { ep: number }>();
+  private readonly pendingEnf = new Map<number, Change<EndpointEnforcement>>();
+  /** Enforcement flags as last reported per endpoint (so an audit flip shows up). */
+  private readonly publishedEnf = new Map<number, EndpointEnforcement>();
+  private readonly pendingIpcache = new Map<string, Change<number>>();
+  private readonly pendingRules = new Map<number, Change<RuleInfo>>();
+
+  constructor(
+    private readonly allocator: IdentityAllocator,
+    config: PolicyConfig = DEFAULT_POLICY_CONFIG,
+  ) {
+    this.config = PolicyCompiler.checkConfig(config);
+    for (const ident of allocator.list()) this.cache.addIdentity(ident);
+    this.unsubscribe = allocator.subscribe((ch) => {
+      for (const ident of ch.removed) this.markSelectors(this.cache.removeIdentity(ident.id));
+      for (const ident of ch.added) this.markSelectors(this.cache.addIdentity(ident));
+    });
+    this.ruleTable.set(COOKIE_DEFAULT_ALLOW, DEFAULT_ALLOW_RULE);
+    this.pendingRules.set(COOKIE_DEFAULT_ALLOW, { before: null, after: DEFAULT_ALLOW_RULE });
+  }
+
+  private static checkConfig(c: PolicyConfig): PolicyConfig {
+    if (c.enforcement !== 'default' && c.enforcement !== 'always' && c.enforcement !== 'never') {
+      throw new TunswitchError('ECONFIG_INVALID', `policy.enforcement: ${JSON.stringify(c.enforcement)} is not a mode (want default, always or never)`);
+    }
+    if (typeof c.audit !== 'boolean') throw new TunswitchError('ECONFIG_INVALID', `policy.audit: ${JSON.stringify(c.audit)} is not true or false`);
+    return { enforcement: c.enforcement, audit: c.audit };
+  }
+
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** Stops listening to the allocator and releases the CIDR identities this compiler holds. */
+  dispose(): void {
+    this.unsubscribe();
+    for (const [, r] of this.prefixRefs) this.allocator.release(r.identity);
+    this.prefixRefs.clear();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Public mutations
+
+  upsertPolicy(policy: Policy): PolicyDiff {
+    const old = this.policies.get(policy.key);
+    const compiled = this.compilePolicy(policy, old);
+    // New CIDR identities first, so selections include them; old ones are released after.
+    for (const p of compiled.prefixes) this.refPrefix(p);
+    this.attachRules(compiled);
+    this.policies.set(policy.key, compiled);
+    if (old !== undefined) this.detachPolicy(old, compiled);
+    return this.finish();
+  }
+
+  /** Deletes by repository key (`Policy.key`). Throws EPOLICY_NOT_FOUND when absent. */
+  deletePolicy(key: string): PolicyDiff {
+    const old = this.policies.get(key);
+    if (old === undefined) throw new TunswitchError('EPOLICY_NOT_FOUND', `policy ${key} is not loaded`);
+    this.policies.delete(key);
+    this.detachPolicy(old, null);
+    return this.finish();
+  }
+
+  upsertEndpoint(ep: CompilerEndpoint): PolicyDiff {
+    if (!Number.isInteger(ep.index) || ep.index < 0) throw new TunswitchError('EBAD_REQUEST', `endpoint index ${ep.index} is not a non-negative integer`);
+    const ident = this.cache.identity(ep.identity);
+    if (ident === undefined) throw new TunswitchError('EIDENTITY_NOT_FOUND', `endpoint ${ep.index}: identity ${ep.identity} does not exist`);
+    const prevId = this.endpoints.get(ep.index);
+    if (prevId === ep.identity) return this.finish();
+    const before = prevId === undefined ? EMPTY_POLICY : (this.idPolicy.get(prevId) ?? EMPTY_POLICY);
+    if (prevId !== undefined) this.detachEndpoint(ep.index, prevId);
+    this.endpoints.set(ep.index, ep.identity);
+    let set = this.epsByIdentity.get(ep.identity);
+    if (set === undefined) {
+      set = new Set();
+      this.epsByIdentity.set(ep.identity, set);
+      this.matching.set(ep.identity, this.subjectRules(ident.labels, ep.identity));
+      this.idPolicy.set(ep.identity, this.computeIdentity(ep.identity, ident.labels));
+      this.dirty.delete(ep.identity);
+    }
+    set.add(ep.index);
+    const after = this.idPolicy.get(ep.identity) ?? EMPTY_POLICY;
+    this.recordEndpoint(ep.index, prevId === undefined ? null : before, after);
+    return this.finish();
+  }
+
+  /** Throws EENDPOINT_NOT_FOUND when absent. */
+  deleteEndpoint(index: number): PolicyDiff {
+    const id = this.endpoints.get(index);
+    if (id === undefined) throw new TunswitchError('EENDPOINT_NOT_FOUND', `endpoint ${index} is not known to the policy compiler`);
+    const before = this.idPolicy.get(id) ?? EMPTY_POLICY;
+    this.detachEndpoint(index, id);
+    this.endpoints.delete(index);
+    this.recordEndpoint(index, before, null);
+    return this.finish();
+  }
+
+  setConfig(config: PolicyConfig): PolicyDiff {
+    this.config = PolicyCompiler.checkConfig(config);
+    for (const id of this.epsByIdentity.keys()) this.dirty.add(id);
+    return this.finish();
+  }
+
+  /** Applies identity changes seen since the last call (allocations made by others). */
+  sync(): PolicyDiff {
+    return this.finish();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Queries
+
+  /** Every current entry, sorted (ep, dir, identity, proto, port, prefixLen). */
+  entries(): PolicyEntry[] {
+    const out: PolicyEntry[] = [];
+    for (const [ep, id] of this.endpoints) {
+      const pol = this.idPolicy.get(id) ?? EMPTY_POLICY;
+      for (const e of pol.entries.values()) out.push(toEntry(ep, e));
+    }
+    return out.sort(compareEntries);
+  }
+
+  enforcement(): EndpointEnforcement[] {
+    const out: EndpointEnforcement[] = [];
+    for (const [ep, id] of this.endpoints) out.push(this.enfOf(ep, this.idPolicy.get(id) ?? EMPTY_POLICY));
+    return out.sort((a, b) => a.ep - b.ep);
+  }
+
+  ipcache(): IpcacheEntry[] {
+    return [...this.prefixRefs].map(([prefix, r]) => ({ prefix, identity: r.identity })).sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+  }
+
+  rules(): RuleInfo[] {
+    return [...this.ruleTable.values()].sort((a, b) => a.cookie - b.cookie);
+  }
+
+  rule(cookie: number): RuleInfo | undefined {
+    return this.ruleTable.get(cookie);
+  }
+
+  policyList(): Policy[] {
+    return [...this.policies.values()].map((c) => c.policy);
+  }
+
+  getConfig(): PolicyConfig {
+    return this.config;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Policy bookkeeping
+
+  private compilePolicy(policy: Policy, old: CompiledPolicy | undefined): CompiledPolicy {
+    const cookies = new Map<string, number>();
+    const prefixes = new Set<string>();
+    const rules: CompiledRule[] = [];
+    for (const rule of policy.rules) {
+      const elements: CompiledElement[] = [];
+      const keys = new Set<string>();
+      for (const section of SECTIONS) {
+        rule[section].forEach((el, i) => {
+          const coord = `${rule.index}|${section}|${i}`;
+          const cookie = old?.cookies.get(coord) ?? this.nextCookie++;
+          cookies.set(coord, cookie);
+          const info: RuleInfo = {
+            cookie,
+            policyName: policy.name,
+            namespace: policy.namespace,
+            kind: policy.kind,
+            ruleIndex: rule.index,
+            direction: sectionDirection(section),
+            deny: sectionIsDeny(section),
+            section,
+            elementIndex: i,
+            file: policy.file,
+          };
+          this.setRule(cookie, info);
+          const none = el.peers === null && el.ports === null;
+          let wildcard = el.peers === null;
+          const selectorKeys: string[] = [];
+          if (!none && el.peers !== null) {
+            for (const peer of el.peers) {
+              const sels = peerSelectors(peer);
+              if (sels === null) {
+                wildcard = true;
+                continue;
+              }
+              for (const s of sels) {
+                if (s.kind === 'cidr') {
+                  if (s.cidr.bits > 0) prefixes.add(s.cidr.text);
+                  for (const e of s.except) if (e.bits > 0) prefixes.add(e.text);
+                }
+                const k = this.cache.acquire(s);
+                selectorKeys.push(k);
+                keys.add(k);
+              }
+            }
+          }
+          const l4 = el.ports === null ? null : el.ports.flatMap(l4KeysOf);
+          elements.push({ cookie, dir: sectionDirection(section), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4 });
+        });
+      }
+      rules.push({ policyKey: policy.key, rule, elements, selectorKeys: keys });
+    }
+    return { policy, rules, prefixes: [...prefixes], cookies };
+  }
+
+  private setRule(cookie: number, info: RuleInfo): void {
+    const prev = this.ruleTable.get(cookie) ?? null;
+    this.ruleTable.set(cookie, info);
+    const ch = this.pendingRules.get(cookie);
+    if (ch) ch.after = info;
+    else this.pendingRules.set(cookie, { before: prev, after: info });
+  }
+
+  private dropRule(cookie: number): void {
+    const prev = this.ruleTable.get(cookie) ?? null;
+    this.ruleTable.delete(cookie);
+    const ch = this.pendingRules.get(cookie);
+    if (ch) ch.after = null;
+    else this.pendingRules.set(cookie, { before: prev, after: null });
+  }
+
+  private attachRules(cp: CompiledPolicy): void {
+    for (const cr of cp.rules) {
+      for (const k of cr.selectorKeys) {
+        let s = this.rulesBySelector.get(k);
+        if (s === undefined) this.rulesBySelector.set(k, (s = new Set()));
+        s.add(cr);
+      }
+      const subjects = new Set<number>();
+      for (const id of this.epsByIdentity.keys()) {
+        const ident = this.cache.identity(id);
+        if (ident !== undefined && cr.rule.subject.matches(ident.labels)) {
+          subjects.add(id);
+          this.matching.get(id)?.add(cr);
+          this.dirty.add(id);
+        }
+      }
+      this.ruleSubjects.set(cr, subjects);
+    }
+  }
+
+  /** Removes an old compiled policy; `replacement` keeps the cookies it reuses. */
+  private detachPolicy(old: CompiledPolicy, replacement: CompiledPolicy | null): void {
+    for (const cr of old.rules) {
+      for (const id of this.ruleSubjects.get(cr) ?? []) {
+        this.matching.get(id)?.delete(cr);
+        this.dirty.add(id);
+      }
+      this.ruleSubjects.delete(cr);
+      for (const k of cr.selectorKeys) {
+        const s = this.rulesBySelector.get(k);
+        s?.delete(cr);
+        if (s !== undefined && s.size === 0) this.rulesBySelector.delete(k);
+      }
+      for (const el of cr.elements) for (const k of el.selectorKeys) this.cache.release(k);
+    }
+    for (const [coord, cookie] of old.cookies) {
+      if (replacement?.cookies.get(coord) !== cookie) this.dropRule(cookie);
+    }
+    for (const p of old.prefixes) this.unrefPrefix(p);
+  }
+
+  private refPrefix(prefix: string): void {
+    const r = this.prefixRefs.get(prefix);
+    if (r !== undefined) {
+      r.count++;
+      return;
+    }
+    const ident = this.allocator.allocateCIDR(prefix);
+    this.prefixRefs.set(prefix, { count: 1, identity: ident.id });
+    const ch = this.pendingIpcache.get(prefix);
+    if (ch) ch.after = ident.id;
+    else this.pendingIpcache.set(prefix, { before: null, after: ident.id });
+  }
+
+  private unrefPrefix(prefix: string): void {
+    const r = this.prefixRefs.get(prefix);
+    if (r === undefined) throw new TunswitchError('EINTERNAL', `policy compiler: prefix ${prefix} released but not held`);
+    if (--r.count > 0) return;
+    this.prefixRefs.delete(prefix);
+    this.allocator.release(r.identity);
+    const ch = this.pendingIpcache.get(prefix);
+    if (ch) ch.after = null;
+    else this.pendingIpcache.set(prefix, { before: r.identity, after: null });
+  }
+
+  private markSelectors(keys: readonly string[]): void {
+    for (const k of keys) {
+      for (const cr of this.rulesBySelector.get(k) ?? []) {
+        for (const id of this.ruleSubjects.get(cr) ?? []) this.dirty.add(id);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Endpoint bookkeeping
+
+  private subjectRules(labels: LabelSet, id: number): Set<CompiledRule> {
+    const out = new Set<CompiledRule>();
+    for (const cp of this.policies.values()) {
+      for (const cr of cp.rules) {
+        if (cr.rule.subject.matches(labels)) {
+          out.add(cr);
+          this.ruleSubjects.get(cr)?.add(id);
+        }
+      }
+    }
+    return out;
+  }
+
+  private detachEndpoint(index: number, id: number): void {
+    const set = this.epsByIdentity.get(id);
+    set?.delete(index);
+    if (set !== undefined && set.size === 0) {
+      this.epsByIdentity.delete(id);
+      for (const cr of this.matching.get(id) ?? []) this.ruleSubjects.get(cr)?.delete(id);
+      this.matching.delete(id);
+      this.idPolicy.delete(id);
+      this.dirty.delete(id);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Computing one identity's policy
+
+  private computeIdentity(id: number, labels: LabelSet): IdentityPolicy {
+    const mode = this.config.enforcement;
+    if (mode === 'never') return EMPTY_POLICY;
+    const rules = [...(this.matching.get(id) ?? [])];
+    const forced = mode === 'always' || labels.has('init', 'reserved');
+    let ingress = forced;
+    let egress = forced;
+    let ddIngress = forced;
+    let ddEgress = forced;
+    for (const cr of rules) {
+      const r = cr.rule;
+      if (r.hasIngress) {
+        ingress = true;
+        if (r.defaultDenyIngress) ddIngress = true;
+      }
+      if (r.hasEgress) {
+        egress = true;
+        if (r.defaultDenyEgress) ddEgress = true;
+      }
+    }
+    const entries = new Map<string, EntryVal>();
+    const put = (dir: Direction, identity: number, k: L4Key, deny: boolean, cookie: number): void => {
+      const key = entryKey(dir, identity, k[0], k[1], k[2]);
+      const prev = entries.get(key);
+      // 1. deny beats allow for the same key; 2. otherwise the lowest cookie names the entry.
+      if (prev !== undefined && (prev.deny && !deny || (prev.deny === deny && prev.cookie <= cookie))) return;
+      entries.set(key, { dir, identity, proto: k[0], port: k[1], prefixLen: k[2], deny, cookie });
+    };
+    const ANY_L4: readonly L4Key[] = [[0, 0, 0]];
+    for (const cr of rules) {
+      for (const el of cr.elements) {
+        if (el.none) continue;
+        if ((el.dir === 'ingress' && !ingress) || (el.dir === 'egress' && !egress)) continue;
+        const l4 = el.l4 ?? ANY_L4;
+        if (el.wildcard) {
+          for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie);
+          continue;
+        }
+        const ids = new Set<number>();
+        for (const sk of el.selectorKeys) for (const x of this.cache.selections(sk)) ids.add(x);
+        for (const x of ids) for (const k of l4) put(el.dir, x, k, el.deny, el.cookie);
+      }
+    }
+    if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW);
+    if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW);
+    pruneCoveredAllows(entries);
+    return { ingress, egress, entries };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Diffs
+
+  private enfOf(ep: number, pol: IdentityPolicy): EndpointEnforcement {
+    return { ep, ingress: pol.ingress, egress: pol.egress, audit: this.config.audit };
+  }
+
+  private recordEndpoint(ep: number, before: IdentityPolicy | null, after: IdentityPolicy | null): void {
+    const b = before ?? EMPTY_POLICY;
+    const a = after ?? EMPTY_POLICY;
+    for (const [k, v] of b.entries) {
+      const nv = a.entries.get(k) ?? null;
+      if (!sameEntry(v, nv)) this.recordEntry(ep, k, v, nv);
+    }
+    for (const [k, v] of a.entries) if (!b.entries.has(k)) this.recordEntry(ep, k, null, v);
+    const eb = this.publishedEnf.get(ep) ?? null;
+    const ea = after === null ? null : this.enfOf(ep, a);
+    if (ea === null) this.publishedEnf.delete(ep);
+    else this.publishedEnf.set(ep, ea);
+    const ch = this.pendingEnf.get(ep);
+    if (ch) ch.after = ea;
+    else this.pendingEnf.set(ep, { before: eb, after: ea });
+  }
+
+  private recordEntry(ep: number, key: string, before: EntryVal | null, after: EntryVal | null): void {
+    const k = `${ep}|${key}`;
+    const ch = this.pendingEntries.get(k);
+    if (ch) ch.after = after;
+    else this.pendingEntries.set(k, { ep, before, after });
+  }
+
+  private finish(): PolicyDiff {
+    // Recompute dirty identities and fan the change out to their endpoints.
+    for (const id of this.dirty) {
+      const eps = this.epsByIdentity.get(id);
+      const ident = this.cache.identity(id);
+      if (eps === undefined) continue;
+      const before = this.idPolicy.get(id) ?? EMPTY_POLICY;
+      // An identity released while endpoints still use it keeps its last labels' policy.
+      const after = ident === undefined ? before : this.computeIdentity(id, ident.labels);
+      this.idPolicy.set(id, after);
+      for (const ep of eps) this.recordEndpoint(ep, before, after);
+    }
+    this.dirty.clear();
+    const added: PolicyEntry[] = [];
+    const removed: PolicyEntry[] = [];
+    for (const ch of this.pendingEntries.values()) {
+      if (sameEntry(ch.before, ch.after)) continue;
+      if (ch.before !== null) removed.push(toEntry(ch.ep, ch.before));
+      if (ch.after !== null) added.push(toEntry(ch.ep, ch.after));
+    }
+    const enforcement: EndpointEnforcement[] = [];
+    for (const ch of this.pendingEnf.values()) if (ch.after !== null && !sameEnf(ch.before, ch.after)) enforcement.push(ch.after);
+    const ipAdded: IpcacheEntry[] = [];
+    const ipRemoved: IpcacheEntry[] = [];
+    for (const [prefix, ch] of this.pendingIpcache) {
+      if (ch.before === ch.after) continue;
+      if (ch.before !== null) ipRemoved.push({ prefix, identity: ch.before });
+      if (ch.after !== null) ipAdded.push({ prefix, identity: ch.after });
+    }
+    const rAdded: RuleInfo[] = [];
+    const rRemoved: number[] = [];
+    for (const [cookie, ch] of this.pendingRules) {
+      if (ch.after === null && ch.before !== null) rRemoved.push(cookie);
+      else if (ch.after !== null && !sameRule(ch.before, ch.after)) rAdded.push(ch.after);
+    }
+    this.pendingEntries.clear();
+    this.pendingEnf.clear();
+    this.pendingIpcache.clear();
+    this.pendingRules.clear();
+    const changed = added.length + removed.length + enforcement.length + ipAdded.length + ipRemoved.length + rAdded.length + rRemoved.length > 0;
+    if (changed) this.rev++;
+    return {
+      revision: this.rev,
+      added: added.sort(compareEntries),
+      removed: removed.sort(compareEntries),
+      enforcement: enforcement.sort((a, b) => a.ep - b.ep),
+      ipcache: { added: ipAdded, removed: ipRemoved },
+      rules: { added: rAdded.sort((a, b) => a.cookie - b.cookie), removed: rRemoved.sort((a, b) => a - b) },
+    };
+  }
+
+  /** For tests: the labels the compiler knows an identity by. */
+  identityOf(id: number): Identity | undefined {
+    return this.cache.identity(id);
+  }
+}
+
+function sameRule(a: RuleInfo | null, b: RuleInfo | null): boolean {
+  if (a === null || b === null) return a === b;
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function peerSelectors(peer: Peer): PeerSelector[] | null {
+  return peer.kind === 'entity' ? entitySelectors(peer.entity) : [peer.selector];
+}
+
+function toEntry(ep: number, e: EntryVal): PolicyEntry {
+  return { ep, dir: e.dir, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie };
+}
+
+export function compareEntries(a: PolicyEntry, b: PolicyEntry): number {
+  return a.ep - b.ep || (a.dir === b.dir ? 0 : a.dir === 'egress' ? -1 : 1) || a.identity - b.identity || a.proto - b.proto || a.port - b.port || a.prefixLen - b.prefixLen;
+}
+
+/** Drops allow entries that a deny entry of the same direction and identity covers. */
+function pruneCoveredAllows(entries: Map<string, EntryVal>): void {
+  const denies = new Map<string, EntryVal[]>();
+  for (const e of entries.values()) {
+    if (!e.deny) continue;
+    const g = `${e.dir}|${e.identity}`;
+    let l = denies.get(g);
+    if (l === undefined) denies.set(g, (l = []));
+    l.push(e);
+  }
+  if (denies.size === 0) return;
+  for (const [k, e] of entries) {
+    if (e.deny) continue;
+    const l = denies.get(`${e.dir}|${e.identity}`);
+    if (l === undefined) continue;
+    if (l.some((d) => d.prefixLen <= e.prefixLen && l4Covers(d.proto, d.port, d.prefixLen, e.proto, e.port))) entries.delete(k);
+  }
+}
+
+/** Builds a compiler, loads everything, and returns the full state (for tests and one-shot use). */
+export function compileAll(
+  policies: readonly Policy[],
+  endpoints: readonly CompilerEndpoint[],
+  allocator: IdentityAllocator,
+  config: PolicyConfig = DEFAULT_POLICY_CONFIG,
+): { entries: PolicyEntry[]; enforcement: EndpointEnforcement[]; ipcache: IpcacheEntry[]; rules: RuleInfo[]; compiler: PolicyCompiler } {
+  const c = new PolicyCompiler(allocator, config);
+  for (const p of policies) c.upsertPolicy(p);
+  for (const e of endpoints) c.upsertEndpoint(e);
+  return { entries: c.entries(), enforcement: c.enforcement(), ipcache: c.ipcache(), rules: c.rules(), compiler: c };
+}
+
+/** The `reserved:<name>` label, for callers building reserved label sets. */
+export function reservedLabel(name: string) {
+  return makeLabel('reserved', name);
+}
