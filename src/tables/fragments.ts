@@ -178,7 +178,7 @@ export class FragmentTable {
       const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
       if (w[b + FE_K0] === 0) return false;
       if (this.sameKey(b, h)) {
-        if ((w[b + FE_EXPIRES] as number) <= now) return false;
+        
         const ports = w[b + FE_PORTS] as number;
         pi.sport = ports >>> 16;
         pi.dport = ports & 0xffff;

@@ -170,16 +170,20 @@ export class WriteLog {
 
   /** Publishes: flip sides, wait for readers, replay on the old side. Returns the revision. */
   commit(): number {
-    const rev = this.control.flip();
-    // The side just written is now active; replay onto the side readers have just left.
-    const old = this.side ^ 1;
-    for (let k = 0; k < this.n; k++) {
-      const pair = this.pairs[this.ids[k] as number] as [Uint32Array, Uint32Array];
-      (pair[old] as Uint32Array)[this.idx[k] as number] = this.vals[k] as number;
+    try {
+      return this.control.flip();
+    } finally {
+      // The side just written is now active (flip swaps before it waits, so this holds even
+      // when the wait gave up on a dead reader): replay onto the side readers have left, so
+      // both sides are equal again and the next transaction starts on a clean copy.
+      const old = this.side ^ 1;
+      for (let k = 0; k < this.n; k++) {
+        const pair = this.pairs[this.ids[k] as number] as [Uint32Array, Uint32Array];
+        (pair[old] as Uint32Array)[this.idx[k] as number] = this.vals[k] as number;
+      }
+      this.n = 0;
+      this.side = this.control.inactive();
     }
-    this.n = 0;
-    this.side = this.control.inactive();
-    return rev;
   }
 
   private grow(): void {

@@ -70,7 +70,7 @@ test('fragments: re-recording refreshes, custom lifetime, expired slots are reus
   assert.ok(found, 'refreshed record not found at t=7');
   assert.equal(pi.sport, 6000, `sport got ${pi.sport}, want 6000`);
   assert.equal(ft.lookup(fill(pi, udp4, false), 8), false, 'record still found at t=8, want expired');
-  // a new datagram with the same home slot path takes the expired slot: count does not grow
+  // the expired datagram recorded again takes its own slot back: count grows by the new one only
   ft.record(fill(pi, { ...udp4, ipId: 1 }, true), 100);
   ft.record(fill(pi, udp4, true), 100);
   const cases: [string, number, number][] = [['count', ft.count, 2], ['liveCount', ft.liveCount(100), 2], ['recordFailed', ft.recordFailed, 0]];
@@ -87,6 +87,7 @@ test('fragments: a full probe window refuses records until they expire', () => {
   assert.equal(ft.recordFailed, 1, `recordFailed got ${ft.recordFailed}, want 1`);
   assert.ok(ft.record(fill(pi, { ...udp4, ipId: 99 }, true), 60), 'record after expiry failed');
   assert.ok(ft.lookup(fill(pi, { ...udp4, ipId: 99 }, false), 60), 'new record not found');
+  assert.equal(ft.count, cap, `count got ${ft.count}, want ${cap} (an expired slot was reused)`);
   ft.flush();
   assert.equal(ft.lookup(fill(pi, { ...udp4, ipId: 99 }, false), 60), false, 'found after flush');
   assert.ok(PROBE_WINDOW >= cap, `PROBE_WINDOW ${PROBE_WINDOW} smaller than the test assumes`);

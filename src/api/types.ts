@@ -1,0 +1,142 @@
+/**
+ * The control plane as the API server sees it. The control thread implements this
+ * interface (src/runtime/control-thread.ts); the HTTP server (src/api/server.ts) maps
+ * versioned routes onto it; the CLI talks to the server. Errors are TunswitchError with a
+ * stable `code` (src/control/errors.ts); the server maps codes to HTTP statuses.
+ *
+ * All values are plain JSON.
+ */
+
+export interface EndpointInfo {
+  id: number; // endpoint index
+  name: string;
+  labels: string[]; // "k8s:app=web" form
+  identity: number;
+  ipv4?: string;
+  ipv6?: string;
+  netns: string; // "demo-web" or "/proc/1234/ns/net"
+  ifname: string; // name inside the namespace
+  port: number; // switch port index
+  tun: string; // TUN device name
+  policy: { ingress: boolean; egress: boolean; audit: boolean }; // enforced directions
+  state: 'ready' | 'attaching' | 'detached';
+}
+
+export interface EndpointAddRequest {
+  name: string;
+  labels?: Record<string, string> | string[];
+  netns?: string; // named namespace
+  pid?: number; // or a process whose network namespace to use
+  ipv4?: string;
+  ipv6?: string;
+  defaultRoute?: boolean;
+}
+
+export interface IdentityInfo {
+  id: number;
+  labels: string[];
+  kind: 'reserved' | 'workload' | 'cidr';
+  refs: number;
+}
+
+export interface PolicyInfo {
+  name: string;
+  namespace?: string;
+  kind: string; // CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPolicy
+  rules: number;
+  source?: string; // file it came from
+  revision: number; // policy revision when imported
+}
+
+export interface PolicyImportResult {
+  revision: number;
+  policies: string[];
+}
+
+export interface IpcacheInfo {
+  cidr: string;
+  identity: number;
+  tunnel?: string;
+  source: 'endpoint' | 'cidr-policy' | 'host' | 'api';
+}
+
+export interface CtEntryInfo {
+  shard: number;
+  proto: string;
+  src: string; // ip:port
+  dst: string;
+  state: string;
+  expiresIn: number; // seconds
+  identity: number;
+  packets: number;
+  bytes: number;
+  flags: string;
+}
+
+export interface StatusInfo {
+  name: string;
+  version: string;
+  uptimeSeconds: number;
+  policyRevision: number;
+  endpoints: number;
+  identities: number;
+  policies: number;
+  workers: number;
+  workerRestarts: number;
+  ports: number;
+  offload: boolean;
+  config: AgentConfig;
+  counters: { forwarded: number; dropped: number };
+}
+
+export interface AgentConfig {
+  audit: boolean;
+  enforcement: 'default' | 'always' | 'never';
+}
+
+/** One flow event, Hubble-like field names (see src/observe). */
+export interface FlowEvent {
+  time: string;
+  verdict: 'FORWARDED' | 'DROPPED' | 'AUDIT';
+  event_type: 'drop' | 'trace' | 'policy-verdict';
+  drop_reason?: number;
+  drop_reason_desc?: string;
+  traffic_direction: 'INGRESS' | 'EGRESS';
+  is_reply: boolean;
+  policy_match_type?: string;
+  ipcache_miss?: boolean;
+  IP: { ipVersion: 'IPv4' | 'IPv6'; source: string; destination: string };
+  l4?: { protocol: string; source_port?: number; destination_port?: number; icmp_type?: number; icmp_code?: number; tcp_flags?: string };
+  source: { identity: number; labels: string[]; endpoint?: string; ip: string; port?: number };
+  destination: { identity: number; labels: string[]; endpoint?: string; ip: string; port?: number };
+  policy?: { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | { none: string };
+  length: number;
+}
+
+export interface ControlApi {
+  status(): StatusInfo;
+  listEndpoints(): EndpointInfo[];
+  getEndpoint(idOrName: string): EndpointInfo;
+  addEndpoint(req: EndpointAddRequest): Promise<EndpointInfo>;
+  deleteEndpoint(idOrName: string): Promise<void>;
+  listIdentities(): IdentityInfo[];
+  getIdentity(id: number): IdentityInfo;
+  importPolicies(text: string, fileName: string): PolicyImportResult;
+  validatePolicies(text: string, fileName: string): { policies: string[] };
+  listPolicies(): PolicyInfo[];
+  getPolicy(name: string): unknown; // the stored document
+  deletePolicy(name: string): PolicyImportResult;
+  deleteAllPolicies(): PolicyImportResult;
+  selectors(): { selector: string; identities: number[] }[];
+  listIpcache(): IpcacheInfo[];
+  getIpcache(ip: string): IpcacheInfo | null; // longest match
+  listCt(): CtEntryInfo[];
+  flushCt(): { flushed: number };
+  getConfig(): AgentConfig;
+  setConfig(patch: Partial<AgentConfig>): AgentConfig;
+  /** Prometheus text exposition. */
+  metrics(): Promise<string>;
+  /** Recent events (newest last), up to `last`; and a subscription for --follow. */
+  recentEvents(last: number): FlowEvent[];
+  subscribeEvents(fn: (e: FlowEvent) => void): () => void;
+}
