@@ -44,7 +44,7 @@ export interface ShardTask {
   rt: RuntimeShared;
   ctCapacity: number;
   fragCapacity: number;
-  fragments: SharedArrayBuffer;
+  ctLifetimes: { tcpLifetime: number; nonTcpLifetime: number; synLifetime: number; closeLifetime: number };
   /** Emit trace/policy events (drops always). */
   events: boolean;
   /** Conntrack slots scanned per idle tick / per batch. */
@@ -70,8 +70,9 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const portFd = new Int32Array(rt.portFd);
 
   const tables = TableSet.attach(task.tables);
-  const ct = ConntrackTable.attach(rt.conntrack[k] as SharedArrayBuffer, 0);
-  const frags = FragmentTable.attach(task.fragments, 0);
+  // The constructors adopt an existing region (a restarted worker keeps the shard's state).
+  const ct = new ConntrackTable(rt.conntrack[k] as SharedArrayBuffer, 0, task.ctCapacity, task.ctLifetimes);
+  const frags = new FragmentTable(rt.fragments[k] as SharedArrayBuffer, 0, task.fragCapacity);
   const counters = new Float64Array(rt.counters[k] as SharedArrayBuffer);
   const events = new EventRing(rt.events[k] as SharedArrayBuffer);
   const pipeline = new Pipeline(tables, ct, frags, counters, events, task.readerSlot);

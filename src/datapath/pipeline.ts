@@ -263,12 +263,12 @@ export class Pipeline {
     if (pi.icmpInnerOff >= 0) {
       const inner = this.inner;
       if (parseInner(buf, dv, pi.icmpInnerOff, off + pi.totalLen - pi.icmpInnerOff, inner) === 0) {
-        idx = ct.lookupRelated(inner);
+        idx = ct.lookupRelated(inner, this.now);
         if (idx >= 0) state = CT_RELATED;
       }
     }
     if (idx < 0) {
-      idx = ct.lookup(pi);
+      idx = ct.lookup(pi, this.now);
       if (idx >= 0) state = ct.update(idx, pi, ct.lastDir, this.now);
     }
     this.outCtState = state;
@@ -277,7 +277,7 @@ export class Pipeline {
       // Verdict cached for this revision: the policy is unchanged since the last check.
       this.outMatchType = ct.policyMatchType(idx);
       this.outCookie = ct.policyCookie(idx);
-      this.outAudited = ct.policyAudited(idx);
+      this.outAudited = ct.policyAudited(idx) ? 1 : 0;
     } else if (state !== CT_REPLY && state !== CT_RELATED) {
       // 7. egress policy of the sending endpoint
       let cookie = NO_INDEX;
@@ -312,10 +312,9 @@ export class Pipeline {
           this.counters[C_CT_CREATE_FAILED]++;
           return this.drop(DROP_CT_CREATE_FAILED, len);
         }
-        ct.update(idx, pi, 0, this.now);
         if (this.eventsEnabled) this.emitPolicyVerdict(fromHost ? DIR_INGRESS : DIR_EGRESS, V_FORWARDED, 0, len);
       }
-      ct.setPolicyCache(idx, this.revision, cookie, match, audited);
+      ct.setPolicyCache(idx, this.revision, cookie, match, audited !== 0);
     }
 
     // 10. TTL / hop limit
@@ -376,7 +375,7 @@ export class Pipeline {
     this.outMatchType = this.polMatch;
     this.outCookie = this.polCookie;
     // An established flow whose policy now denies it: forget the cached verdict.
-    if (idx >= 0 && state !== CT_NEW) this.ct.setPolicyCache(idx, (this.revision - 1) >>> 0, NO_INDEX, 0, 0);
+    if (idx >= 0 && state !== CT_NEW) this.ct.clearPolicyCache(idx);
     if (this.eventsEnabled && state === CT_NEW) this.emitPolicyVerdict(dir, V_DROPPED, -code, len);
     return this.drop(code, len);
   }

@@ -135,19 +135,20 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     }
     const node: NodeConfig = { name: nodeName, labels, defaultRoute: false };
     if (n.ipv4 !== undefined) {
-      const a = typeof n.ipv4 === 'string' ? tryParsePrefix(n.ipv4, true) : null;
+      const ip = n.ipv4;
+      const a = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
       if (!a || a.family !== 4 || a.bits !== 32) fail(short, `${at}.ipv4`, `${show(n.ipv4)} is not an IPv4 address`);
       const inPool = (a.words[0] as number) >>> (32 - p4.bits) === (p4.words[0] as number) >>> (32 - p4.bits) || p4.bits === 0;
-      if (!inPool) fail(short, `${at}.ipv4`, `${n.ipv4} is outside pool.ipv4 ${p4.text}`);
-      if (seen4.has(n.ipv4)) fail(short, `${at}.ipv4`, `${n.ipv4} is used by another node`);
-      seen4.add(n.ipv4);
-      node.ipv4 = n.ipv4;
+      if (!inPool) fail(short, `${at}.ipv4`, `${a.text} is outside pool.ipv4 ${p4.text}`);
+      if (seen4.has(a.text)) fail(short, `${at}.ipv4`, `${a.text} is used by another node`);
+      seen4.add(a.text);
+      node.ipv4 = String(ip);
     }
     if (n.ipv6 !== undefined) {
       const a = typeof n.ipv6 === 'string' ? tryParsePrefix(n.ipv6, true) : null;
       if (!a || a.family !== 6 || a.bits !== 128) fail(short, `${at}.ipv6`, `${show(n.ipv6)} is not an IPv6 address`);
       if (!p6) fail(short, `${at}.ipv6`, 'needs pool.ipv6');
-      node.ipv6 = n.ipv6;
+      node.ipv6 = String(n.ipv6);
     }
     if (n.defaultRoute !== undefined) {
       if (typeof n.defaultRoute !== 'boolean') fail(short, `${at}.defaultRoute`, `${show(n.defaultRoute)} must be true or false`);

@@ -55,13 +55,14 @@ export interface RuntimeShared {
   counters: SharedArrayBuffer[];
   events: SharedArrayBuffer[];
   conntrack: SharedArrayBuffer[];
+  fragments: SharedArrayBuffer[];
 }
 
 export function ringWords(slots: number): number {
   return R_ENTRIES + 2 * slots;
 }
 
-export function createRuntimeShared(opts: { shards: number; slots: number; slotSize: number; vnetHdr: boolean }): Omit<RuntimeShared, 'counters' | 'events' | 'conntrack'> {
+export function createRuntimeShared(opts: { shards: number; slots: number; slotSize: number; vnetHdr: boolean }): Omit<RuntimeShared, 'counters' | 'events' | 'conntrack' | 'fragments'> {
   if ((opts.slots & (opts.slots - 1)) !== 0) throw new RangeError(`slots ${opts.slots} is not a power of two`);
   const portFd = new SharedArrayBuffer(MAX_PORTS * 4);
   new Int32Array(portFd).fill(-1);

@@ -4,7 +4,7 @@
  * The semantics follow Cilium's bpf/lib/conntrack.h in spirit (states, TCP flag tracking,
  * lifetimes), re-expressed for a userspace hash table:
  *
- *   1. lookup(pi, now)      forward key, then the reversed key; sets lastDir (0 original, 1 reply).
+ *   1. lookup(pi, now)      one probe matching either orientation; sets lastDir (0 original, 1 reply).
  *   2. miss -> the pipeline checks policy, then create(pi, identity, now). create accounts the
  *      creating packet (original direction); do not call update() for it as well.
  *   3. hit  -> update(idx, pi, dir, now) returns CT_ESTABLISHED / CT_REPLY / CT_REOPENED and
@@ -50,8 +50,9 @@
  *     words 2..5 E_SRC  source address; IPv4 in word 2 with words 3..5 = 0, IPv6 word 2 most
  *                       significant.
  *     words 6..9 E_DST  destination address, same encoding.
- *     word 10 E_HASH    hash of the key; home slot = hash & (capacity - 1). Stored so that
- *                       backward-shift deletion and the fast-reject compare need no rehash.
+ *     word 10 E_HASH    ctHashSym of the key (30 bits), the same for the key and its reverse; home slot
+ *                       = hash & (capacity - 1). Stored so that backward-shift deletion and
+ *                       the fast-reject compare need no rehash.
  *     value:
  *     word 11 E_FLAGS   bits 0..7 TCP flags seen in the original direction, 8..15 in the reply
  *                       direction; bit 16 FIN/RST closed the original (tx) side, bit 17 the
@@ -168,32 +169,64 @@ export interface CtEntrySnapshot {
   bytes: [number, number];
 }
 
-function mixWord(h: number, w: number): number {
-  // murmur3-style block mix on 32-bit words
-  let k = Math.imul(w, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  k = Math.imul(k, 0x1b873593);
-  h ^= k;
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
+/*
+ * Hashing. Everything is written inline, without helper calls: V8 boxes (allocates) a number
+ * outside the small-integer range (31 bits) that is passed to or returned from a call it did
+ * not inline, and key words are full u32 values. For the same reason the hashes returned are
+ * 30-bit non-negative integers, which never need a box.
+ */
+const HASH_MASK = 0x3fffffff;
+const M1 = 0xcc9e2d51 | 0;
+const M2 = 0x1b873593;
+const F1 = 0x85ebca6b | 0;
+const F2 = 0xc2b2ae35 | 0;
 
 /**
- * Hash of a 10-word key held in `k` (Uint32Array). Pure integer arithmetic on the key words,
- * so every thread computes the same slot. Returns a *signed* 32-bit number: an int32 stays
- * unboxed across calls, whereas a u32 above 2^31 would be boxed (allocated) when returned.
- * Compare with a stored hash as `(stored | 0) === h`.
+ * Hash of a 10-word key held in `k` (murmur3-style block mix and finaliser over the words).
+ * Integer arithmetic only, so every thread computes the same slot. Returns a 30-bit integer.
  */
 export function hashKey10(k: Uint32Array): number {
   let h = 0x7f4a7c15;
-  for (let i = 0; i < KEY_WORDS; i++) h = mixWord(h, k[i] as number);
+  for (let i = 0; i < KEY_WORDS; i++) {
+    let x = Math.imul(k[i] as number, M1);
+    x = Math.imul((x << 15) | (x >>> 17), M2);
+    h ^= x;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
   h ^= KEY_WORDS * 4;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h | 0;
+  h ^= h >>> 16; h = Math.imul(h, F1); h ^= h >>> 13; h = Math.imul(h, F2); h ^= h >>> 16;
+  return h & HASH_MASK;
+}
+
+/**
+ * Direction-independent hash of a conntrack key held in `k` (the 10-word layout of
+ * E_K0..E_DST): each endpoint (address, port) is hashed on its own and the two results are
+ * added, so a key and its reverse land on the same home slot and one probe finds a flow from
+ * either direction. Integer arithmetic only. Returns a 30-bit integer.
+ */
+export function ctHashSym(k: Uint32Array): number {
+  const ports = k[1] as number;
+  let a = 0x2545f491;
+  let b = 0x2545f491;
+  for (let i = 0; i < 5; i++) {
+    let x = Math.imul(i < 4 ? (k[2 + i] as number) : ports >>> 16, M1);
+    x = Math.imul((x << 15) | (x >>> 17), M2);
+    a ^= x;
+    a = (a << 13) | (a >>> 19);
+    a = (Math.imul(a, 5) + 0xe6546b64) | 0;
+    let y = Math.imul(i < 4 ? (k[6 + i] as number) : ports & 0xffff, M1);
+    y = Math.imul((y << 15) | (y >>> 17), M2);
+    b ^= y;
+    b = (b << 13) | (b >>> 19);
+    b = (Math.imul(b, 5) + 0xe6546b64) | 0;
+  }
+  a ^= a >>> 16; a = Math.imul(a, F1); a ^= a >>> 13; a = Math.imul(a, F2); a ^= a >>> 16;
+  b ^= b >>> 16; b = Math.imul(b, F1); b ^= b >>> 13; b = Math.imul(b, F2); b ^= b >>> 16;
+  let h = 0x7f4a7c15 ^ Math.imul(k[0] as number, M1);
+  h ^= (a + b) | 0;
+  h ^= h >>> 16; h = Math.imul(h, F1); h ^= h >>> 13; h = Math.imul(h, F2); h ^= h >>> 16;
+  return h & HASH_MASK;
 }
 
 function checkLifetime(name: string, v: number): number {
@@ -222,10 +255,14 @@ export class ConntrackTable {
   readonly capacity: number;
   private readonly mask: number;
   private readonly w: Uint32Array;
-  /** Scratch key for the current probe (10 words). */
+  /** Scratch key for the current probe (10 words), in the packet's orientation. */
   private readonly kb: Uint32Array;
+  /** The same key reversed (addresses and ports swapped). */
+  private readonly kr: Uint32Array;
   /** Direction of the last successful lookup()/lookupRelated(): 0 original, 1 reply. */
   lastDir = 0;
+  /** Orientation matched by the last find(): 0 = the packet's own, 1 = reversed. */
+  private probeDir = 0;
 
   constructor(sab: SharedArrayBuffer, byteOffset: number, capacity: number, opts?: ConntrackOptions, attachOnly = false) {
     if (!Number.isInteger(capacity) || capacity < 8 || (capacity & (capacity - 1)) !== 0 || capacity > 1 << 26) {
@@ -239,6 +276,7 @@ export class ConntrackTable {
     this.mask = capacity - 1;
     this.w = new Uint32Array(sab, byteOffset, HEADER_WORDS + capacity * ENTRY_WORDS);
     this.kb = new Uint32Array(KEY_WORDS);
+    this.kr = new Uint32Array(KEY_WORDS);
     if (attachOnly) return;
     const w = this.w;
     const adopt = w[H_MAGIC] === MAGIC && w[H_CAPACITY] === capacity;
@@ -267,66 +305,70 @@ export class ConntrackTable {
 
   // ---- key handling --------------------------------------------------------------------------
 
-  /** Fill the scratch key from pi, in its own orientation (reverse = 0) or swapped (1). */
-  private loadKey(pi: PacketInfo, reverse: number): void {
+  /** Fill the scratch keys from pi: kb in pi's orientation, kr reversed. */
+  private loadKeys(pi: PacketInfo): void {
     const kb = this.kb;
-    kb[0] = (pi.family << 8) | (pi.proto & 0xff);
-    if (reverse === 0) {
-      kb[1] = ((pi.sport & 0xffff) << 16) | (pi.dport & 0xffff);
-      kb[2] = pi.src0; kb[3] = pi.src1; kb[4] = pi.src2; kb[5] = pi.src3;
-      kb[6] = pi.dst0; kb[7] = pi.dst1; kb[8] = pi.dst2; kb[9] = pi.dst3;
-    } else {
-      kb[1] = ((pi.dport & 0xffff) << 16) | (pi.sport & 0xffff);
-      kb[2] = pi.dst0; kb[3] = pi.dst1; kb[4] = pi.dst2; kb[5] = pi.dst3;
-      kb[6] = pi.src0; kb[7] = pi.src1; kb[8] = pi.src2; kb[9] = pi.src3;
-    }
+    const kr = this.kr;
+    const k0 = (pi.family << 8) | (pi.proto & 0xff);
+    const sp = pi.sport & 0xffff;
+    const dp = pi.dport & 0xffff;
+    kb[0] = k0; kr[0] = k0;
+    kb[1] = (sp << 16) | dp; kr[1] = (dp << 16) | sp;
+    kb[2] = pi.src0; kb[3] = pi.src1; kb[4] = pi.src2; kb[5] = pi.src3;
+    kb[6] = pi.dst0; kb[7] = pi.dst1; kb[8] = pi.dst2; kb[9] = pi.dst3;
+    kr[2] = pi.dst0; kr[3] = pi.dst1; kr[4] = pi.dst2; kr[5] = pi.dst3;
+    kr[6] = pi.src0; kr[7] = pi.src1; kr[8] = pi.src2; kr[9] = pi.src3;
   }
 
-  /** Slot of the scratch key with hash h, or -1. Ignores expiry. */
-  private find(h: number): number {
+  /**
+   * One probe from the (direction-independent) home slot of the scratch keys, hash h. Returns
+   * the first live entry whose key equals kb (sets probeDir 0) or kr (probeDir 1), or -1.
+   * Expired entries never match. If both orientations have live entries (only possible when a
+   * caller creates without looking up first), the one nearer the home slot wins.
+   */
+  private find(h: number, now: number): number {
     const w = this.w;
     const kb = this.kb;
+    const kr = this.kr;
     const mask = this.mask;
+    const k0 = kb[0] as number;
     let i = h & mask;
     for (let n = 0; n < this.capacity; n++) {
       const b = HEADER_WORDS + (i << ENTRY_SHIFT);
-      const k0 = w[b + E_K0] as number;
-      if (k0 === 0) return -1;
-      if (((w[b + E_HASH] as number) | 0) === h && k0 === kb[0] && w[b + 1] === kb[1] &&
-          w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
-          w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9]) {
-        return i;
+      const e0 = w[b + E_K0] as number;
+      if (e0 === 0) return -1;
+      if (w[b + E_HASH] === h && e0 === k0 && (w[b + E_EXPIRES] as number) > now) {
+        if (w[b + 1] === kb[1] &&
+            w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
+            w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9]) {
+          this.probeDir = 0;
+          return i;
+        }
+        if (w[b + 1] === kr[1] &&
+            w[b + 2] === kr[2] && w[b + 3] === kr[3] && w[b + 4] === kr[4] && w[b + 5] === kr[5] &&
+            w[b + 6] === kr[6] && w[b + 7] === kr[7] && w[b + 8] === kr[8] && w[b + 9] === kr[9]) {
+          this.probeDir = 1;
+          return i;
+        }
       }
       i = (i + 1) & mask;
     }
     return -1;
   }
 
-  private expiredAt(idx: number, now: number): boolean {
-    return (this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_EXPIRES] as number) <= now;
-  }
-
   // ---- hot path -----------------------------------------------------------------------------
 
   /**
    * Find the live entry of pi's flow. Returns its index and sets lastDir (0 when pi travels in
-   * the entry's original direction, 1 for the reply direction), or -1. Expired entries count as
-   * misses; they stay in place until create() reuses them or gc() collects them. Read-only.
+   * the entry's original direction, 1 for the reply direction), or -1. Both orientations share
+   * one home slot (ctHashSym), so this is a single probe. Expired entries count as misses; they
+   * stay in place until create() reuses them or gc() collects them. Read-only on the table.
    */
   lookup(pi: PacketInfo, now: number): number {
-    this.loadKey(pi, 0);
-    let idx = this.find(hashKey10(this.kb));
-    if (idx >= 0 && !this.expiredAt(idx, now)) {
-      this.lastDir = 0;
-      return idx;
-    }
-    this.loadKey(pi, 1);
-    idx = this.find(hashKey10(this.kb));
-    if (idx >= 0 && !this.expiredAt(idx, now)) {
-      this.lastDir = 1;
-      return idx;
-    }
-    return -1;
+    this.loadKeys(pi);
+    const idx = this.find(ctHashSym(this.kb), now);
+    if (idx >= 0) this.lastDir = this.probeDir;
+    return idx;
   }
 
   /**
@@ -336,19 +378,10 @@ export class ConntrackTable {
    * the originator), 0 otherwise. Returns -1 when there is no live entry.
    */
   lookupRelated(inner: PacketInfo, now: number): number {
-    this.loadKey(inner, 0);
-    let idx = this.find(hashKey10(this.kb));
-    if (idx >= 0 && !this.expiredAt(idx, now)) {
-      this.lastDir = 1;
-      return idx;
-    }
-    this.loadKey(inner, 1);
-    idx = this.find(hashKey10(this.kb));
-    if (idx >= 0 && !this.expiredAt(idx, now)) {
-      this.lastDir = 0;
-      return idx;
-    }
-    return -1;
+    this.loadKeys(inner);
+    const idx = this.find(ctHashSym(this.kb), now);
+    if (idx >= 0) this.lastDir = 1 - this.probeDir;
+    return idx;
   }
 
   /**
@@ -359,8 +392,8 @@ export class ConntrackTable {
    * and counts createFailed (the pipeline's drop 155 CT_CREATE_FAILED).
    */
   create(pi: PacketInfo, srcIdentity: number, now: number): number {
-    this.loadKey(pi, 0);
-    const h = hashKey10(this.kb);
+    this.loadKeys(pi);
+    const h = ctHashSym(this.kb);
     let idx = this.claim(h, now);
     if (idx < 0 && this.evictNear(h & this.mask, now)) idx = this.claim(h, now);
     if (idx < 0) {
@@ -396,7 +429,7 @@ export class ConntrackTable {
       const b = HEADER_WORDS + (i << ENTRY_SHIFT);
       const k0 = w[b + E_K0] as number;
       if (k0 === 0) { slot = i; break; }
-      if (((w[b + E_HASH] as number) | 0) === h && k0 === kb[0] && w[b + 1] === kb[1] &&
+      if (w[b + E_HASH] === h && k0 === kb[0] && w[b + 1] === kb[1] &&
           w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
           w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9]) {
         reuse = i; // same key: reinitialise it whatever its state

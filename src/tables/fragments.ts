@@ -121,7 +121,7 @@ export class FragmentTable {
   private sameKey(b: number, h: number): boolean {
     const w = this.w;
     const kb = this.kb;
-    return ((w[b + FE_HASH] as number) | 0) === h && w[b] === kb[0] && w[b + 1] === kb[1] &&
+    return w[b + FE_HASH] === h && w[b] === kb[0] && w[b + 1] === kb[1] &&
       w[b + 2] === kb[2] && w[b + 3] === kb[3] && w[b + 4] === kb[4] && w[b + 5] === kb[5] &&
       w[b + 6] === kb[6] && w[b + 7] === kb[7] && w[b + 8] === kb[8] && w[b + 9] === kb[9];
   }
@@ -178,7 +178,7 @@ export class FragmentTable {
       const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
       if (w[b + FE_K0] === 0) return false;
       if (this.sameKey(b, h)) {
-        
+        if ((w[b + FE_EXPIRES] as number) <= now) return false;
         const ports = w[b + FE_PORTS] as number;
         pi.sport = ports >>> 16;
         pi.dport = ports & 0xffff;

@@ -36,6 +36,9 @@
  * falls in an except resolves to the except's identity, which the rule does not allow. /0
  * prefixes get no CIDR identity: they select world (an ipcache miss) plus the CIDR identities.
  *
+ * Several rules may give one key: a deny wins, else the first rule in (policy key, rule index,
+ * section, element index) order names it, so the result does not depend on history.
+ *
  * Cookies: each rule element (policy, rule index, section, element index) has a stable cookie
  * >= 2 for as long as the policy exists; `rules()` names them. 0 = none, 1 = default allow.
  *
@@ -197,6 +200,8 @@ interface EntryVal {
   readonly prefixLen: number;
   readonly deny: boolean;
   readonly cookie: number;
+  /** Tie-break between rules for one key: the lowest rank names the entry (history independent). */
+  readonly rank: string;
 }
 
 interface IdentityPolicy {
@@ -213,6 +218,8 @@ function entryKey(dir: Direction, identity: number, proto: number, port: number,
 
 interface CompiledElement {
   readonly cookie: number;
+  /** Sort key: policy key, rule index, section, element index. */
+  readonly rank: string;
   readonly dir: Direction;
   readonly deny: boolean;
   /** Element selects no traffic at all. */
@@ -495,7 +502,8 @@ export class PolicyCompiler {
             }
           }
           const l4 = el.ports === null ? null : el.ports.flatMap(l4KeysOf);
-          elements.push({ cookie, dir: sectionDirection(section), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4 });
+          const rank = `${policy.key}\u0000${String(rule.index).padStart(6, '0')}|${SECTIONS.indexOf(section)}|${String(i).padStart(6, '0')}`;
+          elements.push({ cookie, rank, dir: sectionDirection(section), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4 });
         });
       }
       rules.push({ policyKey: policy.key, rule, elements, selectorKeys: keys });
@@ -644,12 +652,12 @@ export class PolicyCompiler {
       }
     }
     const entries = new Map<string, EntryVal>();
-    const put = (dir: Direction, identity: number, k: L4Key, deny: boolean, cookie: number): void => {
+    const put = (dir: Direction, identity: number, k: L4Key, deny: boolean, cookie: number, rank: string): void => {
       const key = entryKey(dir, identity, k[0], k[1], k[2]);
       const prev = entries.get(key);
-      // 1. deny beats allow for the same key; 2. otherwise the lowest cookie names the entry.
-      if (prev !== undefined && (prev.deny && !deny || (prev.deny === deny && prev.cookie <= cookie))) return;
-      entries.set(key, { dir, identity, proto: k[0], port: k[1], prefixLen: k[2], deny, cookie });
+      // 1. deny beats allow for the same key; 2. otherwise the lowest-ranked rule names the entry.
+      if (prev !== undefined && ((prev.deny && !deny) || (prev.deny === deny && prev.rank <= rank))) return;
+      entries.set(key, { dir, identity, proto: k[0], port: k[1], prefixLen: k[2], deny, cookie, rank });
     };
     const ANY_L4: readonly L4Key[] = [[0, 0, 0]];
     for (const cr of rules) {
@@ -658,16 +666,16 @@ export class PolicyCompiler {
         if ((el.dir === 'ingress' && !ingress) || (el.dir === 'egress' && !egress)) continue;
         const l4 = el.l4 ?? ANY_L4;
         if (el.wildcard) {
-          for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie);
+          for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
           continue;
         }
         const ids = new Set<number>();
         for (const sk of el.selectorKeys) for (const x of this.cache.selections(sk)) ids.add(x);
-        for (const x of ids) for (const k of l4) put(el.dir, x, k, el.deny, el.cookie);
+        for (const x of ids) for (const k of l4) put(el.dir, x, k, el.deny, el.cookie, el.rank);
       }
     }
-    if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW);
-    if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW);
+    if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
+    if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
     pruneCoveredAllows(entries);
     return { ingress, egress, entries };
   }

@@ -614,7 +614,7 @@ function parsePolicyObject(ctx: Ctx, v: unknown, path: string, out: Policy[]): v
  * file, the policy and the field path; returns all policies or none.
  */
 export function parsePolicyFile(text: string, fileName: string): Policy[] {
-  const docs = parseAllDocuments(text, { prettyErrors: false });
+  const docs = parseAllDocuments(text, { prettyErrors: true });
   const list = Array.isArray(docs) ? docs : [docs];
   const out: Policy[] = [];
   list.forEach((d, i) => {
@@ -623,7 +623,8 @@ export function parsePolicyFile(text: string, fileName: string): Policy[] {
       const e = d.errors[0];
       const pos = e?.linePos?.[0];
       const where = pos ? ` (line ${pos.line}, column ${pos.col})` : '';
-      ctx.fail('', `is not valid YAML or JSON${where}: ${e?.message.split('\n')[0] ?? 'parse error'}`);
+      const first = (e?.message.split('\n')[0] ?? 'parse error').replace(/ at line \d+, column \d+:?$/, '');
+      ctx.fail('', `is not valid YAML or JSON${where}: ${first}`);
     }
     const v: unknown = d.toJS({ maxAliasCount: 100 });
     if (v === null || v === undefined) return; // an empty document (e.g. a trailing ---)

@@ -1,0 +1,100 @@
+/** `tunswitch endpoint list|get|add|delete`, like `cilium endpoint`. */
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { apiPath } from '../api/client.js';
+import type { EndpointAddRequest, EndpointInfo } from '../api/types.js';
+import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, withOutput, type CliContext } from './context.js';
+import { formatKeyValues, formatTable } from './table.js';
+
+function enforcement(on: boolean, audit: boolean): string {
+  if (!on) return 'Disabled';
+  return audit ? 'Enabled (audit)' : 'Enabled';
+}
+
+export function formatEndpoints(eps: readonly EndpointInfo[]): string {
+  return formatTable(
+    ['ENDPOINT', 'NAME', 'POLICY (ingress)', 'POLICY (egress)', 'IDENTITY', 'LABELS', 'IPv4', 'IPv6', 'STATUS'],
+    eps.map((e) => [
+      e.id,
+      e.name,
+      enforcement(e.policy.ingress, e.policy.audit),
+      enforcement(e.policy.egress, e.policy.audit),
+      e.identity,
+      e.labels,
+      e.ipv4,
+      e.ipv6,
+      e.state,
+    ]),
+  );
+}
+
+export function formatEndpoint(e: EndpointInfo): string {
+  return formatKeyValues([
+    ['ID', e.id],
+    ['Name', e.name],
+    ['Identity', e.identity],
+    ['Labels', e.labels],
+    ['IPv4', e.ipv4],
+    ['IPv6', e.ipv6],
+    ['Netns', e.netns],
+    ['Interface', e.ifname],
+    ['TUN', e.tun],
+    ['Port', e.port],
+    ['Ingress policy', enforcement(e.policy.ingress, e.policy.audit)],
+    ['Egress policy', enforcement(e.policy.egress, e.policy.audit)],
+    ['State', e.state],
+  ]);
+}
+
+/** `--label` values: `key=value` or `source:key=value`, or a bare key; no spaces. */
+export function parseLabelArg(s: string): string {
+  if (s === '' || /\s/.test(s) || s.startsWith('=')) throw new InvalidArgumentError(`"${s}" is not a label (key=value).`);
+  return s;
+}
+
+export function register(program: Command, ctx: CliContext): void {
+  const ep = program.command('endpoint').description('manage endpoints');
+
+  withOutput(ep.command('list').alias('ls').description('list endpoints')).action(async (_o, cmd: Command) => {
+    const eps = await ctx.client().get<EndpointInfo[]>('/v1/endpoint');
+    print(ctx, cmd, eps, () => formatEndpoints(eps));
+  });
+
+  withOutput(ep.command('get').argument('<id|name>', 'endpoint index or name').description('show one endpoint')).action(
+    async (id: string, _o, cmd: Command) => {
+      const e = await ctx.client().get<EndpointInfo>(apiPath('/v1/endpoint', id));
+      print(ctx, cmd, e, () => formatEndpoint(e));
+    },
+  );
+
+  withOutput(
+    ep
+      .command('add')
+      .argument('<name>', 'endpoint name')
+      .description('create an endpoint: a TUN device in a network namespace')
+      .option('-l, --label <key=value>', 'a label (repeat for more)', collect(parseLabelArg))
+      .addOption(new Option('--netns <name>', 'named network namespace').conflicts('pid'))
+      .addOption(new Option('--pid <pid>', 'use the network namespace of this process').argParser(parsePositiveInt))
+      .option('--ipv4 <addr>', 'IPv4 address (default: from the pool)', parseIPv4)
+      .option('--ipv6 <addr>', 'IPv6 address (default: from the pool)', parseIPv6)
+      .option('--no-default-route', 'do not add a default route through the switch'),
+  ).action(async (name: string, o: Record<string, unknown>, cmd: Command) => {
+    const req: EndpointAddRequest = { name };
+    if (o.label !== undefined) req.labels = o.label as string[];
+    if (o.netns !== undefined) req.netns = o.netns as string;
+    if (o.pid !== undefined) req.pid = o.pid as number;
+    if (o.ipv4 !== undefined) req.ipv4 = o.ipv4 as string;
+    if (o.ipv6 !== undefined) req.ipv6 = o.ipv6 as string;
+    if (cmd.getOptionValueSource('defaultRoute') === 'cli') req.defaultRoute = o.defaultRoute as boolean;
+    const e = await ctx.client().put<EndpointInfo>('/v1/endpoint', req);
+    print(ctx, cmd, e, () => formatEndpoint(e));
+  });
+
+  ep.command('delete')
+    .alias('rm')
+    .argument('<id|name>', 'endpoint index or name')
+    .description('delete an endpoint and its TUN device')
+    .action(async (id: string) => {
+      await ctx.client().delete(apiPath('/v1/endpoint', id));
+      ctx.out(`Endpoint ${id} deleted\n`);
+    });
+}

@@ -1,0 +1,173 @@
+/**
+ * `tunswitch policy import|get|delete|validate|selectors`, like `cilium policy`.
+ *
+ * import and validate take files or folders (every .yaml, .yml and .json inside, recursively,
+ * in name order). validate parses locally, so it works without a running agent; `--agent`
+ * asks the agent instead (the same checks, against the agent's version).
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import type { Command } from 'commander';
+import { apiPath } from '../api/client.js';
+import type { PolicyImportResult, PolicyInfo } from '../api/types.js';
+import type { PolicyTextRequest } from '../api/extra-types.js';
+import { TunswitchError } from '../control/errors.js';
+import { parsePolicyFile } from '../control/policy/parse.js';
+import { print, withOutput, type CliContext } from './context.js';
+import { formatTable } from './table.js';
+
+const POLICY_EXT = /\.(ya?ml|json)$/i;
+
+/** Expands folders into their policy files (recursively, sorted); files are kept as given. */
+export async function expandPolicyPaths(paths: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    const ents = await readdir(dir, { withFileTypes: true });
+    ents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of ents) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (POLICY_EXT.test(e.name)) out.push(p);
+    }
+  };
+  for (const p of paths) {
+    let st;
+    try {
+      st = await stat(p);
+    } catch (e) {
+      throw new TunswitchError('EBAD_REQUEST', `${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or folder' : (e as Error).message}`);
+    }
+    if (st.isDirectory()) {
+      const before = out.length;
+      await walk(p);
+      if (out.length === before) throw new TunswitchError('EBAD_REQUEST', `${p}: no .yaml, .yml or .json files in this folder`);
+    } else {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+async function readText(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw new TunswitchError('EBAD_REQUEST', `${file}: cannot read: ${(e as Error).message}`);
+  }
+}
+
+export function formatPolicies(ps: readonly PolicyInfo[]): string {
+  return formatTable(
+    ['NAME', 'NAMESPACE', 'KIND', 'RULES', 'REVISION', 'SOURCE'],
+    ps.map((p) => [p.name, p.namespace, p.kind, p.rules, p.revision, p.source]),
+  );
+}
+
+interface ValidateResult {
+  file: string;
+  valid: boolean;
+  policies?: string[];
+  error?: string;
+}
+
+export function register(program: Command, ctx: CliContext): void {
+  const pol = program.command('policy').description('manage network policies (CiliumNetworkPolicy)');
+
+  withOutput(pol.command('import').argument('<files...>', 'policy files or folders').description('add or replace policies')).action(
+    async (paths: string[], _o, cmd: Command) => {
+      const files = await expandPolicyPaths(paths);
+      // Read everything first: a missing file should not leave half the set imported.
+      const texts = await Promise.all(files.map(readText));
+      const client = ctx.client();
+      const results: (PolicyImportResult & { file: string })[] = [];
+      for (let i = 0; i < files.length; i++) {
+        const body: PolicyTextRequest = { text: texts[i] as string, fileName: files[i] as string };
+        const r = await client.put<PolicyImportResult>('/v1/policy', body);
+        results.push({ file: files[i] as string, ...r });
+      }
+      print(ctx, cmd, results, () => {
+        const lines = results.map((r) => `${r.file}: ${r.policies.length} ${r.policies.length === 1 ? 'policy' : 'policies'}${r.policies.length ? ` (${r.policies.join(', ')})` : ''}`);
+        const last = results[results.length - 1];
+        if (last) lines.push(`Revision: ${last.revision}`);
+        return lines.join('\n') + '\n';
+      });
+    },
+  );
+
+  withOutput(pol.command('get').argument('[name]', 'one policy (its stored document)').description('list policies, or show one')).action(
+    async (name: string | undefined, _o, cmd: Command) => {
+      if (name === undefined) {
+        const ps = await ctx.client().get<PolicyInfo[]>('/v1/policy');
+        print(ctx, cmd, ps, () => formatPolicies(ps));
+        return;
+      }
+      const doc = await ctx.client().get<unknown>(apiPath('/v1/policy', name));
+      print(ctx, cmd, doc, () => toYaml(doc));
+    },
+  );
+
+  withOutput(
+    pol
+      .command('delete')
+      .argument('[name]', 'the policy to delete')
+      .option('--all', 'delete every policy')
+      .description('delete a policy, or all of them'),
+  ).action(async (name: string | undefined, o: { all?: boolean }, cmd: Command) => {
+    if ((name === undefined) === (o.all !== true)) {
+      cmd.error('give either a policy name or --all', { exitCode: 2, code: 'tunswitch.usage' });
+    }
+    const r =
+      name === undefined
+        ? await ctx.client().delete<PolicyImportResult>('/v1/policy')
+        : await ctx.client().delete<PolicyImportResult>(apiPath('/v1/policy', name));
+    print(ctx, cmd, r, () => `Deleted ${r.policies.length ? r.policies.join(', ') : 'no policies'}\nRevision: ${r.revision}\n`);
+  });
+
+  withOutput(
+    pol
+      .command('validate')
+      .argument('<files...>', 'policy files or folders')
+      .option('--agent', 'validate through the running agent instead of locally')
+      .description('check policy files without importing them'),
+  ).action(async (paths: string[], o: { agent?: boolean }, cmd: Command) => {
+    const files = await expandPolicyPaths(paths);
+    const results: ValidateResult[] = [];
+    for (const file of files) {
+      const text = await readText(file);
+      try {
+        let names: string[];
+        if (o.agent === true) {
+          const body: PolicyTextRequest = { text, fileName: file };
+          names = (await ctx.client().post<{ policies: string[] }>('/v1/policy/validate', body)).policies;
+        } else {
+          names = parsePolicyFile(text, file).map((p) => (p.namespace ? `${p.namespace}/${p.name}` : p.name));
+        }
+        results.push({ file, valid: true, policies: names });
+      } catch (e) {
+        // Only policy errors are per-file findings; anything else (agent unreachable) stops here.
+        const code = (e as { code?: unknown }).code;
+        if (code !== 'EPOLICY_INVALID') throw e;
+        results.push({ file, valid: false, error: (e as Error).message.split('\n')[0] as string });
+      }
+    }
+    print(ctx, cmd, results, () =>
+      results
+        .filter((r) => r.valid)
+        .map((r) => `${r.file}: valid (${(r.policies as string[]).join(', ') || 'no policies'})\n`)
+        .join(''),
+    );
+    const bad = results.filter((r) => !r.valid);
+    if (bad.length > 0) {
+      if (cmd.opts().output !== 'json') for (const r of bad.slice(0, -1)) ctx.warn(`Error: ${r.error}`);
+      throw new TunswitchError('EPOLICY_INVALID', (bad[bad.length - 1] as ValidateResult).error as string);
+    }
+  });
+
+  withOutput(pol.command('selectors').description('list the selectors in use and the identities each selects')).action(
+    async (_o, cmd: Command) => {
+      const sels = await ctx.client().get<{ selector: string; identities: number[] }[]>('/v1/policy/selectors');
+      print(ctx, cmd, sels, () => formatTable(['SELECTOR', 'IDENTITIES'], sels.map((s) => [s.selector, s.identities.map(String)])));
+    },
+  );
+}

@@ -1,0 +1,46 @@
+/** `tunswitch status`: one screen about the running agent, like `cilium status`. */
+import type { Command } from 'commander';
+import type { StatusInfo } from '../api/types.js';
+import { print, withOutput, type CliContext } from './context.js';
+import { formatKeyValues } from './table.js';
+
+/** 3725 → "1h 2m 5s". */
+export function formatDuration(seconds: number): string {
+  let s = Math.max(0, Math.floor(seconds));
+  const parts: string[] = [];
+  for (const [unit, n] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+    if (s >= n || parts.length > 0) {
+      parts.push(`${Math.floor(s / n)}${unit}`);
+      s %= n;
+    }
+  }
+  parts.push(`${s}s`);
+  return parts.join(' ');
+}
+
+export const onOff = (b: boolean): string => (b ? 'on' : 'off');
+
+export function formatStatus(st: StatusInfo): string {
+  return formatKeyValues([
+    ['Name', st.name],
+    ['Version', st.version],
+    ['Uptime', formatDuration(st.uptimeSeconds)],
+    ['Policy revision', st.policyRevision],
+    ['Endpoints', st.endpoints],
+    ['Identities', st.identities],
+    ['Policies', st.policies],
+    ['Workers', `${st.workers} (restarts: ${st.workerRestarts})`],
+    ['Ports', st.ports],
+    ['Offload', onOff(st.offload)],
+    ['Enforcement', st.config.enforcement],
+    ['Audit', onOff(st.config.audit)],
+    ['Packets', `forwarded ${st.counters.forwarded}, dropped ${st.counters.dropped}`],
+  ]);
+}
+
+export function register(program: Command, ctx: CliContext): void {
+  withOutput(program.command('status').description('show the state of the running agent')).action(async (_opts, cmd: Command) => {
+    const st = await ctx.client().get<StatusInfo>('/v1/status');
+    print(ctx, cmd, st, () => formatStatus(st));
+  });
+}
