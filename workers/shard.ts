@@ -26,6 +26,7 @@ import {
   MAX_BATCH,
   R_ALIVE,
   R_DONE,
+  R_FLUSH,
   R_ENTRIES,
   R_GENERATION,
   R_HEAD,
@@ -87,9 +88,15 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
 
   Atomics.add(ring, R_GENERATION, 1);
   let batches = 0;
+  let flushSeen = Atomics.load(ring, R_FLUSH);
 
   for (;;) {
     Atomics.add(ring, R_ALIVE, 1);
+    if (Atomics.load(ring, R_FLUSH) !== flushSeen) {
+      flushSeen = Atomics.load(ring, R_FLUSH);
+      ct.flush();
+      frags.flush();
+    }
     const head = Atomics.load(ring, R_HEAD) | 0;
     const done = Atomics.load(ring, R_DONE) | 0;
     if (head === done) {

@@ -516,6 +516,7 @@ export async function startApiServer(api: ControlApi, opts: ApiServerOptions): P
     await chmod(sock, 0o600);
   } catch (e) {
     await closeServer(server);
+    await unlink(sock).catch(() => undefined);
     throw e;
   }
 
@@ -528,6 +529,7 @@ export async function startApiServer(api: ControlApi, opts: ApiServerOptions): P
       await listen(metricsServer, where);
     } catch (e) {
       await closeServer(server);
+      await unlink(sock).catch(() => undefined);
       throw new TunswitchError('ECONFIG_INVALID', `metricsAddr ${opts.metricsAddr}: cannot listen: ${(e as Error).message}`);
     }
   }

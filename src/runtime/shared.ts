@@ -22,6 +22,7 @@
  *   5 RET_TAIL    return ring: next index the main thread reads
  *   6 ALIVE       incremented by the worker each loop (liveness for the supervisor)
  *   7 GENERATION  incremented each time a shard loop starts (restarts)
+ *   8 FLUSH       incremented by the control thread to ask for a conntrack flush
  *   16..16+SLOTS            submit entries (slot indices)
  *   16+SLOTS..16+2*SLOTS    return entries (slot indices)
  * Capacity equals SLOTS, so neither ring can overflow: at most SLOTS slots exist.
@@ -38,6 +39,7 @@ export const R_RET_HEAD = 4;
 export const R_RET_TAIL = 5;
 export const R_ALIVE = 6;
 export const R_GENERATION = 7;
+export const R_FLUSH = 8;
 export const R_ENTRIES = 16;
 
 /** Packets per read call and per worker batch at most (bench/micro: pipeline cost flat above 32). */

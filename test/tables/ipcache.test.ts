@@ -531,8 +531,11 @@ test('1M IPv4 + 1M IPv6 prefixes: bulk load, commit, sampled check against a per
       const len = r.pick(lens6);
       const id = 256 + r.int(1 << 20);
       w.upsert6(a, len, id);
+      // Every length is >= 16, so the fdXX byte is part of every prefix: recording only the
+      // prefixes under fd00..fd0f keeps the reference exact for addresses under fd00..fd0f.
+      if (((a[0] as number) & 0xf0) !== 0) continue;
       ref6.set(key6(mask6(a, len), len), id);
-      if (i % 50 === 0) pool6.push(a);
+      if (pool6.length < 20_000) pool6.push(a);
     }
   });
   const t2 = Date.now();
@@ -555,9 +558,9 @@ test('1M IPv4 + 1M IPv6 prefixes: bulk load, commit, sampled check against a per
     const gotLen = got === undefined ? -1 : got.len;
     if (gotId !== want || gotLen !== wantLen) assert.fail(`lookup4 ${addr >>> 0}: got ${gotId} len ${gotLen}, want ${want} len ${wantLen}`);
   }
-  // Inserted addresses, and random ones inside fd00::/8 (mostly misses or short matches).
+  // Inserted addresses, and random ones under fd00..fd0f (mostly misses or short matches).
   for (let k = 0; k < 40_000; k++) {
-    const a = k % 2 === 0 ? r.pick(pool6) : [(0xfd000000 | r.int(256)) >>> 0, r.bool(0.5) ? (r.pick(pool6)[1] as number) : r.u32(), r.u32(), r.u32()];
+    const a = k % 2 === 0 ? r.pick(pool6) : [(0xfd000000 | r.int(16)) >>> 0, r.bool(0.5) ? (r.pick(pool6)[1] as number) : r.u32(), r.u32(), r.u32()];
     let want = 0;
     let wantLen = -1;
     for (const l of lens6) {

@@ -1,0 +1,685 @@
+/**
+ * The agent: endpoints, identities, policies and the ipcache, compiled into the published
+ * datapath tables. It implements the API contract (src/api/types.ts) and runs in the
+ * control thread; ports (TUN devices in namespaces) are made through a PortManager so the
+ * agent itself does no device I/O and is tested without root.
+ *
+ * Every change follows one path:
+ *   1. validate the request (errors name the field, nothing changes on error)
+ *   2. update identities / the compiler (labels -> identity, policies -> entries)
+ *   3. write the diff into the tables through one WriteLog and commit (one new revision)
+ *   4. persist the state directory (endpoints, identity numbers, policy sources, config)
+ */
+import { readFileSync, writeFileSync, mkdirSync, renameSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { TunswitchError } from './errors.js';
+import { IdentityAllocator, type Identity } from './identity.js';
+import { LabelSet, formatLabel, parseLabel, makeLabel, type Label } from './labels.js';
+import { PolicyCompiler, type PolicyDiff } from './policy/compile.js';
+import { parsePolicyFile } from './policy/parse.js';
+import type { Policy, PolicyConfig } from './policy/types.js';
+import { tryParsePrefix, type Prefix } from './cidr.js';
+import { Ipam } from './ipam.js';
+import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
+import { CFG_AUDIT, CFG_HOST_PORT, M_CONFIG_FLAGS, M_HOST_PORT, M_POLICY_REVISION, NO_EP, type TableSetWriter } from '../tables/tableset.js';
+import type {
+  AgentConfig,
+  ControlApi,
+  CtEntryInfo,
+  EndpointAddRequest,
+  EndpointInfo,
+  FlowEvent,
+  IdentityInfo,
+  IpcacheInfo,
+  PolicyImportResult,
+  PolicyInfo,
+  StatusInfo,
+} from '../api/types.js';
+import type { DatapathView } from './datapath-view.js';
+
+export interface PortSpec {
+  name: string;
+  netns?: string;
+  pid?: number;
+  ipv4?: string;
+  ipv4Prefix: number;
+  ipv6?: string;
+  ipv6Prefix: number;
+  routes: string[];
+  defaultRoute: boolean;
+}
+
+export interface PortManager {
+  /** Creates the endpoint's TUN, moves it into its namespace, addresses it; returns its port. */
+  attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }>;
+  detach(port: number): Promise<void>;
+}
+
+interface EndpointRec {
+  id: number;
+  name: string;
+  labels: LabelSet;
+  identity: number;
+  ipv4?: string;
+  ipv6?: string;
+  netns: string;
+  pid?: number;
+  ifname: string;
+  port: number;
+  tun: string;
+  defaultRoute: boolean;
+  state: 'ready' | 'attaching' | 'detached';
+}
+
+interface PolicySource {
+  file: string;
+  text: string;
+}
+
+interface StateFile {
+  version: 1;
+  config: AgentConfig;
+  identities: unknown;
+  endpoints: { id: number; name: string; labels: string[]; ipv4?: string; ipv6?: string; netns?: string; pid?: number; defaultRoute: boolean }[];
+  /** policy key -> the file text it came from (re-parsed on restore). */
+  policies: Record<string, PolicySource>;
+}
+
+export interface AgentOptions {
+  name: string;
+  pool4: Prefix;
+  pool6?: Prefix;
+  maxEndpoints: number;
+  stateDir?: string;
+  workers: number;
+  offload: boolean;
+  config: AgentConfig;
+  version: string;
+}
+
+const LABEL_KEY_RE = /^([a-z]+:)?[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$/;
+
+export class Agent implements ControlApi {
+  readonly allocator = new IdentityAllocator();
+  readonly compiler: PolicyCompiler;
+  readonly ipam: Ipam;
+  private readonly endpoints = new Map<number, EndpointRec>();
+  private readonly byName = new Map<string, number>();
+  private readonly policySources = new Map<string, PolicySource>();
+  private readonly policyRevision = new Map<string, number>();
+  private config: AgentConfig;
+  private readonly started = Date.now();
+  /** Host port's ipcache entries (address -> identity 1). */
+  private hostPort = -1;
+  workerRestarts = 0;
+  private readonly eventLog: FlowEvent[] = [];
+  private readonly eventSubs = new Set<(e: FlowEvent) => void>();
+  metricsText: () => Promise<string> = async () => '';
+
+  constructor(
+    readonly opts: AgentOptions,
+    readonly tables: TableSetWriter,
+    readonly ports: PortManager,
+    readonly view: DatapathView | null,
+  ) {
+    this.config = { ...opts.config };
+    this.compiler = new PolicyCompiler(this.allocator, this.policyConfig());
+    this.ipam = new Ipam(opts.pool4, opts.pool6);
+    this.publishConfig();
+    this.apply(this.compiler.sync());
+  }
+
+  private policyConfig(): PolicyConfig {
+    return { enforcement: this.config.enforcement, audit: this.config.audit };
+  }
+
+  // ---------------------------------------------------------------- host port
+
+  /** Registers the host port: its addresses get identity 1 (reserved:host) in the ipcache. */
+  setHostPort(port: number, addrs: string[]): void {
+    this.hostPort = port;
+    for (const a of addrs) this.tables.ipcache.upsert(a, { identity: 1, flags: 0 });
+    this.tables.setPortEndpoint(port, NO_EP);
+    this.tables.setMeta(M_HOST_PORT, port);
+    this.publishConfig();
+    this.tables.commit();
+  }
+
+  private publishConfig(): void {
+    let flags = 0;
+    if (this.config.audit) flags |= CFG_AUDIT;
+    if (this.hostPort >= 0) flags |= CFG_HOST_PORT;
+    this.tables.setMeta(M_CONFIG_FLAGS, flags);
+  }
+
+  // ---------------------------------------------------------------- publishing
+
+  /** Writes a compiler diff into the tables and commits one revision. */
+  private apply(diff: PolicyDiff): void {
+    const pw = this.tables.policy;
+    for (const e of diff.removed) {
+      pw.remove({ ep: e.ep, dir: e.dir === 'ingress' ? 0 : 1, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen });
+    }
+    for (const e of diff.added) {
+      pw.add({ ep: e.ep, dir: e.dir === 'ingress' ? 0 : 1, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie });
+    }
+    for (const c of diff.ipcache.removed) this.tables.ipcache.delete(c.prefix);
+    for (const c of diff.ipcache.added) this.tables.ipcache.upsert(c.prefix, { identity: c.identity });
+    for (const enf of diff.enforcement) this.writeEndpoint(enf.ep);
+    this.tables.setMeta(M_POLICY_REVISION, diff.revision);
+    this.tables.commit();
+  }
+
+  private enforcementOf(ep: number): { ingress: boolean; egress: boolean; audit: boolean } {
+    const e = this.compiler.enforcement().find((x) => x.ep === ep);
+    return e ? { ingress: e.ingress, egress: e.egress, audit: e.audit } : { ingress: false, egress: false, audit: false };
+  }
+
+  private writeEndpoint(ep: number): void {
+    const rec = this.endpoints.get(ep);
+    if (!rec) return;
+    const enf = this.enforcementOf(ep);
+    let flags = 0;
+    if (enf.ingress) flags |= EP_ENFORCE_INGRESS;
+    if (enf.egress) flags |= EP_ENFORCE_EGRESS;
+    if (enf.audit) flags |= EP_AUDIT;
+    const r: { identity: number; ipv4?: number; ipv6?: number[]; port: number; flags: number } = { identity: rec.identity, port: rec.port, flags };
+    if (rec.ipv4) r.ipv4 = (tryParsePrefix(rec.ipv4) as Prefix).words[0] as number;
+    if (rec.ipv6) r.ipv6 = [...(tryParsePrefix(rec.ipv6) as Prefix).words];
+    this.tables.endpoints.upsert(ep, r);
+  }
+
+  // ---------------------------------------------------------------- endpoints
+
+  private parseLabels(input: EndpointAddRequest['labels'], where: string): LabelSet {
+    const out: Label[] = [];
+    if (input === undefined) return LabelSet.EMPTY;
+    if (Array.isArray(input)) {
+      input.forEach((s, i) => {
+        if (typeof s !== 'string' || !s.includes('=')) throw new TunswitchError('EBAD_REQUEST', `${where}.labels[${i}]: ${JSON.stringify(s)} is not "key=value"`);
+        const l = parseLabel(s, 'k8s');
+        out.push(l.source === 'unspec' ? makeLabel('k8s', l.key, l.value) : l);
+      });
+    } else if (typeof input === 'object' && input !== null) {
+      for (const [k, v] of Object.entries(input)) {
+        if (!LABEL_KEY_RE.test(k)) throw new TunswitchError('EBAD_REQUEST', `${where}.labels.${k}: not a valid label key`);
+        if (typeof v !== 'string') throw new TunswitchError('EBAD_REQUEST', `${where}.labels.${k}: ${JSON.stringify(v)} must be a string`);
+        const l = parseLabel(`${k}=${v}`, 'k8s');
+        out.push(l.source === 'unspec' ? makeLabel('k8s', l.key, l.value) : l);
+      }
+    } else {
+      throw new TunswitchError('EBAD_REQUEST', `${where}.labels: must be a mapping or a list of "key=value"`);
+    }
+    return LabelSet.from(out);
+  }
+
+  private freeIndex(): number {
+    for (let i = 0; i < this.opts.maxEndpoints; i++) if (!this.endpoints.has(i)) return i;
+    throw new TunswitchError('EBAD_REQUEST', `endpoint table is full (${this.opts.maxEndpoints} endpoints)`);
+  }
+
+  async addEndpoint(req: EndpointAddRequest, fixedId?: number): Promise<EndpointInfo> {
+    if (typeof req !== 'object' || req === null) throw new TunswitchError('EBAD_REQUEST', 'body: must be an object');
+    if (typeof req.name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(req.name)) {
+      throw new TunswitchError('EBAD_REQUEST', `body.name: ${JSON.stringify(req.name)} must be 1-32 characters of a-z, 0-9 and "-"`);
+    }
+    if (this.byName.has(req.name)) throw new TunswitchError('EENDPOINT_EXISTS', `endpoint "${req.name}" already exists`);
+    const where = `endpoint "${req.name}"`;
+    const labels = this.parseLabels(req.labels, 'body');
+    if (req.netns !== undefined && (typeof req.netns !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(req.netns))) {
+      throw new TunswitchError('EBAD_REQUEST', `body.netns: ${JSON.stringify(req.netns)} is not a namespace name`);
+    }
+    if (req.pid !== undefined && (!Number.isInteger(req.pid) || req.pid <= 0)) throw new TunswitchError('EBAD_REQUEST', `body.pid: ${JSON.stringify(req.pid)} is not a process id`);
+    if (req.netns === undefined && req.pid === undefined) throw new TunswitchError('EBAD_REQUEST', 'body: needs netns or pid');
+    if (req.ipv4 !== undefined) {
+      const p = typeof req.ipv4 === 'string' ? tryParsePrefix(req.ipv4, true) : null;
+      if (!p || p.family !== 4 || p.bits !== 32) throw new TunswitchError('EBAD_REQUEST', `body.ipv4: ${JSON.stringify(req.ipv4)} is not an IPv4 address`);
+    }
+    if (req.ipv6 !== undefined) {
+      const p = typeof req.ipv6 === 'string' ? tryParsePrefix(req.ipv6, true) : null;
+      if (!p || p.family !== 6 || p.bits !== 128) throw new TunswitchError('EBAD_REQUEST', `body.ipv6: ${JSON.stringify(req.ipv6)} is not an IPv6 address`);
+    }
+    const id = fixedId ?? this.freeIndex();
+    let ipv4: string | undefined;
+    let ipv6: string | undefined;
+    if (req.ipv4) {
+      this.ipam.claim4(req.ipv4, where);
+      ipv4 = req.ipv4;
+    } else {
+      ipv4 = this.ipam.allocate4(where);
+    }
+    try {
+      if (req.ipv6) {
+        this.ipam.claim6(req.ipv6, where);
+        ipv6 = req.ipv6;
+      } else if (this.opts.pool6) {
+        ipv6 = this.ipam.allocate6(ipv4, where);
+      }
+    } catch (e) {
+      this.ipam.release4(ipv4);
+      throw e;
+    }
+    const rec: EndpointRec = {
+      id,
+      name: req.name,
+      labels,
+      identity: 0,
+      netns: req.netns ?? `/proc/${req.pid}/ns/net`,
+      ifname: 'eth0',
+      port: -1,
+      tun: '',
+      defaultRoute: req.defaultRoute === true,
+      state: 'attaching',
+    };
+    if (ipv4) rec.ipv4 = ipv4;
+    if (ipv6) rec.ipv6 = ipv6;
+    if (req.pid !== undefined) rec.pid = req.pid;
+    this.endpoints.set(id, rec);
+    this.byName.set(req.name, id);
+    let identity: Identity | undefined;
+    try {
+      const routes = [this.opts.pool4.text];
+      if (this.opts.pool6) routes.push(this.opts.pool6.text);
+      const spec: PortSpec = {
+        name: req.name,
+        ipv4Prefix: 32,
+        ipv6Prefix: 128,
+        routes,
+        defaultRoute: rec.defaultRoute,
+      };
+      if (req.netns !== undefined) spec.netns = req.netns;
+      if (req.pid !== undefined) spec.pid = req.pid;
+      if (ipv4) spec.ipv4 = ipv4;
+      if (ipv6) spec.ipv6 = ipv6;
+      const att = await this.ports.attach(spec);
+      rec.port = att.port;
+      rec.tun = att.tun;
+      rec.ifname = att.ifname;
+      identity = this.allocator.allocate(labels);
+      rec.identity = identity.id;
+      rec.state = 'ready';
+      // Publish: endpoint record, port mapping, ipcache entries, then policy for it.
+      this.writeEndpoint(id);
+      this.tables.setPortEndpoint(rec.port, id);
+      if (ipv4) this.tables.ipcache.upsert(`${ipv4}/32`, { identity: rec.identity, flags: 1 });
+      if (ipv6) this.tables.ipcache.upsert(`${ipv6}/128`, { identity: rec.identity, flags: 1 });
+      this.apply(this.compiler.upsertEndpoint({ index: id, identity: rec.identity }));
+    } catch (e) {
+      this.endpoints.delete(id);
+      this.byName.delete(req.name);
+      if (ipv4) this.ipam.release4(ipv4);
+      if (ipv6) this.ipam.release6(ipv6);
+      if (identity) this.allocator.release(identity.id);
+      if (rec.port >= 0) await this.ports.detach(rec.port).catch(() => undefined);
+      throw e;
+    }
+    this.persist();
+    return this.info(rec);
+  }
+
+  private find(idOrName: string): EndpointRec {
+    const byName = this.byName.get(idOrName);
+    const id = byName ?? (/^\d+$/.test(idOrName) ? Number(idOrName) : -1);
+    const rec = this.endpoints.get(id);
+    if (!rec) throw new TunswitchError('EENDPOINT_NOT_FOUND', `endpoint "${idOrName}" not found`);
+    return rec;
+  }
+
+  async deleteEndpoint(idOrName: string): Promise<void> {
+    const rec = this.find(idOrName);
+    this.endpoints.delete(rec.id);
+    this.byName.delete(rec.name);
+    const diff = this.compiler.deleteEndpoint(rec.id);
+    this.tables.endpoints.remove(rec.id);
+    if (rec.port >= 0) this.tables.setPortEndpoint(rec.port, NO_EP);
+    if (rec.ipv4) this.tables.ipcache.delete(`${rec.ipv4}/32`);
+    if (rec.ipv6) this.tables.ipcache.delete(`${rec.ipv6}/128`);
+    this.apply(diff);
+    this.allocator.release(rec.identity);
+    if (rec.ipv4) this.ipam.release4(rec.ipv4);
+    if (rec.ipv6) this.ipam.release6(rec.ipv6);
+    if (rec.port >= 0) await this.ports.detach(rec.port);
+    this.persist();
+  }
+
+  /** Detaches every endpoint's port without forgetting the endpoints (shutdown). */
+  async detachAll(): Promise<void> {
+    for (const rec of this.endpoints.values()) {
+      if (rec.port >= 0) {
+        this.tables.setPortEndpoint(rec.port, NO_EP);
+        await this.ports.detach(rec.port).catch(() => undefined);
+        rec.port = -1;
+        rec.state = 'detached';
+      }
+    }
+    this.tables.commit();
+  }
+
+  private info(rec: EndpointRec): EndpointInfo {
+    const out: EndpointInfo = {
+      id: rec.id,
+      name: rec.name,
+      labels: rec.labels.labels.map(formatLabel),
+      identity: rec.identity,
+      netns: rec.netns,
+      ifname: rec.ifname,
+      port: rec.port,
+      tun: rec.tun,
+      policy: this.enforcementOf(rec.id),
+      state: rec.state,
+    };
+    if (rec.ipv4) out.ipv4 = rec.ipv4;
+    if (rec.ipv6) out.ipv6 = rec.ipv6;
+    return out;
+  }
+
+  listEndpoints(): EndpointInfo[] {
+    return [...this.endpoints.values()].sort((a, b) => a.id - b.id).map((r) => this.info(r));
+  }
+
+  getEndpoint(idOrName: string): EndpointInfo {
+    return this.info(this.find(idOrName));
+  }
+
+  endpointByIndex(ep: number): EndpointRec | undefined {
+    return this.endpoints.get(ep);
+  }
+
+  // ---------------------------------------------------------------- identities
+
+  private identityInfo(i: Identity): IdentityInfo {
+    return { id: i.id, labels: i.labels.labels.map(formatLabel), kind: i.kind, refs: i.refs };
+  }
+
+  listIdentities(): IdentityInfo[] {
+    return this.allocator.list().sort((a, b) => a.id - b.id).map((i) => this.identityInfo(i));
+  }
+
+  getIdentity(id: number): IdentityInfo {
+    const i = this.allocator.get(id);
+    if (!i) throw new TunswitchError('EIDENTITY_NOT_FOUND', `identity ${id} not found`);
+    return this.identityInfo(i);
+  }
+
+  identityLabels(id: number): string[] {
+    const i = this.allocator.get(id);
+    return i ? i.labels.labels.map(formatLabel) : [];
+  }
+
+  // ---------------------------------------------------------------- policy
+
+  validatePolicies(text: string, fileName: string): { policies: string[] } {
+    if (typeof text !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.text: must be a string');
+    if (typeof fileName !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.fileName: must be a string');
+    return { policies: parsePolicyFile(text, fileName).map((p) => p.name) };
+  }
+
+  importPolicies(text: string, fileName: string): PolicyImportResult {
+    if (typeof text !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.text: must be a string');
+    if (typeof fileName !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.fileName: must be a string');
+    const pols = parsePolicyFile(text, fileName); // all or nothing: throws before any change
+    let rev = this.compiler.revision;
+    for (const p of pols) {
+      const diff = this.compiler.upsertPolicy(p);
+      this.apply(diff);
+      rev = diff.revision;
+      this.policySources.set(p.key, { file: fileName, text });
+      this.policyRevision.set(p.key, rev);
+    }
+    this.persist();
+    return { revision: rev, policies: pols.map((p) => p.name) };
+  }
+
+  private policyByName(name: string): Policy {
+    const all = this.compiler.policyList();
+    const hit = all.find((p) => p.key === name) ?? all.find((p) => p.name === name);
+    if (!hit) throw new TunswitchError('EPOLICY_NOT_FOUND', `policy "${name}" not found`);
+    return hit;
+  }
+
+  listPolicies(): PolicyInfo[] {
+    return this.compiler.policyList().map((p) => {
+      const out: PolicyInfo = { name: p.name, kind: p.kind, rules: p.rules.length, source: p.file, revision: this.policyRevision.get(p.key) ?? 0 };
+      if (p.namespace) out.namespace = p.namespace;
+      return out;
+    });
+  }
+
+  getPolicy(name: string): unknown {
+    const p = this.policyByName(name);
+    return { name: p.name, namespace: p.namespace, kind: p.kind, file: p.file, rules: p.rules.length, source: this.policySources.get(p.key)?.text ?? null };
+  }
+
+  deletePolicy(name: string): PolicyImportResult {
+    const p = this.policyByName(name);
+    const diff = this.compiler.deletePolicy(p.key);
+    this.apply(diff);
+    this.policySources.delete(p.key);
+    this.policyRevision.delete(p.key);
+    this.persist();
+    return { revision: diff.revision, policies: [p.name] };
+  }
+
+  deleteAllPolicies(): PolicyImportResult {
+    const names: string[] = [];
+    let rev = this.compiler.revision;
+    for (const p of this.compiler.policyList()) {
+      const diff = this.compiler.deletePolicy(p.key);
+      this.apply(diff);
+      rev = diff.revision;
+      names.push(p.name);
+      this.policySources.delete(p.key);
+      this.policyRevision.delete(p.key);
+    }
+    this.persist();
+    return { revision: rev, policies: names };
+  }
+
+  selectors(): { selector: string; identities: number[] }[] {
+    const c = this.compiler as unknown as { selectorList?: () => { selector: string; identities: number[] }[] };
+    return typeof c.selectorList === 'function' ? c.selectorList() : [];
+  }
+
+  ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null {
+    const r = this.compiler.rule(cookie);
+    if (!r) return null;
+    const out: { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } = {
+      name: r.policyName,
+      rule_index: r.ruleIndex,
+      direction: r.direction ?? 'any',
+      deny: r.deny,
+    };
+    if (r.namespace) out.namespace = r.namespace;
+    return out;
+  }
+
+  // ---------------------------------------------------------------- ipcache, ct, config
+
+  listIpcache(): IpcacheInfo[] {
+    const hostIds = new Set([1]);
+    return this.tables.ipcache.list().map((e) => {
+      const local = [...this.endpoints.values()].some((r) => `${r.ipv4}/32` === e.cidr || `${r.ipv6}/128` === e.cidr);
+      const out: IpcacheInfo = {
+        cidr: e.cidr,
+        identity: e.identity,
+        source: local ? 'endpoint' : hostIds.has(e.identity) ? 'host' : 'cidr-policy',
+      };
+      if (e.tunnel) out.tunnel = formatTunnel(e.tunnel);
+      return out;
+    });
+  }
+
+  getIpcache(ip: string): IpcacheInfo | null {
+    const p = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
+    if (!p) throw new TunswitchError('EBAD_REQUEST', `ip: ${JSON.stringify(ip)} is not an IP address`);
+    let best: IpcacheInfo | null = null;
+    let bestLen = -1;
+    for (const e of this.listIpcache()) {
+      const q = tryParsePrefix(e.cidr, false);
+      if (!q || q.family !== p.family || q.bits < bestLen) continue;
+      if (containsAddr(q, p)) {
+        best = e;
+        bestLen = q.bits;
+      }
+    }
+    return best;
+  }
+
+  listCt(): CtEntryInfo[] {
+    return this.view ? this.view.listCt() : [];
+  }
+
+  flushCt(): { flushed: number } {
+    return this.view ? this.view.flushCt() : { flushed: 0 };
+  }
+
+  getConfig(): AgentConfig {
+    return { ...this.config };
+  }
+
+  setConfig(patch: Partial<AgentConfig>): AgentConfig {
+    if (typeof patch !== 'object' || patch === null) throw new TunswitchError('EBAD_REQUEST', 'body: must be an object');
+    for (const k of Object.keys(patch)) {
+      if (k !== 'audit' && k !== 'enforcement') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown setting (known: audit, enforcement)`);
+    }
+    const next = { ...this.config };
+    if (patch.audit !== undefined) {
+      if (typeof patch.audit !== 'boolean') throw new TunswitchError('EBAD_REQUEST', `body.audit: ${JSON.stringify(patch.audit)} must be true or false`);
+      next.audit = patch.audit;
+    }
+    if (patch.enforcement !== undefined) {
+      if (!['default', 'always', 'never'].includes(patch.enforcement)) {
+        throw new TunswitchError('EBAD_REQUEST', `body.enforcement: ${JSON.stringify(patch.enforcement)} must be one of default, always, never`);
+      }
+      next.enforcement = patch.enforcement;
+    }
+    this.config = next;
+    this.publishConfig();
+    this.apply(this.compiler.setConfig(this.policyConfig()));
+    this.persist();
+    return this.getConfig();
+  }
+
+  status(): StatusInfo {
+    const totals = this.view ? this.view.totals() : { forwarded: 0, dropped: 0 };
+    return {
+      name: this.opts.name,
+      version: this.opts.version,
+      uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
+      policyRevision: this.compiler.revision,
+      endpoints: this.endpoints.size,
+      identities: this.allocator.list().length,
+      policies: this.compiler.policyList().length,
+      workers: this.opts.workers,
+      workerRestarts: this.workerRestarts,
+      ports: [...this.endpoints.values()].filter((r) => r.port >= 0).length + (this.hostPort >= 0 ? 1 : 0),
+      offload: this.opts.offload,
+      config: this.getConfig(),
+      counters: totals,
+    };
+  }
+
+  metrics(): Promise<string> {
+    return this.metricsText();
+  }
+
+  // ---------------------------------------------------------------- events
+
+  pushEvent(e: FlowEvent): void {
+    this.eventLog.push(e);
+    if (this.eventLog.length > 8192) this.eventLog.splice(0, this.eventLog.length - 8192);
+    for (const fn of this.eventSubs) fn(e);
+  }
+
+  recentEvents(last: number): FlowEvent[] {
+    const n = Math.max(0, Math.min(last, this.eventLog.length));
+    return this.eventLog.slice(this.eventLog.length - n);
+  }
+
+  subscribeEvents(fn: (e: FlowEvent) => void): () => void {
+    this.eventSubs.add(fn);
+    return () => this.eventSubs.delete(fn);
+  }
+
+  // ---------------------------------------------------------------- persistence
+
+  private persist(): void {
+    const dir = this.opts.stateDir;
+    if (!dir) return;
+    const state: StateFile = {
+      version: 1,
+      config: this.config,
+      identities: this.allocator.snapshot(),
+      endpoints: [...this.endpoints.values()].map((r) => {
+        const e: StateFile['endpoints'][number] = { id: r.id, name: r.name, labels: r.labels.labels.map(formatLabel), defaultRoute: r.defaultRoute };
+        if (r.ipv4) e.ipv4 = r.ipv4;
+        if (r.ipv6) e.ipv6 = r.ipv6;
+        if (r.pid !== undefined) e.pid = r.pid;
+        else e.netns = r.netns;
+        return e;
+      }),
+      policies: Object.fromEntries(this.policySources),
+    };
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = join(dir, 'state.json.tmp');
+    writeFileSync(tmp, JSON.stringify(state, null, 1));
+    renameSync(tmp, join(dir, 'state.json'));
+  }
+
+  /**
+   * Restores identities, config and policies from the state directory, and returns the
+   * endpoints to re-attach (the caller decides which namespaces still exist).
+   */
+  restore(): StateFile['endpoints'] {
+    const dir = this.opts.stateDir;
+    if (!dir || !existsSync(join(dir, 'state.json'))) return [];
+    let state: StateFile;
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StateFile;
+    } catch (e) {
+      throw new TunswitchError('ESTATE_INVALID', `${join(dir, 'state.json')}: ${(e as Error).message}`);
+    }
+    if (state.version !== 1) throw new TunswitchError('ESTATE_INVALID', `${join(dir, 'state.json')}: version ${String(state.version)} is not 1`);
+    this.allocator.restore(state.identities);
+    if (state.config) {
+      this.config = { ...this.config, ...state.config };
+      this.publishConfig();
+      this.apply(this.compiler.setConfig(this.policyConfig()));
+    }
+    const parsed = new Map<string, Policy[]>();
+    for (const [key, src] of Object.entries(state.policies ?? {})) {
+      const cacheKey = `${src.file}\u0000${src.text}`;
+      let pols = parsed.get(cacheKey);
+      if (!pols) {
+        pols = parsePolicyFile(src.text, src.file);
+        parsed.set(cacheKey, pols);
+      }
+      const p = pols.find((x) => x.key === key);
+      if (!p) continue;
+      const diff = this.compiler.upsertPolicy(p);
+      this.apply(diff);
+      this.policySources.set(key, src);
+      this.policyRevision.set(key, diff.revision);
+    }
+    return state.endpoints ?? [];
+  }
+}
+
+function containsAddr(q: Prefix, p: Prefix): boolean {
+  let bits = q.bits;
+  for (let i = 0; i < q.words.length; i++) {
+    if (bits <= 0) return true;
+    const take = Math.min(32, bits);
+    const mask = take === 32 ? 0xffffffff : (~0 << (32 - take)) >>> 0;
+    if ((((q.words[i] as number) & mask) >>> 0) !== (((p.words[i] as number) & mask) >>> 0)) return false;
+    bits -= take;
+  }
+  return true;
+}
+
+function formatTunnel(t: number): string {
+  return `${t >>> 24}.${(t >>> 16) & 255}.${(t >>> 8) & 255}.${t & 255}`;
+}
+
+export type { StateFile };
+export { makeLabel };
