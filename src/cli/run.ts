@@ -1,0 +1,64 @@
+/**
+ * `tunswitch run -c FILE`: the agent in the foreground. Logs go to stderr; the API listens
+ * on --socket; SIGINT/SIGTERM remove every device the switch made and exit 0.
+ */
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import type { CliContext } from './context.js';
+import { loadRunConfig } from '../runtime/config.js';
+import { startSwitch } from '../runtime/switch.js';
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+export function register(program: Command, ctx: CliContext): void {
+  program
+    .command('run')
+    .description('run the switch in the foreground for a lab config (namespaces <name>-<node> must exist)')
+    .requiredOption('-c, --config <file>', 'lab/run config (YAML)')
+    .option('--state-dir <dir>', 'state directory (endpoints, identities, policies survive a restart)')
+    .option('--metrics-addr <host:port>', 'Prometheus /metrics address', '127.0.0.1:9962')
+    .option('--no-metrics', 'do not serve /metrics on TCP')
+    .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean }) => {
+      const cfg = loadRunConfig(o.config);
+      if (o.metrics && !/^[0-9.]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$|^localhost:\d{1,5}$/i.test(o.metricsAddr)) {
+        throw new Error(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
+      }
+      const sw = await startSwitch(cfg, {
+        socket: ctx.socket(),
+        stateDir: o.stateDir ?? `/var/lib/tunswitch/${cfg.name}`,
+        metricsAddr: o.metrics ? o.metricsAddr : null,
+        version: version(),
+        events: o.events,
+      });
+      let stopping = false;
+      const stop = (sig: string): void => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`${new Date().toISOString()} ${sig}: stopping, removing devices\n`);
+        sw.stop().then(
+          () => process.exit(0),
+          (e: unknown) => {
+            process.stderr.write(`Error: ${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      try {
+        const r = await sw.ready;
+        process.stderr.write(`${new Date().toISOString()} ready: ${r.endpoints} endpoints, ${cfg.workers} shard workers${cfg.offload ? ', offload on' : ''}\n`);
+      } catch (e) {
+        await sw.stop().catch(() => undefined);
+        throw e;
+      }
+      await new Promise(() => undefined); // until a signal
+    });
+}

@@ -1,0 +1,98 @@
+/**
+ * Prometheus metrics (prom-client), computed from the shard counters when scraped.
+ * Names follow Cilium's where a Cilium metric exists (cilium_drop_count_total{reason,
+ * direction}, cilium_forward_count_total{direction}, cilium_policy_*), and tunswitch_* for
+ * the runtime's own.
+ */
+import { Registry, Gauge, Counter } from 'prom-client';
+import {
+  BATCH_HIST_BUCKETS,
+  C_BATCHES,
+  C_BATCH_HIST,
+  C_BUSY_NS,
+  C_DROP_BYTES,
+  C_DROP_PKTS,
+  C_FWD_BYTES,
+  C_FWD_PKTS,
+  C_PACKETS,
+  MAX_REASON,
+} from '../tables/events.js';
+import { dropReasonText } from '../datapath/drop.js';
+import type { DatapathView } from '../control/datapath-view.js';
+import type { Agent } from '../control/agent.js';
+
+const DIRS = ['INGRESS', 'EGRESS'];
+
+export function buildMetrics(agent: Agent, view: DatapathView): { text(): Promise<string>; registry: Registry } {
+  const registry = new Registry();
+  const started = Date.now();
+  let lastBusy = 0;
+  let lastAt = Date.now();
+  const dropCount = new Counter({ name: 'cilium_drop_count_total', help: 'Dropped packets by reason and direction', labelNames: ['reason', 'direction'], registers: [registry] });
+  const dropBytes = new Counter({ name: 'cilium_drop_bytes_total', help: 'Dropped bytes by reason and direction', labelNames: ['reason', 'direction'], registers: [registry] });
+  const fwdCount = new Counter({ name: 'cilium_forward_count_total', help: 'Forwarded packets by direction', labelNames: ['direction'], registers: [registry] });
+  const fwdBytes = new Counter({ name: 'cilium_forward_bytes_total', help: 'Forwarded bytes by direction', labelNames: ['direction'], registers: [registry] });
+  const polChange = new Counter({ name: 'cilium_policy_change_total', help: 'Policy revisions published', registers: [registry] });
+  const polRev = new Gauge({ name: 'cilium_policy_max_revision', help: 'Highest policy revision', registers: [registry] });
+  const endpoints = new Gauge({ name: 'cilium_endpoint', help: 'Endpoints', registers: [registry] });
+  const ctEntries = new Gauge({ name: 'tunswitch_conntrack_entries', help: 'Conntrack entries per shard', labelNames: ['shard'], registers: [registry] });
+  const ctOcc = new Gauge({ name: 'tunswitch_conntrack_occupancy_ratio', help: 'Conntrack entries / usable capacity per shard', labelNames: ['shard'], registers: [registry] });
+  const batches = new Counter({ name: 'tunswitch_batches_total', help: 'Batches processed by shard workers', registers: [registry] });
+  const packets = new Counter({ name: 'tunswitch_packets_total', help: 'Packets processed by shard workers', registers: [registry] });
+  const busy = new Gauge({ name: 'tunswitch_shard_busy_ratio', help: 'Fraction of wall time shard workers spent processing since the last scrape', registers: [registry] });
+  const batchHist = new Gauge({ name: 'tunswitch_batch_size_bucket', help: 'Batch sizes (cumulative counts, le = upper bound)', labelNames: ['le'], registers: [registry] });
+  const restarts = new Gauge({ name: 'tunswitch_worker_restarts_total', help: 'Shard worker restarts', registers: [registry] });
+  const lostEvents = new Gauge({ name: 'tunswitch_events_lost_total', help: 'Events dropped because an event ring was full (packets are never dropped for this)', registers: [registry] });
+  const uptime = new Gauge({ name: 'tunswitch_uptime_seconds', help: 'Seconds since start', registers: [registry] });
+  let lastRev = 0;
+
+  async function text(): Promise<string> {
+    dropCount.reset();
+    dropBytes.reset();
+    fwdCount.reset();
+    fwdBytes.reset();
+    for (let r = 1; r < MAX_REASON; r++) {
+      for (let d = 0; d < 2; d++) {
+        const n = view.sum(C_DROP_PKTS + r * 2 + d);
+        if (n === 0) continue;
+        const labels = { reason: dropReasonText(r), direction: DIRS[d] as string };
+        dropCount.inc(labels, n);
+        dropBytes.inc(labels, view.sum(C_DROP_BYTES + r * 2 + d));
+      }
+    }
+    for (let d = 0; d < 2; d++) {
+      fwdCount.inc({ direction: DIRS[d] as string }, view.sum(C_FWD_PKTS + d));
+      fwdBytes.inc({ direction: DIRS[d] as string }, view.sum(C_FWD_BYTES + d));
+    }
+    const st = agent.status();
+    if (st.policyRevision > lastRev) {
+      polChange.inc(st.policyRevision - lastRev);
+      lastRev = st.policyRevision;
+    }
+    polRev.set(st.policyRevision);
+    endpoints.set(st.endpoints);
+    view.ct.forEach((t, k) => {
+      ctEntries.set({ shard: String(k) }, t.count);
+      ctOcc.set({ shard: String(k) }, t.count / t.maxEntries);
+    });
+    batches.reset();
+    batches.inc(view.sum(C_BATCHES));
+    packets.reset();
+    packets.inc(view.sum(C_PACKETS));
+    const b = view.sum(C_BUSY_NS);
+    const now = Date.now();
+    busy.set(now > lastAt ? (b - lastBusy) / 1e6 / (now - lastAt) / Math.max(1, view.ct.length) : 0);
+    lastBusy = b;
+    lastAt = now;
+    let cum = 0;
+    for (let i = 0; i < BATCH_HIST_BUCKETS; i++) {
+      cum += view.sum(C_BATCH_HIST + i);
+      batchHist.set({ le: i === BATCH_HIST_BUCKETS - 1 ? '+Inf' : String(2 ** i) }, cum);
+    }
+    restarts.set(st.workerRestarts);
+    lostEvents.set(view.lostEvents());
+    uptime.set((now - started) / 1000);
+    return registry.metrics();
+  }
+  return { text, registry };
+}

@@ -1,0 +1,263 @@
+/**
+ * The control thread (a worker_thread outside the Piscina pool). It owns the agent (the
+ * only writer of the published tables), makes and removes ports (TUN devices moved into
+ * namespaces), serves the API on the unix socket and Prometheus metrics, and turns the
+ * shards' event rings into flow events.
+ *
+ * File descriptors are per process, so the TUN fds it opens are handed to the main thread
+ * by number ({type: 'addPort'}); the main thread polls and reads them, the shard workers
+ * write to them.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
+import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
+import { DatapathView } from '../control/datapath-view.js';
+import { TunDevice } from '../io/tun.js';
+import { attachEndpoint, netnsExists, setupHostPort } from '../io/netns.js';
+import type { RunConfig } from './config.js';
+import type { RuntimeShared } from './shared.js';
+import { buildMetrics } from '../observe/metrics.js';
+import type { MainToControl, ControlToMain } from './messages.js';
+
+export interface ControlInit {
+  cfg: RunConfig;
+  tables: TableSetShared;
+  rt: RuntimeShared;
+  socket: string;
+  stateDir: string | null;
+  metricsAddr: string | null;
+  version: string;
+}
+
+const init = workerData as ControlInit;
+const port = parentPort;
+if (!port) throw new Error('control-thread must run as a worker_thread');
+
+function send(m: ControlToMain): void {
+  (port as NonNullable<typeof port>).postMessage(m);
+}
+function log(msg: string): void {
+  send({ type: 'log', msg });
+}
+
+class TunPorts implements PortManager {
+  private readonly devs = new Map<number, TunDevice>();
+  private readonly pendingRemove = new Map<number, () => void>();
+  private next = 1; // port 0 is the host port
+
+  constructor(private readonly cfg: RunConfig) {}
+
+  allocPort(): number {
+    while (this.devs.has(this.next)) this.next++;
+    return this.next++;
+  }
+
+  open(name: string): TunDevice {
+    return TunDevice.open(name, this.cfg.offload ? { vnetHdr: true, offload: true } : {});
+  }
+
+  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
+    if (spec.netns !== undefined && !(await netnsExists(spec.netns))) {
+      throw new Error(`endpoint "${spec.name}": network namespace "${spec.netns}" does not exist`);
+    }
+    const p = this.allocPort();
+    const tunName = `${this.cfg.name}.${p}`;
+    const dev = this.open(tunName);
+    this.devs.set(p, dev);
+    try {
+      const opts: Parameters<typeof attachEndpoint>[0] = {
+        tun: dev.name,
+        netns: spec.netns !== undefined ? { name: spec.netns } : { pid: spec.pid as number },
+        ifname: 'eth0',
+        mtu: this.cfg.mtu,
+        txqueuelen: 1000,
+        routes: spec.routes,
+        defaultRoute: spec.defaultRoute,
+      };
+      if (spec.ipv4) {
+        opts.ipv4 = spec.ipv4;
+        opts.ipv4Prefix = spec.ipv4Prefix;
+      }
+      if (spec.ipv6) {
+        opts.ipv6 = spec.ipv6;
+        opts.ipv6Prefix = spec.ipv6Prefix;
+      }
+      await attachEndpoint(opts);
+    } catch (e) {
+      this.devs.delete(p);
+      dev.close();
+      throw e;
+    }
+    send({ type: 'addPort', port: p, fd: dev.fd });
+    return { port: p, tun: tunName, ifname: 'eth0' };
+  }
+
+  async addHostPort(addrs: { ipv4: string; ipv6?: string }, routes: string[]): Promise<{ port: number; fd: number; name: string }> {
+    const name = `${this.cfg.name}.h`;
+    const dev = this.open(name);
+    this.devs.set(0, dev);
+    const ho: Parameters<typeof setupHostPort>[1] = { ipv4: `${addrs.ipv4}/32`, routes };
+    if (addrs.ipv6) ho.ipv6 = `${addrs.ipv6}/128`;
+    await setupHostPort(dev.name, ho);
+    send({ type: 'addPort', port: 0, fd: dev.fd });
+    return { port: 0, fd: dev.fd, name };
+  }
+
+  detach(p: number): Promise<void> {
+    const dev = this.devs.get(p);
+    if (!dev) return Promise.resolve();
+    return new Promise<void>((res) => {
+      this.pendingRemove.set(p, () => {
+        this.devs.delete(p);
+        try {
+          dev.close(); // a non-persistent TUN disappears with its last fd, in any namespace
+        } catch {
+          /* already gone */
+        }
+        res();
+      });
+      send({ type: 'removePort', port: p });
+    });
+  }
+
+  portRemoved(p: number): void {
+    const fn = this.pendingRemove.get(p);
+    this.pendingRemove.delete(p);
+    if (fn) fn();
+  }
+
+  async closeAll(): Promise<void> {
+    for (const p of [...this.devs.keys()]) await this.detach(p);
+  }
+}
+
+function policyFiles(paths: string[], base: string): string[] {
+  const out: string[] = [];
+  for (const p of paths) {
+    const abs = resolve(base, p);
+    if (!existsSync(abs)) throw new Error(`policies: ${p}: no such file or folder`);
+    if (statSync(abs).isDirectory()) {
+      for (const f of readdirSync(abs).sort()) if (/\.(ya?ml|json)$/.test(f)) out.push(join(abs, f));
+    } else {
+      out.push(abs);
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { cfg } = init;
+  const tables = TableSet.attach(init.tables);
+  const writer = new TableSetWriter(tables);
+  const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
+  const ports = new TunPorts(cfg);
+  const agentOpts: ConstructorParameters<typeof Agent>[0] = {
+    name: cfg.name,
+    pool4: cfg.pool.ipv4,
+    maxEndpoints: 4096,
+    workers: cfg.workers,
+    offload: cfg.offload,
+    config: { audit: cfg.audit, enforcement: cfg.enforcement },
+    version: init.version,
+  };
+  if (cfg.pool.ipv6) agentOpts.pool6 = cfg.pool.ipv6;
+  if (init.stateDir) agentOpts.stateDir = init.stateDir;
+  const agent = new Agent(agentOpts, writer, ports, view);
+
+  port!.on('message', (m: MainToControl) => {
+    if (m.type === 'portRemoved') ports.portRemoved(m.port);
+    else if (m.type === 'workerRestart') agent.workerRestarts = m.total;
+    else if (m.type === 'shutdown') void shutdown();
+  });
+
+  // Host port: reserved:host traffic and the way to the world.
+  if (cfg.hostPort) {
+    const h4 = agent.ipam.hostAddress4();
+    const h6 = agent.ipam.hostAddress6();
+    const routes = [cfg.pool.ipv4.text];
+    if (cfg.pool.ipv6) routes.push(cfg.pool.ipv6.text);
+    const addrs: { ipv4: string; ipv6?: string } = { ipv4: h4 };
+    if (h6) addrs.ipv6 = h6;
+    const hp = await ports.addHostPort(addrs, routes);
+    agent.setHostPort(0, h6 ? [`${h4}/32`, `${h6}/128`] : [`${h4}/32`]);
+    log(`host port ${hp.name}: ${h4}${h6 ? ` ${h6}` : ''}`);
+  }
+
+  // Restore state, then the config's nodes (config wins for nodes it names).
+  const restored = agent.restore();
+  const wanted = new Map<string, { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string }>();
+  for (const n of cfg.nodes) {
+    const w: { labels: Record<string, string>; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = {
+      labels: n.labels,
+      defaultRoute: n.defaultRoute,
+      netns: `${cfg.name}-${n.name}`,
+    };
+    if (n.ipv4) w.ipv4 = n.ipv4;
+    if (n.ipv6) w.ipv6 = n.ipv6;
+    wanted.set(n.name, w);
+  }
+  for (const e of restored) {
+    if (wanted.has(e.name) || !e.netns) continue;
+    const w: { labels: string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = { labels: e.labels, defaultRoute: e.defaultRoute, netns: e.netns };
+    if (e.ipv4) w.ipv4 = e.ipv4;
+    if (e.ipv6) w.ipv6 = e.ipv6;
+    wanted.set(e.name, w);
+  }
+  const missing: string[] = [];
+  for (const [name, w] of wanted) {
+    if (!(await netnsExists(w.netns))) {
+      missing.push(`${name} (namespace ${w.netns})`);
+      continue;
+    }
+    try {
+      const req: Parameters<Agent['addEndpoint']>[0] = { name, labels: w.labels, netns: w.netns, defaultRoute: w.defaultRoute };
+      if (w.ipv4) req.ipv4 = w.ipv4;
+      if (w.ipv6) req.ipv6 = w.ipv6;
+      const info = await agent.addEndpoint(req);
+      log(`endpoint ${info.name}: ${info.ipv4 ?? ''}${info.ipv6 ? ` ${info.ipv6}` : ''} identity ${info.identity} port ${info.port}`);
+    } catch (e) {
+      log(`endpoint ${name}: not attached: ${(e as Error).message}`);
+    }
+  }
+  if (missing.length > 0) log(`not attached, namespace missing: ${missing.join(', ')}`);
+
+  for (const f of policyFiles(cfg.policies, cfg.baseDir)) {
+    const r = agent.importPolicies(readFileSync(f, 'utf8'), f);
+    log(`policy ${f}: ${r.policies.join(', ')} (revision ${r.revision})`);
+  }
+
+  // Events: drain the shard rings into the agent's flow log ten times a second.
+  const names = {
+    identityLabels: (id: number) => agent.identityLabels(id),
+    endpointName: (ep: number) => agent.endpointByIndex(ep)?.name,
+    ruleName: (c: number) => agent.ruleName(c),
+  };
+  const timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
+
+  const metrics = buildMetrics(agent, view);
+  agent.metricsText = () => metrics.text();
+
+  const { startApiServer } = await import('../api/server.js');
+  const srvOpts: { socket: string; metricsAddr?: string } = { socket: init.socket };
+  if (init.metricsAddr) srvOpts.metricsAddr = init.metricsAddr;
+  const server = await startApiServer(agent, srvOpts);
+  log(`API on ${init.socket}${init.metricsAddr ? `, metrics on http://${init.metricsAddr}/metrics` : ''}`);
+  send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
+
+  let stopping = false;
+  async function shutdown(): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(timer);
+    await server.close().catch(() => undefined);
+    await agent.detachAll();
+    await ports.closeAll();
+    send({ type: 'stopped' });
+  }
+}
+
+main().catch((e: unknown) => {
+  send({ type: 'fatal', msg: (e as Error).message ?? String(e) });
+});
