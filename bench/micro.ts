@@ -117,11 +117,6 @@ export interface MicroConfig {
  */
 export const BATCH = 1024;
 
-/** Issue targets (ns per op). */
-export const TARGET_ESTABLISHED_NS = 150;
-export const TARGET_NEW_FLOW_NS = 600;
-export const TARGET_LPM_NS = 40;
-export const TARGET_PUBLISH_100K_NS = 1e9;
 /** An allocation per packet is at least one heap object (>= 12 bytes); < 1 byte/packet means none. */
 export const TARGET_HEAP_BYTES_PER_PACKET = 1;
 

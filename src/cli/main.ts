@@ -19,9 +19,11 @@ import { register as registerIpcache } from './ipcache.js';
 import { register as registerCt } from './ct.js';
 import { register as registerConfig } from './config.js';
 import { register as registerMetrics } from './metrics.js';
+import { register as registerRun } from './run.js';
 
 /** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
 export const COMMAND_GROUPS: readonly RegisterFn[] = [
+  registerRun,
   registerStatus,
   registerEndpoint,
   registerIdentity,

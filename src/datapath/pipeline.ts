@@ -197,15 +197,19 @@ export class Pipeline {
     let srcId = 0;
     if (!fromHost) {
       const ep = srcEpRaw;
+      // An endpoint without an address of the packet's family (all-zero word(s), which is
+      // also what a removed endpoint's record holds) owns no source address of that family.
       if (v4) {
-        if (pi.src0 !== eps.ipv4(ep)) return this.drop(DROP_INVALID_SIP, len);
-      } else if (
-        pi.src0 !== eps.ipv6Word(ep, 0) ||
-        pi.src1 !== eps.ipv6Word(ep, 1) ||
-        pi.src2 !== eps.ipv6Word(ep, 2) ||
-        pi.src3 !== eps.ipv6Word(ep, 3)
-      ) {
-        return this.drop(DROP_INVALID_SIP, len);
+        const own = eps.ipv4(ep);
+        if (own === 0 || pi.src0 !== own) return this.drop(DROP_INVALID_SIP, len);
+      } else {
+        const w0 = eps.ipv6Word(ep, 0);
+        const w1 = eps.ipv6Word(ep, 1);
+        const w2 = eps.ipv6Word(ep, 2);
+        const w3 = eps.ipv6Word(ep, 3);
+        if ((w0 | w1 | w2 | w3) === 0 || pi.src0 !== w0 || pi.src1 !== w1 || pi.src2 !== w2 || pi.src3 !== w3) {
+          return this.drop(DROP_INVALID_SIP, len);
+        }
       }
       srcId = eps.identity(ep);
     } else {
