@@ -26,6 +26,8 @@
  *
  * A packet entering from the host port takes the same steps without 2 and 7: its source
  * identity comes from the ipcache (miss: world) and its destination must be a local endpoint.
+ * A packet from a port that is neither an endpoint's nor the host port is dropped at step 2
+ * with 203 EP_NOT_READY.
  *
  * Result: `process()` returns the output port (>= 0) or a negative drop code, and leaves
  * the details in the out* fields. Nothing is allocated per packet.
@@ -36,6 +38,7 @@ import { decrementTtl4, decrementHopLimit6 } from './checksum.js';
 import {
   DROP_CT_CREATE_FAILED,
   DROP_CT_UNKNOWN_PROTO,
+  DROP_EP_NOT_READY,
   DROP_FRAG_NOSUPPORT,
   DROP_FRAG_NOT_FOUND,
   DROP_INVALID_SIP,
@@ -213,6 +216,11 @@ export class Pipeline {
       }
       srcId = eps.identity(ep);
     } else {
+      // Only the host port speaks for the host: a port mapped to no endpoint (attached before
+      // its endpoint is published, or left over after a removal) must not borrow that role.
+      if ((this.cfg & CFG_HOST_PORT) === 0 || inPort !== (t.meta[M_HOST_PORT] as number)) {
+        return this.drop(DROP_EP_NOT_READY, len);
+      }
       const leaf = v4 ? ipc.lookup4(pi.src0) : ipc.lookup6(pi.src0, pi.src1, pi.src2, pi.src3);
       srcId = leaf === 0 ? ID_WORLD : ipc.leafIdentity(leaf);
     }

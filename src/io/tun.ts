@@ -183,7 +183,10 @@ export class TunDevice {
     this.setEvents(this.events | this.b.POLL_READABLE);
   }
 
-  /** One-shot: calls cb once the device can take writes again (after a short writeBatch). */
+  /**
+   * One-shot: calls cb once the device can take writes again (after a short writeBatch).
+   * A TUN whose device is down never reports writable (and writes to it fail with EIO).
+   */
   waitWritable(cb: () => void): void {
     if (this.closed) this.throwClosed();
     this.writableCb = cb;

@@ -147,6 +147,8 @@ function policyFiles(paths: string[], base: string): string[] {
   return out;
 }
 
+let stopping = false;
+
 async function main(): Promise<void> {
   const { cfg } = init;
   const tables = TableSet.attach(init.tables);
@@ -246,7 +248,6 @@ async function main(): Promise<void> {
   log(`API on ${init.socket}${init.metricsAddr ? `, metrics on http://${init.metricsAddr}/metrics` : ''}`);
   send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
 
-  let stopping = false;
   async function shutdown(): Promise<void> {
     if (stopping) return;
     stopping = true;

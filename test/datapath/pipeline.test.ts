@@ -15,6 +15,7 @@ import {
   DROP_CT_CREATE_FAILED,
   DROP_CT_INVALID_HDR,
   DROP_CT_UNKNOWN_PROTO,
+  DROP_EP_NOT_READY,
   DROP_FRAG_NOT_FOUND,
   DROP_INVALID,
   DROP_INVALID_SIP,
@@ -746,6 +747,19 @@ describe('pipeline: endpoints with missing addresses and stale ports', () => {
     const w = base();
     const r = w.run(ipv6Udp({ src: '::', dst: B.v6, sport: 1, dport: 2 }), C.port);
     expectDrop(r, DROP_INVALID_SIP, 'v6 from a v4-only endpoint');
+  });
+
+  test('a port mapped to no endpoint is not the host port -> 203', () => {
+    const cases: { name: string; host: boolean; port: number }[] = [
+      { name: 'unmapped port with a host port configured', host: true, port: 99 },
+      { name: 'port 0 without a host port configured', host: false, port: 0 },
+    ];
+    for (const c of cases) {
+      const w = base({ host: c.host });
+      const r = w.run(tcp(R_ADDR, B.v4, 40000, 443), c.port);
+      expectDrop(r, DROP_EP_NOT_READY, c.name);
+      assert.equal(w.drops(DROP_EP_NOT_READY, DIR_INGRESS), 1, `${c.name}: drops[203][ingress] = 1`);
+    }
   });
 
   test('a port whose endpoint was removed forwards nothing', () => {

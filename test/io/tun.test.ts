@@ -528,8 +528,11 @@ describe('lifetime and cleanup', () => {
   });
 
   it('waitWritable fires once; stopPolling inside a callback is safe', async () => {
+    const ns = await freshNs('w');
     const dev = TunDevice.open(tunName('w'));
     try {
+      // A TUN reports writable only while its device is up.
+      await attachEndpoint({ tun: dev.name, netns: { name: ns } });
       let calls = 0;
       await new Promise<void>((resolve) => dev.waitWritable(() => {
         calls++;
@@ -545,6 +548,7 @@ describe('lifetime and cleanup', () => {
       assert.equal(inside, 1, `got ${inside} callbacks around stopPolling, want 1`);
     } finally {
       dev.close();
+      await dropNs(ns);
     }
   });
 
