@@ -702,24 +702,28 @@ typedef struct tun_poll {
   int events;                /* UV_READABLE | UV_WRITABLE currently requested */
   int state;
   int finalized;             /* the JS handle object is gone */
-  int env_gone;              /* env teardown started: no more napi calls */
+  int env_gone;              /* env teardown started: no napi calls but the hook removal */
+  napi_async_cleanup_hook_handle cleanup; /* NULL until registered, NULL again once removed */
 } tun_poll;
-
-static void poll_env_cleanup(void *arg);
 
 static void poll_on_close(uv_handle_t *h) {
   tun_poll *p = (tun_poll *)h->data;
   p->state = POLL_CLOSED;
-  if (!p->env_gone) {
+  if (!p->env_gone && p->cb != NULL) {
     napi_handle_scope scope;
     napi_open_handle_scope(p->env, &scope);
     napi_delete_reference(p->env, p->cb);
     napi_async_destroy(p->env, p->actx);
-    napi_remove_env_cleanup_hook(p->env, poll_env_cleanup, p);
     napi_close_handle_scope(p->env, scope);
   }
   p->cb = NULL;
   p->actx = NULL;
+  /* Unregisters the hook, or, during teardown, tells Node this handle is fully closed. */
+  if (p->cleanup != NULL) {
+    napi_async_cleanup_hook_handle h = p->cleanup;
+    p->cleanup = NULL;
+    napi_remove_async_cleanup_hook(h);
+  }
   if (p->finalized) free(p);
 }
 
@@ -730,10 +734,13 @@ static void poll_begin_close(tun_poll *p) {
   uv_close((uv_handle_t *)&p->handle, poll_on_close);
 }
 
-static void poll_env_cleanup(void *arg) {
+/* Environment teardown (worker exit, process exit): the addon may be unloaded right after,
+ * so the close callback must run first. An *async* cleanup hook makes Node keep its loop
+ * running until poll_on_close removes the hook. */
+static void poll_env_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
   tun_poll *p = (tun_poll *)arg;
   p->env_gone = 1;
-  poll_begin_close(p);
+  poll_begin_close(p); /* no-op if already CLOSING: poll_on_close is on its way */
 }
 
 static void poll_finalize(napi_env env, void *data, void *hint) {
@@ -837,7 +844,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &p->cb);
   napi_create_string_utf8(env, "tunswitch:TunPoll", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &p->actx);
-  napi_add_env_cleanup_hook(env, poll_env_cleanup, p);
+  napi_add_async_cleanup_hook(env, poll_env_cleanup, p, &p->cleanup);
   if (napi_create_external(env, p, poll_finalize, NULL, &handle) != napi_ok) {
     p->finalized = 1;
     poll_begin_close(p);

@@ -245,6 +245,13 @@ export class World {
     return ok;
   }
 
+  /** Removes every policy entry of endpoint `ep` (both directions). */
+  clearPolicy(ep: number): this {
+    this.writer.policy.clearEndpoint(ep);
+    this.dirty = true;
+    return this;
+  }
+
   /** The host port: output for non-local destinations, source of host/remote traffic. */
   hostPort(port: number, hostAddr?: string): this {
     this.cfg |= CFG_HOST_PORT;

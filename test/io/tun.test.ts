@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -550,6 +551,33 @@ describe('lifetime and cleanup', () => {
       dev.close();
       await dropNs(ns);
     }
+  });
+
+  it('a worker thread polling a TUN can be terminated (the poll closes before the addon unloads)', async () => {
+    const nativeUrl = new URL('../../src/io/native.js', import.meta.url).href;
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      import(${JSON.stringify(nativeUrl)}).then((m) => {
+        const b = m.loadBinding();
+        const t = b.open(${JSON.stringify(tunName('k'))});
+        globalThis.keep = b.pollStart(t.fd, () => {});
+        parentPort.postMessage(t.fd);
+      });`;
+    const w = new Worker(code, { eval: true });
+    let fd = -1;
+    try {
+      fd = await new Promise<number>((resolve, reject) => {
+        w.once('message', (m: number) => resolve(m));
+        w.once('error', reject);
+      });
+      const exit = await w.terminate();
+      assert.equal(exit, 1, `got worker exit code ${exit}, want 1 (terminated)`);
+    } finally {
+      await w.terminate();
+      if (fd >= 0) b.close(fd); // fds are per process: the worker's TUN fd outlives it
+    }
+    assert.ok(fd >= 0, `got fd ${fd} from the worker, want >= 0`);
+    assert.equal(await linkExists(null, tunName('k')), false, `got ${tunName('k')} after closing its fd, want none`);
   });
 
   it('close deletes the device inside the namespace; nothing is left after the namespace goes', async () => {

@@ -1,0 +1,211 @@
+/**
+ * The agent end to end without devices: endpoints, identities and CiliumNetworkPolicy go in
+ * through the API methods, and the published tables (read the way a worker reads them) must
+ * give Cilium's verdicts. Ports are made by a small in-memory PortManager (the layer below
+ * the agent; the real one is covered by test/e2e).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, type PortManager, type PortSpec } from '../../src/control/agent.js';
+import { TableSet, TableSetWriter, M_POLICY_REVISION } from '../../src/tables/tableset.js';
+import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
+import { EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS } from '../../src/tables/endpoints.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/tables/policy.js';
+import { isTunswitchError } from '../../src/control/errors.js';
+
+class MemPorts implements PortManager {
+  next = 1;
+  attached = new Map<number, PortSpec>();
+  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
+    const port = this.next++;
+    this.attached.set(port, spec);
+    return { port, tun: `mem.${port}`, ifname: 'eth0' };
+  }
+  async detach(port: number): Promise<void> {
+    this.attached.delete(port);
+  }
+}
+
+
+
+function makeAgent(stateDir?: string): { agent: Agent; ports: MemPorts; tables: TableSet } {
+  const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: 1 << 12, maxEndpoints: 64 });
+  const ports = new MemPorts();
+  const opts: ConstructorParameters<typeof Agent>[0] = {
+    name: 't',
+    pool4: tryParsePrefix('10.42.0.0/24', false) as Prefix,
+    pool6: tryParsePrefix('fd00:42::/64', false) as Prefix,
+    maxEndpoints: 64,
+    workers: 1,
+    offload: false,
+    config: { audit: false, enforcement: 'default' },
+    version: 'test',
+  };
+  if (stateDir) opts.stateDir = stateDir;
+  const agent = new Agent(opts, new TableSetWriter(ts), ports, null);
+  return { agent, ports, tables: ts };
+}
+
+/** Reads the published tables as a worker would. */
+function verdict(ts: TableSet, ep: number, dir: number, identity: number, proto: number, port: number): number {
+  const side = ts.control.enter(7);
+  ts.useSide(side);
+  const v = ts.policy.lookup(ep, dir, identity, proto, port);
+  ts.control.leave(7);
+  return v;
+}
+function epFlags(ts: TableSet, ep: number): number {
+  const side = ts.control.enter(7);
+  ts.useSide(side);
+  const f = ts.endpoints.flags(ep);
+  ts.control.leave(7);
+  return f;
+}
+
+const ALLOW_WEB = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: allow-web }
+spec:
+  endpointSelector: { matchLabels: { app: db } }
+  ingress:
+    - fromEndpoints: [ { matchLabels: { app: web } } ]
+      toPorts: [ { ports: [ { port: "5432", protocol: TCP } ] } ]
+`;
+
+test('endpoints get pool addresses, stable identities and ipcache entries', async () => {
+  const { agent, ports } = makeAgent();
+  const web = await agent.addEndpoint({ name: 'web', labels: { app: 'web' }, netns: 'x-web' });
+  const db = await agent.addEndpoint({ name: 'db', labels: ['app=db'], netns: 'x-db', ipv4: '10.42.0.50' });
+  const web2 = await agent.addEndpoint({ name: 'web2', labels: { app: 'web' }, netns: 'x-web2' });
+  assert.equal(web.ipv4, '10.42.0.2', `web ipv4 got ${web.ipv4}, want 10.42.0.2`);
+  assert.equal(db.ipv4, '10.42.0.50');
+  assert.ok(web.identity >= 256, `identity ${web.identity} must be >= 256`);
+  assert.equal(web2.identity, web.identity, 'same labels must give the same identity');
+  assert.notEqual(db.identity, web.identity);
+  assert.deepEqual(web.labels, ['k8s:app=web']);
+  assert.equal(ports.attached.size, 3);
+  const hit = agent.getIpcache('10.42.0.50');
+  assert.equal(hit?.identity, db.identity, `ipcache 10.42.0.50 got ${JSON.stringify(hit)}, want identity ${db.identity}`);
+  await agent.deleteEndpoint('web2');
+  assert.equal(ports.attached.size, 2);
+  assert.equal(agent.getIpcache('10.42.0.4'), null);
+  assert.equal(agent.listIdentities().find((i) => i.id === web.identity)?.refs, 1);
+});
+
+test('a CiliumNetworkPolicy import compiles into the published tables (L3+L4 allow, default deny)', async () => {
+  const { agent, tables: ts } = makeAgent();
+  const web = await agent.addEndpoint({ name: 'web', labels: { app: 'web' }, netns: 'n1' });
+  const db = await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n2' });
+  const other = await agent.addEndpoint({ name: 'other', labels: { app: 'other' }, netns: 'n3' });
+  assert.equal(epFlags(ts, db.id) & EP_ENFORCE_INGRESS, 0, 'no policy: ingress not enforced');
+  const r = agent.importPolicies(ALLOW_WEB, 'web.yaml');
+  assert.deepEqual(r.policies, ['allow-web']);
+  assert.ok((epFlags(ts, db.id) & EP_ENFORCE_INGRESS) !== 0, 'db ingress must be enforced after the import');
+  assert.equal(epFlags(ts, db.id) & EP_ENFORCE_EGRESS, 0, 'db egress stays open (no egress section)');
+  assert.equal(epFlags(ts, web.id) & EP_ENFORCE_INGRESS, 0, 'web is not selected');
+  const rows: [string, number, number, number, number][] = [
+    ['web -> db:5432/TCP', web.identity, 6, 5432, 1],
+    ['web -> db:5433/TCP', web.identity, 6, 5433, 0],
+    ['web -> db:5432/UDP', web.identity, 17, 5432, 0],
+    ['other -> db:5432/TCP', other.identity, 6, 5432, 0],
+  ];
+  for (const [name, id, proto, port, want] of rows) {
+    const got = verdict(ts, db.id, DIR_INGRESS, id, proto, port);
+    assert.equal(got, want, `${name}: got ${got}, want ${want}`);
+  }
+  const meta = ts.meta[M_POLICY_REVISION];
+  assert.ok((meta ?? 0) > 0, 'policy revision published');
+  // Deleting the policy lifts enforcement.
+  agent.deletePolicy('allow-web');
+  assert.equal(epFlags(ts, db.id) & EP_ENFORCE_INGRESS, 0, 'enforcement gone with the policy');
+  assert.equal(verdict(ts, db.id, DIR_INGRESS, web.identity, 6, 5432), 0);
+});
+
+test('an endpoint added after the policy is selected, and its peers resolve', async () => {
+  const { agent, tables: ts } = makeAgent();
+  agent.importPolicies(ALLOW_WEB, 'web.yaml');
+  const db = await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n2' });
+  const web = await agent.addEndpoint({ name: 'web', labels: { app: 'web' }, netns: 'n1' });
+  assert.equal(verdict(ts, db.id, DIR_INGRESS, web.identity, 6, 5432), 1, 'web -> db:5432 allowed');
+  assert.equal(verdict(ts, web.id, DIR_EGRESS, db.identity, 6, 5432), 0, 'web egress has no entries (not enforced)');
+});
+
+test('a bad policy file changes nothing and names the field', async () => {
+  const { agent } = makeAgent();
+  agent.importPolicies(ALLOW_WEB, 'web.yaml');
+  const bad = ALLOW_WEB.replace('"5432"', '"70000"').replace('allow-web', 'allow-web-2');
+  assert.throws(
+    () => agent.importPolicies(bad, 'bad.yaml'),
+    (e: unknown) => isTunswitchError(e, 'EPOLICY_INVALID') && /bad\.yaml/.test((e as Error).message) && /port/.test((e as Error).message) && /70000/.test((e as Error).message),
+  );
+  assert.deepEqual(agent.listPolicies().map((p) => p.name), ['allow-web']);
+});
+
+test('bad endpoint requests are refused with the field named', async () => {
+  const { agent } = makeAgent();
+  const rows: [string, Parameters<Agent['addEndpoint']>[0], RegExp][] = [
+    ['bad name', { name: 'Web!', netns: 'a' }, /body\.name/],
+    ['no namespace', { name: 'w' }, /needs netns or pid/],
+    ['bad ipv4', { name: 'w', netns: 'a', ipv4: '10.42.0.300' }, /body\.ipv4/],
+    ['ipv4 outside the pool', { name: 'w', netns: 'a', ipv4: '10.1.0.5' }, /outside the pool/],
+    ['bad label list', { name: 'w', netns: 'a', labels: ['novalue'] }, /labels\[0\]/],
+    ['bad pid', { name: 'w', pid: -1 }, /body\.pid/],
+  ];
+  for (const [name, req, re] of rows) {
+    await assert.rejects(agent.addEndpoint(req), (e: unknown) => re.test((e as Error).message), name);
+  }
+  assert.equal(agent.listEndpoints().length, 0, 'nothing was added');
+  await agent.addEndpoint({ name: 'w', netns: 'a', ipv4: '10.42.0.9' });
+  await assert.rejects(agent.addEndpoint({ name: 'w', netns: 'b' }), /already exists/);
+  await assert.rejects(agent.addEndpoint({ name: 'v', netns: 'b', ipv4: '10.42.0.9' }), /already in use/);
+});
+
+test('config: audit and enforcement modes reach the tables; bad keys are refused', async () => {
+  const { agent, tables: ts } = makeAgent();
+  const a = await agent.addEndpoint({ name: 'a', labels: { app: 'a' }, netns: 'n' });
+  agent.setConfig({ enforcement: 'always' });
+  assert.ok((epFlags(ts, a.id) & (EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS)) === (EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS), 'always: both directions enforced');
+  agent.setConfig({ enforcement: 'never' });
+  assert.equal(epFlags(ts, a.id) & (EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS), 0, 'never: nothing enforced');
+  assert.throws(() => agent.setConfig({ bogus: 1 } as never), /body\.bogus: unknown setting/);
+  assert.throws(() => agent.setConfig({ enforcement: 'sometimes' as never }), /body\.enforcement/);
+});
+
+test('a restart from the state directory restores endpoints, identity numbers and policies', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tunswitch-state-'));
+  try {
+    const first = makeAgent(dir);
+    // Allocate an unrelated identity first so numbers are not simply "the first ones".
+    await first.agent.addEndpoint({ name: 'tmp', labels: { app: 'tmp' }, netns: 'n0' });
+    const db = await first.agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n2' });
+    const web = await first.agent.addEndpoint({ name: 'web', labels: { app: 'web' }, netns: 'n1' });
+    await first.agent.deleteEndpoint('tmp');
+    first.agent.importPolicies(ALLOW_WEB, 'web.yaml');
+    first.agent.setConfig({ audit: true });
+
+    const second = makeAgent(dir);
+    const eps = second.agent.restore();
+    assert.deepEqual(eps.map((e) => e.name).sort(), ['db', 'web']);
+    for (const e of eps) {
+      const req: Parameters<Agent['addEndpoint']>[0] = { name: e.name, labels: e.labels, netns: e.netns as string };
+      if (e.ipv4) req.ipv4 = e.ipv4;
+      await second.agent.addEndpoint(req);
+    }
+    const db2 = second.agent.getEndpoint('db');
+    const web2 = second.agent.getEndpoint('web');
+    assert.equal(db2.identity, db.identity, `db identity got ${db2.identity}, want ${db.identity}`);
+    assert.equal(web2.identity, web.identity, `web identity got ${web2.identity}, want ${web.identity}`);
+    assert.equal(db2.ipv4, db.ipv4);
+    assert.deepEqual(second.agent.listPolicies().map((p) => p.name), ['allow-web']);
+    assert.equal(second.agent.getConfig().audit, true);
+    assert.equal(verdict(second.tables, db2.id, DIR_INGRESS, web2.identity, 6, 5432), 1, 'policy effective after restore');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+
