@@ -102,6 +102,8 @@ export interface MicroConfig {
   batch: number;
   prefixes4: number;
   prefixes6: number;
+  /** Shortest IPv4 prefix loaded (8 in the real run). */
+  minLen4: number;
   /** Entries of the publish benchmark, and its iteration count. */
   publishEntries: number;
   publishIterations: number;
@@ -128,13 +130,13 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): MicroConfig
   if (quick) {
     return {
       quick, seed: 1, timeMs: 15, warmupMs: 5, minIterations: 4, batch: 256,
-      prefixes4: 20_000, prefixes6: 20_000, publishEntries: 5_000, publishIterations: 2,
+      prefixes4: 20_000, prefixes6: 20_000, minLen4: 20, publishEntries: 5_000, publishIterations: 2,
       heapPackets: 100_000, out,
     };
   }
   return {
     quick, seed: 1, timeMs: 1500, warmupMs: 300, minIterations: 64, batch: BATCH,
-    prefixes4: 1_000_000, prefixes6: 1_000_000, publishEntries: 100_000, publishIterations: 8,
+    prefixes4: 1_000_000, prefixes6: 1_000_000, minLen4: 8, publishEntries: 100_000, publishIterations: 8,
     heapPackets: 5_000_000, out,
   };
 }
@@ -155,7 +157,7 @@ export async function runMicro(cfg: MicroConfig, log: (s: string) => void = cons
     maxEndpoints: 4096,
   });
   const scenario = new PipelineScenario(tables);
-  const ipc = loadIpcache(scenario.writer, r, cfg.prefixes4, cfg.prefixes6);
+  const ipc = loadIpcache(scenario.writer, r, cfg.prefixes4, cfg.prefixes6, cfg.minLen4);
   const pol = populatePolicy(scenario.writer, r, scenario);
   scenario.commit();
   log(`set-up: ${((performance.now() - t0) / 1000).toFixed(1)} s (${cfg.prefixes4} IPv4 + ${cfg.prefixes6} IPv6 prefixes, ${pol.entries} policy entries)`);
@@ -301,8 +303,8 @@ function round(x: number): number {
 
 function fmtNs(ns: number): string {
   if (!Number.isFinite(ns)) return String(ns);
-  if (ns >= 1e6) return `${(ns / 1e6).toFixed(1)}e6`;
-  return ns >= 100 ? ns.toFixed(0) : ns.toFixed(1);
+  if (ns >= 1e4) return Math.round(ns).toLocaleString('en-US');
+  return ns >= 100 || Number.isInteger(ns) ? ns.toFixed(0) : ns.toFixed(1);
 }
 
 export function formatTable(results: readonly MicroResult[]): string {

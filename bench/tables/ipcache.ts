@@ -35,8 +35,12 @@ export interface IpcacheFixture {
   v6Count: number;
 }
 
-/** Adds n4 IPv4 and n6 IPv6 prefixes (and the scenario endpoints' /32s) through the writer. */
-export function loadIpcache(w: TableSetWriter, r: Rand, n4: number, n6: number): IpcacheFixture {
+/**
+ * Adds n4 IPv4 prefixes of lengths minLen4..32, n6 IPv6 prefixes and the scenario endpoints'
+ * /32s through the writer. (Quick mode raises minLen4: the short prefixes, not their number,
+ * make a load slow, since a /8 rewrites 65536 tbl24 slots.)
+ */
+export function loadIpcache(w: TableSetWriter, r: Rand, n4: number, n6: number, minLen4 = 8): IpcacheFixture {
   const pods = new Uint32Array(POD_SUBNETS);
   for (let i = 0; i < POD_SUBNETS; i++) pods[i] = (r.u32() & 0xffffff00) >>> 0;
   const v6Prefixes = new Uint32Array(4 * kV6Pool);
@@ -45,7 +49,7 @@ export function loadIpcache(w: TableSetWriter, r: Rand, n4: number, n6: number):
   const ipc = w.ipcache;
   ipc.batch(() => {
     for (let i = 0; i < n4; i++) {
-      const len = r.range(8, 32);
+      const len = r.range(minLen4, 32);
       const a = len > 24 ? ((pods[r.int(POD_SUBNETS)] as number) | r.int(256)) >>> 0 : r.u32();
       ipc.upsert4(a, len, 256 + r.int(1 << 20));
     }

@@ -448,7 +448,7 @@ export class Pipeline {
     r[b + E_COOKIE] = this.outCookie;
     r[b + E_SRC_EP] = this.outSrcEp < 0 ? NO_INDEX : this.outSrcEp;
     r[b + E_DST_EP] = this.outDstEp < 0 ? NO_INDEX : this.outDstEp;
-    r[b + E_LENGTH] = pi.totalLen;
+    r[b + E_LENGTH] = pi.totalLen > 0 ? pi.totalLen : len;
     ev.commit();
   }
 }

@@ -76,15 +76,17 @@ function addRandomRule(w: World, r: Rand): void {
   else w.allow(spec);
 }
 
-/** A valid packet of a random kind. */
-function validPacket(r: Rand): Uint8Array {
-  const src4 = r.bool(0.7) ? r.pick(EPS).v4 : r.pick(V4);
+type Sender = (typeof EPS)[number];
+
+/** A valid packet of a random kind, usually with the sender's own source address. */
+function validPacket(r: Rand, from: Sender): Uint8Array {
+  const src4 = r.bool(0.85) ? from.v4 : r.pick(V4);
   const dst4 = r.pick(V4);
-  const src6 = r.bool(0.7) ? r.pick(EPS).v6 : r.pick(V6);
+  const src6 = r.bool(0.85) ? from.v6 : r.pick(V6);
   const dst6 = r.pick(V6);
   const sport = r.pick(PORTS.concat([r.range(1024, 65535)]));
   const dport = r.pick(PORTS);
-  const ttl = r.pick([0, 1, 2, 64, 255]);
+  const ttl = r.pick([0, 1, 2, 64, 64, 64, 255]);
   switch (r.int(12)) {
     case 0: return ipv4Tcp({ src: src4, dst: dst4, sport, dport, flags: r.pick(FLAGS), ttl });
     case 1: return ipv4Udp({ src: src4, dst: dst4, sport, dport, ttl, payload: r.bytes(r.int(64)) });
@@ -109,14 +111,14 @@ function validPacket(r: Rand): Uint8Array {
 }
 
 /** A valid packet, mutated: flipped bytes, truncated, extended, or pure noise. */
-function fuzzPacket(r: Rand): Uint8Array {
+function fuzzPacket(r: Rand, from: Sender): Uint8Array {
   const kind = r.int(10);
   if (kind === 0) {
     const b = r.bytes(r.int(80));
     if (b.length > 0) b[0] = (r.pick([4, 6, r.int(16)]) << 4) | (b[0]! & 0x0f);
     return b;
   }
-  let p = validPacket(r);
+  let p = validPacket(r, from);
   if (kind <= 3) return p; // some valid traffic so that flows get established
   if (kind <= 6) {
     p = p.slice();
@@ -155,8 +157,9 @@ for (const seed of SEEDS) {
       const pkts: Uint8Array[] = [];
       const ports: number[] = [];
       for (let i = 0; i < BATCH; i++) {
-        pkts.push(fuzzPacket(r));
-        ports.push(r.bool(0.8) ? r.pick(EPS).port : r.pick(IN_PORTS));
+        const from = r.pick(EPS);
+        pkts.push(fuzzPacket(r, from));
+        ports.push(r.bool(0.8) ? from.port : r.pick(IN_PORTS));
       }
       const slab = new PacketSlab(pkts, 2048, { fill: 0xa5 });
       p.beginBatch(w.now, 0);
