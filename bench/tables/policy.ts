@@ -35,7 +35,6 @@ import {
   SCENARIO_ENDPOINTS,
   SERVER_PORT,
   endpointIdentity,
-  type PipelineScenario,
 } from '../datapath/pipeline.js';
 
 /** Issue target: 100k policy entries published in at most 1 s. */
@@ -115,11 +114,11 @@ export interface PolicyFixture {
 }
 
 /**
- * Writes the scenario's policies: ENTRIES_PER_DIR realistic entries per endpoint and
+ * Writes the scenario's policies: perDir (default ENTRIES_PER_DIR) realistic entries per endpoint and
  * direction, plus the two entries the pipeline flow needs (A egress to B on TCP/80, B ingress
  * from A on TCP/80). Deny rules only name identities outside the scenario's endpoints.
  */
-export function populatePolicy(w: TableSetWriter, r: Rand, _s: PipelineScenario): PolicyFixture {
+export function populatePolicy(w: TableSetWriter, r: Rand, perDir = ENTRIES_PER_DIR): PolicyFixture {
   const ids = identityPool(r, 48);
   for (let ep = 0; ep < 8; ep++) ids.push(endpointIdentity(ep));
   const denyIds = identityPool(r, 4).slice(2);
@@ -136,8 +135,8 @@ export function populatePolicy(w: TableSetWriter, r: Rand, _s: PipelineScenario)
     all.push(e);
   }
   for (let ep = 0; ep < SCENARIO_ENDPOINTS; ep++) {
-    realisticEntries(r, ep, DIR_INGRESS, ENTRIES_PER_DIR, ids, denyIds, all, seen, cookie);
-    realisticEntries(r, ep, DIR_EGRESS, ENTRIES_PER_DIR, ids, denyIds, all, seen, cookie);
+    realisticEntries(r, ep, DIR_INGRESS, perDir, ids, denyIds, all, seen, cookie);
+    realisticEntries(r, ep, DIR_EGRESS, perDir, ids, denyIds, all, seen, cookie);
   }
   for (const e of all) w.policy.add(e);
   w.bumpPolicyRevision();

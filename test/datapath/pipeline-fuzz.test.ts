@@ -190,6 +190,7 @@ for (const seed of SEEDS) {
       if (r.bool(0.3)) w.drainEvents();
       w.ct.gc(w.now, 16);
     }
+    console.log(`seed ${seed}: ${forwarded} forwarded, ${dropped} dropped, codes ${[...codes].sort((x, y) => x - y)}`);
     assert.ok(forwarded > total / 20, `forwarded ${forwarded} of ${total}: want a real share of forwards`);
     assert.ok(dropped > total / 20, `dropped ${dropped} of ${total}: want a real share of drops`);
     assert.ok(codes.size >= 6, `distinct drop codes: got ${[...codes].sort((x, y) => x - y)}, want >= 6`);

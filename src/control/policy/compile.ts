@@ -204,13 +204,18 @@ interface EntryVal {
   readonly rank: string;
 }
 
+type Slice = Map<string, EntryVal>;
+
+/** One identity's compiled policy; entries are grouped by remote identity ("slices"). */
 interface IdentityPolicy {
   readonly ingress: boolean;
   readonly egress: boolean;
-  readonly entries: ReadonlyMap<string, EntryVal>;
+  /** remote identity -> entry key -> entry. Replaced slice by slice on selector changes. */
+  readonly byRemote: Map<number, Slice>;
 }
 
-const EMPTY_POLICY: IdentityPolicy = { ingress: false, egress: false, entries: new Map() };
+const EMPTY_POLICY: IdentityPolicy = { ingress: false, egress: false, byRemote: new Map() };
+const EMPTY_SLICE: ReadonlyMap<string, EntryVal> = new Map();
 
 function entryKey(dir: Direction, identity: number, proto: number, port: number, prefixLen: number): string {
   return `${dir === 'ingress' ? 'i' : 'e'}|${identity}|${proto}|${port}|${prefixLen}`;
@@ -298,7 +303,10 @@ export class PolicyCompiler {
   private readonly epsByIdentity = new Map<number, Set<number>>();
   private readonly matching = new Map<number, Set<CompiledRule>>(); // endpoint identity -> rules selecting it
   private readonly idPolicy = new Map<number, IdentityPolicy>();
+  /** Endpoint identities whose whole policy must be recomputed (rule set or config changed). */
   private readonly dirty = new Set<number>();
+  /** Endpoint identity -> remote identities whose slice must be recomputed (selections changed). */
+  private readonly sliceDirty = new Map<number, Set<number>>();
 
   private readonly prefixRefs = new Map<string, { count: number; identity: number }>();
   private readonly ruleTable = new Map<number, RuleInfo>();
@@ -319,8 +327,8 @@ export class PolicyCompiler {
     this.config = PolicyCompiler.checkConfig(config);
     for (const ident of allocator.list()) this.cache.addIdentity(ident);
     this.unsubscribe = allocator.subscribe((ch) => {
-      for (const ident of ch.removed) this.markSelectors(this.cache.removeIdentity(ident.id));
-      for (const ident of ch.added) this.markSelectors(this.cache.addIdentity(ident));
+      for (const ident of ch.removed) this.markSelectors(this.cache.removeIdentity(ident.id), ident.id);
+      for (const ident of ch.added) this.markSelectors(this.cache.addIdentity(ident), ident.id);
     });
     this.ruleTable.set(COOKIE_DEFAULT_ALLOW, DEFAULT_ALLOW_RULE);
     this.pendingRules.set(COOKIE_DEFAULT_ALLOW, { before: null, after: DEFAULT_ALLOW_RULE });
@@ -382,8 +390,9 @@ export class PolicyCompiler {
       set = new Set();
       this.epsByIdentity.set(ep.identity, set);
       this.matching.set(ep.identity, this.subjectRules(ident.labels, ep.identity));
-      this.idPolicy.set(ep.identity, this.computeIdentity(ep.identity, ident.labels));
+      this.idPolicy.set(ep.identity, this.computeIdentity(ep.identity, ident.labels, null));
       this.dirty.delete(ep.identity);
+      this.sliceDirty.delete(ep.identity);
     }
     set.add(ep.index);
     const after = this.idPolicy.get(ep.identity) ?? EMPTY_POLICY;
@@ -421,7 +430,7 @@ export class PolicyCompiler {
     const out: PolicyEntry[] = [];
     for (const [ep, id] of this.endpoints) {
       const pol = this.idPolicy.get(id) ?? EMPTY_POLICY;
-      for (const e of pol.entries.values()) out.push(toEntry(ep, e));
+      for (const slice of pol.byRemote.values()) for (const e of slice.values()) out.push(toEntry(ep, e));
     }
     return out.sort(compareEntries);
   }
@@ -592,10 +601,15 @@ export class PolicyCompiler {
     else this.pendingIpcache.set(prefix, { before: r.identity, after: null });
   }
 
-  private markSelectors(keys: readonly string[]): void {
+  /** Selections of `keys` changed for remote identity `remote`: recompute that slice of their subjects. */
+  private markSelectors(keys: readonly string[], remote: number): void {
     for (const k of keys) {
       for (const cr of this.rulesBySelector.get(k) ?? []) {
-        for (const id of this.ruleSubjects.get(cr) ?? []) this.dirty.add(id);
+        for (const id of this.ruleSubjects.get(cr) ?? []) {
+          let s = this.sliceDirty.get(id);
+          if (s === undefined) this.sliceDirty.set(id, (s = new Set()));
+          s.add(remote);
+        }
       }
     }
   }
@@ -625,15 +639,20 @@ export class PolicyCompiler {
       this.matching.delete(id);
       this.idPolicy.delete(id);
       this.dirty.delete(id);
+      this.sliceDirty.delete(id);
     }
   }
 
   // -------------------------------------------------------------------------------------
   // Computing one identity's policy
 
-  private computeIdentity(id: number, labels: LabelSet): IdentityPolicy {
+  /**
+   * Computes an identity's policy. With `only` set, computes just the slice for that remote
+   * identity (identity-0 entries never change with selections, so they are skipped).
+   */
+  private computeIdentity(id: number, labels: LabelSet, only: number | null): IdentityPolicy {
     const mode = this.config.enforcement;
-    if (mode === 'never') return EMPTY_POLICY;
+    if (mode === 'never') return { ingress: false, egress: false, byRemote: new Map() };
     const rules = [...(this.matching.get(id) ?? [])];
     const forced = mode === 'always' || labels.has('init', 'reserved');
     let ingress = forced;
@@ -651,13 +670,15 @@ export class PolicyCompiler {
         if (r.defaultDenyEgress) ddEgress = true;
       }
     }
-    const entries = new Map<string, EntryVal>();
+    const byRemote = new Map<number, Slice>();
     const put = (dir: Direction, identity: number, k: L4Key, deny: boolean, cookie: number, rank: string): void => {
+      let slice = byRemote.get(identity);
+      if (slice === undefined) byRemote.set(identity, (slice = new Map()));
       const key = entryKey(dir, identity, k[0], k[1], k[2]);
-      const prev = entries.get(key);
+      const prev = slice.get(key);
       // 1. deny beats allow for the same key; 2. otherwise the lowest-ranked rule names the entry.
       if (prev !== undefined && ((prev.deny && !deny) || (prev.deny === deny && prev.rank <= rank))) return;
-      entries.set(key, { dir, identity, proto: k[0], port: k[1], prefixLen: k[2], deny, cookie, rank });
+      slice.set(key, { dir, identity, proto: k[0], port: k[1], prefixLen: k[2], deny, cookie, rank });
     };
     const ANY_L4: readonly L4Key[] = [[0, 0, 0]];
     for (const cr of rules) {
@@ -666,7 +687,11 @@ export class PolicyCompiler {
         if ((el.dir === 'ingress' && !ingress) || (el.dir === 'egress' && !egress)) continue;
         const l4 = el.l4 ?? ANY_L4;
         if (el.wildcard) {
-          for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
+          if (only === null) for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
+          continue;
+        }
+        if (only !== null) {
+          if (el.selectorKeys.some((sk) => this.cache.selections(sk).has(only))) for (const k of l4) put(el.dir, only, k, el.deny, el.cookie, el.rank);
           continue;
         }
         const ids = new Set<number>();
@@ -674,10 +699,12 @@ export class PolicyCompiler {
         for (const x of ids) for (const k of l4) put(el.dir, x, k, el.deny, el.cookie, el.rank);
       }
     }
-    if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
-    if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
-    pruneCoveredAllows(entries);
-    return { ingress, egress, entries };
+    if (only === null) {
+      if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
+      if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
+    }
+    for (const slice of byRemote.values()) pruneCoveredAllows(slice);
+    return { ingress, egress, byRemote };
   }
 
   // -------------------------------------------------------------------------------------
@@ -690,11 +717,8 @@ export class PolicyCompiler {
   private recordEndpoint(ep: number, before: IdentityPolicy | null, after: IdentityPolicy | null): void {
     const b = before ?? EMPTY_POLICY;
     const a = after ?? EMPTY_POLICY;
-    for (const [k, v] of b.entries) {
-      const nv = a.entries.get(k) ?? null;
-      if (!sameEntry(v, nv)) this.recordEntry(ep, k, v, nv);
-    }
-    for (const [k, v] of a.entries) if (!b.entries.has(k)) this.recordEntry(ep, k, null, v);
+    for (const [remote, slice] of b.byRemote) this.recordSlice(ep, slice, a.byRemote.get(remote) ?? EMPTY_SLICE);
+    for (const [remote, slice] of a.byRemote) if (!b.byRemote.has(remote)) this.recordSlice(ep, EMPTY_SLICE, slice);
     const eb = this.publishedEnf.get(ep) ?? null;
     const ea = after === null ? null : this.enfOf(ep, a);
     if (ea === null) this.publishedEnf.delete(ep);
@@ -702,6 +726,14 @@ export class PolicyCompiler {
     const ch = this.pendingEnf.get(ep);
     if (ch) ch.after = ea;
     else this.pendingEnf.set(ep, { before: eb, after: ea });
+  }
+
+  private recordSlice(ep: number, before: ReadonlyMap<string, EntryVal>, after: ReadonlyMap<string, EntryVal>): void {
+    for (const [k, v] of before) {
+      const nv = after.get(k) ?? null;
+      if (!sameEntry(v, nv)) this.recordEntry(ep, k, v, nv);
+    }
+    for (const [k, v] of after) if (!before.has(k)) this.recordEntry(ep, k, null, v);
   }
 
   private recordEntry(ep: number, key: string, before: EntryVal | null, after: EntryVal | null): void {
@@ -719,11 +751,27 @@ export class PolicyCompiler {
       if (eps === undefined) continue;
       const before = this.idPolicy.get(id) ?? EMPTY_POLICY;
       // An identity released while endpoints still use it keeps its last labels' policy.
-      const after = ident === undefined ? before : this.computeIdentity(id, ident.labels);
+      const after = ident === undefined ? before : this.computeIdentity(id, ident.labels, null);
       this.idPolicy.set(id, after);
       for (const ep of eps) this.recordEndpoint(ep, before, after);
     }
+    // Selection changes: recompute only the slices of the remote identities that changed.
+    for (const [id, remotes] of this.sliceDirty) {
+      if (this.dirty.has(id)) continue;
+      const eps = this.epsByIdentity.get(id);
+      const ident = this.cache.identity(id);
+      const pol = this.idPolicy.get(id);
+      if (eps === undefined || ident === undefined || pol === undefined) continue;
+      for (const remote of remotes) {
+        const fresh = this.computeIdentity(id, ident.labels, remote).byRemote.get(remote) ?? null;
+        const old = pol.byRemote.get(remote) ?? EMPTY_SLICE;
+        for (const ep of eps) this.recordSlice(ep, old, fresh ?? EMPTY_SLICE);
+        if (fresh === null) pol.byRemote.delete(remote);
+        else pol.byRemote.set(remote, fresh);
+      }
+    }
     this.dirty.clear();
+    this.sliceDirty.clear();
     const added: PolicyEntry[] = [];
     const removed: PolicyEntry[] = [];
     for (const ch of this.pendingEntries.values()) {
