@@ -273,6 +273,11 @@ function buildRoutes(api: ControlApi): Route[] {
     return api.validatePolicies(text, fileName);
   });
   add('GET', '/v1/policy/selectors', () => api.selectors());
+  add('POST', '/v1/policy/trace', async (c) => {
+    const t = (api as Partial<{ trace(b: unknown): unknown }>).trace;
+    if (typeof t !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', 'policy trace is not available');
+    return t.call(api, await c.body());
+  });
   add('GET', '/v1/policy/*name', (c) => api.getPolicy(p(c, 0)));
   add('DELETE', '/v1/policy/*name', (c) => api.deletePolicy(p(c, 0)));
 

@@ -164,6 +164,47 @@ export function register(program: Command, ctx: CliContext): void {
     }
   });
 
+  withOutput(
+    pol
+      .command('trace')
+      .description('the verdict for a flow without sending traffic: the lookups that matched and the rule that decided')
+      .option('--src-endpoint <name>', 'source endpoint (name or id)')
+      .option('--src-label <k=v>', 'source labels (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--src-ip <ip>', 'source address')
+      .option('--dst-endpoint <name>', 'destination endpoint (name or id)')
+      .option('--dst-label <k=v>', 'destination labels (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--dst-ip <ip>', 'destination address (looked up in the ipcache)')
+      .requiredOption('--dport <port/proto>', 'destination port and protocol, e.g. 80/TCP, 53/UDP, 8/ICMP'),
+  ).action(async (o: Record<string, unknown>, cmd: Command) => {
+    const end = (p: 'src' | 'dst'): Record<string, unknown> => {
+      const e: Record<string, unknown> = {};
+      if (o[`${p}Endpoint`] !== undefined) e.endpoint = o[`${p}Endpoint`];
+      if (o[`${p}Label`] !== undefined) e.labels = o[`${p}Label`];
+      if (o[`${p}Ip`] !== undefined) e.ip = o[`${p}Ip`];
+      if (Object.keys(e).length !== 1) throw new TunswitchError('EBAD_REQUEST', `give exactly one of --${p}-endpoint, --${p}-label, --${p}-ip`);
+      return e;
+    };
+    const body = { src: end('src'), dst: end('dst'), dport: o.dport };
+    type Step = { direction: string; endpoint: string; result: string; match: string; rule: { name?: string; rule_index?: number } | null; reason?: string };
+    type Trace = { source: { name: string; identity: number }; destination: { name: string; identity: number }; protocol: string; port: number; verdict: string; drop_reason_desc?: string; drop_reason?: number; steps: Step[]; notes: string[] };
+    const r = await ctx.client().post<Trace>('/v1/policy/trace', body);
+    print(ctx, cmd, r, () => {
+      const head = `${r.source.name} (ID:${r.source.identity}) -> ${r.destination.name} (ID:${r.destination.identity}) ${r.port}/${r.protocol}\n`;
+      const rows = r.steps.map((s) => [
+        s.direction,
+        s.endpoint,
+        s.result,
+        s.match,
+        s.rule && s.rule.name ? `${s.rule.name}[${s.rule.rule_index}]` : '-',
+        s.reason ?? '',
+      ]);
+      const table = formatTable(['DIRECTION', 'ENDPOINT', 'RESULT', 'MATCH', 'RULE', 'WHY'], rows);
+      const verdict = `Final verdict: ${r.verdict}${r.drop_reason ? ` (${r.drop_reason} ${r.drop_reason_desc})` : ''}\n`;
+      const notes = r.notes.map((n) => `note: ${n}\n`).join('');
+      return head + table + notes + verdict;
+    });
+  });
+
   withOutput(pol.command('selectors').description('list the selectors in use and the identities each selects')).action(
     async (_o, cmd: Command) => {
       const sels = await ctx.client().get<{ selector: string; identities: number[] }[]>('/v1/policy/selectors');

@@ -36,6 +36,16 @@ import type {
   StatusInfo,
 } from '../api/types.js';
 import type { DatapathView } from './datapath-view.js';
+import { traceFlow, type TraceEnd, type TraceResult } from './trace.js';
+
+export interface TraceRequest {
+  src: { endpoint?: string; labels?: string[]; ip?: string };
+  dst: { endpoint?: string; labels?: string[]; ip?: string };
+  /** "80/TCP", "5432", "8/ICMP" (ICMP type), "53/UDP". */
+  dport: string;
+}
+
+const TRACE_PROTOS: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132, ICMP: 1, ICMPV4: 1, ICMPV6: 58 };
 
 export interface PortSpec {
   name: string;
@@ -491,6 +501,54 @@ export class Agent implements ControlApi {
     };
     if (r.namespace) out.namespace = r.namespace;
     return out;
+  }
+
+  // ---------------------------------------------------------------- trace
+
+  private traceEnd(side: 'src' | 'dst', e: TraceRequest['src'] | undefined, notes: string[]): TraceEnd {
+    const where = `body.${side}`;
+    if (typeof e !== 'object' || e === null) throw new TunswitchError('EBAD_REQUEST', `${where}: needs endpoint, labels or ip`);
+    const given = [e.endpoint, e.labels, e.ip].filter((x) => x !== undefined).length;
+    if (given !== 1) throw new TunswitchError('EBAD_REQUEST', `${where}: give exactly one of endpoint, labels, ip`);
+    if (e.endpoint !== undefined) {
+      if (typeof e.endpoint !== 'string') throw new TunswitchError('EBAD_REQUEST', `${where}.endpoint: must be a string`);
+      const rec = this.find(e.endpoint);
+      return { name: rec.name, identity: rec.identity, labels: rec.labels.labels.map(formatLabel), ep: rec.id };
+    }
+    if (e.labels !== undefined) {
+      if (!Array.isArray(e.labels) || e.labels.some((l) => typeof l !== 'string' || !l.includes('='))) {
+        throw new TunswitchError('EBAD_REQUEST', `${where}.labels: must be a list of "key=value"`);
+      }
+      const set = this.parseLabels(e.labels, where);
+      const id = this.allocator.lookupByLabels(set);
+      const local = [...this.endpoints.values()].find((r) => r.labels.canonical === set.canonical);
+      if (!id) notes.push(`no identity has the labels ${set.canonical}: only rules that select every identity can match it`);
+      return { name: set.canonical, identity: id ? id.id : 0, labels: set.labels.map(formatLabel), ep: local ? local.id : -1 };
+    }
+    const ip = e.ip as string;
+    const p = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
+    if (!p || (p.bits !== 32 && p.bits !== 128)) throw new TunswitchError('EBAD_REQUEST', `${where}.ip: ${JSON.stringify(ip)} is not an IP address`);
+    const local = [...this.endpoints.values()].find((r) => r.ipv4 === ip || r.ipv6 === ip);
+    if (local) return { name: local.name, identity: local.identity, labels: local.labels.labels.map(formatLabel), ep: local.id };
+    const hit = this.getIpcache(ip);
+    if (!hit) notes.push(`${ip} is not in the ipcache: it is treated as world (identity 2)`);
+    const id = hit ? hit.identity : 2;
+    return { name: ip, identity: id, labels: this.identityLabels(id), ep: -1 };
+  }
+
+  trace(req: TraceRequest): TraceResult {
+    if (typeof req !== 'object' || req === null) throw new TunswitchError('EBAD_REQUEST', 'body: must be an object');
+    const m = typeof req.dport === 'string' ? /^(\d{1,5})(?:\/([A-Za-z0-9]+))?$/.exec(req.dport) : null;
+    if (!m) throw new TunswitchError('EBAD_REQUEST', `body.dport: ${JSON.stringify(req.dport)} is not PORT[/PROTOCOL], e.g. 80/TCP`);
+    const port = Number(m[1]);
+    const protoName = (m[2] ?? 'TCP').toUpperCase();
+    const proto = TRACE_PROTOS[protoName];
+    if (proto === undefined) throw new TunswitchError('EBAD_REQUEST', `body.dport: protocol "${m[2]}" is not one of TCP, UDP, SCTP, ICMP, ICMPv6`);
+    if (port > (proto === 1 || proto === 58 ? 255 : 65535)) throw new TunswitchError('EBAD_REQUEST', `body.dport: ${port} is out of range for ${protoName}`);
+    const notes: string[] = [];
+    const src = this.traceEnd('src', req.src, notes);
+    const dst = this.traceEnd('dst', req.dst, notes);
+    return traceFlow(this.tables.tables, src, dst, proto, port, protoName, this.config.audit, (c) => this.ruleName(c), notes);
   }
 
   // ---------------------------------------------------------------- ipcache, ct, config

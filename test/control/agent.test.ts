@@ -209,3 +209,25 @@ test('a restart from the state directory restores endpoints, identity numbers an
 });
 
 
+
+test('policy trace reads the published tables: allowed, denied by default-deny, and the rule that decided', async () => {
+  const { agent } = makeAgent();
+  await agent.addEndpoint({ name: 'web', labels: { app: 'web' }, netns: 'n1' });
+  await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n2' });
+  agent.importPolicies(ALLOW_WEB, 'web.yaml');
+  const ok = agent.trace({ src: { endpoint: 'web' }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
+  assert.equal(ok.verdict, 'ALLOWED', `got ${JSON.stringify(ok)}`);
+  const ing = ok.steps.find((s) => s.direction === 'INGRESS');
+  assert.equal(ing?.result, 'ALLOWED');
+  assert.equal(ing?.match, 'L3-L4');
+  assert.equal((ing?.rule as { name: string } | null)?.name, 'allow-web');
+  const no = agent.trace({ src: { endpoint: 'web' }, dst: { endpoint: 'db' }, dport: '22/TCP' });
+  assert.equal(no.verdict, 'DENIED');
+  assert.equal(no.drop_reason, 133, `drop reason got ${no.drop_reason}, want 133`);
+  const world = agent.trace({ src: { ip: '10.42.0.200' }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
+  assert.equal(world.source.identity, 2, 'unknown address is world');
+  assert.ok(world.notes.some((n) => /not in the ipcache/.test(n)));
+  assert.equal(world.verdict, 'DENIED');
+  assert.throws(() => agent.trace({ src: { endpoint: 'web' }, dst: { endpoint: 'db' }, dport: '80/XTP' }), /body\.dport: protocol "XTP"/);
+  assert.throws(() => agent.trace({ src: {}, dst: { endpoint: 'db' }, dport: '80' }), /body\.src: give exactly one/);
+});

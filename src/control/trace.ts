@@ -1,0 +1,107 @@
+/**
+ * `policy trace`: the verdict for a flow without sending traffic. When both ends are
+ * endpoints (or the destination is an address), the published tables are read exactly as a
+ * shard worker reads them, so the answer is the datapath's answer; an end given only by
+ * labels uses the identity those labels have (or would have), and the tables of the
+ * endpoints involved.
+ */
+import type { TableSet } from '../tables/tableset.js';
+import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../tables/policy.js';
+import { dropReasonText } from '../datapath/drop.js';
+
+export const MATCH_TYPE_NAMES = ['none', 'L3-Only', 'L3-L4', 'L4-Only', 'all', 'L3-Proto', 'Proto-Only'];
+
+export interface TraceEnd {
+  name: string;
+  identity: number;
+  labels: string[];
+  ep: number; // -1: not a local endpoint
+}
+
+export interface TraceStep {
+  direction: 'EGRESS' | 'INGRESS';
+  endpoint: string;
+  enforced: boolean;
+  result: 'ALLOWED' | 'DENIED' | 'AUDIT' | 'NOT ENFORCED';
+  match: string;
+  rule: unknown;
+  reason?: string;
+}
+
+export interface TraceResult {
+  source: TraceEnd;
+  destination: TraceEnd;
+  protocol: string;
+  port: number;
+  verdict: 'ALLOWED' | 'DENIED';
+  drop_reason?: number;
+  drop_reason_desc?: string;
+  steps: TraceStep[];
+  notes: string[];
+}
+
+/** The table reader slot the control thread uses for traces (shard workers use 0..n-1). */
+export const CONTROL_READER_SLOT = 63;
+
+export function traceFlow(
+  tables: TableSet,
+  src: TraceEnd,
+  dst: TraceEnd,
+  proto: number,
+  port: number,
+  protoName: string,
+  audit: boolean,
+  ruleName: (cookie: number) => unknown,
+  notes: string[],
+): TraceResult {
+  const steps: TraceStep[] = [];
+  let verdict: 'ALLOWED' | 'DENIED' = 'ALLOWED';
+  let dropCode = 0;
+  const side = tables.control.enter(CONTROL_READER_SLOT);
+  try {
+    tables.useSide(side);
+    const check = (ep: number, dir: number, remote: number, who: string): void => {
+      const flags = tables.endpoints.flags(ep);
+      const bit = dir === DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS;
+      const dirName = dir === DIR_EGRESS ? 'EGRESS' : 'INGRESS';
+      if ((flags & bit) === 0) {
+        steps.push({ direction: dirName, endpoint: who, enforced: false, result: 'NOT ENFORCED', match: 'none', rule: null, reason: 'no policy selects this endpoint in this direction' });
+        return;
+      }
+      const v = tables.policy.lookup(ep, dir, remote, proto, port);
+      const match = MATCH_TYPE_NAMES[v === 0 ? 0 : tables.policy.outMatchType] ?? 'none';
+      const rule = v === 0 ? null : ruleName(tables.policy.outCookie);
+      const audited = (flags & EP_AUDIT) !== 0 || audit;
+      if (v === 1) {
+        steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'ALLOWED', match, rule });
+        return;
+      }
+      const code = v === -1 ? 181 : 133;
+      const reason = v === -1 ? 'a deny rule matches' : 'no rule allows it and the endpoint is default-deny in this direction';
+      if (audited) {
+        steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'AUDIT', match, rule, reason: `${reason} (audit mode: allowed and reported)` });
+        return;
+      }
+      steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'DENIED', match, rule, reason });
+      if (verdict === 'ALLOWED') {
+        verdict = 'DENIED';
+        dropCode = code;
+      }
+    };
+    if (src.ep >= 0) check(src.ep, DIR_EGRESS, dst.identity, src.name);
+    else notes.push(`source ${src.name} is not a local endpoint: no egress policy applies`);
+    if (dst.ep >= 0) check(dst.ep, DIR_INGRESS, src.identity, dst.name);
+    else notes.push(`destination ${dst.name} is not a local endpoint: no ingress policy applies`);
+  } finally {
+    tables.control.leave(CONTROL_READER_SLOT);
+  }
+  const out: TraceResult = { source: src, destination: dst, protocol: protoName, port, verdict, steps, notes };
+  if (dropCode !== 0) {
+    out.drop_reason = dropCode;
+    out.drop_reason_desc = dropReasonText(dropCode);
+  }
+  return out;
+}
+
+export { DIR_INGRESS };
