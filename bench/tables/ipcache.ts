@@ -12,6 +12,10 @@
  *   ipcache-v6-1M  lookup6 + leafIdentity. Loaded: 1M prefixes in fd00::/8, 10% /48, 30% /64,
  *                  60% /128 (the probe list is then [128, 64, 48]). Looked up: 80% addresses
  *                  inside a loaded prefix (random host bits), 20% misses (2001:db8::/32).
+ *   ipcache-v{4,6}-1M-hot  the same tables and address mixes, but only HOT_SET distinct
+ *                  destinations, so the table lines they need stay in cache: the cost of the
+ *                  LPM itself, next to the cost of its cache misses above. Real traffic sits
+ *                  between the two (destinations repeat, but not only 4096 of them).
  */
 import { IPCACHE_FLAG_LOCAL, type Ipcache } from '../../src/tables/ipcache.js';
 import type { TableSetWriter } from '../../src/tables/tableset.js';
@@ -25,6 +29,8 @@ export const POD_SUBNETS = 16384;
 /** Addresses looked up, rotating (a power of two). */
 export const LOOKUP_POOL = 1 << 20;
 const kV6Pool = 1 << 16;
+/** Destinations in the cache-warm variants (a power of two). */
+export const HOT_SET = 4096;
 
 export interface IpcacheFixture {
   /** The pod /24s (address with the last byte 0). */
@@ -77,8 +83,6 @@ export function ipcacheCases(ipc: Ipcache, fx: IpcacheFixture, r: Rand, batch: n
   for (let i = 0; i < LOOKUP_POOL; i++) {
     addrs[i] = (i & 1) === 0 ? r.u32() : ((fx.pods[r.int(POD_SUBNETS)] as number) | r.int(256)) >>> 0;
   }
-  const mask4 = LOOKUP_POOL - 1;
-  let cur4 = 0;
 
   const q6 = new Uint32Array(4 * kV6Pool);
   for (let i = 0; i < kV6Pool; i++) {
@@ -97,55 +101,75 @@ export function ipcacheCases(ipc: Ipcache, fx: IpcacheFixture, r: Rand, batch: n
       q6[4 * i + 3] = r.u32();
     }
   }
-  const mask6 = kV6Pool - 1;
-  let cur6 = 0;
-  let sink = 0;
-  let misses6 = 0;
-  let misses4 = 0;
-  let lookups4 = 0;
-
   return [
-    {
-      name: 'ipcache-v4-1M',
-      opsPerCall: batch,
-      fn: () => {
-        let s = 0;
-        let miss = 0;
-        const base = cur4;
-        for (let i = 0; i < batch; i++) {
-          const leaf = ipc.lookup4(addrs[(base + i) & mask4] as number);
-          if (leaf === 0) miss++;
-          else s += ipc.leafIdentity(leaf);
-        }
-        cur4 = (base + batch) & mask4;
-        lookups4 += batch;
-        misses4 += miss;
-        sink ^= s;
-      },
-      target: TARGET_LPM_NS,
-      check: () => (misses4 < lookups4 ? '' : `no IPv4 lookup hit (sum ${sink})`),
-      note: `lookup4 + leafIdentity (on a hit); ${LOOKUP_POOL} addresses rotating, half random, half in the ${POD_SUBNETS} pod /24s holding the >/24 prefixes`,
-    },
-    {
-      name: 'ipcache-v6-1M',
-      opsPerCall: batch,
-      fn: () => {
-        let s = 0;
-        let miss = 0;
-        const base = cur6;
-        for (let i = 0; i < batch; i++) {
-          const b = ((base + i) & mask6) << 2;
-          const leaf = ipc.lookup6(q6[b] as number, q6[b + 1] as number, q6[b + 2] as number, q6[b + 3] as number);
-          if (leaf === 0) miss++;
-          else s += ipc.leafIdentity(leaf);
-        }
-        cur6 = (base + batch) & mask6;
-        misses6 += miss;
-        sink ^= s;
-      },
-      target: TARGET_LPM_NS,
-      check: () => (misses6 === 0 ? 'no IPv6 lookup missed: the miss share of the mix is not exercised' : ''),
-      note: `lookup6 + leafIdentity (on a hit); prefixes 10% /48, 30% /64, 60% /128; ${kV6Pool} addresses rotating, 80% hits, 20% misses`,
-    },
+    v4Case(ipc, 'ipcache-v4-1M', addrs, LOOKUP_POOL, batch,
+      `lookup4 + leafIdentity (on a hit); ${LOOKUP_POOL} addresses rotating, half random, half in the ${POD_SUBNETS} pod /24s holding the >/24 prefixes`),
+    v6Case(ipc, 'ipcache-v6-1M', q6, kV6Pool, batch,
+      `lookup6 + leafIdentity (on a hit); prefixes 10% /48, 30% /64, 60% /128; ${kV6Pool} addresses rotating, 80% hits, 20% misses`),
+    v4Case(ipc, 'ipcache-v4-1M-hot', addrs, HOT_SET, batch,
+      `as ipcache-v4-1M, but the addresses are a working set of ${HOT_SET} destinations (cache-warm)`),
+    v6Case(ipc, 'ipcache-v6-1M-hot', q6, HOT_SET, batch,
+      `as ipcache-v6-1M, but the addresses are a working set of ${HOT_SET} destinations (cache-warm)`),
   ];
+}
+
+/** IPv4 lookups over the first `pool` addresses of `addrs` (a power of two), rotating. */
+function v4Case(ipc: Ipcache, name: string, addrs: Uint32Array, pool: number, batch: number, note: string): MicroCase {
+  const mask = pool - 1;
+  let cur = 0;
+  let sink = 0;
+  let misses = 0;
+  let lookups = 0;
+  return {
+    name,
+    opsPerCall: batch,
+    fn: () => {
+      let s = 0;
+      let miss = 0;
+      const base = cur;
+      for (let i = 0; i < batch; i++) {
+        const leaf = ipc.lookup4(addrs[(base + i) & mask] as number);
+        if (leaf === 0) miss++;
+        else s += ipc.leafIdentity(leaf);
+      }
+      cur = (base + batch) & mask;
+      lookups += batch;
+      misses += miss;
+      sink ^= s;
+    },
+    target: TARGET_LPM_NS,
+    check: () => (misses < lookups ? '' : `no IPv4 lookup hit (sum ${sink})`),
+    note,
+  };
+}
+
+/** IPv6 lookups over the first `pool` addresses of `q6` (4 words each), rotating. */
+function v6Case(ipc: Ipcache, name: string, q6: Uint32Array, pool: number, batch: number, note: string): MicroCase {
+  const mask = pool - 1;
+  let cur = 0;
+  let sink = 0;
+  let misses = 0;
+  let lookups = 0;
+  return {
+    name,
+    opsPerCall: batch,
+    fn: () => {
+      let s = 0;
+      let miss = 0;
+      const base = cur;
+      for (let i = 0; i < batch; i++) {
+        const b = ((base + i) & mask) << 2;
+        const leaf = ipc.lookup6(q6[b] as number, q6[b + 1] as number, q6[b + 2] as number, q6[b + 3] as number);
+        if (leaf === 0) miss++;
+        else s += ipc.leafIdentity(leaf);
+      }
+      cur = (base + batch) & mask;
+      lookups += batch;
+      misses += miss;
+      sink ^= s;
+    },
+    target: TARGET_LPM_NS,
+    check: () => (misses > 0 && misses < lookups ? '' : `IPv6 misses ${misses} of ${lookups}: the hit/miss mix is not exercised (sum ${sink})`),
+    note,
+  };
 }

@@ -86,6 +86,7 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<node>', 'node name (or "outside")')
     .argument('<command...>', 'command and its arguments (put "--" before a command with options of its own)')
     .passThroughOptions()
+    .allowUnknownOption() // the program's own parse already set aside `-c1` of `ping -c1`: keep it, in order
     .description('run a command inside a node\'s namespace, with its names in /etc/hosts; the exit code is passed through')
     .action(async (name: string, node: string, argv: string[]) => {
       const code = await labExec(name, node, argv);

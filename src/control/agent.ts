@@ -345,7 +345,8 @@ export class Agent implements ControlApi {
     if (rec.ipv4) this.tables.ipcache.delete(`${rec.ipv4}/32`);
     if (rec.ipv6) this.tables.ipcache.delete(`${rec.ipv6}/128`);
     this.apply(diff);
-    this.allocator.release(rec.identity);
+    // Releasing the identity may remove it from other endpoints' selections: sync those.
+    if (this.allocator.release(rec.identity)) this.apply(this.compiler.sync());
     if (rec.ipv4) this.ipam.release4(rec.ipv4);
     if (rec.ipv6) this.ipam.release6(rec.ipv6);
     if (rec.port >= 0) await this.ports.detach(rec.port);

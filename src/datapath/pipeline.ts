@@ -5,7 +5,8 @@
  *
  * For a packet entering from endpoint E (its TUN port):
  *   1. parse                        (drop: 134 INVALID, 135, 139, 156 ...)
- *   2. source check                 the source address must be E's        (else 132)
+ *   2. source check                 the source address must be E's        (else 132; an
+ *                                   endpoint with no address of the family owns none)
  *   3. fragments                    first fragment records its ports; later ones look them up
  *                                   (175 FRAG_NOT_FOUND; 157 when the fragment table is full)
  *   4. protocol                     TCP, UDP, SCTP, ICMP, ICMPv6 only      (else 137)

@@ -126,6 +126,9 @@ export async function labUp(file: string, opts: LabUpOptions = {}): Promise<LabS
       state.namespaces.push(ns);
       writeLabState(state);
       await ip(['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+      // A TUN has no router to find: without this the kernel's router solicitations from the
+      // link-local address show up as drops ("Invalid source ip") in every observe session.
+      await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.default.router_solicitations=0', 'net.ipv6.conf.all.router_solicitations=0']);
     }
     if (outside) {
       log(`creating the outside host: namespace ${outside.netns} at ${outside.addr}, veth ${outside.rootIf} ${outside.rootAddr} in the root namespace`);

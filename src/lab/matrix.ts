@@ -111,7 +111,8 @@ export function allowReason(events: readonly FlowEvent[], f: ResolvedFlow): stri
   const seen = new Set<string>();
   for (const e of events) {
     if (e.event_type !== 'policy-verdict' || e.verdict === 'DROPPED' || !eventMatches(e, f)) continue;
-    if (e.policy && 'name' in e.policy) seen.add(`${e.policy.name} (${e.traffic_direction.toLowerCase()})`);
+    // The rule's own direction names the side that allowed it (the event's direction is where it was seen).
+    if (e.policy && 'name' in e.policy) seen.add(`${e.policy.name} (${(e.policy.direction || e.traffic_direction).toLowerCase()})`);
   }
   return seen.size === 0 ? null : `allowed by ${[...seen].join(', ')}`;
 }

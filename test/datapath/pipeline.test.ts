@@ -448,6 +448,19 @@ describe('pipeline: fragments', () => {
     assert.equal(r.cookie, 42, `cookie: got ${r.cookie}, want 42`);
   });
 
+  // Known gap (reported to the lead): the fragment table keeps ports only, so a later ICMP
+  // fragment has no ICMP type, and a policy re-check (new revision) looks up port -1.
+  test('ICMP echo fragments: later fragments re-checked after a revision change', { todo: 'fragment table does not keep the ICMP type' }, () => {
+    const w = base({ aOut: true });
+    w.allow({ ep: A.ep, dir: DIR_EGRESS, identity: B.id, proto: PROTO_ICMP, port: 8, cookie: 45 });
+    const big = ipv4Icmp({ src: A.v4, dst: B.v4, type: 8, id: 9, payload: new Uint8Array(2000), ipId: 0x4646 });
+    const fs = ipv4Fragments(big, 1000);
+    expectForward(w.run(fs[0]!, A.port), B.port, 'first');
+    expectForward(w.run(fs[1]!, A.port), B.port, 'second, same revision');
+    w.allow({ ep: A.ep, dir: DIR_EGRESS, identity: B.id, proto: PROTO_UDP, port: 1, cookie: 46 });
+    expectForward(w.run(fs[2]!, A.port), B.port, 'third, after a revision change');
+  });
+
   test('a later fragment with no first -> 175', () => {
     const w = base();
     const fs = frags(53, 0x4545);

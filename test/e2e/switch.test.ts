@@ -338,15 +338,20 @@ describe('tunswitch run (no offload): a, b, c', () => {
     }
   });
 
-  it('keeps endpoints, identities and policies across a restart with the same state dir', async () => {
+  it('keeps endpoints, identities and policies across a restart with the same state dir', async (t) => {
+    const t0 = Date.now();
+    const mark = (what: string): void => t.diagnostic(`${what}: +${Date.now() - t0} ms`);
     const eps0 = await lab.cliJson<EndpointJson[]>(['endpoint', 'list']);
     const pols0 = await lab.cliJson<Record<string, unknown>[]>(['policy', 'get']);
     const doc0 = await lab.cliJson<unknown>(['policy', 'get', POLICY_NAME]);
     assert.equal(pols0.length, 1, `policies before restart: got ${pols0.length}, want 1`);
 
+    mark('state read');
     const st = await lab.stop();
     assert.equal(st.code, 0, `agent exit code on SIGTERM: got ${st.code}, want 0`);
+    mark('stopped');
     const n = await lab.start();
+    mark('started');
     assert.equal(n, 3, `ready after restart: got ${n} endpoints, want 3`);
 
     const eps1 = await lab.cliJson<EndpointJson[]>(['endpoint', 'list']);
@@ -357,6 +362,7 @@ describe('tunswitch run (no offload): a, b, c', () => {
     assert.deepEqual(strip(pols1), strip(pols0), 'policy list after restart');
     assert.deepEqual(await lab.cliJson<unknown>(['policy', 'get', POLICY_NAME]), doc0, 'the stored policy document after restart');
 
+    mark('state compared');
     // Traffic still flows, with the policy applied.
     const allowed = lab.background('b', ['nc', '-d', '-l', lab.v4('b'), '5001']);
     const denied = lab.background('b', ['nc', '-d', '-l', lab.v4('b'), '5002']);
@@ -372,6 +378,7 @@ describe('tunswitch run (no offload): a, b, c', () => {
       for (const p of [allowed, denied]) if (p.child.exitCode === null) p.child.kill('SIGKILL');
       await Promise.all([allowed.done, denied.done]);
     }
+    mark('policy checked');
     const r = await lab.ping('c', lab.v6('a'));
     assert.equal(r.code, 0, `after restart ping c -> ${lab.v6('a')}: got exit ${r.code}, want 0`);
   });

@@ -212,10 +212,13 @@ interface IdentityPolicy {
   readonly egress: boolean;
   /** remote identity -> entry key -> entry. Replaced slice by slice on selector changes. */
   readonly byRemote: Map<number, Slice>;
+  /** The selector-based rule elements in force (for recomputing one slice quickly). */
+  readonly selective: readonly CompiledElement[];
 }
 
-const EMPTY_POLICY: IdentityPolicy = { ingress: false, egress: false, byRemote: new Map() };
+const EMPTY_POLICY: IdentityPolicy = { ingress: false, egress: false, byRemote: new Map(), selective: [] };
 const EMPTY_SLICE: ReadonlyMap<string, EntryVal> = new Map();
+const ANY_L4: readonly L4Key[] = [[0, 0, 0]];
 
 function entryKey(dir: Direction, identity: number, proto: number, port: number, prefixLen: number): string {
   return `${dir === 'ingress' ? 'i' : 'e'}|${identity}|${proto}|${port}|${prefixLen}`;
@@ -390,7 +393,7 @@ export class PolicyCompiler {
       set = new Set();
       this.epsByIdentity.set(ep.identity, set);
       this.matching.set(ep.identity, this.subjectRules(ident.labels, ep.identity));
-      this.idPolicy.set(ep.identity, this.computeIdentity(ep.identity, ident.labels, null));
+      this.idPolicy.set(ep.identity, this.computeIdentity(ep.identity, ident.labels));
       this.dirty.delete(ep.identity);
       this.sliceDirty.delete(ep.identity);
     }
@@ -646,13 +649,10 @@ export class PolicyCompiler {
   // -------------------------------------------------------------------------------------
   // Computing one identity's policy
 
-  /**
-   * Computes an identity's policy. With `only` set, computes just the slice for that remote
-   * identity (identity-0 entries never change with selections, so they are skipped).
-   */
-  private computeIdentity(id: number, labels: LabelSet, only: number | null): IdentityPolicy {
+  /** Computes an identity's whole policy. */
+  private computeIdentity(id: number, labels: LabelSet): IdentityPolicy {
     const mode = this.config.enforcement;
-    if (mode === 'never') return { ingress: false, egress: false, byRemote: new Map() };
+    if (mode === 'never') return { ingress: false, egress: false, byRemote: new Map(), selective: [] };
     const rules = [...(this.matching.get(id) ?? [])];
     const forced = mode === 'always' || labels.has('init', 'reserved');
     let ingress = forced;
@@ -680,18 +680,15 @@ export class PolicyCompiler {
       if (prev !== undefined && ((prev.deny && !deny) || (prev.deny === deny && prev.rank <= rank))) return;
       slice.set(key, { dir, identity, proto: k[0], port: k[1], prefixLen: k[2], deny, cookie, rank });
     };
-    const ANY_L4: readonly L4Key[] = [[0, 0, 0]];
+    const selective: CompiledElement[] = [];
     for (const cr of rules) {
       for (const el of cr.elements) {
         if (el.none) continue;
         if ((el.dir === 'ingress' && !ingress) || (el.dir === 'egress' && !egress)) continue;
+        if (!el.wildcard) selective.push(el);
         const l4 = el.l4 ?? ANY_L4;
         if (el.wildcard) {
-          if (only === null) for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
-          continue;
-        }
-        if (only !== null) {
-          if (el.selectorKeys.some((sk) => this.cache.selections(sk).has(only))) for (const k of l4) put(el.dir, only, k, el.deny, el.cookie, el.rank);
+          for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
           continue;
         }
         const ids = new Set<number>();
@@ -699,12 +696,35 @@ export class PolicyCompiler {
         for (const x of ids) for (const k of l4) put(el.dir, x, k, el.deny, el.cookie, el.rank);
       }
     }
-    if (only === null) {
-      if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
-      if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
-    }
+    if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
+    if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
     for (const slice of byRemote.values()) pruneCoveredAllows(slice);
-    return { ingress, egress, byRemote };
+    return { ingress, egress, byRemote, selective };
+  }
+
+  /** Recomputes the entries of `pol` for one remote identity (its selections changed). */
+  private computeSlice(pol: IdentityPolicy, remote: number): Slice | null {
+    let slice: Slice | null = null;
+    for (const el of pol.selective) {
+      let hit = false;
+      for (const sk of el.selectorKeys) {
+        if (this.cache.selections(sk).has(remote)) {
+          hit = true;
+          break;
+        }
+      }
+      if (!hit) continue;
+      if (slice === null) slice = new Map();
+      for (const k of el.l4 ?? ANY_L4) {
+        const key = entryKey(el.dir, remote, k[0], k[1], k[2]);
+        const prev = slice.get(key);
+        // Same precedence as computeIdentity: deny first, then the lowest rank.
+        if (prev !== undefined && ((prev.deny && !el.deny) || (prev.deny === el.deny && prev.rank <= el.rank))) continue;
+        slice.set(key, { dir: el.dir, identity: remote, proto: k[0], port: k[1], prefixLen: k[2], deny: el.deny, cookie: el.cookie, rank: el.rank });
+      }
+    }
+    if (slice !== null) pruneCoveredAllows(slice);
+    return slice;
   }
 
   // -------------------------------------------------------------------------------------
@@ -751,7 +771,7 @@ export class PolicyCompiler {
       if (eps === undefined) continue;
       const before = this.idPolicy.get(id) ?? EMPTY_POLICY;
       // An identity released while endpoints still use it keeps its last labels' policy.
-      const after = ident === undefined ? before : this.computeIdentity(id, ident.labels, null);
+      const after = ident === undefined ? before : this.computeIdentity(id, ident.labels);
       this.idPolicy.set(id, after);
       for (const ep of eps) this.recordEndpoint(ep, before, after);
     }
@@ -759,11 +779,10 @@ export class PolicyCompiler {
     for (const [id, remotes] of this.sliceDirty) {
       if (this.dirty.has(id)) continue;
       const eps = this.epsByIdentity.get(id);
-      const ident = this.cache.identity(id);
       const pol = this.idPolicy.get(id);
-      if (eps === undefined || ident === undefined || pol === undefined) continue;
+      if (eps === undefined || pol === undefined) continue;
       for (const remote of remotes) {
-        const fresh = this.computeIdentity(id, ident.labels, remote).byRemote.get(remote) ?? null;
+        const fresh = this.computeSlice(pol, remote);
         const old = pol.byRemote.get(remote) ?? EMPTY_SLICE;
         for (const ep of eps) this.recordSlice(ep, old, fresh ?? EMPTY_SLICE);
         if (fresh === null) pol.byRemote.delete(remote);
