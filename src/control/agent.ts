@@ -21,7 +21,7 @@ import type { Policy, PolicyConfig } from './policy/types.js';
 import { tryParsePrefix, type Prefix } from './cidr.js';
 import { Ipam } from './ipam.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
-import { CFG_AUDIT, CFG_HOST_PORT, M_CONFIG_FLAGS, M_HOST_PORT, M_POLICY_REVISION, NO_EP, type TableSetWriter } from '../tables/tableset.js';
+import { CFG_AUDIT, CFG_HOST_PORT, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
 import type {
   AgentConfig,
   ControlApi,
@@ -152,6 +152,7 @@ export class Agent implements ControlApi {
     this.tables.setPortEndpoint(port, NO_EP);
     this.tables.setMeta(M_HOST_PORT, port);
     this.publishConfig();
+    this.tables.bumpPolicyRevision();
     this.tables.commit();
   }
 
@@ -176,7 +177,9 @@ export class Agent implements ControlApi {
     for (const c of diff.ipcache.removed) this.tables.ipcache.delete(c.prefix);
     for (const c of diff.ipcache.added) this.tables.ipcache.upsert(c.prefix, { identity: c.identity });
     for (const enf of diff.enforcement) this.writeEndpoint(enf.ep);
-    this.tables.setMeta(M_POLICY_REVISION, diff.revision);
+    // Every publish gets a new datapath revision, whatever changed (policy entries, endpoint
+    // flags, ipcache identities, audit): established flows cache their verdict per revision.
+    this.tables.bumpPolicyRevision();
     this.tables.commit();
   }
 

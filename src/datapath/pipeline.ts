@@ -276,8 +276,17 @@ export class Pipeline {
     if (pi.icmpInnerOff >= 0) {
       const inner = this.inner;
       if (parseInner(buf, dv, pi.icmpInnerOff, off + pi.totalLen - pi.icmpInnerOff, inner) === 0) {
-        idx = ct.lookupRelated(inner, this.now);
-        if (idx >= 0) state = CT_RELATED;
+        // An ICMP error travels back to the quoted packet's sender: its outer destination must
+        // be the inner source, or a third party could slip errors past policy as RELATED.
+        if (
+          inner.src0 === pi.dst0 &&
+          inner.src1 === pi.dst1 &&
+          inner.src2 === pi.dst2 &&
+          inner.src3 === pi.dst3
+        ) {
+          idx = ct.lookupRelated(inner, this.now);
+          if (idx >= 0) state = CT_RELATED;
+        }
       }
     }
     if (idx < 0) {

@@ -53,7 +53,7 @@ export function cliMainPath(): string {
   return fileURLToPath(new URL('../cli/main.js', import.meta.url));
 }
 
-function tail(file: string, lines = 15): string {
+function tail(file: string, lines = 8): string {
   try {
     const all = readFileSync(file, 'utf8').trimEnd().split('\n');
     return all.slice(-lines).join('\n');

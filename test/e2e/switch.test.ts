@@ -178,6 +178,9 @@ async function mtuAndFragments(lab: Lab, from: string, to: string): Promise<void
 
 /** After SIGTERM: exit 0, no <lab>. device in the root namespace, no eth0 in the namespaces. */
 async function stopAndCheckClean(lab: Lab): Promise<void> {
+  const st = await lab.cliJson<{ workerRestarts: number; endpoints: number }>(['status']);
+  assert.equal(st.workerRestarts, 0, `shard worker restarts: got ${st.workerRestarts}, want 0; log:\n${lab.agentLog}`);
+  assert.equal(st.endpoints, lab.opts.nodes.length, `status.endpoints: got ${st.endpoints}, want ${lab.opts.nodes.length}`);
   const { code, signal } = await lab.stop();
   assert.equal(signal, null, `agent: got signal ${signal}, want a normal exit`);
   assert.equal(code, 0, `agent exit code: got ${code}, want 0; log:\n${lab.agentLog}`);
@@ -251,9 +254,10 @@ describe('tunswitch run (no offload): a, b, c', () => {
   it('carries UDP (iperf3 -u 50 Mbit/s, loss reported and low)', async (t) => {
     const port = 5202;
     let last = { lost: 100, packets: 0, mbps: 0 };
-    // Loss here is nearly always the receiver's socket buffer on a busy machine (the kernel
-    // counts it as UdpRcvbufErrors); one retry keeps the test about the switch.
-    for (let attempt = 0; attempt < 2; attempt++) {
+    // On a busy machine loss comes from the receiver's socket buffer (the kernel counts it as
+    // UdpRcvbufErrors) or the endpoint's TUN queue while the I/O thread waits for a CPU;
+    // up to three attempts keep the test about the switch, not about the machine's load.
+    for (let attempt = 0; attempt < 3; attempt++) {
       const srv = lab.background('b', ['iperf3', '-s', '-1', '-B', lab.v4('b'), '-p', String(port)]);
       try {
         await lab.waitListening('b', 'tcp', port);

@@ -6,6 +6,7 @@ import type { FlowEvent } from '../../src/api/types.js';
 import { Rand } from '../helpers/rand.js';
 
 export const NONE_133 = 'no rule allows this flow: the destination endpoint is default-deny in this direction because a policy selects it';
+export const NONE_133_EGRESS = 'no rule allows this flow: the source endpoint is default-deny in this direction because a policy selects it';
 
 type Side = FlowEvent['source'];
 
@@ -87,7 +88,7 @@ export const EV = {
     dir: 'EGRESS',
     src: [256, [WEB], '10.42.0.10', 41235, 'web'],
     dst: [257, [DB], '10.42.0.11', 5432, 'db'],
-    policy: { none: NONE_133 },
+    policy: { none: NONE_133_EGRESS },
   }),
   drop181: flow({
     type: 'drop',

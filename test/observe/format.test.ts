@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rand } from '../helpers/rand.js';
 import { formatCompact, formatJson, formatMonitor, formatTable, formatTableLine, formatTime, identityTag, TABLE_HEADERS } from '../../src/observe/format.js';
-import { CANNED, EV, NONE_133, randomFlow } from './events.js';
+import { CANNED, EV, NONE_133, NONE_133_EGRESS, randomFlow } from './events.js';
 
 // Hubble prints local time; the expected lines below are written for UTC.
 process.env.TZ = 'UTC';
@@ -21,7 +21,7 @@ describe('formatCompact', () => {
     {
       name: 'policy verdict deny',
       e: EV.verdict133,
-      want: `${T}: web:41235 (ID:256) -> db:5432 (ID:257) policy-verdict:none EGRESS DENIED (TCP Flags: SYN) policy=none (${NONE_133})`,
+      want: `${T}: web:41235 (ID:256) -> db:5432 (ID:257) policy-verdict:none EGRESS DENIED (TCP Flags: SYN) policy=none (${NONE_133_EGRESS})`,
     },
     {
       name: 'drop 181 with a named rule',
