@@ -5,6 +5,8 @@
  *              packet of a known flow. The table (HIT_CAPACITY slots, 128 B each) holds
  *              HIT_FLOWS flows (half full); the 5-tuples looked up are a rotating pool of
  *              POOL of them, picked at random, 25% in the reply direction.
+ *   ct-hit-hot the same on HOT_FLOWS of those flows only (their entries stay in cache): the
+ *              compute part of a hit, next to the cache and TLB misses of ct-hit.
  *   ct-create  create() of a flow not in the table (a TCP SYN; the pipeline has done the
  *              missing lookup() before). POOL distinct new 5-tuples rotate; the table
  *              (CREATE_CAPACITY slots) is flushed in beforeEach, untimed, before the pool
@@ -23,6 +25,8 @@ export const HIT_CAPACITY = 1 << 18;
 export const HIT_FLOWS = 1 << 17;
 export const CREATE_CAPACITY = 1 << 17;
 export const POOL = 1 << 16;
+/** Flows in ct-hit-hot's working set. */
+export const HOT_FLOWS = 1024;
 
 /** 5-tuples and flags of flows, one row of FLOW_WORDS per flow (what parse reads from a packet). */
 const FLOW_WORDS = 5;
@@ -97,9 +101,6 @@ export function conntrackCases(r: Rand, batch: number, quick: boolean): MicroCas
     else hits.add(w[b] as number, w[b + 1] as number, w[b + 2] as number, w[b + 3] as number, TCP_ACK);
   }
   const hk = hits.w;
-  const hitMask = pool - 1;
-  let hitCur = 0;
-  let hitMiss = 0;
 
   // ---- ct-create ----
   const cr = new ConntrackTable(new SharedArrayBuffer(ConntrackTable.bytesFor(createCap)), 0, createCap);
@@ -118,24 +119,10 @@ export function conntrackCases(r: Rand, batch: number, quick: boolean): MicroCas
   let crFail = 0;
 
   return [
-    {
-      name: 'ct-hit',
-      opsPerCall: batch,
-      fn: () => {
-        let miss = 0;
-        const base = hitCur;
-        for (let i = 0; i < batch; i++) {
-          load(pi, hk, (base + i) & hitMask);
-          const idx = hit.lookup(pi, NOW_S);
-          if (idx < 0) miss++;
-          else hit.update(idx, pi, hit.lastDir, NOW_S);
-        }
-        hitCur = (base + batch) & hitMask;
-        hitMiss += miss;
-      },
-      check: () => (hitMiss === 0 ? '' : `${hitMiss} lookups missed`),
-      note: `lookup + update; ${hitCap} slots holding ${live.n} IPv4 TCP flows; ${pool} 5-tuples rotating, 25% reply direction`,
-    },
+    hitCase('ct-hit', hit, pi, hk, pool, batch,
+      `lookup + update; ${hitCap} slots holding ${live.n} IPv4 TCP flows; ${pool} 5-tuples rotating, 25% reply direction`),
+    hitCase('ct-hit-hot', hit, pi, hk, Math.min(HOT_FLOWS, pool), batch,
+      `as ct-hit, but a working set of ${Math.min(HOT_FLOWS, pool)} flows (cache-warm entries)`),
     {
       name: 'ct-create',
       opsPerCall: batch,
@@ -160,4 +147,29 @@ export function conntrackCases(r: Rand, batch: number, quick: boolean): MicroCas
       note: `create of a new IPv4 TCP SYN flow; ${createCap} slots, ${pool} distinct 5-tuples rotating, table flushed (untimed) before reuse`,
     },
   ];
+}
+
+/** lookup + update over the first `pool` 5-tuples of `keys` (a power of two), rotating. */
+function hitCase(name: string, ct: ConntrackTable, pi: PacketInfo, keys: Uint32Array, pool: number, batch: number, note: string): MicroCase {
+  const mask = pool - 1;
+  let cur = 0;
+  let misses = 0;
+  return {
+    name,
+    opsPerCall: batch,
+    fn: () => {
+      let miss = 0;
+      const base = cur;
+      for (let i = 0; i < batch; i++) {
+        load(pi, keys, (base + i) & mask);
+        const idx = ct.lookup(pi, NOW_S);
+        if (idx < 0) miss++;
+        else ct.update(idx, pi, ct.lastDir, NOW_S);
+      }
+      cur = (base + batch) & mask;
+      misses += miss;
+    },
+    check: () => (misses === 0 ? '' : `${misses} lookups missed`),
+    note,
+  };
 }

@@ -289,6 +289,17 @@ function buildRoutes(api: ControlApi): Route[] {
     return api.getIpcache(ip);
   });
 
+  add('PUT', '/v1/ipcache', async (c) => {
+    const f = (api as Partial<{ upsertIpcache(b: unknown): unknown }>).upsertIpcache;
+    if (typeof f !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', 'ipcache updates are not available');
+    return f.call(api, await c.body());
+  });
+  add('DELETE', '/v1/ipcache/*cidr', (c) => {
+    const f = (api as Partial<{ deleteIpcache(s: string): unknown }>).deleteIpcache;
+    if (typeof f !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', 'ipcache updates are not available');
+    return f.call(api, p(c, 0));
+  });
+
   add('GET', '/v1/ct', () => api.listCt());
   add('DELETE', '/v1/ct', () => api.flushCt());
 

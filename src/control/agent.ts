@@ -571,6 +571,46 @@ export class Agent implements ControlApi {
     });
   }
 
+  /**
+   * Adds ipcache entries from the API (remote prefixes, e.g. other nodes' pods or a large
+   * imported set). Identities must be reserved (1-8), workload (>= 256) or CIDR identities.
+   */
+  upsertIpcache(body: { entries?: unknown }): { added: number } {
+    const list = body && typeof body === 'object' ? (body as { entries?: unknown }).entries : undefined;
+    if (!Array.isArray(list)) throw new TunswitchError('EBAD_REQUEST', 'body.entries: must be a list of {cidr, identity}');
+    const parsed: { cidr: string; identity: number; tunnel: number }[] = [];
+    list.forEach((e: unknown, i: number) => {
+      const o = e as { cidr?: unknown; identity?: unknown; tunnel?: unknown };
+      const p = typeof o?.cidr === 'string' ? tryParsePrefix(o.cidr, true) : null;
+      if (!p) throw new TunswitchError('EBAD_REQUEST', `body.entries[${i}].cidr: ${JSON.stringify(o?.cidr)} is not a prefix`);
+      if (!Number.isInteger(o.identity) || (o.identity as number) < 1 || (o.identity as number) > 0x1ffffff) {
+        throw new TunswitchError('EBAD_REQUEST', `body.entries[${i}].identity: ${JSON.stringify(o.identity)} is not an identity`);
+      }
+      let tunnel = 0;
+      if (o.tunnel !== undefined) {
+        const t = typeof o.tunnel === 'string' ? tryParsePrefix(o.tunnel, true) : null;
+        if (!t || t.family !== 4 || t.bits !== 32) throw new TunswitchError('EBAD_REQUEST', `body.entries[${i}].tunnel: ${JSON.stringify(o.tunnel)} is not an IPv4 address`);
+        tunnel = t.words[0] as number;
+      }
+      parsed.push({ cidr: p.text, identity: o.identity as number, tunnel });
+    });
+    this.tables.ipcache.batch(() => {
+      for (const e of parsed) this.tables.ipcache.upsert(e.cidr, { identity: e.identity, tunnel: e.tunnel });
+    });
+    this.tables.bumpPolicyRevision();
+    this.tables.commit();
+    return { added: parsed.length };
+  }
+
+  deleteIpcache(cidr: string): { deleted: boolean } {
+    const p = typeof cidr === 'string' ? tryParsePrefix(cidr, true) : null;
+    if (!p) throw new TunswitchError('EBAD_REQUEST', `cidr: ${JSON.stringify(cidr)} is not a prefix`);
+    const ok = this.tables.ipcache.delete(p.text);
+    this.tables.bumpPolicyRevision();
+    this.tables.commit();
+    return { deleted: ok };
+  }
+
   getIpcache(ip: string): IpcacheInfo | null {
     const p = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
     if (!p) throw new TunswitchError('EBAD_REQUEST', `ip: ${JSON.stringify(ip)} is not an IP address`);
