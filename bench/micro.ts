@@ -6,7 +6,9 @@
  *      with enforced ingress and egress policy, a realistic policy set for ~100 endpoints,
  *      and the conntrack tables (see bench/datapath/pipeline.ts, bench/tables/*.ts).
  *   2. The per-op benchmarks (one tinybench run): parse-v4, ipcache-v4-1M, ipcache-v6-1M,
- *      policy-lookup, ct-hit, ct-create, pipeline-established-v4, pipeline-new-flow-v4.
+ *      policy-lookup, ct-hit, ct-create, pipeline-established-v4, pipeline-new-flow-v4; and
+ *      ipcache-v4-1M-hot, ipcache-v6-1M-hot, ct-hit-hot, the same ops on a small working set,
+ *      which separate the cost of the op from the cost of its cache and TLB misses.
  *   3. publish-100k-policy (a second tinybench run with a few long iterations): one op is
  *      "add 100k policy entries to an empty table and commit()".
  *   4. The heap check: pipeline.process() 5M times on established-flow packets, reporting

@@ -6,17 +6,21 @@
 #   tunswitch:local          ./Dockerfile on top of tunswitch-base: package.json, the built
 #                            dist, node_modules and the native TUN binding
 #
-# Usage: docker/build-images.sh [--dist DIR]   (DIR: the tsc outDir to ship, default dist)
+# Usage: docker/build-images.sh [--dist DIR] [--base-only]
+#   --dist DIR    the tsc outDir to ship (default dist)
+#   --base-only   only the two stand-ins (before anything is built)
 # Idempotent: a stand-in image is re-imported only when its input files changed (a hash of
 # them is kept in the image label tunswitch.input); the last image is a cached docker build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DIST=dist
+BASE_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dist) DIST="$2"; shift 2 ;;
-    *) echo "build-images: unknown argument $1 (want --dist DIR)" >&2; exit 2 ;;
+    --dist) DIST="${2:?--dist needs a folder}"; DIST="${DIST%/}"; shift 2 ;;
+    --base-only) BASE_ONLY=1; shift ;;
+    *) echo "build-images: unknown argument $1 (want --dist DIR, --base-only)" >&2; exit 2 ;;
   esac
 done
 
@@ -28,7 +32,7 @@ fi
 # The classic builder: BuildKit may try to reach a registry for FROM lines.
 export DOCKER_BUILDKIT=0
 
-for f in "$DIST/src/cli/main.js" "$DIST/workers/shard.js" native/build/Release/tunswitch_tun.node node_modules/piscina/package.json; do
+[ "$BASE_ONLY" = 1 ] || for f in "$DIST/src/cli/main.js" "$DIST/workers/shard.js" native/build/Release/tunswitch_tun.node node_modules/piscina/package.json; do
   [ -e "$f" ] || { echo "build-images: $f is missing: run 'npm ci' and 'npx tsc -p tsconfig.json --outDir $DIST' first" >&2; exit 1; }
 done
 BUSYBOX=$(command -v busybox || true)
@@ -101,6 +105,8 @@ done
 [ -d /etc/iproute2 ] && cp -a /etc/iproute2 "$WORK/base/etc/"
 [ -d /usr/share/iproute2 ] && mkdir -p "$WORK/base/usr/share" && cp -a /usr/share/iproute2 "$WORK/base/usr/share/"
 import_root "$WORK/base" tunswitch-base:local
+
+[ "$BASE_ONLY" = 1 ] && exit 0
 
 # 3. The switch itself.
 # The context is a tar of exactly what the image copies, with $DIST renamed dist (so any

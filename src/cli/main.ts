@@ -20,16 +20,22 @@ import { register as registerCt } from './ct.js';
 import { register as registerConfig } from './config.js';
 import { register as registerMetrics } from './metrics.js';
 import { register as registerRun } from './run.js';
+import { register as registerLab } from './lab.js';
+import { register as registerObserve } from './observe.js';
+import { register as registerMonitor } from './monitor.js';
 
 /** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
 export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerRun,
+  registerLab,
   registerStatus,
   registerEndpoint,
   registerIdentity,
   registerPolicy,
   registerIpcache,
   registerCt,
+  registerObserve,
+  registerMonitor,
   registerConfig,
   registerMetrics,
 ];

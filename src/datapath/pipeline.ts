@@ -137,6 +137,7 @@ export class Pipeline {
   private polCookie = 0;
   private polMatch = 0;
   private polAudited = 0;
+  private polEnforced = 0;
 
   /** Emit policy-verdict and trace events (drops are always reported). */
   eventsEnabled = true;
@@ -250,7 +251,9 @@ export class Pipeline {
 
     // 5. destination
     const dstEp = v4 ? eps.byAddr4(pi.dst0) : eps.byAddr6(pi.dst0, pi.dst1, pi.dst2, pi.dst3);
-    const leaf = v4 ? ipc.lookup4(pi.dst0) : ipc.lookup6(pi.dst0, pi.dst1, pi.dst2, pi.dst3);
+    // The LPM only runs for destinations that are not local endpoints (bench/micro: it is a
+    // likely cache miss with 1M prefixes, and a local endpoint's identity is in its record).
+    const leaf = dstEp >= 0 ? 0 : v4 ? ipc.lookup4(pi.dst0) : ipc.lookup6(pi.dst0, pi.dst1, pi.dst2, pi.dst3);
     let dstId: number;
     if (dstEp >= 0) {
       dstId = eps.identity(dstEp);
@@ -305,17 +308,29 @@ export class Pipeline {
       let cookie = NO_INDEX;
       let match = POLICY_MATCH_NONE;
       let audited = 0;
+      // Each enforcement point reports its own policy verdict (as Cilium's per-endpoint
+      // programs do): egress at the sender, ingress at the receiver.
+      let egEnforced = 0;
+      let egCookie = NO_INDEX;
+      let egMatch = POLICY_MATCH_NONE;
+      let egAudited = 0;
       if (!fromHost) {
         const v = this.policyCheck(srcEpRaw, DIR_EGRESS, dstId, proto, dport, EP_ENFORCE_EGRESS);
         if (v < 0) return this.policyDrop(v, DIR_EGRESS, len, state, idx);
-        cookie = this.polCookie;
-        match = this.polMatch;
-        audited = this.polAudited;
+        cookie = egCookie = this.polCookie;
+        match = egMatch = this.polMatch;
+        audited = egAudited = this.polAudited;
+        egEnforced = this.polEnforced;
       }
       // 8. ingress policy of the local destination
+      let inEnforced = 0;
       if (dstEp >= 0) {
         const v = this.policyCheck(dstEp, DIR_INGRESS, srcId, proto, dport, EP_ENFORCE_INGRESS);
-        if (v < 0) return this.policyDrop(v, DIR_INGRESS, len, state, idx);
+        if (v < 0) {
+          if (this.eventsEnabled && state === CT_NEW && egEnforced !== 0) this.emitVerdictFor(DIR_EGRESS, egCookie, egMatch, egAudited, len);
+          return this.policyDrop(v, DIR_INGRESS, len, state, idx);
+        }
+        inEnforced = this.polEnforced;
         if (this.polMatch !== POLICY_MATCH_NONE || match === POLICY_MATCH_NONE) {
           cookie = this.polCookie;
           match = this.polMatch;
@@ -334,7 +349,10 @@ export class Pipeline {
           this.counters[C_CT_CREATE_FAILED]++;
           return this.drop(DROP_CT_CREATE_FAILED, len);
         }
-        if (this.eventsEnabled) this.emitPolicyVerdict(fromHost ? DIR_INGRESS : DIR_EGRESS, V_FORWARDED, 0, len);
+        if (this.eventsEnabled) {
+          if (egEnforced !== 0) this.emitVerdictFor(DIR_EGRESS, egCookie, egMatch, egAudited, len);
+          if (inEnforced !== 0) this.emitVerdictFor(DIR_INGRESS, this.polCookie, this.polMatch, this.polAudited, len);
+        }
       }
       ct.setPolicyCache(idx, this.revision, cookie, match, audited !== 0);
     }
@@ -372,8 +390,10 @@ export class Pipeline {
     this.polCookie = NO_INDEX;
     this.polMatch = POLICY_MATCH_NONE;
     this.polAudited = 0;
+    this.polEnforced = 0;
     const flags = this.tables.endpoints.flags(ep);
     if ((flags & enforceBit) === 0) return 1;
+    this.polEnforced = 1;
     const pol = this.tables.policy;
     const v = pol.lookup(ep, dir, remoteId, proto, dport);
     if (v === 1) {
@@ -411,6 +431,20 @@ export class Pipeline {
     this.emit(EV_DROP, -code, V_DROPPED, len);
     c[C_DROP_EVENTS]++;
     return code;
+  }
+
+  /** A forwarded policy verdict for one enforcement point, with that point's rule. */
+  private emitVerdictFor(dir: number, cookie: number, match: number, audited: number, len: number): void {
+    const c = this.outCookie;
+    const m = this.outMatchType;
+    const a = this.outAudited;
+    this.outCookie = cookie;
+    this.outMatchType = match;
+    this.outAudited = audited;
+    this.emitPolicyVerdict(dir, V_FORWARDED, 0, len);
+    this.outCookie = c;
+    this.outMatchType = m;
+    this.outAudited = a;
   }
 
   private emitPolicyVerdict(dir: number, verdict: number, reason: number, len: number): void {

@@ -151,6 +151,8 @@ let stopping = false;
 
 async function main(): Promise<void> {
   const { cfg } = init;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let server: { close(): Promise<void> } | undefined;
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
@@ -236,7 +238,7 @@ async function main(): Promise<void> {
     endpointName: (ep: number) => agent.endpointByIndex(ep)?.name,
     ruleName: (c: number) => agent.ruleName(c),
   };
-  const timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
+  timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
 
   const metrics = buildMetrics(agent, view);
   agent.metricsText = () => metrics.text();
@@ -244,15 +246,15 @@ async function main(): Promise<void> {
   const { startApiServer } = await import('../api/server.js');
   const srvOpts: { socket: string; metricsAddr?: string } = { socket: init.socket };
   if (init.metricsAddr) srvOpts.metricsAddr = init.metricsAddr;
-  const server = await startApiServer(agent, srvOpts);
+  server = await startApiServer(agent, srvOpts);
   log(`API on ${init.socket}${init.metricsAddr ? `, metrics on http://${init.metricsAddr}/metrics` : ''}`);
   send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
 
   async function shutdown(): Promise<void> {
     if (stopping) return;
     stopping = true;
-    clearInterval(timer);
-    await server.close().catch(() => undefined);
+    if (timer) clearInterval(timer);
+    if (server) await server.close().catch(() => undefined);
     await agent.detachAll();
     await ports.closeAll();
     send({ type: 'stopped' });

@@ -131,10 +131,11 @@ describe('pipeline: forwarding without policy', () => {
     assert.equal(w.totalDrops(), 0, `drops: got ${w.totalDrops()}, want 0`);
     const ev = w.drainEvents();
     const types = ev.map((e) => e.type);
-    assert.deepEqual(types, [EV_POLICY, EV_TRACE], `event types: got ${types}, want [POLICY, TRACE]`);
+    // No policy is enforced on either side: no policy-verdict event (as in Cilium), one trace.
+    assert.deepEqual(types, [EV_TRACE], `event types: got ${types}, want [TRACE]`);
     const pol = ev[0]!;
-    assert.equal(pol.verdict, V_FORWARDED, `policy verdict: got ${pol.verdict}, want FORWARDED`);
-    assert.equal(pol.dir, DIR_EGRESS, `policy event dir: got ${pol.dir}, want egress`);
+    assert.equal(pol.verdict, V_FORWARDED, `trace verdict: got ${pol.verdict}, want FORWARDED`);
+    assert.equal(pol.dir, DIR_INGRESS, `trace dir: got ${pol.dir}, want ingress (to the endpoint)`);
     assert.equal(pol.srcId, A.id, `event srcId: got ${pol.srcId}, want ${A.id}`);
     assert.equal(pol.dstId, B.id, `event dstId: got ${pol.dstId}, want ${B.id}`);
     assert.equal(pol.ports, ((40000 << 16) | 80) >>> 0, `event ports: got ${pol.ports}, want 40000:80`);
@@ -146,7 +147,7 @@ describe('pipeline: forwarding without policy', () => {
     assert.equal(pol.dstEp, B.ep, `event dstEp: got ${pol.dstEp}, want ${B.ep}`);
     assert.equal(pol.length, pkt.length, `event length: got ${pol.length}, want ${pkt.length}`);
     assert.equal(pol.timeS, w.now, `event time: got ${pol.timeS}, want ${w.now}`);
-    assert.equal(w.counter(C_POLICY_EVENTS), 1, `policy events counter: got ${w.counter(C_POLICY_EVENTS)}, want 1`);
+    assert.equal(w.counter(C_POLICY_EVENTS), 0, `policy events counter: got ${w.counter(C_POLICY_EVENTS)}, want 0`);
     assert.equal(w.counter(C_TRACE_EVENTS), 1, `trace events counter: got ${w.counter(C_TRACE_EVENTS)}, want 1`);
   });
 
@@ -713,17 +714,17 @@ describe('pipeline: conntrack, events and counters', () => {
     const w = base({}, { eventCapacity: 4 });
     const n = 10;
     for (let i = 0; i < n; i++) expectForward(w.run(tcp(A.v4, B.v4, 3000 + i, 80), A.port), B.port, `flow ${i}`);
-    // Each new flow emits a policy verdict and a trace: 2n events for a ring of 4.
+    // No policy is enforced: each new flow emits one trace, n events for a ring of 4.
     assert.equal(w.events.available(), 4, `events in ring: got ${w.events.available()}, want 4`);
-    assert.equal(w.events.lost(), 2 * n - 4, `lost: got ${w.events.lost()}, want ${2 * n - 4}`);
+    assert.equal(w.events.lost(), n - 4, `lost: got ${w.events.lost()}, want ${n - 4}`);
     assert.equal(w.forwards(DIR_INGRESS), n, `forwards: got ${w.forwards(DIR_INGRESS)}, want ${n}`);
     // Drops with a full ring are still counted.
     expectDrop(w.run(tcp('10.9.9.9', B.v4, 1, 80), A.port), DROP_INVALID_SIP, 'spoof with a full ring');
     assert.equal(w.drops(DROP_INVALID_SIP, DIR_EGRESS), 1, 'drops[132] = 1');
-    assert.equal(w.events.lost(), 2 * n - 3, `lost: got ${w.events.lost()}, want ${2 * n - 3}`);
+    assert.equal(w.events.lost(), n - 3, `lost: got ${w.events.lost()}, want ${n - 3}`);
     w.drainEvents();
     expectForward(w.run(tcp(A.v4, B.v4, 4000, 80), A.port), B.port, 'after draining');
-    assert.equal(w.events.available(), 2, `events after draining: got ${w.events.available()}, want 2`);
+    assert.equal(w.events.available(), 1, `events after draining: got ${w.events.available()}, want 1`);
   });
 
   test('counters by reason and direction over a mixed run', () => {
@@ -782,5 +783,31 @@ describe('pipeline: endpoints with missing addresses and stale ports', () => {
       const r = w.run(ipv4Udp({ src, dst: B.v4, sport: 1, dport: 2 }), C.port);
       assert.ok(r.out < 0, `src ${src} from a removed endpoint's port: got out ${r.out}, want a drop`);
     }
+  });
+});
+
+describe('pipeline: policy-verdict events per enforcement point', () => {
+  test('egress of the sender and ingress of the receiver each report their own rule', () => {
+    const w = base({ aOut: true, bIn: true });
+    w.allow({ ep: A.ep, dir: DIR_EGRESS, identity: B.id, proto: PROTO_TCP, port: 80, prefixLen: 24, cookie: 71 });
+    w.allow({ ep: B.ep, dir: DIR_INGRESS, identity: 0, proto: PROTO_TCP, port: 80, prefixLen: 24, cookie: 72 });
+    w.commit();
+    w.drainEvents();
+    expectForward(w.run(tcp(A.v4, B.v4, 40001, 80), A.port), B.port, 'A->B:80');
+    const pol = w.drainEvents().filter((e) => e.type === EV_POLICY);
+    const got = pol.map((e) => `${e.dir === DIR_EGRESS ? 'egress' : 'ingress'}:${e.cookie}`);
+    assert.deepEqual(got, ['egress:71', 'ingress:72'], `policy events: got ${got}, want [egress:71, ingress:72]`);
+  });
+
+  test('an ingress deny still reports the egress allow that came before it', () => {
+    const w = base({ aOut: true, bIn: true });
+    w.allow({ ep: A.ep, dir: DIR_EGRESS, identity: B.id, proto: PROTO_TCP, port: 81, prefixLen: 24, cookie: 73 });
+    w.commit();
+    w.drainEvents();
+    const r = w.run(tcp(A.v4, B.v4, 40002, 81), A.port);
+    assert.equal(r.reason, 133, `reason: got ${r.reason}, want 133`);
+    const pol = w.drainEvents().filter((e) => e.type === EV_POLICY);
+    const got = pol.map((e) => `${e.dir === DIR_EGRESS ? 'egress' : 'ingress'}:${e.verdict}`);
+    assert.deepEqual(got, [`egress:${V_FORWARDED}`, `ingress:${V_DROPPED}`], `policy events: got ${got}`);
   });
 });
