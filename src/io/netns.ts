@@ -233,7 +233,9 @@ export async function attachEndpoint(opts: AttachOptions): Promise<AttachedEndpo
   await ip(null, ['link', 'set', 'dev', opts.tun, 'netns', target, 'name', ifname]);
 
   const ns = opts.netns;
-  const linkArgs: string[] = [];
+  // addrgenmode none: no IPv6 link-local address, so the kernel sends no router
+  // solicitations or MLD reports from fe80:: that the switch would drop as noise.
+  const linkArgs: string[] = ['addrgenmode', 'none'];
   if (opts.mtu !== undefined) linkArgs.push('mtu', String(opts.mtu));
   if (opts.txqueuelen !== undefined) linkArgs.push('txqueuelen', String(opts.txqueuelen));
   if (linkArgs.length > 0) await ip(ns, ['link', 'set', 'dev', ifname, ...linkArgs]);
@@ -298,6 +300,8 @@ export async function setupHostPort(tunName: string, opts: HostPortOptions = {})
   const routes = opts.routes ?? [];
   const families = routes.map(cidrFamily);
   if (opts.mtu !== undefined) await ip(null, ['link', 'set', 'dev', tunName, 'mtu', String(opts.mtu)]);
+  // No IPv6 link-local address on the host port either (no router solicitations / MLD).
+  await ip(null, ['link', 'set', 'dev', tunName, 'addrgenmode', 'none']);
   if (v4 !== null) await ip(null, ['-4', 'addr', 'replace', v4, 'dev', tunName]);
   if (v6 !== null) await ip(null, ['-6', 'addr', 'replace', v6, 'dev', tunName, 'nodad']);
   await ip(null, ['link', 'set', 'dev', tunName, 'up']);

@@ -117,6 +117,15 @@ async function iperfTcp(lab: Lab, from: string, to: string, secs: number): Promi
   }
 }
 
+/** Received bytes and packets of eth0 in a node's namespace. */
+async function rxStats(lab: Lab, node: string): Promise<{ bytes: number; packets: number }> {
+  const r = await nsRun(lab.ns(node), ['ip', '-s', '-j', 'link', 'show', 'dev', 'eth0']);
+  assert.equal(r.code, 0, `ip -s -j link show eth0 in ${lab.ns(node)}: got exit ${r.code}, want 0`);
+  const j = JSON.parse(r.stdout) as { stats64: { rx: { bytes: number; packets: number } } }[];
+  const rx = (j[0] as { stats64: { rx: { bytes: number; packets: number } } }).stats64.rx;
+  return { bytes: rx.bytes, packets: rx.packets };
+}
+
 /** nc -z with a timeout: did a TCP connection get through, and what did nc say. */
 async function tcpConnect(lab: Lab, from: string, to: string, port: number, waitSecs = 2): Promise<{ ok: boolean; msg: string }> {
   const r = await nsRun(lab.ns(from), ['nc', '-z', '-v', '-w', String(waitSecs), to, String(port)], (waitSecs + 5) * 1000);
@@ -426,8 +435,21 @@ describe('tunswitch run (offload: IFF_VNET_HDR + TSO): a, b', () => {
     assert.equal(r0.code, 0, `ping a -> b: got exit ${r0.code}, want 0`);
     await bigTransfer(t, lab, 'a', lab.v4('b'), 5001);
     await bigTransfer(t, lab, 'b', lab.v6('a'), 5002);
+    const rx0 = await rxStats(lab, 'b');
+    const m0 = await lab.cliJson<Metrics>(['metrics']);
     const r4 = await iperfTcp(lab, 'a', lab.v4('b'), 3);
     t.diagnostic(`iperf3 TCP (offload) a -> b IPv4: ${r4.mbps.toFixed(0)} Mbit/s, ${r4.retransmits} retransmits`);
+    // GSO super-packets cross the switch whole: b's eth0 receives packets far larger than the
+    // 1500-byte MTU on average, and the switch's forward counters say the same.
+    const rx1 = await rxStats(lab, 'b');
+    const m1 = await lab.cliJson<Metrics>(['metrics']);
+    const avgRx = (rx1.bytes - rx0.bytes) / Math.max(1, rx1.packets - rx0.packets);
+    const fwdPkts = metricSum(m1, 'cilium_forward_count_total') - metricSum(m0, 'cilium_forward_count_total');
+    const fwdBytes = metricSum(m1, 'cilium_forward_bytes_total') - metricSum(m0, 'cilium_forward_bytes_total');
+    const avgFwd = fwdBytes / Math.max(1, fwdPkts);
+    t.diagnostic(`offload: average packet ${avgRx.toFixed(0)} bytes at b's eth0, ${avgFwd.toFixed(0)} bytes through the switch`);
+    assert.ok(avgRx > 3000, `average packet received by b with offload: got ${avgRx.toFixed(0)} bytes, want > 3000 (GSO super-packets)`);
+    assert.ok(avgFwd > 1500, `average forwarded packet with offload: got ${avgFwd.toFixed(0)} bytes, want > 1500`);
     const r6 = await iperfTcp(lab, 'b', lab.v6('a'), 2);
     t.diagnostic(`iperf3 TCP (offload) b -> a IPv6: ${r6.mbps.toFixed(0)} Mbit/s, ${r6.retransmits} retransmits`);
     assert.ok(r4.mbps > 10, `iperf3 IPv4 with offload: got ${r4.mbps.toFixed(1)} Mbit/s, want > 10`);
