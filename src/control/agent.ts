@@ -507,6 +507,22 @@ export class Agent implements ControlApi {
     return out;
   }
 
+  /** Names of the policies whose rules put endpoint `ep` into default-deny for `dir`. */
+  defaultDenyBy(ep: number, dir: 'ingress' | 'egress'): string[] {
+    const rec = this.endpoints.get(ep);
+    if (!rec) return [];
+    const id = this.allocator.get(rec.identity);
+    const labels = id ? id.labels : rec.labels;
+    const out = new Set<string>();
+    for (const p of this.compiler.policyList()) {
+      for (const r of p.rules) {
+        const has = dir === 'ingress' ? r.hasIngress && r.defaultDenyIngress : r.hasEgress && r.defaultDenyEgress;
+        if (has && r.subject.matches(labels)) out.add(p.namespace ? `${p.namespace}/${p.name}` : p.name);
+      }
+    }
+    return [...out];
+  }
+
   // ---------------------------------------------------------------- trace
 
   private traceEnd(side: 'src' | 'dst', e: TraceRequest['src'] | undefined, notes: string[]): TraceEnd {

@@ -44,6 +44,8 @@ export interface NameResolver {
   identityLabels(id: number): string[];
   endpointName(ep: number): string | undefined;
   ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null;
+  /** Policies that make endpoint `ep` default-deny in a direction (optional). */
+  defaultDenyBy?(ep: number, dir: 'ingress' | 'egress'): string[];
 }
 
 const MATCH_NAMES = ['none', 'L3-Only', 'L3-L4', 'L4-Only', 'all', 'L3-Proto', 'Proto-Only'];
@@ -198,12 +200,18 @@ export function toFlow(r: Uint32Array, b: number, names: NameResolver): FlowEven
   const cookie = r[b + E_COOKIE] as number;
   if (type === EV_POLICY || (type === EV_DROP && (reason === 133 || reason === 181))) {
     const rule = cookie === NO_INDEX ? null : names.ruleName(cookie);
-    ev.policy = rule ?? {
-      none:
-        reason === 133
-          ? `no rule allows this flow: the ${ev.traffic_direction === 'INGRESS' ? 'destination' : 'source'} endpoint is default-deny in this direction because a policy selects it`
-          : 'no rule decided (policy not enforced)',
-    };
+    let none = 'no rule decided (policy not enforced)';
+    if (reason === 133) {
+      const ingress = ev.traffic_direction === 'INGRESS';
+      const ep = ingress ? dstEp : srcEp;
+      const by = ep !== NO_INDEX && names.defaultDenyBy ? names.defaultDenyBy(ep, ingress ? 'ingress' : 'egress') : [];
+      const who = ingress ? 'destination' : 'source';
+      none =
+        by.length > 0
+          ? `no rule allows this flow; the ${who} endpoint is default-deny for ${ingress ? 'ingress' : 'egress'} because policy ${by.map((n) => `"${n}"`).join(', ')} selects it`
+          : `no rule allows this flow: the ${who} endpoint is default-deny in this direction because a policy selects it`;
+    }
+    ev.policy = rule ?? { none };
   }
   return ev;
 }

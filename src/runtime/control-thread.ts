@@ -237,6 +237,7 @@ async function main(): Promise<void> {
     identityLabels: (id: number) => agent.identityLabels(id),
     endpointName: (ep: number) => agent.endpointByIndex(ep)?.name,
     ruleName: (c: number) => agent.ruleName(c),
+    defaultDenyBy: (ep: number, dir: 'ingress' | 'egress') => agent.defaultDenyBy(ep, dir),
   };
   timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
 

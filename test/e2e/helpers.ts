@@ -98,9 +98,17 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', () => {
+  const all = (): void => {
     for (const lab of liveLabs) lab.destroySync();
-  });
+  };
+  process.on('exit', all);
+  // A signal skips 'exit': clean up, then die of the same signal (default action).
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      all();
+      process.kill(process.pid, sig);
+    });
+  }
 }
 
 /**

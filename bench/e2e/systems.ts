@@ -1,0 +1,460 @@
+/**
+ * The systems under test. Each one joins two namespaces, A (the client, 10.88.0.2) and
+ * B (the server, 10.88.0.3), with its own kind of wire, and each is torn down before the
+ * next one is built, so they can all use the same addresses:
+ *
+ *   veth        a veth pair straight between A and B (the kernel's own path, the upper bound)
+ *   ovs         Open vSwitch, userspace (netdev) datapath: a bridge with two veth pairs,
+ *               ovsdb-server and ovs-vswitchd started here with a private run dir under /tmp
+ *   fwd         bench/c/fwd.c: read a packet from one TUN, write it to the other
+ *   fwd-vnet    the same with IFF_VNET_HDR + TSO (64 KiB super-packets pass through)
+ *   ts-w<N>     tunswitch with N shard workers, full pipeline: policy enforced on both
+ *   ts-w<N>-tso endpoints and 100k extra ipcache entries; -tso turns on offload
+ *
+ * Names: namespaces `tsb-<tag><short>-a|b`, root devices `tsb<tag><short>...`, where <tag>
+ * comes from the process id, so two runs at once do not collide.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiClient } from '../../src/api/client.js';
+import { Cleanup, must, nsRun, sh, sleep, type Background } from './proc.js';
+
+export type SystemKind = 'veth' | 'ovs' | 'fwd' | 'tunswitch';
+
+export interface SystemSpec {
+  id: string;
+  label: string;
+  kind: SystemKind;
+  /** TSO/checksum offload on the TUN devices (fwd --vnet, tunswitch offload: true). */
+  offload: boolean;
+  /** tunswitch shard workers (0 for the others). */
+  workers: number;
+  /** Short name used in namespace and device names (at most 3 characters). */
+  short: string;
+}
+
+export const SYSTEMS: readonly SystemSpec[] = [
+  { id: 'veth', label: 'kernel veth', kind: 'veth', offload: true, workers: 0, short: 'v' },
+  { id: 'ovs', label: 'OVS userspace', kind: 'ovs', offload: false, workers: 0, short: 'o' },
+  { id: 'fwd', label: 'C fwd', kind: 'fwd', offload: false, workers: 0, short: 'f' },
+  { id: 'fwd-vnet', label: 'C fwd --vnet', kind: 'fwd', offload: true, workers: 0, short: 'fv' },
+  { id: 'ts-w1', label: 'tunswitch w1', kind: 'tunswitch', offload: false, workers: 1, short: 't1' },
+  { id: 'ts-w1-tso', label: 'tunswitch w1 tso', kind: 'tunswitch', offload: true, workers: 1, short: 't1o' },
+  { id: 'ts-w2', label: 'tunswitch w2', kind: 'tunswitch', offload: false, workers: 2, short: 't2' },
+  { id: 'ts-w2-tso', label: 'tunswitch w2 tso', kind: 'tunswitch', offload: true, workers: 2, short: 't2o' },
+];
+
+export function systemById(id: string): SystemSpec | undefined {
+  return SYSTEMS.find((s) => s.id === id);
+}
+
+/** The benchmark's addresses: every packet stays between these two. */
+export const ADDR_A = '10.88.0.2';
+export const ADDR_B = '10.88.0.3';
+export const POOL4 = '10.88.0.0/24';
+export const POOL6 = 'fd00:88::/64';
+/** iperf3's port; the policy allows it (TCP and UDP) from A to B. */
+export const BENCH_PORT = 5201;
+
+/** What a test needs to know about a built system. */
+export interface Topology {
+  nsA: string;
+  nsB: string;
+  addrA: string;
+  addrB: string;
+  /** Interface name inside both namespaces. */
+  ifname: string;
+  /** Ethernet addresses for an L2 wire (veth, OVS); null for a TUN (L3) wire. */
+  l2: { srcMac: string; dstMac: string } | null;
+  /** Facts worth recording (versions, ipcache size, profile dir). */
+  info: Record<string, string | number | boolean>;
+}
+
+export interface BuiltSystem {
+  topo: Topology;
+  /** The agent's process, for tunswitch (its stderr is the log). */
+  agent: Background | null;
+  teardown(): Promise<void>;
+}
+
+export interface SystemEnv {
+  cleanup: Cleanup;
+  /** From the process id: at most 3 characters of [0-9a-z]. */
+  tag: string;
+  /** A private temporary directory for this run. */
+  tmp: string;
+  /** <outDir>/src/cli/main.js, to run the agent. */
+  cliMain: string;
+  /** The compiled C forwarder. */
+  fwdBin: string;
+  /** Extra ipcache entries to load into tunswitch. */
+  ipcacheEntries: number;
+  /** When set, the agent runs with --cpu-prof into <cpuProfDir>/<system id>. */
+  cpuProfDir: string | null;
+  log(msg: string): void;
+}
+
+export function nsNames(spec: SystemSpec, tag: string): { base: string; a: string; b: string } {
+  const base = `tsb-${tag}${spec.short}`;
+  return { base, a: `${base}-a`, b: `${base}-b` };
+}
+
+async function makeNs(env: SystemEnv, name: string): Promise<void> {
+  await sh('ip', ['netns', 'delete', name]); // a stale one from a killed run
+  await must('ip', ['netns', 'add', name]);
+  env.cleanup.netns(name);
+  await must('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+}
+
+async function mac(ns: string, ifname: string): Promise<string> {
+  const out = await must('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname]);
+  const j = JSON.parse(out) as { address?: string }[];
+  const a = j[0]?.address;
+  if (!a) throw new Error(`no MAC address on ${ifname} in ${ns}`);
+  return a;
+}
+
+/** Address and route setup for one side of a point-to-point wire. */
+async function address(ns: string, ifname: string, addr: string, peer: string, l2: boolean): Promise<void> {
+  if (l2) {
+    await must('ip', ['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', ifname]);
+    await must('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
+  } else {
+    await must('ip', ['-n', ns, 'addr', 'add', `${addr}/32`, 'dev', ifname]);
+    await must('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
+    await must('ip', ['-n', ns, 'route', 'add', `${peer}/32`, 'dev', ifname]);
+  }
+}
+
+/** ping from A to B until it answers (a few tries: the machine may be loaded). */
+export async function checkReach(topo: Topology, tries = 6): Promise<void> {
+  let last = '';
+  for (let i = 0; i < tries; i++) {
+    const r = await nsRun(topo.nsA, ['ping', '-c', '2', '-i', '0.2', '-W', '1', topo.addrB], 10_000);
+    if (r.code === 0) return;
+    last = (r.stdout + r.stderr).trim().split('\n').slice(-2).join(' ');
+    await sleep(300);
+  }
+  throw new Error(`${topo.nsA} cannot reach ${topo.addrB}: ${last}`);
+}
+
+function baseTopo(spec: SystemSpec, tag: string, l2: { srcMac: string; dstMac: string } | null): Topology {
+  const n = nsNames(spec, tag);
+  return { nsA: n.a, nsB: n.b, addrA: ADDR_A, addrB: ADDR_B, ifname: 'eth0', l2, info: {} };
+}
+
+// ---------------------------------------------------------------- kernel veth
+
+async function buildVeth(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {
+  const n = nsNames(spec, env.tag);
+  await makeNs(env, n.a);
+  await makeNs(env, n.b);
+  const ta = `tsb${env.tag}${spec.short}a`;
+  const tb = `tsb${env.tag}${spec.short}b`;
+  await sh('ip', ['link', 'delete', ta]);
+  await must('ip', ['link', 'add', ta, 'type', 'veth', 'peer', 'name', tb]);
+  env.cleanup.link(ta);
+  await must('ip', ['link', 'set', ta, 'netns', n.a, 'name', 'eth0']);
+  await must('ip', ['link', 'set', tb, 'netns', n.b, 'name', 'eth0']);
+  await address(n.a, 'eth0', ADDR_A, ADDR_B, true);
+  await address(n.b, 'eth0', ADDR_B, ADDR_A, true);
+  const topo = baseTopo(spec, env.tag, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
+  topo.info.wire = 'veth pair';
+  return { topo, agent: null, teardown: () => env.cleanup.run() };
+}
+
+// ---------------------------------------------------------------- Open vSwitch (netdev)
+
+const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
+
+async function buildOvs(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {
+  const n = nsNames(spec, env.tag);
+  const dir = join(env.tmp, 'ovs');
+  mkdirSync(dir, { recursive: true });
+  // Everything OVS writes goes under `dir`, never /var/run/openvswitch or /etc/openvswitch.
+  const ovsEnv: NodeJS.ProcessEnv = { ...process.env, OVS_RUNDIR: dir, OVS_DBDIR: dir, OVS_LOGDIR: dir, OVS_SYSCONFDIR: dir };
+  const db = `unix:${join(dir, 'db.sock')}`;
+  const vsctl = (args: string[]): Promise<string> => must('ovs-vsctl', [`--db=${db}`, '--timeout=20', ...args], 30_000);
+  await must('ovsdb-tool', ['create', join(dir, 'conf.db'), OVS_SCHEMA]);
+  const ovsdb = env.cleanup.spawn(
+    'ovsdb-server',
+    [join(dir, 'conf.db'), `--remote=punix:${join(dir, 'db.sock')}`, `--unixctl=${join(dir, 'ovsdb.ctl')}`, `--log-file=${join(dir, 'ovsdb.log')}`, '--no-chdir'],
+    ovsEnv,
+  );
+  for (let i = 0; !existsSync(join(dir, 'db.sock')); i++) {
+    if (i > 100 || ovsdb.child.exitCode !== null) throw new Error(`ovsdb-server did not start: ${ovsdb.output().stderr.trim()}`);
+    await sleep(50);
+  }
+  await vsctl(['--no-wait', 'init']);
+  // The veth ends hand OVS packets with CHECKSUM_PARTIAL (and GSO); without ethtool to turn
+  // that off, OVS's userspace TSO support (virtio-net headers on its AF_PACKET sockets) is
+  // what makes TCP work at all on this datapath.
+  await vsctl(['--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true']);
+  const vswitchd = env.cleanup.spawn(
+    'ovs-vswitchd',
+    [db, `--unixctl=${join(dir, 'vswitchd.ctl')}`, `--log-file=${join(dir, 'vswitchd.log')}`, '--no-chdir'],
+    ovsEnv,
+  );
+  const br = `tsb${env.tag}br`;
+  await vsctl(['--may-exist', 'add-br', br, '--', 'set', 'bridge', br, 'datapath_type=netdev']);
+  env.cleanup.add(
+    `ovs bridge ${br}`,
+    () => sh('ovs-vsctl', [`--db=${db}`, '--timeout=5', '--if-exists', 'del-br', br]),
+    () => undefined, // the bridge lives only in the private database, which is removed
+  );
+  await makeNs(env, n.a);
+  await makeNs(env, n.b);
+  for (const side of ['a', 'b'] as const) {
+    const host = `tsb${env.tag}o${side}`;
+    await sh('ip', ['link', 'delete', host]);
+    await must('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', `${host}p`]);
+    env.cleanup.link(host);
+    await must('ip', ['link', 'set', `${host}p`, 'netns', side === 'a' ? n.a : n.b, 'name', 'eth0']);
+    await must('ip', ['link', 'set', host, 'up']);
+    await vsctl(['add-port', br, host]);
+  }
+  await address(n.a, 'eth0', ADDR_A, ADDR_B, true);
+  await address(n.b, 'eth0', ADDR_B, ADDR_A, true);
+  const topo = baseTopo(spec, env.tag, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
+  const ver = await sh('ovs-vswitchd', ['--version']);
+  topo.info.ovs = ver.stdout.split('\n')[0]?.trim() ?? '';
+  topo.info.datapath = 'netdev (userspace), userspace-tso-enable=true, NORMAL action';
+  void vswitchd;
+  return { topo, agent: null, teardown: () => env.cleanup.run() };
+}
+
+// ---------------------------------------------------------------- C forwarder
+
+export async function buildFwdBinary(src: string, out: string): Promise<void> {
+  await must('cc', ['-O2', '-o', out, src], 60_000);
+}
+
+async function waitLink(name: string, proc: Background): Promise<void> {
+  for (let i = 0; ; i++) {
+    const r = await sh('ip', ['link', 'show', 'dev', name]);
+    if (r.code === 0) return;
+    if (i > 100 || proc.child.exitCode !== null) throw new Error(`fwd did not create ${name}: ${proc.output().stderr.trim()}`);
+    await sleep(30);
+  }
+}
+
+async function buildFwd(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {
+  const n = nsNames(spec, env.tag);
+  const ta = `tsb${env.tag}${spec.short}a`;
+  const tb = `tsb${env.tag}${spec.short}b`;
+  await makeNs(env, n.a);
+  await makeNs(env, n.b);
+  const proc = env.cleanup.spawn(env.fwdBin, spec.offload ? [ta, tb, '--vnet'] : [ta, tb]);
+  await waitLink(ta, proc);
+  await waitLink(tb, proc);
+  await must('ip', ['link', 'set', ta, 'netns', n.a, 'name', 'eth0']);
+  await must('ip', ['link', 'set', tb, 'netns', n.b, 'name', 'eth0']);
+  for (const ns of [n.a, n.b]) await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'txqueuelen', '1000']);
+  await address(n.a, 'eth0', ADDR_A, ADDR_B, false);
+  await address(n.b, 'eth0', ADDR_B, ADDR_A, false);
+  const topo = baseTopo(spec, env.tag, null);
+  topo.info.forwarder = `fwd${spec.offload ? ' --vnet' : ''} (one read + one write syscall per packet)`;
+  return { topo, agent: null, teardown: () => env.cleanup.run() };
+}
+
+// ---------------------------------------------------------------- tunswitch
+
+/**
+ * The policy set: both endpoints enforce, A's egress and B's ingress each allow the benchmark
+ * port (TCP and UDP) and ICMP echo between the two, plus rules that are never hit but make the
+ * compiled tables look like a real namespace (CIDR egress, DNS, a metrics scraper).
+ */
+export function benchPolicies(): string {
+  const cidrs = Array.from({ length: 32 }, (_, i) => `      - 198.18.${i * 4}.0/22`).join('\n');
+  return `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: bench-server
+spec:
+  description: "the server accepts the client on the benchmark ports and the scraper on 9090"
+  endpointSelector:
+    matchLabels:
+      app: bench-server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: bench-client
+    toPorts:
+    - ports:
+      - port: "${BENCH_PORT}"
+        protocol: TCP
+      - port: "${BENCH_PORT}"
+        protocol: UDP
+  - fromEndpoints:
+    - matchLabels:
+        app: bench-client
+    icmps:
+    - fields:
+      - type: 8
+        family: IPv4
+  - fromEndpoints:
+    - matchLabels:
+        app: scraper
+    toPorts:
+    - ports:
+      - port: "9090"
+        protocol: TCP
+  egress:
+  - toEndpoints:
+    - matchLabels:
+        app: bench-client
+    toPorts:
+    - ports:
+      - port: "8443"
+        protocol: TCP
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: bench-client
+spec:
+  description: "the client may reach the server's benchmark ports, DNS and a set of CIDRs on 443"
+  endpointSelector:
+    matchLabels:
+      app: bench-client
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: bench-server
+    toPorts:
+    - ports:
+      - port: "8443"
+        protocol: TCP
+  egress:
+  - toEndpoints:
+    - matchLabels:
+        app: bench-server
+    toPorts:
+    - ports:
+      - port: "${BENCH_PORT}"
+        protocol: TCP
+      - port: "${BENCH_PORT}"
+        protocol: UDP
+  - toEndpoints:
+    - matchLabels:
+        app: bench-server
+    icmps:
+    - fields:
+      - type: 8
+        family: IPv4
+  - toEndpoints:
+    - matchLabels:
+        k8s-app: kube-dns
+    toPorts:
+    - ports:
+      - port: "53"
+        protocol: UDP
+  - toCIDR:
+${cidrs}
+    toPorts:
+    - ports:
+      - port: "443"
+        protocol: TCP
+`;
+}
+
+/**
+ * The extra ipcache entries: `count` remote pod /32s in 10.100.0.0/15 (256 per /24, like
+ * per-node pod CIDRs), spread over 1000 workload identities. Nothing is ever sent to them.
+ */
+export function ipcacheEntries(count: number, first = 0): { cidr: string; identity: number }[] {
+  const out: { cidr: string; identity: number }[] = [];
+  for (let i = first; i < first + count; i++) {
+    out.push({ cidr: `10.${100 + (i >>> 16)}.${(i >>> 8) & 255}.${i & 255}/32`, identity: 10_000 + (i % 1000) });
+  }
+  return out;
+}
+
+const IPCACHE_CHUNK = 25_000;
+
+export function tunswitchConfig(spec: SystemSpec, tag: string): string {
+  const n = nsNames(spec, tag);
+  return [
+    `name: ${n.base}`,
+    `pool: { ipv4: ${POOL4}, ipv6: "${POOL6}" }`,
+    `workers: ${spec.workers}`,
+    `offload: ${spec.offload}`,
+    'hostPort: false',
+    'nodes:',
+    `  a: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_A} }`,
+    `  b: { labels: { app: bench-server, role: server }, ipv4: ${ADDR_B} }`,
+    'policies: [ policies.yaml ]',
+    '',
+  ].join('\n');
+}
+
+async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {
+  const n = nsNames(spec, env.tag);
+  const dir = join(env.tmp, spec.id);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'run.yaml'), tunswitchConfig(spec, env.tag));
+  writeFileSync(join(dir, 'policies.yaml'), benchPolicies());
+  await makeNs(env, n.a);
+  await makeNs(env, n.b);
+  const socket = join(dir, 'api.sock');
+  const agentEnv: NodeJS.ProcessEnv = { ...process.env };
+  let profDir = '';
+  if (env.cpuProfDir) {
+    profDir = join(env.cpuProfDir, spec.id);
+    mkdirSync(profDir, { recursive: true });
+    agentEnv.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}`.trim();
+  }
+  const agent = env.cleanup.spawn(
+    process.execPath,
+    [env.cliMain, '--socket', socket, 'run', '-c', join(dir, 'run.yaml'), '--state-dir', join(dir, 'state'), '--no-metrics'],
+    agentEnv,
+  );
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const log = agent.output().stderr;
+    const m = /ready: (\d+) endpoints/.exec(log);
+    if (m) {
+      if (Number(m[1]) !== 2) throw new Error(`tunswitch attached ${m[1]} endpoints, want 2; log: ${log.trim()}`);
+      break;
+    }
+    if (agent.child.exitCode !== null || agent.child.signalCode !== null) throw new Error(`tunswitch exited before ready: ${log.trim()}`);
+    if (Date.now() > deadline) throw new Error(`tunswitch not ready after 60 s: ${log.trim()}`);
+    await sleep(50);
+  }
+  const topo = baseTopo(spec, env.tag, null);
+  const api = new ApiClient(socket, { timeoutMs: 120_000 });
+  let added = 0;
+  const t0 = Date.now();
+  for (let first = 0; first < env.ipcacheEntries; first += IPCACHE_CHUNK) {
+    const count = Math.min(IPCACHE_CHUNK, env.ipcacheEntries - first);
+    const r = await api.put<{ added: number }>('/v1/ipcache', { entries: ipcacheEntries(count, first) });
+    added += r.added;
+  }
+  topo.info.ipcacheAdded = added;
+  topo.info.ipcacheLoadMs = Date.now() - t0;
+  const eps = await api.get<{ name: string; policy?: { ingress: boolean; egress: boolean } }[]>('/v1/endpoint');
+  topo.info.policyEnforced = eps.length === 2 && eps.every((e) => e.policy?.ingress === true && e.policy?.egress === true);
+  topo.info.workers = spec.workers;
+  topo.info.offload = spec.offload;
+  if (profDir) topo.info.cpuProfDir = profDir;
+  // A SIGTERM first, so the agent removes its devices and (with --cpu-prof) writes its profile.
+  const teardown = async (): Promise<void> => {
+    const r = await agent.stop('SIGTERM', 20_000);
+    if (r.signal === 'SIGKILL') env.log(`${spec.id}: agent needed SIGKILL; log tail: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    await env.cleanup.run();
+  };
+  return { topo, agent, teardown };
+}
+
+export function buildSystem(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {
+  switch (spec.kind) {
+    case 'veth':
+      return buildVeth(spec, env);
+    case 'ovs':
+      return buildOvs(spec, env);
+    case 'fwd':
+      return buildFwd(spec, env);
+    case 'tunswitch':
+      return buildTunswitch(spec, env);
+  }
+}
