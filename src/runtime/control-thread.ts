@@ -151,8 +151,8 @@ let stopping = false;
 
 async function main(): Promise<void> {
   const { cfg } = init;
-  let timer: ReturnType<typeof setInterval> | undefined;
-  let server: { close(): Promise<void> } | undefined;
+  // Set once start-up reaches them; shutdown may run before (a start-up step failed).
+  const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> } } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
@@ -239,7 +239,7 @@ async function main(): Promise<void> {
     ruleName: (c: number) => agent.ruleName(c),
     defaultDenyBy: (ep: number, dir: 'ingress' | 'egress') => agent.defaultDenyBy(ep, dir),
   };
-  timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
+  started.timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
 
   const metrics = buildMetrics(agent, view);
   agent.metricsText = () => metrics.text();
@@ -247,15 +247,15 @@ async function main(): Promise<void> {
   const { startApiServer } = await import('../api/server.js');
   const srvOpts: { socket: string; metricsAddr?: string } = { socket: init.socket };
   if (init.metricsAddr) srvOpts.metricsAddr = init.metricsAddr;
-  server = await startApiServer(agent, srvOpts);
+  started.server = await startApiServer(agent, srvOpts);
   log(`API on ${init.socket}${init.metricsAddr ? `, metrics on http://${init.metricsAddr}/metrics` : ''}`);
   send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
 
   async function shutdown(): Promise<void> {
     if (stopping) return;
     stopping = true;
-    if (timer) clearInterval(timer);
-    if (server) await server.close().catch(() => undefined);
+    if (started.timer) clearInterval(started.timer);
+    if (started.server) await started.server.close().catch(() => undefined);
     await agent.detachAll();
     await ports.closeAll();
     send({ type: 'stopped' });
