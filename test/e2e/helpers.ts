@@ -92,14 +92,30 @@ export interface LabOptions {
   offload?: boolean;
 }
 
-/** Every lab alive in this process, so an exit handler can tear them down synchronously. */
+/** Every lab and temp dir alive in this process, so an exit handler can remove them. */
 const liveLabs = new Set<Lab>();
+const liveDirs = new Set<string>();
+
+/** A temp dir removed by removeTempDir() or, at the latest, when the process exits. */
+export function tempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  liveDirs.add(d);
+  installExitHook();
+  return d;
+}
+
+export function removeTempDir(d: string): void {
+  rmSync(d, { recursive: true, force: true });
+  liveDirs.delete(d);
+}
+
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   const all = (): void => {
     for (const lab of liveLabs) lab.destroySync();
+    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
   };
   process.on('exit', all);
   // A signal skips 'exit': clean up, then die of the same signal (default action).
@@ -127,7 +143,7 @@ export class Lab {
 
   constructor(readonly opts: LabOptions) {
     assert.match(opts.name, /^e2e[a-z0-9-]{0,7}$/, `lab name ${opts.name} must start with e2e and have at most 10 characters`);
-    this.dir = mkdtempSync(join(tmpdir(), `tunswitch-${opts.name}-`));
+    this.dir = tempDir(`tunswitch-${opts.name}-`);
     this.socket = join(this.dir, 'api.sock');
     this.configFile = join(this.dir, 'lab.yaml');
     this.stateDir = join(this.dir, 'state');
@@ -317,7 +333,7 @@ export class Lab {
       this.agent = null;
     }
     for (const n of this.opts.nodes) await sh('ip', ['netns', 'delete', this.ns(n.name)]);
-    rmSync(this.dir, { recursive: true, force: true });
+    removeTempDir(this.dir);
     liveLabs.delete(this);
   }
 

@@ -16,10 +16,9 @@
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, labDevices, metricSum, nsRun, requireE2e, sh, sha256File, sleep } from './helpers.js';
+import { Lab, labDevices, metricSum, nsRun, removeTempDir, requireE2e, sh, sha256File, sleep, tempDir } from './helpers.js';
 
 const TAG = (process.pid % 46656).toString(36);
 const BIG_MB = 100;
@@ -66,7 +65,7 @@ const data = { dir: '', big: '', bigSha: '', dgram: '', dgramSha: '' };
 
 async function makeData(): Promise<void> {
   if (data.dir !== '') return;
-  data.dir = mkdtempSync(join(tmpdir(), 'tunswitch-e2e-data-'));
+  data.dir = tempDir('tunswitch-e2e-data-');
   data.big = join(data.dir, 'big');
   const r = await sh('sh', ['-c', `head -c ${BIG_MB}M /dev/urandom > '${data.big}'`], 30_000);
   assert.equal(r.code, 0, `head -c ${BIG_MB}M: got exit ${r.code}, want 0`);
@@ -79,7 +78,7 @@ async function makeData(): Promise<void> {
 }
 
 function dropData(): void {
-  if (data.dir !== '') rmSync(data.dir, { recursive: true, force: true });
+  if (data.dir !== '') removeTempDir(data.dir);
   data.dir = '';
 }
 
