@@ -37,6 +37,7 @@ import {
 } from '../src/runtime/shared.js';
 import { VNET_HDR_LEN } from '../src/io/tun.js';
 import { DROP_WRITE_ERROR } from '../src/datapath/drop.js';
+import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
 
 export interface ShardTask {
   shard: number;
@@ -78,6 +79,8 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const events = new EventRing(rt.events[k] as SharedArrayBuffer);
   const pipeline = new Pipeline(tables, ct, frags, counters, events, task.readerSlot);
   pipeline.eventsEnabled = task.events;
+  // capture hook: the shard's capture ring (src/tables/capture.ts), null when the runtime has none
+  const capture = rt.capture !== undefined && rt.capture[k] !== undefined ? new CaptureRing(rt.capture[k] as SharedArrayBuffer) : null;
   const native: TunBinding = loadBinding();
 
   const outPort = new Int32Array(MAX_BATCH);
@@ -116,11 +119,15 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
     const t0 = process.hrtime();
     const nowMs = Date.now();
     pipeline.beginBatch((nowMs / 1000) >>> 0, nowMs % 1000);
+    // capture hook: one Atomics.load of ARMED per batch; when armed, offer each packet as the
+    // pipeline left it (TTL already decremented when forwarded), without the virtio-net header
+    const capOn = capture !== null && capture.beginBatch();
     for (let i = 0; i < n; i++) {
       const slot = ring[R_ENTRIES + ((done + i) & mask)] as number;
       slotOf[i] = slot;
       const off = slot * slotSize;
       outPort[i] = pipeline.process(buf, dv, off + hdr, (lens[slot] as number) - hdr, inPort[slot] as number);
+      if (capOn) (capture as CaptureRing).offer(buf, off + hdr, (lens[slot] as number) - hdr, outPort[i] as number, pipeline.outSrcEp, pipeline.outDstEp);
     }
     pipeline.endBatch();
     Atomics.store(ring, R_DONE, (done + n) | 0);

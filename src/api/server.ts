@@ -23,6 +23,7 @@ import { dirname } from 'node:path';
 import { TunswitchError, type ErrorCode } from '../control/errors.js';
 import type { AgentConfig, ControlApi, EndpointAddRequest } from './types.js';
 import { MAX_API_BODY_BYTES, type ApiErrorBody } from './extra-types.js';
+import { CaptureBusyError, checkCaptureRequest, serveCapture, type CaptureHandle, type CaptureRequest, type CaptureSink } from '../control/capture.js';
 
 export interface ApiServerOptions {
   /** Path of the unix socket, e.g. /run/tunswitch/tunswitch.sock. */
@@ -311,6 +312,20 @@ function buildRoutes(api: ControlApi): Route[] {
     const last = queryInt(c.url, 'last', follow ? 0 : EVENTS_DEFAULT_LAST, EVENTS_MAX_LAST);
     if (!follow) return api.recentEvents(last);
     streamEvents(api, c, last);
+    return STREAMED;
+  });
+
+  // Packet capture: a pcap stream until count/duration or the client goes away (src/control/capture.ts).
+  add('POST', '/v1/capture', async (c) => {
+    const f = (api as Partial<{ capture(r: CaptureRequest, s: CaptureSink): CaptureHandle }>).capture;
+    if (typeof f !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', 'packet capture is not available');
+    const body = checkCaptureRequest(await c.body());
+    try {
+      serveCapture((sink) => f.call(api, body, sink), c.res);
+    } catch (e) {
+      if (e instanceof CaptureBusyError) throw new HttpError(e.status, e.code, e.message);
+      throw e;
+    }
     return STREAMED;
   });
 

@@ -37,6 +37,7 @@ import type {
 } from '../api/types.js';
 import type { DatapathView } from './datapath-view.js';
 import { traceFlow, type TraceEnd, type TraceResult } from './trace.js';
+import type { CaptureController, CaptureHandle, CaptureRequest, CaptureSink } from './capture.js';
 
 export interface TraceRequest {
   src: { endpoint?: string; labels?: string[]; ip?: string };
@@ -117,6 +118,8 @@ export class Agent implements ControlApi {
   private readonly byName = new Map<string, number>();
   private readonly policySources = new Map<string, PolicySource>();
   private readonly policyRevision = new Map<string, number>();
+  /** Endpoints from the state file not attached (yet): kept in the state until they are. */
+  private readonly pendingRestore = new Map<string, StateFile['endpoints'][number]>();
   private config: AgentConfig;
   private readonly started = Date.now();
   /** Host port's ipcache entries (address -> identity 1). */
@@ -125,6 +128,8 @@ export class Agent implements ControlApi {
   private readonly eventLog: FlowEvent[] = [];
   private readonly eventSubs = new Set<(e: FlowEvent) => void>();
   metricsText: () => Promise<string> = async () => '';
+  /** Packet capture over the shards' capture rings; set by the control thread (null: none). */
+  capturer: CaptureController | null = null;
 
   constructor(
     readonly opts: AgentOptions,
@@ -326,6 +331,7 @@ export class Agent implements ControlApi {
       if (rec.port >= 0) await this.ports.detach(rec.port).catch(() => undefined);
       throw e;
     }
+    this.pendingRestore.delete(req.name);
     this.persist();
     return this.info(rec);
   }
@@ -339,6 +345,7 @@ export class Agent implements ControlApi {
   }
 
   async deleteEndpoint(idOrName: string): Promise<void> {
+    if (!this.byName.has(idOrName) && this.forgetRestored(idOrName)) return;
     const rec = this.find(idOrName);
     this.endpoints.delete(rec.id);
     this.byName.delete(rec.name);
@@ -701,6 +708,23 @@ export class Agent implements ControlApi {
     return this.metricsText();
   }
 
+  // ---------------------------------------------------------------- capture
+
+  /**
+   * Starts a packet capture at an endpoint (name or index); the pcap bytes go to `sink`.
+   * Throws EENDPOINT_NOT_FOUND, CaptureBusyError (one capture at a time), ENOT_SUPPORTED.
+   */
+  capture(req: CaptureRequest, sink: CaptureSink): CaptureHandle {
+    const cap = this.capturer;
+    if (cap === null) throw new TunswitchError('ENOT_SUPPORTED', 'packet capture is not available in this agent');
+    const rec = this.find(req.endpoint);
+    const opts: Parameters<CaptureController['start']>[0] = { endpoint: rec.id };
+    if (req.count !== undefined) opts.count = req.count;
+    if (req.verdict !== undefined) opts.verdict = req.verdict;
+    if (req.duration !== undefined) opts.durationS = req.duration;
+    return cap.start(opts, sink);
+  }
+
   // ---------------------------------------------------------------- events
 
   pushEvent(e: FlowEvent): void {
@@ -738,6 +762,7 @@ export class Agent implements ControlApi {
       }),
       policies: Object.fromEntries(this.policySources),
     };
+    for (const [name, e] of this.pendingRestore) if (!this.byName.has(name)) state.endpoints.push(e);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tmp = join(dir, 'state.json.tmp');
     writeFileSync(tmp, JSON.stringify(state, null, 1));
@@ -779,7 +804,15 @@ export class Agent implements ControlApi {
       this.policySources.set(key, src);
       this.policyRevision.set(key, diff.revision);
     }
+    for (const e of state.endpoints ?? []) this.pendingRestore.set(e.name, e);
     return state.endpoints ?? [];
+  }
+
+  /** Forgets a restored endpoint that will not come back (e.g. deleted through the API). */
+  forgetRestored(name: string): boolean {
+    const had = this.pendingRestore.delete(name);
+    if (had) this.persist();
+    return had;
   }
 }
 

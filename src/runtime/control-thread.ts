@@ -19,6 +19,7 @@ import { attachEndpoint, netnsExists, setupHostPort } from '../io/netns.js';
 import type { RunConfig } from './config.js';
 import type { RuntimeShared } from './shared.js';
 import { buildMetrics } from '../observe/metrics.js';
+import { CaptureController } from '../control/capture.js';
 import type { MainToControl, ControlToMain } from './messages.js';
 
 export interface ControlInit {
@@ -89,6 +90,15 @@ class TunPorts implements PortManager {
       this.devs.delete(p);
       dev.close();
       throw e;
+    }
+    // SIGTERM while this endpoint was being set up: closeAll() has closed the device (or is
+    // about to); handing its fd to the I/O thread now would poll a closed descriptor.
+    if (stopping || this.devs.get(p) !== dev) {
+      if (this.devs.get(p) === dev) {
+        this.devs.delete(p);
+        dev.close();
+      }
+      throw new Error(`endpoint "${spec.name}": the switch is stopping`);
     }
     send({ type: 'addPort', port: p, fd: dev.fd });
     return { port: p, tun: tunName, ifname: 'eth0' };
@@ -169,6 +179,7 @@ async function main(): Promise<void> {
   if (cfg.pool.ipv6) agentOpts.pool6 = cfg.pool.ipv6;
   if (init.stateDir) agentOpts.stateDir = init.stateDir;
   const agent = new Agent(agentOpts, writer, ports, view);
+  if (init.rt.capture) agent.capturer = new CaptureController(init.rt.capture); // tunswitch capture
 
   port!.on('message', (m: MainToControl) => {
     if (m.type === 'portRemoved') ports.portRemoved(m.port);
@@ -211,6 +222,7 @@ async function main(): Promise<void> {
   }
   const missing: string[] = [];
   for (const [name, w] of wanted) {
+    if (stopping) return; // SIGTERM during start-up: shutdown() removes what was made; attach no more
     if (!(await netnsExists(w.netns))) {
       missing.push(`${name} (namespace ${w.netns})`);
       continue;
@@ -247,7 +259,13 @@ async function main(): Promise<void> {
   const { startApiServer } = await import('../api/server.js');
   const srvOpts: { socket: string; metricsAddr?: string } = { socket: init.socket };
   if (init.metricsAddr) srvOpts.metricsAddr = init.metricsAddr;
+  if (stopping) return;
   started.server = await startApiServer(agent, srvOpts);
+  if (stopping) {
+    // shutdown() ran while the server was starting and could not close it.
+    await started.server.close().catch(() => undefined);
+    return;
+  }
   log(`API on ${init.socket}${init.metricsAddr ? `, metrics on http://${init.metricsAddr}/metrics` : ''}`);
   send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
 

@@ -58,6 +58,8 @@ export interface RuntimeShared {
   events: SharedArrayBuffer[];
   conntrack: SharedArrayBuffer[];
   fragments: SharedArrayBuffer[];
+  /** Per-shard capture rings (src/tables/capture.ts) for `tunswitch capture`; absent: no capture. */
+  capture?: SharedArrayBuffer[];
 }
 
 export function ringWords(slots: number): number {

@@ -22,6 +22,7 @@ import type { ControlToMain, MainToControl } from './messages.js';
 import type { ControlInit } from './control-thread.js';
 import type { ShardTask } from '../../workers/shard.js';
 import { VNET_HDR_LEN } from '../io/tun.js';
+import { CaptureRing } from '../tables/capture.js';
 
 export interface RunOptions {
   socket: string;
@@ -62,6 +63,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     events: [],
     conntrack: [],
     fragments: [],
+    capture: [], // one capture ring per shard (tunswitch capture)
   };
   const lifetimes = { tcpLifetime: 21600, nonTcpLifetime: 60, synLifetime: 60, closeLifetime: 10 };
   for (let k = 0; k < shards; k++) {
@@ -73,6 +75,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     const fSab = new SharedArrayBuffer(FragmentTable.bytesFor(fragCapacity));
     new FragmentTable(fSab, 0, fragCapacity);
     rt.fragments.push(fSab);
+    (rt.capture as SharedArrayBuffer[]).push(CaptureRing.create().sab);
   }
 
   const io = new IoLoop(rt, VNET_HDR_LEN);

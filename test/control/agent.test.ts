@@ -245,3 +245,28 @@ test('ipcache entries from the API: bulk add, longest match, bad entries named',
   assert.deepEqual(agent.deleteIpcache('172.16.0.0/12'), { deleted: true });
   assert.equal(agent.getIpcache('172.20.0.1'), null);
 });
+
+test('restored endpoints that are not attached yet stay in the state file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tunswitch-state-'));
+  try {
+    const first = makeAgent(dir);
+    await first.agent.addEndpoint({ name: 'a', labels: { app: 'a' }, netns: 'na' });
+    await first.agent.addEndpoint({ name: 'b', labels: { app: 'b' }, netns: 'nb' });
+    // Second start: only a comes back (b's namespace is missing for now), then a change is saved.
+    const second = makeAgent(dir);
+    const eps = second.agent.restore();
+    const a = eps.find((e) => e.name === 'a');
+    await second.agent.addEndpoint({ name: 'a', labels: a?.labels ?? [], netns: 'na' });
+    second.agent.importPolicies(ALLOW_WEB, 'web.yaml');
+    // Third start: b is still known.
+    const third = makeAgent(dir);
+    const names = third.agent.restore().map((e) => e.name).sort();
+    assert.deepEqual(names, ['a', 'b'], `restored names: got ${names}, want a, b`);
+    // Deleting a restored-only endpoint forgets it.
+    await third.agent.deleteEndpoint('b');
+    const fourth = makeAgent(dir);
+    assert.deepEqual(fourth.agent.restore().map((e) => e.name), ['a'], 'b forgotten, a (never re-attached) kept');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -9,7 +9,7 @@
  *      must get the server's greeting, a denied one must fail and show up as a policy drop
  *   4. container life cycle: a restarted container is re-attached, a stopped one detached
  *   5. docker-compose down; nothing is left: containers, networks, TUN devices, the host
- *      port's route, the engine's sandbox namespaces, the API socket
+ *      port's route, live namespaces (the engine's sandboxes), the API socket
  *
  * In CI (CI set) every failure to run Docker is a failure. Outside CI the test is skipped,
  * loudly, only when dockerd is not installed (or when not root).
@@ -17,7 +17,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -109,10 +109,23 @@ function poolRoutes(): string {
   return execFileSync('ip', ['-4', 'route', 'show', POOL], { encoding: 'utf8' }).trim();
 }
 
-/** The engine's sandbox namespaces (one per running container, network none included). */
-function engineNamespaces(): string[] {
-  const d = '/var/run/docker/netns';
-  return existsSync(d) ? readdirSync(d).sort() : [];
+/**
+ * Live network namespaces that could be ours: the engine's sandboxes (nsfs mounts under
+ * /run/docker/netns, one per container, network none included) and named ones that carry
+ * the switch's or the project's name. The engine deletes the empty files of unmounted
+ * sandboxes lazily (about once a minute), so a file alone is not a namespace: a mount is.
+ */
+function liveNamespaces(): string[] {
+  const out: string[] = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (!line.includes(' - nsfs ')) continue;
+    const at = f[4] ?? '';
+    const name = basename(at);
+    if (/\/docker\/netns\//.test(at) && name !== 'default') out.push(at);
+    else if (name.startsWith(SWITCH_NAME) || name.includes(PROJECT)) out.push(at);
+  }
+  return out.sort();
 }
 
 const skip = skipReason();
@@ -126,7 +139,7 @@ test('docker-compose three-tier: run --docker attaches the containers and enforc
 
   assert.equal(poolRoutes(), '', `got a host route for ${POOL} before the test (${poolRoutes()}), want none: another switch uses the pool`);
   assert.deepEqual(switchDevices(), [], `got devices ${switchDevices().join(', ')} before the test, want none`);
-  const nsBefore = engineNamespaces();
+  const nsBefore = liveNamespaces();
 
   const runDir = mkdtempSync(join(tmpdir(), 'tsw-docker-e2e-'));
   const env = { ...process.env, TUNSWITCH_RUN_DIR: runDir, TUNSWITCH_METRICS_ADDR: `127.0.0.1:${await freePort()}`, DOCKER_BUILDKIT: '0' };
@@ -258,7 +271,7 @@ test('docker-compose three-tier: run --docker attaches the containers and enforc
   assert.equal(nets, '', `got networks ${nets} after down, want none`);
   assert.deepEqual(switchDevices(), [], `got devices ${switchDevices().join(', ')} after down, want none`);
   assert.equal(poolRoutes(), '', `got host route "${poolRoutes()}" after down, want none`);
-  const nsAfter = engineNamespaces().filter((n) => !nsBefore.includes(n));
-  assert.deepEqual(nsAfter, [], `got engine namespaces ${nsAfter.join(', ')} after down, want none new`);
+  const nsAfter = liveNamespaces().filter((n) => !nsBefore.includes(n));
+  assert.deepEqual(nsAfter, [], `got live namespaces ${nsAfter.join(', ')} after down, want none new`);
   assert.ok(!existsSync(join(runDir, 'tunswitch.sock')), `got ${join(runDir, 'tunswitch.sock')} after down, want the socket removed`);
 });

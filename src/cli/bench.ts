@@ -1,0 +1,78 @@
+/**
+ * `tunswitch bench`: end-to-end throughput and latency of tunswitch next to its baselines
+ * (kernel veth, Open vSwitch userspace, the C TUN forwarder), measured in one run on this
+ * machine. Needs root. Always writes bench/results/e2e.json and e2e.svg (or --out-dir).
+ *
+ *   tunswitch bench                       # every system and case, 10 s per case
+ *   tunswitch bench --quick               # 2 s per case, a subset
+ *   tunswitch bench --systems fwd,ts-w1 --cases tcp1 -t 5 -o json
+ *   tunswitch bench --cpu-prof /tmp/prof  # also profile the agent, summarise self time
+ */
+import { Option, type Command } from 'commander';
+import type { CliContext } from './context.js';
+import { outputOf, parseNonNegativeInt, parsePositiveInt, withOutput } from './context.js';
+import {
+  CASES,
+  DEFAULT_IPCACHE_ENTRIES,
+  DEFAULT_OUT_DIR,
+  DEFAULT_SECONDS,
+  QUICK,
+  SYSTEM_IDS,
+  parseList,
+  renderReport,
+  runBench,
+  type BenchOptions,
+} from '../../bench/e2e/harness.js';
+import type { CaseId } from '../../bench/e2e/cases.js';
+
+interface BenchFlags {
+  time?: number;
+  quick?: boolean;
+  systems?: string;
+  cases?: string;
+  ipcache: number;
+  outDir: string;
+  write: boolean;
+  cpuProf?: string;
+  progress: boolean;
+}
+
+/** The harness options for the parsed flags (exported for tests). */
+export function benchOptions(f: BenchFlags, log: (m: string) => void): BenchOptions {
+  const quick = f.quick === true;
+  return {
+    seconds: f.time ?? (quick ? QUICK.seconds : DEFAULT_SECONDS),
+    systems: f.systems !== undefined ? parseList(f.systems, SYSTEM_IDS, 'systems') : quick ? [...QUICK.systems] : [...SYSTEM_IDS],
+    cases: f.cases !== undefined ? parseList<CaseId>(f.cases, CASES, 'cases') : quick ? [...QUICK.cases] : [...CASES],
+    ipcacheEntries: f.ipcache,
+    outDir: f.write ? f.outDir : null,
+    cpuProfDir: f.cpuProf ?? null,
+    progress: f.progress && process.stderr.isTTY === true,
+    quick,
+    log,
+  };
+}
+
+export function register(program: Command, ctx: CliContext): void {
+  const cmd = program
+    .command('bench')
+    .description('measure tunswitch end to end against kernel veth, OVS userspace and a C TUN forwarder (root)')
+    .option('-t, --time <seconds>', `seconds per case (default ${DEFAULT_SECONDS}, ${QUICK.seconds} with --quick)`, parsePositiveInt)
+    .option('--quick', `${QUICK.seconds} s per case, systems ${QUICK.systems.join(',')}, cases ${QUICK.cases.join(',')}`)
+    .option('--systems <list>', `comma-separated systems (${SYSTEM_IDS.join(', ')})`)
+    .option('--cases <list>', `comma-separated cases (${CASES.join(', ')})`)
+    .option('--ipcache <n>', 'extra ipcache entries loaded into tunswitch', parseNonNegativeInt, DEFAULT_IPCACHE_ENTRIES)
+    .option('--out-dir <dir>', 'where e2e.json and e2e.svg are written', DEFAULT_OUT_DIR)
+    .option('--no-write', 'do not write e2e.json and e2e.svg')
+    .addOption(new Option('--cpu-prof <dir>', 'profile the tunswitch agent (node --cpu-prof) into this directory and summarise it'))
+    .option('--no-progress', 'no progress bar (one log line per case instead)');
+  withOutput(cmd).action(async (f: BenchFlags, c: Command) => {
+    const opts = benchOptions(f, (m) => ctx.warn(m));
+    const report = await runBench(opts);
+    if (outputOf(c) === 'json') ctx.out(JSON.stringify(report, null, 2) + '\n');
+    else ctx.out(renderReport(report));
+    if (opts.outDir) ctx.warn(`wrote ${opts.outDir}/e2e.json and ${opts.outDir}/e2e.svg`);
+    const failed = report.systems.filter((s) => s.errors.length > 0).map((s) => s.id);
+    if (failed.length > 0) throw new Error(`bench: errors in ${failed.join(', ')} (see the report)`);
+  });
+}
