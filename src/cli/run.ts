@@ -25,7 +25,9 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--metrics-addr <host:port>', 'Prometheus /metrics address', '127.0.0.1:9962')
     .option('--no-metrics', 'do not serve /metrics on TCP')
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean }) => {
+    .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
+    .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string }) => {
       const cfg = loadRunConfig(o.config);
       if (o.metrics && !/^[0-9.]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$|^localhost:\d{1,5}$/i.test(o.metricsAddr)) {
         throw new Error(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
@@ -36,6 +38,7 @@ export function register(program: Command, ctx: CliContext): void {
         metricsAddr: o.metrics ? o.metricsAddr : null,
         version: version(),
         events: o.events,
+        docker: o.dockerSocket ? { socketPath: o.dockerSocket } : o.docker ? {} : null,
       });
       let stopping = false;
       const stop = (sig: string): void => {

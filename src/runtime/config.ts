@@ -115,10 +115,12 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     fail(short, 'enforcement', `${show(enforcement)} must be one of default, always, never`);
   }
 
-  if (!isObj(doc.nodes) || Object.keys(doc.nodes).length === 0) fail(short, 'nodes', 'must be a mapping of node name to node');
+  // nodes may be empty or left out: with `run --docker` the endpoints are containers.
+  const rawNodes = doc.nodes ?? {};
+  if (!isObj(rawNodes)) fail(short, 'nodes', 'must be a mapping of node name to node');
   const nodes: NodeConfig[] = [];
   const seen4 = new Set<string>();
-  for (const [nodeName, raw] of Object.entries(doc.nodes)) {
+  for (const [nodeName, raw] of Object.entries(rawNodes)) {
     const at = `nodes.${nodeName}`;
     if (!NAME_RE.test(nodeName)) fail(short, at, 'node names are 1-16 characters of a-z, 0-9 and "-"');
     const n = raw ?? {};

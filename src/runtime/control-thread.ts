@@ -30,6 +30,8 @@ export interface ControlInit {
   stateDir: string | null;
   metricsAddr: string | null;
   version: string;
+  /** Non-null: watch the Docker engine and attach labelled containers (run --docker). */
+  docker?: { socketPath?: string } | null;
 }
 
 const init = workerData as ControlInit;
@@ -162,7 +164,7 @@ let stopping = false;
 async function main(): Promise<void> {
   const { cfg } = init;
   // Set once start-up reaches them; shutdown may run before (a start-up step failed).
-  const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> } } = {};
+  const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> }; docker?: { stop(): Promise<void> } } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
@@ -267,12 +269,28 @@ async function main(): Promise<void> {
     return;
   }
   log(`API on ${init.socket}${init.metricsAddr ? `, metrics on http://${init.metricsAddr}/metrics` : ''}`);
+
+  // Docker mode: running labelled containers become endpoints, then the engine's events are
+  // followed. After the policies, so a container's first packet already meets its policy.
+  if (init.docker) {
+    const { watchDocker } = await import('../lab/docker.js');
+    const dopts: Parameters<typeof watchDocker>[1] = { log };
+    if (init.docker.socketPath) dopts.socketPath = init.docker.socketPath;
+    started.docker = await watchDocker(agent, dopts); // rejects (fatal) if the engine is unreachable
+    if (stopping) {
+      // shutdown() ran while the watcher was starting and could not stop it.
+      await started.docker.stop().catch(() => undefined);
+      return;
+    }
+  }
   send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
 
   async function shutdown(): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (started.timer) clearInterval(started.timer);
+    // First: no container may be attached while the devices are being removed.
+    if (started.docker) await started.docker.stop().catch((e: unknown) => log(`docker: stop: ${(e as Error).message}`));
     if (started.server) await started.server.close().catch(() => undefined);
     await agent.detachAll();
     await ports.closeAll();

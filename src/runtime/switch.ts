@@ -31,6 +31,8 @@ export interface RunOptions {
   version: string;
   ctCapacity?: number;
   events?: boolean;
+  /** Attach containers labelled tunswitch.enable=true (src/lab/docker.ts); null or absent: no Docker. */
+  docker?: { socketPath?: string } | null;
   log?: (msg: string) => void;
 }
 
@@ -125,6 +127,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     stateDir: opts.stateDir,
     metricsAddr: opts.metricsAddr,
     version: opts.version,
+    docker: opts.docker ?? null,
   };
   const ctl = new Worker(CONTROL_THREAD, { workerData: init });
   let resolveReady!: (v: { endpoints: number; missing: string[] }) => void;
