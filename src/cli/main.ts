@@ -23,6 +23,7 @@ import { register as registerRun } from './run.js';
 import { register as registerLab } from './lab.js';
 import { register as registerObserve } from './observe.js';
 import { register as registerMonitor } from './monitor.js';
+import { register as registerCapture } from './capture.js';
 
 /** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
 export const COMMAND_GROUPS: readonly RegisterFn[] = [
@@ -36,6 +37,7 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerCt,
   registerObserve,
   registerMonitor,
+  registerCapture,
   registerConfig,
   registerMetrics,
 ];
