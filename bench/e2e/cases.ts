@@ -124,6 +124,8 @@ export function trafgenConfig(topo: Pick<Topology, 'addrA' | 'addrB' | 'l2'>, po
 
 export interface CaseEnv {
   cleanup: Cleanup;
+  /** Makes sure iperf3's server listens in B (restarts it if something killed it). */
+  ensureServer(): Promise<void>;
   /** Seconds per case. */
   seconds: number;
   /** A directory for trafgen's config. */
@@ -135,13 +137,15 @@ async function iperfClient(topo: Topology, env: CaseEnv, streams: number): Promi
   if (streams > 1) args.push('-P', String(streams));
   let lastErr: Error | null = null;
   for (let attempt = 0; attempt < 3; attempt++) {
+    await env.ensureServer();
     const r = await nsRun(topo.nsA, args, (env.seconds + 40) * 1000);
     try {
       return parseIperfJson(r.stdout);
     } catch (e) {
       lastErr = e as Error;
-      // The server may still be finishing the previous test ("busy"): wait and retry.
-      if (!/busy|unable to connect|Connection refused|control socket/i.test(lastErr.message)) break;
+      // The server may still be finishing the previous test ("busy"), or may have been killed
+      // from outside ("terminated"): wait, make sure it runs, and retry.
+      if (!/busy|unable to connect|Connection refused|control socket|terminated/i.test(lastErr.message)) break;
       await sleep(1000);
     }
   }
@@ -185,6 +189,7 @@ export async function runUdp64(topo: Topology, env: CaseEnv): Promise<Measuremen
 
 export async function runPing(topo: Topology, env: CaseEnv): Promise<Measurement[]> {
   const count = Math.max(50, env.seconds * 100);
+  await env.ensureServer();
   const load = env.cleanup.spawn('ip', ['netns', 'exec', topo.nsA, 'iperf3', '-c', topo.addrB, '-p', String(BENCH_PORT), '-t', String(env.seconds + 30), '--connect-timeout', '5000']);
   try {
     await sleep(1000); // let the stream ramp up

@@ -19,16 +19,17 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import { CASES, CASE_LABELS, METRICS, runCase, type CaseId, type Measurement } from './cases.js';
 import { renderChartSvg } from './chart.js';
-import { Cleanup, haveTool, sh, waitTcpListen } from './proc.js';
+import { Cleanup, haveTool, sh, waitTcpListen, type Background } from './proc.js';
 import { renderProfile, summarizeProfileDir, type ProfileSummary } from './profile.js';
 import { compare, renderComparisons, renderResults, targetTally, type Comparison, type ResultRow, type SystemOutcome } from './report.js';
-import { BENCH_PORT, SYSTEMS, buildFwdBinary, buildSystem, checkReach, systemById, type SystemSpec } from './systems.js';
+import { BENCH_PORT, SYSTEMS, buildCBinary, buildSystem, checkReach, systemById, type SystemSpec } from './systems.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** <outDir>/bench/e2e -> the repository root. */
 export const REPO_ROOT = resolve(here, '..', '..', '..');
 export const CLI_MAIN = join(here, '..', '..', 'src', 'cli', 'main.js');
 export const FWD_SRC = join(REPO_ROOT, 'bench', 'c', 'fwd.c');
+export const TXCSUM_SRC = join(REPO_ROOT, 'bench', 'e2e', 'txcsum.c');
 export const DEFAULT_OUT_DIR = join(REPO_ROOT, 'bench', 'results');
 
 export const DEFAULT_SECONDS = 10;
@@ -36,7 +37,7 @@ export const DEFAULT_IPCACHE_ENTRIES = 100_000;
 /** --quick: 2 s per case, without the 2-worker tunswitch and the 4-stream case. */
 export const QUICK = {
   seconds: 2,
-  systems: ['veth', 'ovs', 'fwd', 'fwd-vnet', 'ts-w1', 'ts-w1-tso'],
+  systems: ['veth', 'ovs', 'ovs-tso', 'fwd', 'fwd-vnet', 'ts-w1', 'ts-w1-tso'],
   cases: ['tcp1', 'udp64', 'ping'] as CaseId[],
 };
 
@@ -148,7 +149,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     notes: [
       'ratios are "times as good": value/baseline for throughput, baseline/value for RTT; x fwd uses fwd for offload off and fwd-vnet for offload on',
       'udp64: 64-byte IPv4 packets (36-byte UDP payload, 16 flows) from trafgen on one CPU; kpps delivered = rx_packets on the receiver',
-      'OVS: netdev (userspace) datapath with userspace-tso-enable=true, needed for TCP over veth ports whose checksum offload cannot be turned off without ethtool',
+      'ovs: netdev (userspace) datapath, veth tx checksum (so TSO) off in the namespaces; ovs-tso: userspace-tso-enable=true with the veth offloads on; targets use ovs',
       'all systems share the same 2-core machine with the load generators (iperf3, trafgen) and whatever else runs; see host.load*',
     ],
     systems: [],
@@ -183,7 +184,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
   try {
     const fwdBin = join(tmp, 'fwd');
-    if (systems.some((s) => s.kind === 'fwd')) await buildFwdBinary(o.fwdSrc ?? FWD_SRC, fwdBin);
+    const txcsumBin = join(tmp, 'txcsum');
+    if (systems.some((s) => s.kind === 'fwd')) await buildCBinary(o.fwdSrc ?? FWD_SRC, fwdBin);
+    if (systems.some((s) => s.kind === 'ovs' && !s.offload)) await buildCBinary(TXCSUM_SRC, txcsumBin);
     for (const spec of systems) {
       const outcome: SystemOutcome = { id: spec.id, label: spec.label, info: {}, errors: [] };
       report.systems.push(outcome);
@@ -198,6 +201,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           tmp,
           cliMain: o.cliMain ?? CLI_MAIN,
           fwdBin,
+          txcsumBin,
           ipcacheEntries: o.ipcacheEntries,
           cpuProfDir: o.cpuProfDir,
           log: (m) => status(m),
@@ -205,16 +209,28 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         outcome.info = built.topo.info;
         try {
           const topo = built.topo;
-          const srv = cleanup.spawn('ip', ['netns', 'exec', topo.nsB, 'iperf3', '-s', '-p', String(BENCH_PORT), '-B', topo.addrB]);
-          await waitTcpListen(topo.nsB, BENCH_PORT).catch((e: unknown) => {
-            throw new Error(`${(e as Error).message}; iperf3: ${srv.output().stderr.trim()}`);
-          });
+          // iperf3's server in B; restarted if it dies (a stray signal must not void the rest).
+          let srv: Background | null = null;
+          let restarts = 0;
+          const ensureServer = async (): Promise<void> => {
+            if (srv && srv.child.exitCode === null && srv.child.signalCode === null) return;
+            if (srv) {
+              restarts++;
+              outcome.info.iperfServerRestarts = restarts;
+            }
+            const s = cleanup.spawn('ip', ['netns', 'exec', topo.nsB, 'iperf3', '-s', '-p', String(BENCH_PORT), '-B', topo.addrB]);
+            srv = s;
+            await waitTcpListen(topo.nsB, BENCH_PORT).catch((e: unknown) => {
+              throw new Error(`${(e as Error).message}; iperf3: ${s.output().stderr.trim()}`);
+            });
+          };
+          await ensureServer();
           await checkReach(topo);
           for (const c of o.cases) {
             status(`${spec.id}: ${CASE_LABELS[c]}`);
             let ms: Measurement[] = [];
             try {
-              ms = await runCase(c, topo, { cleanup, seconds: o.seconds, tmp });
+              ms = await runCase(c, topo, { cleanup, ensureServer, seconds: o.seconds, tmp });
             } catch (e) {
               outcome.errors.push(`${c}: ${(e as Error).message.split('\n')[0]}`);
             }

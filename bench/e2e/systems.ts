@@ -5,7 +5,10 @@
  *
  *   veth        a veth pair straight between A and B (the kernel's own path, the upper bound)
  *   ovs         Open vSwitch, userspace (netdev) datapath: a bridge with two veth pairs,
- *               ovsdb-server and ovs-vswitchd started here with a private run dir under /tmp
+ *               ovsdb-server and ovs-vswitchd started here with a private run dir under /tmp;
+ *               no offload: tx checksum offload (hence TSO) off on the namespaces' veths
+ *   ovs-tso     the same with OVS's userspace TSO (userspace-tso-enable=true) and the veths'
+ *               offloads left on
  *   fwd         bench/c/fwd.c: read a packet from one TUN, write it to the other
  *   fwd-vnet    the same with IFF_VNET_HDR + TSO (64 KiB super-packets pass through)
  *   ts-w<N>     tunswitch with N shard workers, full pipeline: policy enforced on both
@@ -36,6 +39,7 @@ export interface SystemSpec {
 export const SYSTEMS: readonly SystemSpec[] = [
   { id: 'veth', label: 'kernel veth', kind: 'veth', offload: true, workers: 0, short: 'v' },
   { id: 'ovs', label: 'OVS userspace', kind: 'ovs', offload: false, workers: 0, short: 'o' },
+  { id: 'ovs-tso', label: 'OVS userspace tso', kind: 'ovs', offload: true, workers: 0, short: 'ot' },
   { id: 'fwd', label: 'C fwd', kind: 'fwd', offload: false, workers: 0, short: 'f' },
   { id: 'fwd-vnet', label: 'C fwd --vnet', kind: 'fwd', offload: true, workers: 0, short: 'fv' },
   { id: 'ts-w1', label: 'tunswitch w1', kind: 'tunswitch', offload: false, workers: 1, short: 't1' },
@@ -87,6 +91,8 @@ export interface SystemEnv {
   cliMain: string;
   /** The compiled C forwarder. */
   fwdBin: string;
+  /** The compiled txcsum helper (bench/e2e/txcsum.c). */
+  txcsumBin: string;
   /** Extra ipcache entries to load into tunswitch. */
   ipcacheEntries: number;
   /** When set, the agent runs with --cpu-prof into <cpuProfDir>/<system id>. */
@@ -169,7 +175,7 @@ const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
 
 async function buildOvs(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {
   const n = nsNames(spec, env.tag);
-  const dir = join(env.tmp, 'ovs');
+  const dir = join(env.tmp, spec.id);
   mkdirSync(dir, { recursive: true });
   // Everything OVS writes goes under `dir`, never /var/run/openvswitch or /etc/openvswitch.
   const ovsEnv: NodeJS.ProcessEnv = { ...process.env, OVS_RUNDIR: dir, OVS_DBDIR: dir, OVS_LOGDIR: dir, OVS_SYSCONFDIR: dir };
@@ -186,10 +192,11 @@ async function buildOvs(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> 
     await sleep(50);
   }
   await vsctl(['--no-wait', 'init']);
-  // The veth ends hand OVS packets with CHECKSUM_PARTIAL (and GSO); without ethtool to turn
-  // that off, OVS's userspace TSO support (virtio-net headers on its AF_PACKET sockets) is
-  // what makes TCP work at all on this datapath.
-  await vsctl(['--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true']);
+  // With offload: OVS's userspace TSO (virtio-net headers on its AF_PACKET sockets) takes the
+  // veths' CHECKSUM_PARTIAL/GSO packets as they are. Without: the namespaces' veths compute
+  // checksums themselves (txcsum off, which also turns TSO off), as OVS's netdev datapath on
+  // veth ports has always needed.
+  await vsctl(['--no-wait', 'set', 'Open_vSwitch', '.', `other_config:userspace-tso-enable=${spec.offload}`]);
   const vswitchd = env.cleanup.spawn(
     'ovs-vswitchd',
     [db, `--unixctl=${join(dir, 'vswitchd.ctl')}`, `--log-file=${join(dir, 'vswitchd.log')}`, '--no-chdir'],
@@ -205,7 +212,7 @@ async function buildOvs(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> 
   await makeNs(env, n.a);
   await makeNs(env, n.b);
   for (const side of ['a', 'b'] as const) {
-    const host = `tsb${env.tag}o${side}`;
+    const host = `tsb${env.tag}${spec.short}${side}`;
     await sh('ip', ['link', 'delete', host]);
     await must('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', `${host}p`]);
     env.cleanup.link(host);
@@ -215,17 +222,19 @@ async function buildOvs(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> 
   }
   await address(n.a, 'eth0', ADDR_A, ADDR_B, true);
   await address(n.b, 'eth0', ADDR_B, ADDR_A, true);
+  if (!spec.offload) for (const ns of [n.a, n.b]) await must('ip', ['netns', 'exec', ns, env.txcsumBin, 'eth0', 'off']);
   const topo = baseTopo(spec, env.tag, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
   const ver = await sh('ovs-vswitchd', ['--version']);
   topo.info.ovs = ver.stdout.split('\n')[0]?.trim() ?? '';
-  topo.info.datapath = 'netdev (userspace), userspace-tso-enable=true, NORMAL action';
+  topo.info.datapath = `netdev (userspace), NORMAL action, userspace-tso-enable=${spec.offload}${spec.offload ? '' : ', veth tx checksum/TSO off'}`;
   void vswitchd;
   return { topo, agent: null, teardown: () => env.cleanup.run() };
 }
 
 // ---------------------------------------------------------------- C forwarder
 
-export async function buildFwdBinary(src: string, out: string): Promise<void> {
+/** Compiles one of the benchmark's C helpers (fwd.c, txcsum.c). */
+export async function buildCBinary(src: string, out: string): Promise<void> {
   await must('cc', ['-O2', '-o', out, src], 60_000);
 }
 

@@ -38,7 +38,9 @@
  *     word 10 FE_HASH   key hash; home slot = hash & (capacity - 1); fast reject on probe
  *     word 11 FE_PORTS  sport << 16 | dport of the first fragment
  *     word 12 FE_EXPIRES absolute expiry time in seconds
- *     words 13..15      reserved, zero
+ *     word 13 FE_ICMP   ICMP type << 8 | code of the first fragment, + 1 (0: not ICMP), so
+ *                       later ICMP fragments are policed by the type like the first one
+ *     words 14..15      reserved, zero
  * ---------------------------------------------------------------------------------------------
  */
 import { PacketInfo } from '../datapath/packet.js';
@@ -59,6 +61,7 @@ const FE_K0 = 0;
 const FE_HASH = 10;
 const FE_PORTS = 11;
 const FE_EXPIRES = 12;
+const FE_ICMP = 13;
 const KEY_WORDS = 10;
 
 /** Slots examined from the home slot by record() and lookup(). */
@@ -158,6 +161,7 @@ export class FragmentTable {
     for (let k = 1; k < KEY_WORDS; k++) w[b + k] = kb[k] as number;
     w[b + FE_HASH] = h;
     w[b + FE_PORTS] = ((pi.sport & 0xffff) << 16) | (pi.dport & 0xffff);
+    w[b + FE_ICMP] = pi.icmpType >= 0 ? (((pi.icmpType & 0xff) << 8) | (pi.icmpCode & 0xff)) + 1 : 0;
     w[b + FE_EXPIRES] = now + (w[F_LIFETIME] as number);
     w[b + FE_K0] = kb[0] as number; // last, so a concurrent reader sees a complete key
     if (empty) w[F_COUNT] = (w[F_COUNT] as number) + 1;
@@ -182,6 +186,12 @@ export class FragmentTable {
         const ports = w[b + FE_PORTS] as number;
         pi.sport = ports >>> 16;
         pi.dport = ports & 0xffff;
+        const icmp = w[b + FE_ICMP] as number;
+        if (icmp !== 0) {
+          pi.icmpType = ((icmp - 1) >>> 8) & 0xff;
+          pi.icmpCode = (icmp - 1) & 0xff;
+          if (pi.sport !== 0 || pi.dport !== 0) pi.icmpId = pi.sport;
+        }
         return true;
       }
       i = (i + 1) & mask;
