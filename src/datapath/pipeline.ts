@@ -344,7 +344,8 @@ export class Pipeline {
 
       // 9. conntrack create for a new flow
       if (state === CT_NEW) {
-        idx = ct.create(pi, srcId, this.now);
+        // The lookup above missed and nothing touched the table since: reuse its key and hash.
+        idx = ct.createAfterMiss(pi, srcId, this.now);
         if (idx < 0) {
           this.counters[C_CT_CREATE_FAILED]++;
           return this.drop(DROP_CT_CREATE_FAILED, len);
