@@ -406,18 +406,26 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
   await makeNs(env, n.a);
   await makeNs(env, n.b);
   const socket = join(dir, 'api.sock');
-  const agentEnv: NodeJS.ProcessEnv = { ...process.env };
+  // node 20 refuses --cpu-prof in NODE_OPTIONS, so the flags go on the command line.
+  const nodeFlags: string[] = [];
   let profDir = '';
   if (env.cpuProfDir) {
     profDir = join(env.cpuProfDir, spec.id);
     mkdirSync(profDir, { recursive: true });
-    agentEnv.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}`.trim();
+    nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
   }
-  const agent = env.cleanup.spawn(
-    process.execPath,
-    [env.cliMain, '--socket', socket, 'run', '-c', join(dir, 'run.yaml'), '--state-dir', join(dir, 'state'), '--no-metrics'],
-    agentEnv,
-  );
+  const agent = env.cleanup.spawn(process.execPath, [
+    ...nodeFlags,
+    env.cliMain,
+    '--socket',
+    socket,
+    'run',
+    '-c',
+    join(dir, 'run.yaml'),
+    '--state-dir',
+    join(dir, 'state'),
+    '--no-metrics',
+  ]);
   const deadline = Date.now() + 60_000;
   for (;;) {
     const log = agent.output().stderr;

@@ -24,6 +24,7 @@ import { register as registerLab } from './lab.js';
 import { register as registerObserve } from './observe.js';
 import { register as registerMonitor } from './monitor.js';
 import { register as registerCapture } from './capture.js';
+import { register as registerBench } from './bench.js';
 
 /** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
 export const COMMAND_GROUPS: readonly RegisterFn[] = [
@@ -38,6 +39,7 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerObserve,
   registerMonitor,
   registerCapture,
+  registerBench,
   registerConfig,
   registerMetrics,
 ];
