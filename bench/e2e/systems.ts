@@ -34,6 +34,11 @@ export interface SystemSpec {
   workers: number;
   /** Short name used in namespace and device names (at most 3 characters). */
   short: string;
+  /**
+   * tunswitch events: default on with nobody reading; 'off' runs the agent with --no-events;
+   * 'follow' keeps a `tunswitch observe --follow -o json` client reading the flow stream.
+   */
+  events?: 'off' | 'follow';
 }
 
 export const SYSTEMS: readonly SystemSpec[] = [
@@ -46,6 +51,9 @@ export const SYSTEMS: readonly SystemSpec[] = [
   { id: 'ts-w1-tso', label: 'tunswitch w1 tso', kind: 'tunswitch', offload: true, workers: 1, short: 't1o' },
   { id: 'ts-w2', label: 'tunswitch w2', kind: 'tunswitch', offload: false, workers: 2, short: 't2' },
   { id: 'ts-w2-tso', label: 'tunswitch w2 tso', kind: 'tunswitch', offload: true, workers: 2, short: 't2o' },
+  // The cost of observability: events off, and events on with an observe client following.
+  { id: 'ts-w1-noev', label: 'tunswitch w1 no events', kind: 'tunswitch', offload: false, workers: 1, short: 't1n', events: 'off' },
+  { id: 'ts-w1-obs', label: 'tunswitch w1 observe -f', kind: 'tunswitch', offload: false, workers: 1, short: 't1f', events: 'follow' },
 ];
 
 export function systemById(id: string): SystemSpec | undefined {
@@ -425,6 +433,7 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
     '--state-dir',
     join(dir, 'state'),
     '--no-metrics',
+    ...(spec.events === 'off' ? ['--no-events'] : []),
   ]);
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -449,6 +458,10 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
   }
   topo.info.ipcacheAdded = added;
   topo.info.ipcacheLoadMs = Date.now() - t0;
+  if (spec.events === 'follow') {
+    // A Hubble-style client reading every flow event for the whole run (stopped with the agent).
+    env.cleanup.spawn(process.execPath, [env.cliMain, '--socket', socket, 'observe', '--follow', '-o', 'json']);
+  }
   const eps = await api.get<{ name: string; policy?: { ingress: boolean; egress: boolean } }[]>('/v1/endpoint');
   topo.info.policyEnforced = eps.length === 2 && eps.every((e) => e.policy?.ingress === true && e.policy?.egress === true);
   topo.info.workers = spec.workers;
