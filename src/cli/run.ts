@@ -53,6 +53,11 @@ export function register(program: Command, ctx: CliContext): void {
           },
         );
       };
+      // SIGUSR2: end one shard worker thread, to see the supervisor restart it (fault injection).
+      process.on('SIGUSR2', () => {
+        process.stderr.write(`${new Date().toISOString()} SIGUSR2: ending a shard worker thread (fault injection)\n`);
+        void sw.killShardWorker();
+      });
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
       try {

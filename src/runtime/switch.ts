@@ -46,6 +46,7 @@ export interface RunningSwitch {
   ready: Promise<{ endpoints: number; missing: string[] }>;
   io: IoLoop;
   restarts(): number;
+  killShardWorker(): Promise<boolean>;
 }
 
 export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<RunningSwitch> {
@@ -187,5 +188,18 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     await ctl.terminate();
   }
 
-  return { stop, ready, io, restarts: () => restarts };
+  /**
+   * Fault injection for the supervision path (SIGUSR2 in `tunswitch run`): ends one shard
+   * worker thread abruptly. Piscina reports the task as failed, the supervisor resubmits it,
+   * and the new worker adopts the shard's conntrack from shared memory.
+   */
+  async function killShardWorker(): Promise<boolean> {
+    const threads = (pool as unknown as { threads: { terminate(): Promise<number> }[] }).threads;
+    const t = threads[0];
+    if (!t) return false;
+    await t.terminate();
+    return true;
+  }
+
+  return { stop, ready, io, restarts: () => restarts, killShardWorker };
 }
