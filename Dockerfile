@@ -19,6 +19,8 @@ COPY node_modules/ ./node_modules/
 COPY native/build/Release/tunswitch_tun.node ./native/build/Release/
 COPY ${DIST}/src/ ./dist/src/
 COPY ${DIST}/workers/ ./dist/workers/
+# The CLI registers `bench`, whose harness lives in dist/bench.
+COPY ${DIST}/bench/ ./dist/bench/
 RUN printf '#!/bin/sh\nexec node /opt/tunswitch/dist/src/cli/main.js "$@"\n' >/usr/local/bin/tunswitch \
  && chmod 0755 /usr/local/bin/tunswitch \
  && mkdir -p /run/tunswitch /var/lib/tunswitch /etc/tunswitch

@@ -112,7 +112,7 @@ import_root "$WORK/base" tunswitch-base:local
 # The context is a tar of exactly what the image copies, with $DIST renamed dist (so any
 # outDir can be shipped without a .dockerignore that knows its name).
 tar -c --transform "s,^$DIST/,dist/," package.json node_modules native/build/Release/tunswitch_tun.node \
-  "$DIST/src" "$DIST/workers" Dockerfile \
+  "$DIST/src" "$DIST/workers" "$DIST/bench" Dockerfile \
   | "$DOCKER" build -q --network none -t tunswitch:local -f Dockerfile - >/dev/null
 echo "build-images: built tunswitch:local from $DIST"
 "$DOCKER" run --rm --network none tunswitch:local --version >/dev/null
