@@ -20,10 +20,12 @@ import {
 import { dropReasonText } from '../datapath/drop.js';
 import type { DatapathView } from '../control/datapath-view.js';
 import type { Agent } from '../control/agent.js';
+import { IO_PACKETS_READ, IO_READ_CALLS, IO_SLAB_EXHAUSTED } from '../runtime/shared.js';
 
 const DIRS = ['INGRESS', 'EGRESS'];
 
-export function buildMetrics(agent: Agent, view: DatapathView): { text(): Promise<string>; registry: Registry } {
+export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedArrayBuffer): { text(): Promise<string>; registry: Registry } {
+  const io = ioStats ? new Float64Array(ioStats) : null;
   const registry = new Registry();
   const started = Date.now();
   let lastBusy = 0;
@@ -43,6 +45,9 @@ export function buildMetrics(agent: Agent, view: DatapathView): { text(): Promis
   const batchHist = new Gauge({ name: 'tunswitch_batch_size_bucket', help: 'Batch sizes (cumulative counts, le = upper bound)', labelNames: ['le'], registers: [registry] });
   const restarts = new Gauge({ name: 'tunswitch_worker_restarts_total', help: 'Shard worker restarts', registers: [registry] });
   const lostEvents = new Gauge({ name: 'tunswitch_events_lost_total', help: 'Events dropped because an event ring was full (packets are never dropped for this)', registers: [registry] });
+  const slabExhausted = new Gauge({ name: 'tunswitch_slab_exhausted_total', help: 'Times the I/O thread found no free slab slot and left packets in the TUN queue (backpressure)', registers: [registry] });
+  const ioRead = new Gauge({ name: 'tunswitch_io_packets_read_total', help: 'Packets read from TUN devices by the I/O thread', registers: [registry] });
+  const ioCalls = new Gauge({ name: 'tunswitch_io_read_calls_total', help: 'Batched read calls made by the I/O thread', registers: [registry] });
   const uptime = new Gauge({ name: 'tunswitch_uptime_seconds', help: 'Seconds since start', registers: [registry] });
   let lastRev = 0;
 
@@ -92,6 +97,11 @@ export function buildMetrics(agent: Agent, view: DatapathView): { text(): Promis
     restarts.set(st.workerRestarts);
     lostEvents.set(view.lostEvents());
     uptime.set((now - started) / 1000);
+    if (io) {
+      slabExhausted.set(io[IO_SLAB_EXHAUSTED] as number);
+      ioRead.set(io[IO_PACKETS_READ] as number);
+      ioCalls.set(io[IO_READ_CALLS] as number);
+    }
     return registry.metrics();
   }
   return { text, registry };

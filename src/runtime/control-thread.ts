@@ -255,7 +255,7 @@ async function main(): Promise<void> {
   };
   started.timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
 
-  const metrics = buildMetrics(agent, view);
+  const metrics = buildMetrics(agent, view, init.rt.ioStats);
   agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');

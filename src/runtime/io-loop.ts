@@ -11,7 +11,8 @@
  *
  * Backpressure: when no slot is free the loop does not read; the kernel's TUN queue fills
  * and the kernel counts the drop (tx_dropped on the endpoint's device). The loop counts
- * how often it ran out of slots (slabExhausted).
+ * how often it ran out of slots (stats[IO_SLAB_EXHAUSTED], exported as
+ * tunswitch_slab_exhausted_total).
  */
 import { loadBinding, type PollHandle, type TunBinding } from '../io/native.js';
 import { MAX_PORTS } from '../tables/tableset.js';
@@ -22,6 +23,10 @@ import {
   R_RET_HEAD,
   R_RET_TAIL,
   R_SLEEPING,
+  IO_PACKETS_READ,
+  IO_READ_CALLS,
+  IO_SLAB_EXHAUSTED,
+  IO_STATS_SLOTS,
   shardOf,
   type RuntimeShared,
 } from './shared.js';
@@ -47,12 +52,12 @@ export class IoLoop {
   private readonly pendingHead: Int32Array;
   private readonly touched: Uint8Array;
 
-  packetsRead = 0;
-  readCalls = 0;
-  slabExhausted = 0;
+  /** packetsRead, readCalls, slabExhausted: shared so the control thread can export them. */
+  readonly stats: Float64Array;
 
   constructor(readonly rt: RuntimeShared, vnetHdrLen: number) {
     this.native = loadBinding();
+    this.stats = new Float64Array(rt.ioStats ?? new SharedArrayBuffer(IO_STATS_SLOTS * 8));
     this.buf = new Uint8Array(rt.slab);
     this.lens = new Int32Array(rt.lens);
     this.inPort = new Int32Array(rt.inPort);
@@ -122,7 +127,7 @@ export class IoLoop {
       this.reclaim();
       let want = this.nFree < MAX_BATCH ? this.nFree : MAX_BATCH;
       if (want === 0) {
-        this.slabExhausted++;
+        this.stats[IO_SLAB_EXHAUSTED]++;
         return;
       }
       const sc = this.scratch;
@@ -134,10 +139,10 @@ export class IoLoop {
         got = 0; // the device went away (detach in progress); the control thread reports it
         want = want | 0;
       }
-      this.readCalls++;
+      this.stats[IO_READ_CALLS]++;
       for (let i = got; i < want; i++) this.free[this.nFree++] = sc[i] as number;
       if (got === 0) break;
-      this.packetsRead += got;
+      this.stats[IO_PACKETS_READ] += got;
 
       for (let k = 0; k < shards; k++) {
         this.pendingHead[k] = Atomics.load(this.rings[k] as Int32Array, R_HEAD) | 0;

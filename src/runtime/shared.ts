@@ -40,6 +40,12 @@ export const R_RET_TAIL = 5;
 export const R_ALIVE = 6;
 export const R_GENERATION = 7;
 export const R_FLUSH = 8;
+
+/** I/O thread counter slots in RuntimeShared.ioStats. */
+export const IO_PACKETS_READ = 0;
+export const IO_READ_CALLS = 1;
+export const IO_SLAB_EXHAUSTED = 2;
+export const IO_STATS_SLOTS = 4;
 export const R_ENTRIES = 16;
 
 /** Packets per read call and per worker batch at most (bench/micro: pipeline cost flat above 32). */
@@ -60,6 +66,8 @@ export interface RuntimeShared {
   fragments: SharedArrayBuffer[];
   /** Per-shard capture rings (src/tables/capture.ts) for `tunswitch capture`; absent: no capture. */
   capture?: SharedArrayBuffer[];
+  /** I/O thread counters (Float64Array, IO_* slots), written by the main thread only. */
+  ioStats?: SharedArrayBuffer;
 }
 
 export function ringWords(slots: number): number {

@@ -16,7 +16,7 @@ import { ConntrackTable } from '../tables/conntrack.js';
 import { FragmentTable } from '../tables/fragments.js';
 import { EventRing, createCounters } from '../tables/events.js';
 import { IoLoop } from './io-loop.js';
-import { createRuntimeShared, R_DONE, R_HEAD, R_STOP, type RuntimeShared } from './shared.js';
+import { createRuntimeShared, IO_STATS_SLOTS, R_DONE, R_HEAD, R_STOP, type RuntimeShared } from './shared.js';
 import type { RunConfig } from './config.js';
 import type { ControlToMain, MainToControl } from './messages.js';
 import type { ControlInit } from './control-thread.js';
@@ -67,6 +67,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     conntrack: [],
     fragments: [],
     capture: [], // one capture ring per shard (tunswitch capture)
+    ioStats: new SharedArrayBuffer(IO_STATS_SLOTS * 8),
   };
   const lifetimes = { tcpLifetime: 21600, nonTcpLifetime: 60, synLifetime: 60, closeLifetime: 10 };
   for (let k = 0; k < shards; k++) {
