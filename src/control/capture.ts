@@ -102,7 +102,7 @@ export interface CaptureHandle {
 export class CaptureBusyError extends TunswitchError {
   readonly status = 409;
   constructor() {
-    super('EBAD_REQUEST', 'a capture is already running (one at a time); stop it first');
+    super('ECAPTURE_BUSY', 'a capture is already running (one at a time); stop it first');
   }
 }
 

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   EPOLICY_NOT_FOUND: 'no policy with that name (and namespace) is loaded',
   EENDPOINT_NOT_FOUND: 'no endpoint with that index or name exists',
   EENDPOINT_EXISTS: 'an endpoint with that index or name already exists',
+  ECAPTURE_BUSY: 'a packet capture is already running (one at a time)',
   EIDENTITY_NOT_FOUND: 'no identity with that number exists',
   EIDENTITY_EXHAUSTED: 'the identity number space is used up',
   ELABEL_INVALID: 'a label or label selector is malformed',
