@@ -36,7 +36,7 @@ import type {
   StatusInfo,
 } from '../api/types.js';
 import type { DatapathView } from './datapath-view.js';
-import { traceFlow, type TraceEnd, type TraceResult } from './trace.js';
+import { CONTROL_READER_SLOT, traceFlow, type TraceEnd, type TraceResult } from './trace.js';
 import type { CaptureController, CaptureHandle, CaptureRequest, CaptureSink } from './capture.js';
 
 export interface TraceRequest {
@@ -120,6 +120,8 @@ export class Agent implements ControlApi {
   private readonly policyRevision = new Map<string, number>();
   /** Endpoints from the state file not attached (yet): kept in the state until they are. */
   private readonly pendingRestore = new Map<string, StateFile['endpoints'][number]>();
+  /** Prefixes added through PUT /v1/ipcache (reported with source "api"). */
+  private readonly apiCidrs = new Set<string>();
   private config: AgentConfig;
   private readonly started = Date.now();
   /** Host port's ipcache entries (address -> identity 1). */
@@ -581,17 +583,22 @@ export class Agent implements ControlApi {
   // ---------------------------------------------------------------- ipcache, ct, config
 
   listIpcache(): IpcacheInfo[] {
-    const hostIds = new Set([1]);
-    return this.tables.ipcache.list().map((e) => {
-      const local = [...this.endpoints.values()].some((r) => `${r.ipv4}/32` === e.cidr || `${r.ipv6}/128` === e.cidr);
-      const out: IpcacheInfo = {
-        cidr: e.cidr,
-        identity: e.identity,
-        source: local ? 'endpoint' : hostIds.has(e.identity) ? 'host' : 'cidr-policy',
-      };
-      if (e.tunnel) out.tunnel = formatTunnel(e.tunnel);
-      return out;
-    });
+    const local = new Set<string>();
+    for (const r of this.endpoints.values()) {
+      if (r.ipv4) local.add(`${r.ipv4}/32`);
+      if (r.ipv6) local.add(`${r.ipv6}/128`);
+    }
+    return this.tables.ipcache.list().map((e) => this.ipcacheInfo(e, local));
+  }
+
+  private ipcacheInfo(e: { cidr: string; identity: number; tunnel: number }, local: Set<string>): IpcacheInfo {
+    const out: IpcacheInfo = {
+      cidr: e.cidr,
+      identity: e.identity,
+      source: local.has(e.cidr) ? 'endpoint' : this.apiCidrs.has(e.cidr) ? 'api' : e.identity === 1 ? 'host' : 'cidr-policy',
+    };
+    if (e.tunnel) out.tunnel = formatTunnel(e.tunnel);
+    return out;
   }
 
   /**
@@ -620,6 +627,7 @@ export class Agent implements ControlApi {
     this.tables.ipcache.batch(() => {
       for (const e of parsed) this.tables.ipcache.upsert(e.cidr, { identity: e.identity, tunnel: e.tunnel });
     });
+    for (const e of parsed) this.apiCidrs.add(e.cidr);
     this.tables.bumpPolicyRevision();
     this.tables.commit();
     return { added: parsed.length };
@@ -629,25 +637,40 @@ export class Agent implements ControlApi {
     const p = typeof cidr === 'string' ? tryParsePrefix(cidr, true) : null;
     if (!p) throw new TunswitchError('EBAD_REQUEST', `cidr: ${JSON.stringify(cidr)} is not a prefix`);
     const ok = this.tables.ipcache.delete(p.text);
+    this.apiCidrs.delete(p.text);
     this.tables.bumpPolicyRevision();
     this.tables.commit();
     return { deleted: ok };
   }
 
+  /** Longest match for `ip`, read from the published tables exactly as a worker reads them. */
   getIpcache(ip: string): IpcacheInfo | null {
     const p = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
-    if (!p) throw new TunswitchError('EBAD_REQUEST', `ip: ${JSON.stringify(ip)} is not an IP address`);
-    let best: IpcacheInfo | null = null;
-    let bestLen = -1;
-    for (const e of this.listIpcache()) {
-      const q = tryParsePrefix(e.cidr, false);
-      if (!q || q.family !== p.family || q.bits < bestLen) continue;
-      if (containsAddr(q, p)) {
-        best = e;
-        bestLen = q.bits;
+    if (!p || (p.bits !== 32 && p.bits !== 128)) throw new TunswitchError('EBAD_REQUEST', `ip: ${JSON.stringify(ip)} is not an IP address`);
+    const ts = this.tables.tables;
+    const side = ts.control.enter(CONTROL_READER_SLOT);
+    let leaf = 0;
+    let len = 0;
+    let identity = 0;
+    let tunnel = 0;
+    try {
+      ts.useSide(side);
+      const w = p.words;
+      leaf = p.family === 4 ? ts.ipcache.lookup4(w[0] as number) : ts.ipcache.lookup6(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
+      if (leaf !== 0) {
+        len = ts.ipcache.leafPrefixLen(leaf);
+        identity = ts.ipcache.leafIdentity(leaf);
+        tunnel = ts.ipcache.leafTunnel(leaf);
       }
+    } finally {
+      ts.control.leave(CONTROL_READER_SLOT);
     }
-    return best;
+    if (leaf === 0) return null;
+    const hit = tryParsePrefix(`${ip}/${len}`, false) as Prefix;
+    const local = new Set<string>();
+    const rec = [...this.endpoints.values()].find((r) => r.ipv4 === ip || r.ipv6 === ip);
+    if (rec && ((p.family === 4 && len === 32) || (p.family === 6 && len === 128))) local.add(hit.text);
+    return this.ipcacheInfo({ cidr: hit.text, identity, tunnel }, local);
   }
 
   listCt(): CtEntryInfo[] {
@@ -814,18 +837,6 @@ export class Agent implements ControlApi {
     if (had) this.persist();
     return had;
   }
-}
-
-function containsAddr(q: Prefix, p: Prefix): boolean {
-  let bits = q.bits;
-  for (let i = 0; i < q.words.length; i++) {
-    if (bits <= 0) return true;
-    const take = Math.min(32, bits);
-    const mask = take === 32 ? 0xffffffff : (~0 << (32 - take)) >>> 0;
-    if ((((q.words[i] as number) & mask) >>> 0) !== (((p.words[i] as number) & mask) >>> 0)) return false;
-    bits -= take;
-  }
-  return true;
 }
 
 function formatTunnel(t: number): string {
