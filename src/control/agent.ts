@@ -499,8 +499,7 @@ export class Agent implements ControlApi {
   }
 
   selectors(): { selector: string; identities: number[] }[] {
-    const c = this.compiler as unknown as { selectorList?: () => { selector: string; identities: number[] }[] };
-    return typeof c.selectorList === 'function' ? c.selectorList() : [];
+    return this.compiler.selectorList().map((s) => ({ selector: s.selector, identities: s.identities }));
   }
 
   ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null {

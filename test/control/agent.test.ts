@@ -270,3 +270,18 @@ test('restored endpoints that are not attached yet stay in the state file', asyn
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('selectors: each peer selector in use with the identities it selects', async () => {
+  const { agent } = makeAgent();
+  const web = await agent.addEndpoint({ name: 'web', labels: { app: 'web' }, netns: 'n1' });
+  await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n2' });
+  assert.deepEqual(agent.selectors(), [], 'no policy: no selectors');
+  agent.importPolicies(ALLOW_WEB, 'web.yaml');
+  const sels = agent.selectors();
+  const webSel = sels.find((s) => /app/.test(s.selector) && /web/.test(s.selector));
+  assert.ok(webSel, `selectors: got ${JSON.stringify(sels)}, want one for app=web`);
+  assert.deepEqual(webSel.identities, [web.identity], `app=web selects: got ${webSel.identities}, want [${web.identity}]`);
+  const web2 = await agent.addEndpoint({ name: 'web2', labels: { app: 'web', tier: 'x' }, netns: 'n3' });
+  const again = agent.selectors().find((s) => s.selector === webSel.selector);
+  assert.deepEqual(again?.identities, [web.identity, web2.identity].sort((a, b) => a - b), 'a new matching identity joins the selection');
+});

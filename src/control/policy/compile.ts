@@ -345,6 +345,11 @@ export class PolicyCompiler {
     return { enforcement: c.enforcement, audit: c.audit };
   }
 
+  /** The selector cache: every peer selector in use and the identities it selects. */
+  selectorList(): { selector: string; identities: number[]; users: number }[] {
+    return this.cache.list();
+  }
+
   get revision(): number {
     return this.rev;
   }

@@ -215,6 +215,13 @@ export class SelectorCache {
     return this.entries.get(key)?.ids ?? EMPTY_SET;
   }
 
+  /** Every selector in use (its canonical key) with the identities it selects, sorted. */
+  list(): { selector: string; identities: number[]; users: number }[] {
+    return [...this.entries.entries()]
+      .map(([key, e]) => ({ selector: key, identities: [...e.ids].sort((a, b) => a - b), users: e.refs }))
+      .sort((a, b) => (a.selector < b.selector ? -1 : a.selector > b.selector ? 1 : 0));
+  }
+
   get size(): number {
     return this.entries.size;
   }
