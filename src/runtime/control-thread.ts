@@ -20,7 +20,7 @@ import type { RunConfig } from './config.js';
 import type { RuntimeShared } from './shared.js';
 import { buildMetrics } from '../observe/metrics.js';
 import { CaptureController } from '../control/capture.js';
-import type { MainToControl, ControlToMain } from './messages.js';
+import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
 
 export interface ControlInit {
   cfg: RunConfig;
@@ -39,7 +39,7 @@ const port = parentPort;
 if (!port) throw new Error('control-thread must run as a worker_thread');
 
 function send(m: ControlToMain): void {
-  (port as NonNullable<typeof port>).postMessage(m);
+  postEncoded(port as NonNullable<typeof port>, m);
 }
 function log(msg: string): void {
   send({ type: 'log', msg });
@@ -183,7 +183,8 @@ async function main(): Promise<void> {
   const agent = new Agent(agentOpts, writer, ports, view);
   if (init.rt.capture) agent.capturer = new CaptureController(init.rt.capture); // tunswitch capture
 
-  port!.on('message', (m: MainToControl) => {
+  port!.on('message', (raw: unknown) => {
+    const m = decodeMessage<MainToControl>(raw, 'control thread');
     if (m.type === 'portRemoved') ports.portRemoved(m.port);
     else if (m.type === 'workerRestart') agent.workerRestarts = m.total;
     else if (m.type === 'shutdown') void shutdown();

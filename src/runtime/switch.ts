@@ -18,7 +18,7 @@ import { EventRing, createCounters } from '../tables/events.js';
 import { IoLoop } from './io-loop.js';
 import { createRuntimeShared, IO_STATS_SLOTS, R_DONE, R_HEAD, R_STOP, type RuntimeShared } from './shared.js';
 import type { RunConfig } from './config.js';
-import type { ControlToMain, MainToControl } from './messages.js';
+import { decodeMessage, postEncoded, type ControlToMain, type MainToControl } from './messages.js';
 import type { ControlInit } from './control-thread.js';
 import type { ShardTask } from '../../workers/shard.js';
 import { VNET_HDR_LEN } from '../io/tun.js';
@@ -112,7 +112,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
       const done = Atomics.load(ring, R_DONE);
       if (head !== done) Atomics.store(ring, R_DONE, (done + 1) | 0);
       log(`shard ${k}: worker died (${(e as Error).message}); restarting (${restarts} restarts)`);
-      ctl.postMessage({ type: 'workerRestart', total: restarts } satisfies MainToControl);
+      postEncoded(ctl, { type: 'workerRestart', total: restarts } satisfies MainToControl);
       running[k] = startShard(k);
       return running[k];
     });
@@ -142,14 +142,15 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
   const stopped = new Promise<void>((res) => {
     resolveStopped = res;
   });
-  ctl.on('message', (m: ControlToMain) => {
+  ctl.on('message', (raw: unknown) => {
+    const m = decodeMessage<ControlToMain>(raw, 'main thread');
     switch (m.type) {
       case 'addPort':
         io.addPort(m.port, m.fd);
         break;
       case 'removePort':
         io.removePort(m.port);
-        ctl.postMessage({ type: 'portRemoved', port: m.port } satisfies MainToControl);
+        postEncoded(ctl, { type: 'portRemoved', port: m.port } satisfies MainToControl);
         break;
       case 'log':
         log(m.msg);
@@ -175,7 +176,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
 
   async function stop(): Promise<void> {
     if (stopping) return;
-    ctl.postMessage({ type: 'shutdown' } satisfies MainToControl);
+    postEncoded(ctl, { type: 'shutdown' } satisfies MainToControl);
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 10000))]);
     stopping = true;
     io.stop();
