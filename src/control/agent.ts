@@ -21,7 +21,7 @@ import type { Policy, PolicyConfig } from './policy/types.js';
 import { tryParsePrefix, type Prefix } from './cidr.js';
 import { Ipam } from './ipam.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
-import { CFG_AUDIT, CFG_HOST_PORT, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
+import { CFG_ALLOW_LOCALHOST, CFG_AUDIT, CFG_HOST_PORT, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
 import type {
   AgentConfig,
   ControlApi,
@@ -164,7 +164,9 @@ export class Agent implements ControlApi {
   }
 
   private publishConfig(): void {
-    let flags = 0;
+    // allow-localhost is always on, as in Cilium's default: the host reaches local endpoints
+    // unless a rule denies it.
+    let flags = CFG_ALLOW_LOCALHOST;
     if (this.config.audit) flags |= CFG_AUDIT;
     if (this.hostPort >= 0) flags |= CFG_HOST_PORT;
     this.tables.setMeta(M_CONFIG_FLAGS, flags);
@@ -503,6 +505,7 @@ export class Agent implements ControlApi {
   }
 
   ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null {
+    if (cookie === COOKIE_ALLOW_LOCALHOST) return { name: '<allow-localhost: the host may reach local endpoints>', rule_index: -1, direction: 'ingress', deny: false };
     const r = this.compiler.rule(cookie);
     if (!r) return null;
     const out: { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } = {

@@ -5,7 +5,7 @@
  * labels uses the identity those labels have (or would have), and the tables of the
  * endpoints involved.
  */
-import type { TableSet } from '../tables/tableset.js';
+import { CFG_ALLOW_LOCALHOST, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, type TableSet } from '../tables/tableset.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
 import { DIR_EGRESS, DIR_INGRESS } from '../tables/policy.js';
 import { dropReasonText } from '../datapath/drop.js';
@@ -73,6 +73,10 @@ export function traceFlow(
       const match = MATCH_TYPE_NAMES[v === 0 ? 0 : tables.policy.outMatchType] ?? 'none';
       const rule = v === 0 ? null : ruleName(tables.policy.outCookie);
       const audited = (flags & EP_AUDIT) !== 0 || audit;
+      if (v === 0 && dir === DIR_INGRESS && remote === 1 && ((tables.meta[M_CONFIG_FLAGS] as number) & CFG_ALLOW_LOCALHOST) !== 0) {
+        steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'ALLOWED', match: 'L3-Only', rule: ruleName(COOKIE_ALLOW_LOCALHOST), reason: 'allow-localhost: the host may reach local endpoints' });
+        return;
+      }
       if (v === 1) {
         steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'ALLOWED', match, rule });
         return;

@@ -51,10 +51,12 @@ import {
 import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REOPENED, CT_REPLY, type ConntrackTable } from '../tables/conntrack.js';
 import type { FragmentTable } from '../tables/fragments.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
-import { POLICY_MATCH_NONE } from '../tables/policy.js';
+import { POLICY_MATCH_L3_ONLY, POLICY_MATCH_NONE } from '../tables/policy.js';
 import {
+  CFG_ALLOW_LOCALHOST,
   CFG_AUDIT,
   CFG_HOST_PORT,
+  COOKIE_ALLOW_LOCALHOST,
   M_CONFIG_FLAGS,
   M_HOST_PORT,
   M_POLICY_REVISION,
@@ -405,6 +407,12 @@ export class Pipeline {
     if (v === -1) {
       this.polCookie = pol.outCookie;
       this.polMatch = pol.outMatchType;
+    } else if (dir === DIR_INGRESS && remoteId === ID_HOST && (this.cfg & CFG_ALLOW_LOCALHOST) !== 0) {
+      // allow-localhost (Cilium's default): the host reaches local endpoints unless a rule
+      // denies it; a deny entry (v === -1 above) still wins.
+      this.polCookie = COOKIE_ALLOW_LOCALHOST;
+      this.polMatch = POLICY_MATCH_L3_ONLY;
+      return 1;
     }
     if ((flags & EP_AUDIT) !== 0 || (this.cfg & CFG_AUDIT) !== 0) {
       this.polAudited = 1;

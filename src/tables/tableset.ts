@@ -8,7 +8,8 @@
  *
  * meta (u32 words):
  *   0  POLICY_REVISION   rises with every policy/endpoint/identity change that can alter verdicts
- *   1  CONFIG_FLAGS      bit0 audit mode agent-wide, bit1 host port present
+ *   1  CONFIG_FLAGS      bit0 audit mode agent-wide, bit1 host port present, bit2 allow-localhost
+ *                        (ingress from reserved:host is allowed when no rule decides, as Cilium)
  *   2  HOST_PORT         output port index of the host port (valid when bit1 is set)
  *   3  HOST_IDENTITY     identity of the host port's own addresses (1, reserved:host)
  *
@@ -32,6 +33,9 @@ export const META_WORDS = 16;
 
 export const CFG_AUDIT = 1;
 export const CFG_HOST_PORT = 2;
+export const CFG_ALLOW_LOCALHOST = 4;
+/** Rule cookie reported for a flow allowed by allow-localhost. */
+export const COOKIE_ALLOW_LOCALHOST = 0xfffffffe;
 
 export interface TableSetShared {
   control: SharedArrayBuffer;

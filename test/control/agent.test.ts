@@ -285,3 +285,14 @@ test('selectors: each peer selector in use with the identities it selects', asyn
   const again = agent.selectors().find((s) => s.selector === webSel.selector);
   assert.deepEqual(again?.identities, [web.identity, web2.identity].sort((a, b) => a - b), 'a new matching identity joins the selection');
 });
+
+test('policy trace: the host reaches a default-deny endpoint through allow-localhost', async () => {
+  const { agent } = makeAgent();
+  agent.setHostPort(0, ['10.42.0.1/32']);
+  await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n2' });
+  agent.importPolicies(ALLOW_WEB, 'web.yaml');
+  const t = agent.trace({ src: { ip: '10.42.0.1' }, dst: { endpoint: 'db' }, dport: '22/TCP' });
+  assert.equal(t.source.identity, 1, `host identity: got ${t.source.identity}, want 1`);
+  assert.equal(t.verdict, 'ALLOWED', `got ${JSON.stringify(t.steps)}`);
+  assert.match(String((t.steps[0]?.rule as { name?: string } | null)?.name), /allow-localhost/);
+});

@@ -811,3 +811,38 @@ describe('pipeline: policy-verdict events per enforcement point', () => {
     assert.deepEqual(got, [`egress:${V_FORWARDED}`, `ingress:${V_DROPPED}`], `policy events: got ${got}`);
   });
 });
+
+describe('pipeline: allow-localhost', () => {
+  const fromHost = (dport: number): Uint8Array => tcp(HOST_ADDR, B.v4, 50000 + dport, dport);
+
+  test('the host reaches an ingress-enforced endpoint when no rule decides', () => {
+    const w = base({ bIn: true }).allowLocalhost(true);
+    w.commit();
+    const r = w.run(fromHost(22), HOST_PORT);
+    expectForward(r, B.port, 'host -> B:22 with allow-localhost');
+    assert.equal(r.srcId, ID_HOST, `srcId: got ${r.srcId}, want host (1)`);
+    assert.equal(r.cookie, 0xfffffffe, `cookie: got ${r.cookie}, want the allow-localhost cookie`);
+  });
+
+  test('a deny rule for the host still wins', () => {
+    const w = base({ bIn: true }).allowLocalhost(true);
+    w.deny({ ep: B.ep, dir: DIR_INGRESS, identity: ID_HOST, prefixLen: 0, cookie: 90 });
+    w.commit();
+    const r = w.run(fromHost(23), HOST_PORT);
+    assert.equal(r.reason, 181, `reason: got ${r.reason}, want 181 (denylist)`);
+  });
+
+  test('without allow-localhost the host is policed like any identity', () => {
+    const w = base({ bIn: true }).allowLocalhost(false);
+    w.commit();
+    const r = w.run(fromHost(24), HOST_PORT);
+    assert.equal(r.reason, 133, `reason: got ${r.reason}, want 133`);
+  });
+
+  test('other identities are not affected', () => {
+    const w = base({ bIn: true }).allowLocalhost(true);
+    w.commit();
+    const r = w.run(tcp(R_ADDR, B.v4, 40000, 22), HOST_PORT);
+    assert.equal(r.reason, 133, `world -> B:22: got reason ${r.reason}, want 133`);
+  });
+});

@@ -47,6 +47,7 @@ import {
 import { IPCACHE_FLAG_HOST, IPCACHE_FLAG_LOCAL } from '../../src/tables/ipcache.js';
 import { L4_FULL_PREFIX, type PolicyEntry } from '../../src/tables/policy.js';
 import {
+  CFG_ALLOW_LOCALHOST,
   CFG_AUDIT,
   CFG_HOST_PORT,
   M_CONFIG_FLAGS,
@@ -269,6 +270,14 @@ export class World {
 
   noHostPort(): this {
     this.cfg &= ~CFG_HOST_PORT;
+    this.writer.setMeta(M_CONFIG_FLAGS, this.cfg);
+    this.dirty = true;
+    return this;
+  }
+
+  /** allow-localhost (CFG_ALLOW_LOCALHOST): ingress from reserved:host allowed unless denied. */
+  allowLocalhost(on: boolean): this {
+    this.cfg = on ? this.cfg | CFG_ALLOW_LOCALHOST : this.cfg & ~CFG_ALLOW_LOCALHOST;
     this.writer.setMeta(M_CONFIG_FLAGS, this.cfg);
     this.dirty = true;
     return this;
