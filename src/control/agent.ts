@@ -579,7 +579,7 @@ export class Agent implements ControlApi {
     const notes: string[] = [];
     const src = this.traceEnd('src', req.src, notes);
     const dst = this.traceEnd('dst', req.dst, notes);
-    return traceFlow(this.tables.tables, src, dst, proto, port, protoName, this.config.audit, (c) => this.ruleName(c), notes);
+    return traceFlow(this.tables.tables, src, dst, proto, port, protoName, (c) => this.ruleName(c), notes);
   }
 
   // ---------------------------------------------------------------- ipcache, ct, config

@@ -36,6 +36,7 @@ import {
   V_DROPPED,
 } from '../tables/events.js';
 import { dropReasonText } from '../datapath/drop.js';
+import { POLICY_MATCH_NAMES } from '../tables/policy.js';
 import { formatV4, formatV6 } from './cidr.js';
 import type { CtEntryInfo, FlowEvent } from '../api/types.js';
 import { R_FLUSH } from '../runtime/shared.js';
@@ -48,7 +49,6 @@ export interface NameResolver {
   defaultDenyBy?(ep: number, dir: 'ingress' | 'egress'): string[];
 }
 
-const MATCH_NAMES = ['none', 'L3-Only', 'L3-L4', 'L4-Only', 'all', 'L3-Proto', 'Proto-Only'];
 const PROTO_NAMES: Record<number, string> = { 1: 'ICMPv4', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
 
 export function tcpFlagNames(f: number): string {
@@ -184,7 +184,7 @@ export function toFlow(r: Uint32Array, b: number, names: NameResolver): FlowEven
     ev.drop_reason = reason;
     ev.drop_reason_desc = dropReasonText(reason);
   }
-  if (type === EV_POLICY || type === EV_DROP) ev.policy_match_type = MATCH_NAMES[matchType] ?? String(matchType);
+  if (type === EV_POLICY || type === EV_DROP) ev.policy_match_type = POLICY_MATCH_NAMES[matchType] ?? String(matchType);
   const srcName = srcEp === NO_INDEX ? undefined : names.endpointName(srcEp);
   const dstName = dstEp === NO_INDEX ? undefined : names.endpointName(dstEp);
   if (srcName) ev.source.endpoint = srcName;

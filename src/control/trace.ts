@@ -5,12 +5,12 @@
  * labels uses the identity those labels have (or would have), and the tables of the
  * endpoints involved.
  */
-import { CFG_ALLOW_LOCALHOST, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, type TableSet } from '../tables/tableset.js';
-import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
-import { DIR_EGRESS, DIR_INGRESS } from '../tables/policy.js';
+import { COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, type TableSet } from '../tables/tableset.js';
+import { DIR_EGRESS, DIR_INGRESS, POLICY_MATCH_NAMES } from '../tables/policy.js';
+import { NO_INDEX } from '../tables/events.js';
 import { dropReasonText } from '../datapath/drop.js';
+import { PolicyDecision } from '../datapath/policy-decision.js';
 
-export const MATCH_TYPE_NAMES = ['none', 'L3-Only', 'L3-L4', 'L4-Only', 'all', 'L3-Proto', 'Proto-Only'];
 
 export interface TraceEnd {
   name: string;
@@ -51,7 +51,6 @@ export function traceFlow(
   proto: number,
   port: number,
   protoName: string,
-  audit: boolean,
   ruleName: (cookie: number) => unknown,
   notes: string[],
 ): TraceResult {
@@ -61,36 +60,34 @@ export function traceFlow(
   const side = tables.control.enter(CONTROL_READER_SLOT);
   try {
     tables.useSide(side);
+    const decision = new PolicyDecision(tables);
+    const cfg = tables.meta[M_CONFIG_FLAGS] as number;
     const check = (ep: number, dir: number, remote: number, who: string): void => {
-      const flags = tables.endpoints.flags(ep);
-      const bit = dir === DIR_EGRESS ? EP_ENFORCE_EGRESS : EP_ENFORCE_INGRESS;
       const dirName = dir === DIR_EGRESS ? 'EGRESS' : 'INGRESS';
-      if ((flags & bit) === 0) {
+      const v = decision.decide(ep, dir, remote, proto, port, cfg);
+      if (decision.enforced === 0) {
         steps.push({ direction: dirName, endpoint: who, enforced: false, result: 'NOT ENFORCED', match: 'none', rule: null, reason: 'no policy selects this endpoint in this direction' });
         return;
       }
-      const v = tables.policy.lookup(ep, dir, remote, proto, port);
-      const match = MATCH_TYPE_NAMES[v === 0 ? 0 : tables.policy.outMatchType] ?? 'none';
-      const rule = v === 0 ? null : ruleName(tables.policy.outCookie);
-      const audited = (flags & EP_AUDIT) !== 0 || audit;
-      if (v === 0 && dir === DIR_INGRESS && remote === 1 && ((tables.meta[M_CONFIG_FLAGS] as number) & CFG_ALLOW_LOCALHOST) !== 0) {
-        steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'ALLOWED', match: 'L3-Only', rule: ruleName(COOKIE_ALLOW_LOCALHOST), reason: 'allow-localhost: the host may reach local endpoints' });
+      const match = POLICY_MATCH_NAMES[decision.match] ?? 'none';
+      const rule = decision.cookie === NO_INDEX ? null : ruleName(decision.cookie);
+      if (decision.cookie === COOKIE_ALLOW_LOCALHOST) {
+        steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'ALLOWED', match, rule, reason: 'allow-localhost: the host may reach local endpoints' });
         return;
       }
-      if (v === 1) {
+      if (v === 1 && decision.audited === 0) {
         steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'ALLOWED', match, rule });
         return;
       }
-      const code = v === -1 ? 181 : 133;
-      const reason = v === -1 ? 'a deny rule matches' : 'no rule allows it and the endpoint is default-deny in this direction';
-      if (audited) {
+      const reason = decision.lookup === -1 ? 'a deny rule matches' : 'no rule allows it and the endpoint is default-deny in this direction';
+      if (v === 1) {
         steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'AUDIT', match, rule, reason: `${reason} (audit mode: allowed and reported)` });
         return;
       }
       steps.push({ direction: dirName, endpoint: who, enforced: true, result: 'DENIED', match, rule, reason });
       if (verdict === 'ALLOWED') {
         verdict = 'DENIED';
-        dropCode = code;
+        dropCode = -v;
       }
     };
     if (src.ep >= 0) check(src.ep, DIR_EGRESS, dst.identity, src.name);

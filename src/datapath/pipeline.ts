@@ -35,6 +35,7 @@
  */
 import { PacketInfo, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet.js';
 import { parsePacket, parseInner } from './parse.js';
+import { ID_HOST, PolicyDecision } from './policy-decision.js';
 import { decrementTtl4, decrementHopLimit6 } from './checksum.js';
 import {
   DROP_CT_CREATE_FAILED,
@@ -43,20 +44,14 @@ import {
   DROP_FRAG_NOSUPPORT,
   DROP_FRAG_NOT_FOUND,
   DROP_INVALID_SIP,
-  DROP_POLICY,
-  DROP_POLICY_DENY,
   DROP_TTL_EXCEEDED,
   DROP_UNROUTABLE,
 } from './drop.js';
 import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REOPENED, CT_REPLY, type ConntrackTable } from '../tables/conntrack.js';
 import type { FragmentTable } from '../tables/fragments.js';
-import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
-import { POLICY_MATCH_L3_ONLY, POLICY_MATCH_NONE } from '../tables/policy.js';
+import { POLICY_MATCH_NONE } from '../tables/policy.js';
 import {
-  CFG_ALLOW_LOCALHOST,
-  CFG_AUDIT,
   CFG_HOST_PORT,
-  COOKIE_ALLOW_LOCALHOST,
   M_CONFIG_FLAGS,
   M_HOST_PORT,
   M_POLICY_REVISION,
@@ -100,7 +95,7 @@ import {
   type EventRing,
 } from '../tables/events.js';
 
-export const ID_HOST = 1;
+export { ID_HOST };
 export const ID_WORLD = 2;
 export const DIR_INGRESS = 0;
 export const DIR_EGRESS = 1;
@@ -135,11 +130,8 @@ export class Pipeline {
   private revision = 0;
   private cfg = 0;
 
-  // scratch for policy decisions
-  private polCookie = 0;
-  private polMatch = 0;
-  private polAudited = 0;
-  private polEnforced = 0;
+  /** The decision of the enforcement point being evaluated (egress, then ingress). */
+  readonly decision: PolicyDecision;
 
   /** Emit policy-verdict and trace events (drops are always reported). */
   eventsEnabled = true;
@@ -151,7 +143,9 @@ export class Pipeline {
     readonly counters: Float64Array,
     readonly events: EventRing,
     readonly readerSlot: number,
-  ) {}
+  ) {
+    this.decision = new PolicyDecision(tables);
+  }
 
   /** Claims one consistent revision of the published tables for a batch. */
   beginBatch(nowSec: number, nowMs: number): void {
@@ -307,6 +301,7 @@ export class Pipeline {
       this.outAudited = ct.policyAudited(idx) ? 1 : 0;
     } else if (state !== CT_REPLY && state !== CT_RELATED) {
       // 7. egress policy of the sending endpoint
+      const pd = this.decision;
       let cookie = NO_INDEX;
       let match = POLICY_MATCH_NONE;
       let audited = 0;
@@ -317,27 +312,27 @@ export class Pipeline {
       let egMatch = POLICY_MATCH_NONE;
       let egAudited = 0;
       if (!fromHost) {
-        const v = this.policyCheck(srcEpRaw, DIR_EGRESS, dstId, proto, dport, EP_ENFORCE_EGRESS);
+        const v = pd.decide(srcEpRaw, DIR_EGRESS, dstId, proto, dport, this.cfg);
         if (v < 0) return this.policyDrop(v, DIR_EGRESS, len, state, idx);
-        cookie = egCookie = this.polCookie;
-        match = egMatch = this.polMatch;
-        audited = egAudited = this.polAudited;
-        egEnforced = this.polEnforced;
+        cookie = egCookie = pd.cookie;
+        match = egMatch = pd.match;
+        audited = egAudited = pd.audited;
+        egEnforced = pd.enforced;
       }
       // 8. ingress policy of the local destination
       let inEnforced = 0;
       if (dstEp >= 0) {
-        const v = this.policyCheck(dstEp, DIR_INGRESS, srcId, proto, dport, EP_ENFORCE_INGRESS);
+        const v = pd.decide(dstEp, DIR_INGRESS, srcId, proto, dport, this.cfg);
         if (v < 0) {
           if (this.eventsEnabled && state === CT_NEW && egEnforced !== 0) this.emitVerdictFor(DIR_EGRESS, egCookie, egMatch, egAudited, len);
           return this.policyDrop(v, DIR_INGRESS, len, state, idx);
         }
-        inEnforced = this.polEnforced;
-        if (this.polMatch !== POLICY_MATCH_NONE || match === POLICY_MATCH_NONE) {
-          cookie = this.polCookie;
-          match = this.polMatch;
+        inEnforced = pd.enforced;
+        if (pd.match !== POLICY_MATCH_NONE || match === POLICY_MATCH_NONE) {
+          cookie = pd.cookie;
+          match = pd.match;
         }
-        audited |= this.polAudited;
+        audited |= pd.audited;
       }
       this.outMatchType = match;
       this.outCookie = cookie;
@@ -354,7 +349,7 @@ export class Pipeline {
         }
         if (this.eventsEnabled) {
           if (egEnforced !== 0) this.emitVerdictFor(DIR_EGRESS, egCookie, egMatch, egAudited, len);
-          if (inEnforced !== 0) this.emitVerdictFor(DIR_INGRESS, this.polCookie, this.polMatch, this.polAudited, len);
+          if (inEnforced !== 0) this.emitVerdictFor(DIR_INGRESS, pd.cookie, pd.match, pd.audited, len);
         }
       }
       ct.setPolicyCache(idx, this.revision, cookie, match, audited !== 0);
@@ -385,46 +380,10 @@ export class Pipeline {
     return out;
   }
 
-  /**
-   * Policy for endpoint `ep` in direction `dir` against `remoteId`.
-   * Returns 1 allowed (possibly audited), or a negative drop code. Sets pol* fields.
-   */
-  private policyCheck(ep: number, dir: number, remoteId: number, proto: number, dport: number, enforceBit: number): number {
-    this.polCookie = NO_INDEX;
-    this.polMatch = POLICY_MATCH_NONE;
-    this.polAudited = 0;
-    this.polEnforced = 0;
-    const flags = this.tables.endpoints.flags(ep);
-    if ((flags & enforceBit) === 0) return 1;
-    this.polEnforced = 1;
-    const pol = this.tables.policy;
-    const v = pol.lookup(ep, dir, remoteId, proto, dport);
-    if (v === 1) {
-      this.polCookie = pol.outCookie;
-      this.polMatch = pol.outMatchType;
-      return 1;
-    }
-    if (v === -1) {
-      this.polCookie = pol.outCookie;
-      this.polMatch = pol.outMatchType;
-    } else if (dir === DIR_INGRESS && remoteId === ID_HOST && (this.cfg & CFG_ALLOW_LOCALHOST) !== 0) {
-      // allow-localhost (Cilium's default): the host reaches local endpoints unless a rule
-      // denies it; a deny entry (v === -1 above) still wins.
-      this.polCookie = COOKIE_ALLOW_LOCALHOST;
-      this.polMatch = POLICY_MATCH_L3_ONLY;
-      return 1;
-    }
-    if ((flags & EP_AUDIT) !== 0 || (this.cfg & CFG_AUDIT) !== 0) {
-      this.polAudited = 1;
-      return 1;
-    }
-    return v === -1 ? DROP_POLICY_DENY : DROP_POLICY;
-  }
-
   private policyDrop(code: number, dir: number, len: number, state: number, idx: number): number {
     this.outDir = dir;
-    this.outMatchType = this.polMatch;
-    this.outCookie = this.polCookie;
+    this.outMatchType = this.decision.match;
+    this.outCookie = this.decision.cookie;
     // An established flow whose policy now denies it: forget the cached verdict.
     if (idx >= 0 && state !== CT_NEW) this.ct.clearPolicyCache(idx);
     if (this.eventsEnabled && state === CT_NEW) this.emitPolicyVerdict(dir, V_DROPPED, -code, len);

@@ -85,6 +85,8 @@ export const POLICY_MATCH_L4_ONLY = 3;
 export const POLICY_MATCH_ALL = 4;
 export const POLICY_MATCH_L3_PROTO = 5;
 export const POLICY_MATCH_PROTO_ONLY = 6;
+/** Display names of the match types, indexed by POLICY_MATCH_* (Hubble's spelling). */
+export const POLICY_MATCH_NAMES: readonly string[] = ['none', 'L3-Only', 'L3-L4', 'L4-Only', 'all', 'L3-Proto', 'Proto-Only'];
 
 /** Entry flag: this entry denies. */
 export const POLICY_FLAG_DENY = 1;
