@@ -2,6 +2,7 @@
  * What every command group gets: the API client for the chosen socket, the `-o` option and
  * the output helpers. A group file exports `register(program, ctx)`; src/cli/main.ts lists them.
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { ApiClient } from '../api/client.js';
@@ -84,4 +85,14 @@ export function parseIP(s: string): string {
 /** Collects a repeatable option into a list. */
 export function collect<T>(parse: (s: string) => T): (s: string, prev: T[] | undefined) => T[] {
   return (s, prev) => [...(prev ?? []), parse(s)];
+}
+
+/** The package's version (dist/src/cli/*.js -> package.json at the repository root). */
+export function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
 }

@@ -6,11 +6,11 @@
  *
  * Exit codes: 0 success, 1 an error (one line on stderr: `Error: <message>`), 2 a usage error.
  */
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
-import { makeContext, type RegisterFn } from './context.js';
+import { makeContext, packageVersion, type RegisterFn } from './context.js';
 import { register as registerStatus } from './status.js';
 import { register as registerEndpoint } from './endpoint.js';
 import { register as registerIdentity } from './identity.js';
@@ -43,16 +43,6 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerConfig,
   registerMetrics,
 ];
-
-function packageVersion(): string {
-  try {
-    // dist/src/cli/main.js → package.json at the repository root.
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-}
 
 /** Squeezes a message onto one line. */
 export function oneLine(s: string): string {

@@ -2,19 +2,10 @@
  * `tunswitch run -c FILE`: the agent in the foreground. Logs go to stderr; the API listens
  * on --socket; SIGINT/SIGTERM remove every device the switch made and exit 0.
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import type { CliContext } from './context.js';
+import { packageVersion, type CliContext } from './context.js';
 import { loadRunConfig } from '../runtime/config.js';
 import { startSwitch } from '../runtime/switch.js';
-
-function version(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return '0.0.0';
-  }
-}
 
 export function register(program: Command, ctx: CliContext): void {
   program
@@ -36,7 +27,7 @@ export function register(program: Command, ctx: CliContext): void {
         socket: ctx.socket(),
         stateDir: o.stateDir ?? `/var/lib/tunswitch/${cfg.name}`,
         metricsAddr: o.metrics ? o.metricsAddr : null,
-        version: version(),
+        version: packageVersion(),
         events: o.events,
         docker: o.dockerSocket ? { socketPath: o.dockerSocket } : o.docker ? {} : null,
       });

@@ -18,7 +18,7 @@ import { LabelSet, formatLabel, parseLabel, makeLabel, type Label } from './labe
 import { PolicyCompiler, type PolicyDiff } from './policy/compile.js';
 import { parsePolicyFile } from './policy/parse.js';
 import type { Policy, PolicyConfig } from './policy/types.js';
-import { tryParsePrefix, type Prefix } from './cidr.js';
+import { formatV4, tryParsePrefix, type Prefix } from './cidr.js';
 import { Ipam } from './ipam.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
 import { CFG_ALLOW_LOCALHOST, CFG_AUDIT, CFG_HOST_PORT, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
@@ -599,7 +599,7 @@ export class Agent implements ControlApi {
       identity: e.identity,
       source: local.has(e.cidr) ? 'endpoint' : this.apiCidrs.has(e.cidr) ? 'api' : e.identity === 1 ? 'host' : 'cidr-policy',
     };
-    if (e.tunnel) out.tunnel = formatTunnel(e.tunnel);
+    if (e.tunnel) out.tunnel = formatV4(e.tunnel);
     return out;
   }
 
@@ -841,9 +841,6 @@ export class Agent implements ControlApi {
   }
 }
 
-function formatTunnel(t: number): string {
-  return `${t >>> 24}.${(t >>> 16) & 255}.${(t >>> 8) & 255}.${t & 255}`;
-}
 
 export type { StateFile };
 export { makeLabel };

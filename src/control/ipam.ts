@@ -5,7 +5,7 @@
  * the same endpoints restores the same addresses.
  */
 import { TunswitchError } from './errors.js';
-import { formatV4, formatV6, type Prefix } from './cidr.js';
+import { formatV4, formatV6, tryParsePrefix, type Prefix } from './cidr.js';
 
 export class Ipam {
   private readonly used4 = new Set<number>();
@@ -76,7 +76,9 @@ export class Ipam {
   }
 }
 
+/** An IPv4 address as a u32 (callers pass addresses already validated). */
 function v4(s: string): number {
-  const p = s.split('.').map(Number);
-  return (((p[0] as number) << 24) | ((p[1] as number) << 16) | ((p[2] as number) << 8) | (p[3] as number)) >>> 0;
+  const p = tryParsePrefix(s, true);
+  if (!p || p.family !== 4) throw new TunswitchError('EBAD_REQUEST', `${JSON.stringify(s)} is not an IPv4 address`);
+  return p.words[0] as number;
 }
