@@ -5,8 +5,7 @@
  * in name order). validate parses locally, so it works without a running agent; `--agent`
  * asks the agent instead (the same checks, against the agent's version).
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { stringify as toYaml } from 'yaml';
 import type { Command } from 'commander';
 import { apiPath } from '../api/client.js';
@@ -14,40 +13,11 @@ import type { PolicyImportResult, PolicyInfo } from '../api/types.js';
 import type { PolicyTextRequest } from '../api/extra-types.js';
 import { TunswitchError } from '../control/errors.js';
 import { parsePolicyFile } from '../control/policy/parse.js';
+import { expandPolicyPaths } from '../control/policy/files.js';
+
+export { expandPolicyPaths };
 import { print, withOutput, type CliContext } from './context.js';
 import { formatTable } from './table.js';
-
-const POLICY_EXT = /\.(ya?ml|json)$/i;
-
-/** Expands folders into their policy files (recursively, sorted); files are kept as given. */
-export async function expandPolicyPaths(paths: readonly string[]): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    const ents = await readdir(dir, { withFileTypes: true });
-    ents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const e of ents) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (POLICY_EXT.test(e.name)) out.push(p);
-    }
-  };
-  for (const p of paths) {
-    let st;
-    try {
-      st = await stat(p);
-    } catch (e) {
-      throw new TunswitchError('EBAD_REQUEST', `${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or folder' : (e as Error).message}`);
-    }
-    if (st.isDirectory()) {
-      const before = out.length;
-      await walk(p);
-      if (out.length === before) throw new TunswitchError('EBAD_REQUEST', `${p}: no .yaml, .yml or .json files in this folder`);
-    } else {
-      out.push(p);
-    }
-  }
-  return out;
-}
 
 async function readText(file: string): Promise<string> {
   try {

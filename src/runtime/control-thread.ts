@@ -9,10 +9,11 @@
  * write to them.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
+import { expandPolicyPaths } from '../control/policy/files.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
 import { attachEndpoint, netnsExists, setupHostPort } from '../io/netns.js';
@@ -145,20 +146,6 @@ class TunPorts implements PortManager {
   }
 }
 
-function policyFiles(paths: string[], base: string): string[] {
-  const out: string[] = [];
-  for (const p of paths) {
-    const abs = resolve(base, p);
-    if (!existsSync(abs)) throw new Error(`policies: ${p}: no such file or folder`);
-    if (statSync(abs).isDirectory()) {
-      for (const f of readdirSync(abs).sort()) if (/\.(ya?ml|json)$/.test(f)) out.push(join(abs, f));
-    } else {
-      out.push(abs);
-    }
-  }
-  return out;
-}
-
 let stopping = false;
 
 async function main(): Promise<void> {
@@ -242,7 +229,11 @@ async function main(): Promise<void> {
   }
   if (missing.length > 0) log(`not attached, namespace missing: ${missing.join(', ')}`);
 
-  for (const f of policyFiles(cfg.policies, cfg.baseDir)) {
+  const files = await expandPolicyPaths(
+    cfg.policies.map((p) => resolve(cfg.baseDir, p)),
+    { emptyFolderIsError: false },
+  );
+  for (const f of files) {
     const r = agent.importPolicies(readFileSync(f, 'utf8'), f);
     log(`policy ${f}: ${r.policies.join(', ')} (revision ${r.revision})`);
   }
