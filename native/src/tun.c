@@ -380,6 +380,48 @@ static ssize_t read_packet(int fd, uint8_t *dst, int64_t slot_size) {
   return readv(fd, iov, 2);
 }
 
+/* The read loop behind readBatch and readBatchSlots. Packet i goes to slot
+ * slots[first+i] when `slots` is given, else to slot first+i; its length to lens[slot].
+ * Reads until EAGAIN or `count` packets. A packet longer than the slot (TUN truncates it) or
+ * refused by the kernel (EINVAL, EFAULT, EMSGSIZE) is consumed, takes no slot and is counted
+ * in stats. Another error ends the batch early if packets were read (it recurs on the next
+ * call), else it is thrown and -1 returned. Arguments are already bounds-checked. */
+static int32_t read_loop(napi_env env, int fd, uint8_t *slab, int64_t slot_size,
+                         const int32_t *slots, int64_t first, int64_t count, int32_t *lens,
+                         int32_t *stats) {
+  int32_t n = 0, lost = 0, lost_errno = 0;
+  while (n < count) {
+    int64_t slot = slots != NULL ? slots[first + n] : first + n;
+    ssize_t r = read_packet(fd, slab + slot * slot_size, slot_size);
+    if (r > slot_size) { /* did not fit: the kernel truncated it, drop it */
+      lost++;
+      lost_errno = EMSGSIZE;
+      continue;
+    }
+    if (r >= 0) {
+      lens[slot] = (int32_t)r;
+      n++;
+      continue;
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) break;
+    if (err == EINVAL || err == EFAULT || err == EMSGSIZE) {
+      lost++;
+      lost_errno = err;
+      continue;
+    }
+    if (n > 0) break; /* hand over what we have; the error will recur on the next call */
+    throw_sys(env, err, "read", "read from TUN device");
+    return -1;
+  }
+  if (stats != NULL) {
+    stats[0] = lost;
+    stats[1] = lost_errno;
+  }
+  return n;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* readBatch(fd, slab: Uint8Array, slotSize, firstSlot, maxSlots, lens: Int32Array,
  *           stats?: Int32Array) -> count
@@ -445,36 +487,8 @@ static napi_value js_read_batch(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  int32_t count = 0, lost = 0, lost_errno = 0;
-  while (count < max_slots) {
-    int64_t slot = first + count;
-    ssize_t n = read_packet(fd, slab + slot * slot_size, slot_size);
-    if (n > slot_size) { /* did not fit: the kernel truncated it, drop it */
-      lost++;
-      lost_errno = EMSGSIZE;
-      continue;
-    }
-    if (n >= 0) {
-      lens[slot] = (int32_t)n;
-      count++;
-      continue;
-    }
-    int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) break;
-    if (err == EINVAL || err == EFAULT || err == EMSGSIZE) {
-      lost++;
-      lost_errno = err;
-      continue;
-    }
-    if (count > 0) break; /* hand over what we have; the error will recur on the next call */
-    throw_sys(env, err, "read", "read from TUN device");
-    return NULL;
-  }
-  if (stats != NULL) {
-    stats[0] = lost;
-    stats[1] = lost_errno;
-  }
+  int32_t count = read_loop(env, fd, slab, slot_size, NULL, first, max_slots, lens, stats);
+  if (count < 0) return NULL;
   napi_value r;
   napi_create_int32(env, count, &r);
   return r;
@@ -543,36 +557,8 @@ static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
     }
   }
 
-  int32_t n = 0, lost = 0, lost_errno = 0;
-  while (n < count) {
-    int64_t s = slots[start + n];
-    ssize_t r = read_packet(fd, slab + s * slot_size, slot_size);
-    if (r > slot_size) {
-      lost++;
-      lost_errno = EMSGSIZE;
-      continue;
-    }
-    if (r >= 0) {
-      lens[s] = (int32_t)r;
-      n++;
-      continue;
-    }
-    int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) break;
-    if (err == EINVAL || err == EFAULT || err == EMSGSIZE) {
-      lost++;
-      lost_errno = err;
-      continue;
-    }
-    if (n > 0) break;
-    throw_sys(env, err, "read", "read from TUN device");
-    return NULL;
-  }
-  if (stats != NULL) {
-    stats[0] = lost;
-    stats[1] = lost_errno;
-  }
+  int32_t n = read_loop(env, fd, slab, slot_size, slots, start, count, lens, stats);
+  if (n < 0) return NULL;
   napi_value res;
   napi_create_int32(env, n, &res);
   return res;
