@@ -1,42 +1,46 @@
 /**
  * Piscina worker entry: one long-running shard loop per task.
  *
- * The pool hosts and supervises the shard workers; batches do not travel through
- * `pool.run()` (40-48 us per task measured here) but through the per-shard ring in shared
- * memory (see src/runtime/shared.ts), which costs about 2 us per batch. The task returns
- * only when the main thread sets STOP; if it throws or the thread dies, the main thread
- * submits it again and the shard resumes from the ring's DONE index with its conntrack
- * intact (it lives in shared memory).
+ * The pool hosts the shard workers; batches do not travel through `pool.run()` (40-48 us
+ * per task measured here) but through the shard ring in shared memory (src/runtime/ring.ts).
+ * The task returns only when the main thread sets STOP. If the thread dies, the supervisor
+ * (src/runtime/switch.ts) recovers the ring and the egress queue and starts the loop again;
+ * conntrack, fragments and queued packets live in shared memory and survive.
  *
- * Loop, per batch:
- *   1. wait on HEAD (Atomics.wait) while the ring is empty; collect expired conntrack
- *      entries little by little while idle
- *   2. claim one revision of the published tables (pipeline.beginBatch)
- *   3. run the pipeline on up to MAX_BATCH slots
- *   4. advance DONE, transmit runs of packets with the same output port in one native call
- *   5. hand the slots back on the return ring
+ * Loop:
+ *   1. heartbeat; honour a conntrack flush request
+ *   2. ingest: take up to INGEST_MAX packets from the ring, in pipeline batches of MAX_BATCH
+ *      (one table revision per batch); a forwarded packet joins its output port's egress
+ *      queue (flow-fair DRR + CoDel, src/runtime/egress.ts), anything else goes back at once.
+ *      Taking the whole backlog first is what puts the queue where CoDel sees it.
+ *   3. transmit: up to TX_BATCH packets from every port with a backlog, ECN CE marks
+ *      applied, written with one native call for the batch (io_uring: one submission)
+ *   4. hand the slots back; sleep on the ring when there is nothing to do (collecting
+ *      expired conntrack entries on each idle wake-up)
+ * Nothing waits to fill a batch: whatever is there is processed and sent.
  */
 import { loadBinding, type TunBinding } from '../src/io/native.js';
 import { Pipeline } from '../src/datapath/pipeline.js';
 import { TableSet, type TableSetShared } from '../src/tables/tableset.js';
 import { ConntrackTable } from '../src/tables/conntrack.js';
 import { FragmentTable } from '../src/tables/fragments.js';
-import { EventRing, C_BATCHES, C_PACKETS, C_BUSY_NS, C_BATCH_HIST, BATCH_HIST_BUCKETS } from '../src/tables/events.js';
+import { EventRing, C_BATCHES, C_PACKETS, C_BUSY_NS, C_BATCH_HIST, BATCH_HIST_BUCKETS, C_DROP_PKTS, C_DROP_BYTES } from '../src/tables/events.js';
+import { MAX_BATCH, sharedNowMs, type RuntimeShared } from '../src/runtime/shared.js';
+import { ShardRing } from '../src/runtime/ring.js';
+import { MAX_PORTS } from '../src/tables/tableset.js';
 import {
-  MAX_BATCH,
-  R_ALIVE,
-  R_DONE,
-  R_FLUSH,
-  R_ENTRIES,
-  R_GENERATION,
-  R_HEAD,
-  R_RET_HEAD,
-  R_SLEEPING,
-  R_STOP,
-  type RuntimeShared,
-} from '../src/runtime/shared.js';
+  EgressQueues,
+  EGRESS_DROP_CODEL,
+  EGRESS_MARK_CE,
+  PQ_INTERVAL,
+  PQ_LIMIT,
+  PQ_TARGET,
+  PQ_WORDS,
+} from '../src/runtime/egress.js';
 import { VNET_HDR_LEN } from '../src/io/tun.js';
-import { DROP_WRITE_ERROR } from '../src/datapath/drop.js';
+import { DROP_QUEUE_AQM, DROP_QUEUE_OVERLIMIT, DROP_WRITE_ERROR } from '../src/datapath/drop.js';
+import { ecnBits, setEcnCe } from '../src/datapath/checksum.js';
+import type { PacketInfo } from '../src/datapath/packet.js';
 import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
 
 export interface ShardTask {
@@ -51,30 +55,39 @@ export interface ShardTask {
   events: boolean;
   /** Conntrack slots scanned per idle tick / per batch. */
   gcBudget: number;
+  /** Write engine: 'uring' (one submission per batch) or 'readwrite'. */
+  engine: 'uring' | 'readwrite';
+  /** Egress queue defaults for ports whose portQueue words are 0. */
+  queue: { limitBytes: number; targetMs: number; intervalMs: number };
 }
 
-/** Idle wake-up period, for conntrack GC and STOP checks (ms). */
+/** Idle wake-up period, for conntrack GC, STOP checks and the heartbeat (ms). */
 const IDLE_WAIT_MS = 100;
+/** Packets taken from the ring per loop before transmitting. */
+const INGEST_MAX = 256;
+/** Packets dequeued per port per loop, and written per native call at most. */
+const TX_BATCH = 64;
+const TX_MAX = 256;
 
 export default function shardLoop(task: ShardTask): { shard: number; batches: number } {
   const rt = task.rt;
   const k = task.shard;
-  const ring = new Int32Array(rt.rings[k] as SharedArrayBuffer);
-  const slots = rt.slots;
-  const mask = slots - 1;
-  const retBase = R_ENTRIES + slots;
+  const ring = new ShardRing(rt.rings[k] as SharedArrayBuffer, rt.slots);
   const slotSize = rt.slotSize;
   const hdr = rt.vnetHdr ? VNET_HDR_LEN : 0;
   const buf = new Uint8Array(rt.slab);
   const dv = new DataView(rt.slab);
   const lens = new Int32Array(rt.lens);
   const inPort = new Int32Array(rt.inPort);
+  const rxMs = new Float64Array(rt.rxMs);
   const portFd = new Int32Array(rt.portFd);
+  const portQueue = new Float64Array(rt.portQueue);
 
   const tables = TableSet.attach(task.tables);
   // The constructors adopt an existing region (a restarted worker keeps the shard's state).
   const ct = new ConntrackTable(rt.conntrack[k] as SharedArrayBuffer, 0, task.ctCapacity, task.ctLifetimes);
   const frags = new FragmentTable(rt.fragments[k] as SharedArrayBuffer, 0, task.fragCapacity);
+  const egress = new EgressQueues(rt.egress[k] as SharedArrayBuffer, rt.slots, MAX_PORTS, rt.slots);
   const counters = new Float64Array(rt.counters[k] as SharedArrayBuffer);
   const events = new EventRing(rt.events[k] as SharedArrayBuffer);
   const pipeline = new Pipeline(tables, ct, frags, counters, events, task.readerSlot);
@@ -82,102 +95,157 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   // capture hook: the shard's capture ring (src/tables/capture.ts), null when the runtime has none
   const capture = rt.capture !== undefined && rt.capture[k] !== undefined ? new CaptureRing(rt.capture[k] as SharedArrayBuffer) : null;
   const native: TunBinding = loadBinding();
+  const uring = task.engine === 'uring' ? native.uringWriterOpen(TX_MAX) : null;
 
-  const outPort = new Int32Array(MAX_BATCH);
-  const slotOf = new Int32Array(MAX_BATCH);
-  const txOff = new Int32Array(MAX_BATCH);
-  const txLen = new Int32Array(MAX_BATCH);
+  const txSlots = new Int32Array(TX_MAX);
+  const txFd = new Int32Array(TX_MAX);
+  const txOff = new Int32Array(TX_MAX);
+  const txLen = new Int32Array(TX_MAX);
+  const deq = new Int32Array(TX_BATCH);
   const txStats = new Int32Array(4);
+  const pi: PacketInfo = pipeline.pi;
 
-  Atomics.add(ring, R_GENERATION, 1);
+  ring.start();
   let batches = 0;
-  let flushSeen = Atomics.load(ring, R_FLUSH);
+  let flushSeen = ring.flushCounter();
 
   for (;;) {
-    Atomics.add(ring, R_ALIVE, 1);
-    if (Atomics.load(ring, R_FLUSH) !== flushSeen) {
-      flushSeen = Atomics.load(ring, R_FLUSH);
+    // 1. heartbeat, flush
+    ring.heartbeat();
+    if (ring.flushCounter() !== flushSeen) {
+      flushSeen = ring.flushCounter();
       ct.flush();
       frags.flush();
     }
-    const head = Atomics.load(ring, R_HEAD) | 0;
-    const done = Atomics.load(ring, R_DONE) | 0;
-    if (head === done) {
-      if (Atomics.load(ring, R_STOP) !== 0) break;
-      Atomics.store(ring, R_SLEEPING, 1);
-      if ((Atomics.load(ring, R_HEAD) | 0) === head) {
-        const r = Atomics.wait(ring, R_HEAD, head, IDLE_WAIT_MS);
-        if (r === 'timed-out') ct.gc((Date.now() / 1000) >>> 0, task.gcBudget);
+
+    // 2. ingest
+    let taken = 0;
+    const t0 = process.hrtime();
+    let avail = ring.available();
+    while (avail > 0 && taken < INGEST_MAX) {
+      let n = avail < MAX_BATCH ? avail : MAX_BATCH;
+      if (n > INGEST_MAX - taken) n = INGEST_MAX - taken;
+      const nowMs = Date.now();
+      pipeline.beginBatch((nowMs / 1000) >>> 0, nowMs % 1000);
+      // capture hook: one Atomics.load of ARMED per batch; when armed, offer each packet as the
+      // pipeline left it (TTL already decremented when forwarded), without the virtio-net header
+      const capOn = capture !== null && capture.beginBatch();
+      for (let i = 0; i < n; i++) {
+        const slot = ring.take();
+        const off = slot * slotSize + hdr;
+        const len = (lens[slot] as number) - hdr;
+        const out = pipeline.process(buf, dv, off, len, inPort[slot] as number);
+        if (capOn) (capture as CaptureRing).offer(buf, off, len, out, pipeline.outSrcEp, pipeline.outDstEp);
+        if (out >= 0 && (portFd[out] as number) >= 0) {
+          const qb = out * PQ_WORDS;
+          const lim = portQueue[qb + PQ_LIMIT] as number;
+          egress.enqueue(out, slot, len, flowHash(pi), rxMs[slot] as number, pipeline.outSrcId, pipeline.outDstId, ecnBits(buf, off) === 0 ? 0 : 1, lim > 0 ? lim : task.queue.limitBytes);
+          for (let d = 0; d < egress.nDropped; d++) {
+            const s = egress.droppedSlot[d] as number;
+            pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, DROP_QUEUE_OVERLIMIT, egress.slotSrcId(s), egress.slotDstId(s));
+            ring.giveBack(s);
+          }
+        } else {
+          if (out >= 0) countTxDrops(counters, 1, len);
+          ring.giveBack(slot);
+        }
+        ring.processed();
       }
-      Atomics.store(ring, R_SLEEPING, 0);
+      pipeline.endBatch();
+      ring.publishDone();
+      taken += n;
+      counters[C_BATCHES]++;
+      counters[C_PACKETS] += n;
+      counters[C_BATCH_HIST + histBucket(n)]++;
+      batches++;
+      avail = ring.available();
+    }
+
+    // 3. transmit
+    let m = 0;
+    if (egress.firstActive() >= 0) {
+      const now = sharedNowMs();
+      let p = egress.firstActive();
+      while (p >= 0 && m < TX_MAX) {
+        const next = egress.nextActive(p);
+        const qb = p * PQ_WORDS;
+        const target = portQueue[qb + PQ_TARGET] as number;
+        const interval = portQueue[qb + PQ_INTERVAL] as number;
+        const room = TX_MAX - m < TX_BATCH ? TX_MAX - m : TX_BATCH;
+        const got = egress.dequeue(p, now, room, deq, target > 0 ? target : task.queue.targetMs, interval > 0 ? interval : task.queue.intervalMs);
+        for (let d = 0; d < egress.nDropped; d++) {
+          const s = egress.droppedSlot[d] as number;
+          const code = egress.droppedWhy[d] === EGRESS_DROP_CODEL ? DROP_QUEUE_AQM : DROP_QUEUE_OVERLIMIT;
+          pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, code, egress.slotSrcId(s), egress.slotDstId(s));
+          ring.giveBack(s);
+        }
+        const fd = portFd[p] as number;
+        for (let j = 0; j < got; j++) {
+          const s = deq[j] as number;
+          if (egress.outMark[j] === EGRESS_MARK_CE) setEcnCe(buf, dv, s * slotSize + hdr);
+          txSlots[m] = s;
+          txFd[m] = fd;
+          txOff[m] = s * slotSize;
+          txLen[m] = lens[s] as number;
+          m++;
+        }
+        p = next;
+      }
+      if (m > 0) transmit(m);
+      for (let j = 0; j < m; j++) ring.giveBack(txSlots[j] as number);
+    }
+    ring.flushReturns();
+    if (taken > 0 || m > 0) {
+      const dt = process.hrtime(t0);
+      counters[C_BUSY_NS] += dt[0] * 1e9 + dt[1];
+      ct.gc((Date.now() / 1000) >>> 0, 8);
       continue;
     }
 
-    // 2-3. run the pipeline over the batch
-    const avail = (head - done) | 0;
-    const n = avail < MAX_BATCH ? avail : MAX_BATCH;
-    const t0 = process.hrtime();
-    const nowMs = Date.now();
-    pipeline.beginBatch((nowMs / 1000) >>> 0, nowMs % 1000);
-    // capture hook: one Atomics.load of ARMED per batch; when armed, offer each packet as the
-    // pipeline left it (TTL already decremented when forwarded), without the virtio-net header
-    const capOn = capture !== null && capture.beginBatch();
-    for (let i = 0; i < n; i++) {
-      const slot = ring[R_ENTRIES + ((done + i) & mask)] as number;
-      slotOf[i] = slot;
-      const off = slot * slotSize;
-      outPort[i] = pipeline.process(buf, dv, off + hdr, (lens[slot] as number) - hdr, inPort[slot] as number);
-      if (capOn) (capture as CaptureRing).offer(buf, off + hdr, (lens[slot] as number) - hdr, outPort[i] as number, pipeline.outSrcEp, pipeline.outDstEp);
-    }
-    pipeline.endBatch();
-    Atomics.store(ring, R_DONE, (done + n) | 0);
+    // 4. idle
+    if (ring.stopRequested()) break;
+    if (ring.sleep(IDLE_WAIT_MS)) ct.gc((Date.now() / 1000) >>> 0, task.gcBudget);
+  }
+  if (uring !== null) native.uringWriterClose(uring);
+  return { shard: k, batches };
 
-    // 4. transmit: consecutive packets with the same output port go in one native call
+  /** Writes tx[0..m); what the kernel refuses or a full device leaves is counted as dropped. */
+  function transmit(m: number): void {
+    let sent = 0;
+    if (uring !== null) {
+      while (sent < m) {
+        const w = native.uringWriteBatch(uring, txFd, buf, txOff, txLen, sent, m - sent, txStats);
+        if (w === 0) break;
+        sent += w;
+      }
+      if (sent < m) countTxDrops(counters, m - sent, 0);
+      return;
+    }
+    // read/write engine: one native call per run of packets to the same fd
     let i = 0;
-    while (i < n) {
-      const port = outPort[i] as number;
-      if (port < 0) {
-        i++;
-        continue;
-      }
-      let m = 0;
+    while (i < m) {
+      const fd = txFd[i] as number;
       let j = i;
-      while (j < n && outPort[j] === port) {
-        const slot = slotOf[j] as number;
-        txOff[m] = slot * slotSize;
-        txLen[m] = lens[slot] as number;
-        m++;
-        j++;
+      while (j < m && txFd[j] === fd) j++;
+      let done = i;
+      while (done < j) {
+        const w = native.writeBatch(fd, buf, txOff, txLen, done, j - done, txStats);
+        if (w === 0) break; // EAGAIN: the device queue is full, drop the rest
+        done += w;
       }
-      const fd = portFd[port] as number;
-      if (fd >= 0) {
-        let sent = 0;
-        while (sent < m) {
-          const w = native.writeBatch(fd, buf, txOff, txLen, sent, m - sent, txStats);
-          if (w === 0) break; // EAGAIN: the device queue is full, drop the rest
-          sent += w;
-        }
-        if (sent < m) countTxDrops(counters, m - sent);
-      } else {
-        countTxDrops(counters, m);
-      }
+      if (done < j) countTxDrops(counters, j - done, 0);
       i = j;
     }
-
-    // 5. return the slots
-    const rh = Atomics.load(ring, R_RET_HEAD) | 0;
-    for (let q = 0; q < n; q++) ring[retBase + ((rh + q) & mask)] = slotOf[q] as number;
-    Atomics.store(ring, R_RET_HEAD, (rh + n) | 0);
-
-    ct.gc(nowMs / 1000 >>> 0, 8);
-    const dt = process.hrtime(t0);
-    counters[C_BATCHES]++;
-    counters[C_PACKETS] += n;
-    counters[C_BUSY_NS] += dt[0] * 1e9 + dt[1];
-    counters[C_BATCH_HIST + histBucket(n)]++;
-    batches++;
   }
-  return { shard: k, batches };
+}
+
+/** Flow hash for the egress queue's DRR buckets (one direction; ports and addresses). */
+function flowHash(pi: PacketInfo): number {
+  let h = Math.imul(pi.src0 ^ pi.src3, 0x9e3779b1) ^ Math.imul(pi.dst0 ^ pi.dst3, 0x85ebca6b);
+  h ^= Math.imul((pi.sport << 16) | pi.dport, 0xc2b2ae35) ^ pi.proto;
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  return (h ^ (h >>> 12)) >>> 0;
 }
 
 function histBucket(n: number): number {
@@ -185,7 +253,8 @@ function histBucket(n: number): number {
   return b < BATCH_HIST_BUCKETS ? b : BATCH_HIST_BUCKETS - 1;
 }
 
-function countTxDrops(counters: Float64Array, n: number): void {
+function countTxDrops(counters: Float64Array, n: number, bytes: number): void {
   const reason = -DROP_WRITE_ERROR;
-  counters[reason * 2 + 0] += n;
+  counters[C_DROP_PKTS + reason * 2 + 0] += n;
+  counters[C_DROP_BYTES + reason * 2 + 0] += bytes;
 }

@@ -243,6 +243,13 @@ function buildRoutes(api: ControlApi): Route[] {
   const p = (c: Ctx, i: number): string => c.params[i] as string;
 
   add('GET', '/v1/status', () => api.status());
+  // Readiness: 200 while every shard runs and packets can flow, 503 otherwise.
+  add('GET', '/v1/healthz', (c) => {
+    const st = api.status();
+    const body = { healthy: st.healthy, ioEngine: st.ioEngine, shards: st.shards, lastWorkerRestart: st.lastWorkerRestart };
+    if (!st.healthy) c.res.statusCode = 503;
+    return body;
+  });
 
   add('GET', '/v1/endpoint', () => api.listEndpoints());
   add('PUT', '/v1/endpoint', async (c) => {

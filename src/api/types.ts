@@ -83,10 +83,25 @@ export interface StatusInfo {
   policies: number;
   workers: number;
   workerRestarts: number;
+  /** The last shard restart: which shard and why ('' if none). */
+  lastWorkerRestart: string;
+  /** I/O engine: 'uring' or 'readwrite'. */
+  ioEngine: string;
+  /** Per-shard liveness from the supervisor. */
+  shards: RuntimeInfo['shards'];
+  /** Every shard running and none in a crash loop. */
+  healthy: boolean;
   ports: number;
   offload: boolean;
   config: AgentConfig;
   counters: { forwarded: number; dropped: number };
+}
+
+export interface RuntimeInfo {
+  ioEngine: string;
+  packetsRead: number;
+  shards: { shard: number; state: string; restarts: number; crashLoop: boolean }[];
+  healthy: boolean;
 }
 
 export interface AgentConfig {

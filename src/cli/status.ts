@@ -29,7 +29,10 @@ export function formatStatus(st: StatusInfo): string {
     ['Endpoints', st.endpoints],
     ['Identities', st.identities],
     ['Policies', st.policies],
-    ['Workers', `${st.workers} (restarts: ${st.workerRestarts})`],
+    ['Workers', `${st.workers} (restarts: ${st.workerRestarts}${st.lastWorkerRestart ? `, last: ${st.lastWorkerRestart}` : ''})`],
+    ['Shards', (st.shards ?? []).map((s) => `${s.shard}: ${s.state}${s.crashLoop ? ' CRASH LOOP' : ''}${s.restarts > 0 ? ` (${s.restarts} restarts)` : ''}`).join(', ')],
+    ['Health', st.healthy === false ? 'NOT FORWARDING (a shard is down or crash-looping)' : 'ok'],
+    ['I/O engine', st.ioEngine],
     ['Ports', st.ports],
     ['Offload', onOff(st.offload)],
     ['Enforcement', st.config.enforcement],
@@ -42,5 +45,7 @@ export function register(program: Command, ctx: CliContext): void {
   withOutput(program.command('status').description('show the state of the running agent')).action(async (_opts, cmd: Command) => {
     const st = await ctx.client().get<StatusInfo>('/v1/status');
     print(ctx, cmd, st, () => formatStatus(st));
+    // Exit status tells scripts whether packets can flow: 0 healthy, 1 a shard is down.
+    if (st.healthy === false) process.exitCode = 1;
   });
 }

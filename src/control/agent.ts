@@ -34,6 +34,7 @@ import type {
   PolicyImportResult,
   PolicyInfo,
   StatusInfo,
+  RuntimeInfo,
 } from '../api/types.js';
 import type { DatapathView } from './datapath-view.js';
 import { CONTROL_READER_SLOT, traceFlow, type TraceEnd, type TraceResult } from './trace.js';
@@ -127,6 +128,9 @@ export class Agent implements ControlApi {
   /** Host port's ipcache entries (address -> identity 1). */
   private hostPort = -1;
   workerRestarts = 0;
+  lastWorkerRestart = '';
+  /** Runtime facts (engine, shard liveness); set by the control thread. */
+  runtimeInfo: () => RuntimeInfo = () => ({ ioEngine: 'none', packetsRead: 0, shards: [], healthy: true });
   private readonly eventLog: FlowEvent[] = [];
   private readonly eventSubs = new Set<(e: FlowEvent) => void>();
   metricsText: () => Promise<string> = async () => '';
@@ -712,6 +716,7 @@ export class Agent implements ControlApi {
 
   status(): StatusInfo {
     const totals = this.view ? this.view.totals() : { forwarded: 0, dropped: 0 };
+    const rtInfo = this.runtimeInfo();
     return {
       name: this.opts.name,
       version: this.opts.version,
@@ -722,6 +727,10 @@ export class Agent implements ControlApi {
       policies: this.compiler.policyList().length,
       workers: this.opts.workers,
       workerRestarts: this.workerRestarts,
+      lastWorkerRestart: this.lastWorkerRestart,
+      ioEngine: rtInfo.ioEngine,
+      shards: rtInfo.shards,
+      healthy: rtInfo.healthy,
       ports: [...this.endpoints.values()].filter((r) => r.port >= 0).length + (this.hostPort >= 0 ? 1 : 0),
       offload: this.opts.offload,
       config: this.getConfig(),

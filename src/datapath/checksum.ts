@@ -113,3 +113,38 @@ export function l4Checksum6(
   s = csumPartial(buf, l4Off, l4Len, s);
   return ~csumFold(s) & 0xffff;
 }
+
+/**
+ * Sets ECN "congestion experienced" (CE, 0b11) on an ECN-capable packet (ECT(0) or ECT(1))
+ * at l3Off, patching the IPv4 header checksum incrementally. Returns false (and changes
+ * nothing) when the packet is not ECN-capable. Used by the egress queue's CoDel, which marks
+ * instead of dropping where the transport can react.
+ */
+export function setEcnCe(buf: Uint8Array, dv: DataView, l3Off: number): boolean {
+  const v = buf[l3Off]! >> 4;
+  if (v === 4) {
+    const tos = buf[l3Off + 1]!;
+    if ((tos & 3) === 0 || (tos & 3) === 3) return false;
+    const old = (buf[l3Off]! << 8) | tos;
+    buf[l3Off + 1] = tos | 3;
+    dv.setUint16(l3Off + V4_CSUM, csumReplace16(dv.getUint16(l3Off + V4_CSUM), old, old | 3));
+    return true;
+  }
+  if (v === 6) {
+    // Traffic class straddles bytes 0 and 1: its ECN bits are bits 4-5 of byte 1.
+    const b1 = buf[l3Off + 1]!;
+    const ecn = (b1 >> 4) & 3;
+    if (ecn === 0 || ecn === 3) return false;
+    buf[l3Off + 1] = b1 | 0x30;
+    return true;
+  }
+  return false;
+}
+
+/** The ECN field of the IP packet at l3Off (0 not ECN-capable, 1/2 ECT, 3 CE). */
+export function ecnBits(buf: Uint8Array, l3Off: number): number {
+  const v = buf[l3Off]! >> 4;
+  if (v === 4) return buf[l3Off + 1]! & 3;
+  if (v === 6) return (buf[l3Off + 1]! >> 4) & 3;
+  return 0;
+}

@@ -119,6 +119,12 @@ export const DROP_QUEUE_FULL = -230;
 export const DROP_TX_FAILED = -231;
 /** The verdict forwards the packet but no output port is attached for the destination. */
 export const DROP_NO_OUTPUT = -232;
+/** The output port's egress queue dropped it: CoDel saw a standing queue (sojourn above target for an interval). */
+export const DROP_QUEUE_AQM = -233;
+/** The output port's egress queue was over its byte limit: dropped from the head of the fattest flow. */
+export const DROP_QUEUE_OVERLIMIT = -234;
+/** The shard worker died while processing this packet (the packet is dropped so the restart cannot loop). */
+export const DROP_WORKER_CRASH = -235;
 
 /** The table. Sorted by code. Texts are tunswitch's wording of Cilium's meanings. */
 export const DROP_REASONS: readonly DropReason[] = Object.freeze([
@@ -204,6 +210,9 @@ export const DROP_REASONS: readonly DropReason[] = Object.freeze([
   r(230, 'QUEUE_FULL', 'tunswitch: shard queue full (backpressure)'),
   r(231, 'TX_FAILED', 'tunswitch: write to output device failed'),
   r(232, 'NO_OUTPUT', 'tunswitch: no output port'),
+  r(233, 'QUEUE_AQM', 'tunswitch: egress queue AQM drop (CoDel)'),
+  r(234, 'QUEUE_OVERLIMIT', 'tunswitch: egress queue over its byte limit'),
+  r(235, 'WORKER_CRASH', 'tunswitch: shard worker died on this packet'),
 ]);
 
 function r(code: number, name: string, text: string): DropReason {

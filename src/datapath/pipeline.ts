@@ -380,6 +380,26 @@ export class Pipeline {
     return out;
   }
 
+  /**
+   * A packet this pipeline forwarded that the egress stage then dropped (AQM, byte limit,
+   * write failure): counted by reason and reported as a drop event at the destination's
+   * side, with the identities the pipeline had resolved. Re-parses the header only.
+   */
+  dropAfterForward(buf: Uint8Array, dv: DataView, off: number, len: number, code: number, srcId: number, dstId: number): void {
+    this.outMatchType = POLICY_MATCH_NONE;
+    this.outCookie = NO_INDEX;
+    this.outCtState = CT_ESTABLISHED;
+    this.outAudited = 0;
+    this.outSrcEp = -1;
+    this.outDstEp = -1;
+    this.outIpcacheMiss = 0;
+    this.outDir = DIR_INGRESS;
+    this.outSrcId = srcId;
+    this.outDstId = dstId;
+    parsePacket(buf, dv, off, len, this.pi);
+    this.drop(code, len);
+  }
+
   private policyDrop(code: number, dir: number, len: number, state: number, idx: number): number {
     this.outDir = dir;
     this.outMatchType = this.decision.match;

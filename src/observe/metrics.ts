@@ -20,7 +20,8 @@ import {
 import { dropReasonText } from '../datapath/drop.js';
 import type { DatapathView } from '../control/datapath-view.js';
 import type { Agent } from '../control/agent.js';
-import { IO_PACKETS_READ, IO_READ_CALLS, IO_SLAB_EXHAUSTED } from '../runtime/shared.js';
+import { IO_BACKLOG_DROPS, IO_CRASH_DROPS, IO_CRASH_FREED, IO_PACKETS_READ, IO_READ_CALLS, IO_READ_ERRORS, IO_SLAB_EXHAUSTED } from '../runtime/shared.js';
+import { DROP_QUEUE_FULL, DROP_WORKER_CRASH } from '../datapath/drop.js';
 
 const DIRS = ['INGRESS', 'EGRESS'];
 
@@ -48,6 +49,12 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
   const slabExhausted = new Gauge({ name: 'tunswitch_slab_exhausted_total', help: 'Times the I/O thread found no free slab slot and left packets in the TUN queue (backpressure)', registers: [registry] });
   const ioRead = new Gauge({ name: 'tunswitch_io_packets_read_total', help: 'Packets read from TUN devices by the I/O thread', registers: [registry] });
   const ioCalls = new Gauge({ name: 'tunswitch_io_read_calls_total', help: 'Batched read calls made by the I/O thread', registers: [registry] });
+  const ioEngine = new Gauge({ name: 'tunswitch_io_engine', help: 'The I/O engine running (1 for the one in use)', labelNames: ['engine'], registers: [registry] });
+  const ioErrors = new Gauge({ name: 'tunswitch_io_read_errors_total', help: 'Read errors reported by the I/O engine', registers: [registry] });
+  const crashFreed = new Gauge({ name: 'tunswitch_worker_crash_slots_freed_total', help: 'Slots a dead shard worker held (being written) that recovery returned to the slab', registers: [registry] });
+  const shardUp = new Gauge({ name: 'tunswitch_shard_up', help: 'Shard worker running (1) or not (0)', labelNames: ['shard'], registers: [registry] });
+  const shardRestarts = new Gauge({ name: 'tunswitch_shard_restarts_total', help: 'Restarts per shard', labelNames: ['shard'], registers: [registry] });
+  const shardLoop = new Gauge({ name: 'tunswitch_shard_crash_loop', help: 'Shard in crash-loop back-off (1)', labelNames: ['shard'], registers: [registry] });
   const uptime = new Gauge({ name: 'tunswitch_uptime_seconds', help: 'Seconds since start', registers: [registry] });
   let lastRev = 0;
 
@@ -97,7 +104,22 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
     restarts.set(st.workerRestarts);
     lostEvents.set(view.lostEvents());
     uptime.set((now - started) / 1000);
+    for (const sh of st.shards ?? []) {
+      shardUp.set({ shard: String(sh.shard) }, sh.state === 'running' ? 1 : 0);
+      shardRestarts.set({ shard: String(sh.shard) }, sh.restarts);
+      shardLoop.set({ shard: String(sh.shard) }, sh.crashLoop ? 1 : 0);
+    }
+    ioEngine.reset();
+    ioEngine.set({ engine: st.ioEngine }, 1);
     if (io) {
+      // Drops made outside the pipeline, by the I/O thread and by crash recovery.
+      const extra: [number, number][] = [
+        [-DROP_QUEUE_FULL, io[IO_BACKLOG_DROPS] as number],
+        [-DROP_WORKER_CRASH, io[IO_CRASH_DROPS] as number],
+      ];
+      for (const [r, n] of extra) if (n > 0) dropCount.inc({ reason: dropReasonText(r), direction: 'EGRESS' }, n);
+      ioErrors.set(io[IO_READ_ERRORS] as number);
+      crashFreed.set(io[IO_CRASH_FREED] as number);
       slabExhausted.set(io[IO_SLAB_EXHAUSTED] as number);
       ioRead.set(io[IO_PACKETS_READ] as number);
       ioCalls.set(io[IO_READ_CALLS] as number);

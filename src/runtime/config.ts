@@ -14,6 +14,11 @@
  *     web: { labels: { app: web }, ipv4: 10.42.0.10 }
  *     db:  { labels: { app: db } }   # address from the pool
  *   policies: [ policies/ ]          # files or folders, relative to the config file
+ *   io: auto                         # I/O engine: auto (io_uring where it runs) | uring | readwrite
+ *   queue: { limitBytes: 4MiB, target: 5ms, interval: 100ms }   # egress queue of every port
+ *   txqueuelen: 64                   # endpoint TUN queue (packets the kernel holds before we read)
+ *
+ * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`.
  */
 import { readFileSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
@@ -27,7 +32,24 @@ export interface NodeConfig {
   ipv4?: string;
   ipv6?: string;
   defaultRoute: boolean;
+  /** Egress queue settings of this node's port (absent fields: the config's `queue`). */
+  queue?: Partial<QueueConfig>;
 }
+
+/** Egress queue settings (src/runtime/egress.ts). */
+export interface QueueConfig {
+  limitBytes: number;
+  targetMs: number;
+  intervalMs: number;
+}
+
+export const DEFAULT_QUEUE: Readonly<QueueConfig> = Object.freeze({ limitBytes: 4 << 20, targetMs: 5, intervalMs: 100 });
+/**
+ * Endpoint TUN txqueuelen set by the switch. The endpoint's kernel queues up to this many
+ * packets before the switch reads them; a FIFO no AQM sees, so it is kept short
+ * (bench: `tunswitch bench --cases rtt` with 1000, 256, 64; see the README).
+ */
+export const DEFAULT_TXQUEUELEN = 64;
 
 export interface RunConfig {
   name: string;
@@ -40,13 +62,17 @@ export interface RunConfig {
   audit: boolean;
   nodes: NodeConfig[];
   policies: string[];
+  io: 'auto' | 'uring' | 'readwrite';
+  queue: QueueConfig;
+  txqueuelen: number;
   /** Directory of the config file (policy paths are relative to it). */
   baseDir: string;
   file: string;
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies'];
-const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute'];
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen'];
+const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue'];
+const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 
 function fail(file: string, path: string, msg: string): never {
@@ -156,6 +182,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
       if (typeof n.defaultRoute !== 'boolean') fail(short, `${at}.defaultRoute`, `${show(n.defaultRoute)} must be true or false`);
       node.defaultRoute = n.defaultRoute;
     }
+    if (n.queue !== undefined) node.queue = parseQueue(short, `${at}.queue`, n.queue);
     nodes.push(node);
   }
 
@@ -168,8 +195,17 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     });
   }
 
+  const io = doc.io ?? 'auto';
+  if (io !== 'auto' && io !== 'uring' && io !== 'readwrite') fail(short, 'io', `${show(io)} must be one of auto, uring, readwrite`);
+  const queue: QueueConfig = { ...DEFAULT_QUEUE, ...(doc.queue !== undefined ? parseQueue(short, 'queue', doc.queue) : {}) };
+  const txq = doc.txqueuelen ?? DEFAULT_TXQUEUELEN;
+  if (!Number.isInteger(txq) || (txq as number) < 1 || (txq as number) > 100000) fail(short, 'txqueuelen', `${show(txq)} must be an integer from 1 to 100000`);
+
   return {
     name,
+    io,
+    queue,
+    txqueuelen: txq as number,
     pool: p6 ? { ipv4: p4, ipv6: p6 } : { ipv4: p4 },
     workers: workers as number,
     offload: bool('offload', false),
@@ -182,4 +218,47 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     baseDir: dirname(file),
     file,
   };
+}
+
+/**
+ * A queue mapping: `limitBytes` (integer bytes or "512KiB", "4MiB"), `target` and
+ * `interval` (durations: "5ms", "0.1s", or a number of milliseconds).
+ */
+export function parseQueue(file: string, at: string, raw: unknown): Partial<QueueConfig> {
+  if (!isObj(raw)) fail(file, at, 'must be a mapping with limitBytes, target, interval');
+  const out: Partial<QueueConfig> = {};
+  for (const k of Object.keys(raw)) if (!QUEUE_KEYS.includes(k)) fail(file, `${at}.${k}`, `unknown field (known: ${QUEUE_KEYS.join(', ')})`);
+  if (raw.limitBytes !== undefined) {
+    const b = parseBytes(raw.limitBytes);
+    if (b === null || b < 2048 || b > 1 << 30) fail(file, `${at}.limitBytes`, `${show(raw.limitBytes)} must be a size from 2KiB to 1GiB (bytes, or e.g. "512KiB", "4MiB")`);
+    out.limitBytes = b;
+  }
+  for (const [k, key] of [['target', 'targetMs'], ['interval', 'intervalMs']] as const) {
+    if (raw[k] === undefined) continue;
+    const ms = parseDurationMs(raw[k]);
+    if (ms === null || ms <= 0 || ms > 10_000) fail(file, `${at}.${k}`, `${show(raw[k])} must be a duration from 1us to 10s (e.g. "5ms", "100ms")`);
+    out[key] = ms;
+  }
+  if ((out.targetMs ?? DEFAULT_QUEUE.targetMs) >= (out.intervalMs ?? DEFAULT_QUEUE.intervalMs)) fail(file, `${at}.target`, 'must be shorter than interval');
+  return out;
+}
+
+/** "5ms", "1.5s", "250us" or a number (ms) -> milliseconds; null if not a duration. */
+export function parseDurationMs(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : null;
+  if (typeof v !== 'string') return null;
+  const m = /^([0-9]+(?:\.[0-9]+)?)(us|ms|s)$/.exec(v.trim());
+  if (!m) return null;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : n * 1000;
+}
+
+/** 4096, "512KiB", "4MiB", "1GiB", "64KB" -> bytes; null if not a size. */
+export function parseBytes(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isInteger(v) ? v : null;
+  if (typeof v !== 'string') return null;
+  const m = /^([0-9]+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|m)?$/.exec(v.trim());
+  if (!m) return null;
+  const mult: Record<string, number> = { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30, KB: 1000, MB: 1e6, GB: 1e9, k: 1024, m: 1 << 20 };
+  return Number(m[1]) * (m[2] ? (mult[m[2]] as number) : 1);
 }

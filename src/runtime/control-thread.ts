@@ -13,12 +13,14 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
+import type { RuntimeInfo } from '../api/types.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
 import { attachEndpoint, netnsExists, setupHostPort } from '../io/netns.js';
-import type { RunConfig } from './config.js';
-import type { RuntimeShared } from './shared.js';
+import type { QueueConfig, RunConfig } from './config.js';
+import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGINE, IO_PACKETS_READ, SHARD_RUNNING, SHARD_STATE_NAMES, type RuntimeShared } from './shared.js';
+import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
 import { buildMetrics } from '../observe/metrics.js';
 import { CaptureController } from '../control/capture.js';
 import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
@@ -51,15 +53,31 @@ class TunPorts implements PortManager {
   private readonly pendingRemove = new Map<number, () => void>();
   private next = 1; // port 0 is the host port
 
-  constructor(private readonly cfg: RunConfig) {}
+  private readonly portQueue: Float64Array;
+
+  constructor(
+    private readonly cfg: RunConfig,
+    portQueue: SharedArrayBuffer,
+  ) {
+    this.portQueue = new Float64Array(portQueue);
+  }
 
   allocPort(): number {
     while (this.devs.has(this.next)) this.next++;
     return this.next++;
   }
 
+  /** Every port carries a virtio-net header; `offload` decides whether the kernel may send GSO. */
   open(name: string): TunDevice {
-    return TunDevice.open(name, this.cfg.offload ? { vnetHdr: true, offload: true } : {});
+    return TunDevice.open(name, { vnetHdr: true, offload: this.cfg.offload });
+  }
+
+  /** Egress queue settings of port p (0 words: the runtime's defaults). */
+  private setQueue(p: number, q: Partial<QueueConfig> | undefined): void {
+    const b = p * PQ_WORDS;
+    this.portQueue[b + PQ_LIMIT] = q?.limitBytes ?? 0;
+    this.portQueue[b + PQ_TARGET] = q?.targetMs ?? 0;
+    this.portQueue[b + PQ_INTERVAL] = q?.intervalMs ?? 0;
   }
 
   async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
@@ -76,7 +94,7 @@ class TunPorts implements PortManager {
         netns: spec.netns !== undefined ? { name: spec.netns } : { pid: spec.pid as number },
         ifname: 'eth0',
         mtu: this.cfg.mtu,
-        txqueuelen: 1000,
+        txqueuelen: this.cfg.txqueuelen,
         routes: spec.routes,
         defaultRoute: spec.defaultRoute,
       };
@@ -103,6 +121,7 @@ class TunPorts implements PortManager {
       }
       throw new Error(`endpoint "${spec.name}": the switch is stopping`);
     }
+    this.setQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
     send({ type: 'addPort', port: p, fd: dev.fd });
     return { port: p, tun: tunName, ifname: 'eth0' };
   }
@@ -155,7 +174,7 @@ async function main(): Promise<void> {
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
-  const ports = new TunPorts(cfg);
+  const ports = new TunPorts(cfg, init.rt.portQueue);
   const agentOpts: ConstructorParameters<typeof Agent>[0] = {
     name: cfg.name,
     pool4: cfg.pool.ipv4,
@@ -168,12 +187,16 @@ async function main(): Promise<void> {
   if (cfg.pool.ipv6) agentOpts.pool6 = cfg.pool.ipv6;
   if (init.stateDir) agentOpts.stateDir = init.stateDir;
   const agent = new Agent(agentOpts, writer, ports, view);
+  agent.runtimeInfo = runtimeInfo(init.rt);
   if (init.rt.capture) agent.capturer = new CaptureController(init.rt.capture); // tunswitch capture
 
   port!.on('message', (raw: unknown) => {
     const m = decodeMessage<MainToControl>(raw, 'control thread');
     if (m.type === 'portRemoved') ports.portRemoved(m.port);
-    else if (m.type === 'workerRestart') agent.workerRestarts = m.total;
+    else if (m.type === 'workerRestart') {
+      agent.workerRestarts = m.total;
+      agent.lastWorkerRestart = `shard ${m.shard}: ${m.reason}${m.crashLoop ? ' (crash loop: backing off)' : ''}`;
+    }
     else if (m.type === 'shutdown') void shutdown();
   });
 
@@ -293,3 +316,27 @@ async function main(): Promise<void> {
 main().catch((e: unknown) => {
   send({ type: 'fatal', msg: (e as Error).message ?? String(e) });
 });
+
+/** The runtime facts `status` reports: engine, per-shard liveness (written by the supervisor). */
+function runtimeInfo(rt: RuntimeShared): () => RuntimeInfo {
+  const health = new Int32Array(rt.health);
+  const io = rt.ioStats ? new Float64Array(rt.ioStats) : null;
+  return () => {
+    const shards: RuntimeInfo['shards'] = [];
+    for (let k = 0; k < rt.rings.length; k++) {
+      const b = k * HEALTH_WORDS;
+      shards.push({
+        shard: k,
+        state: SHARD_STATE_NAMES[Atomics.load(health, b + HEALTH_STATE)] ?? 'unknown',
+        restarts: Atomics.load(health, b + HEALTH_RESTARTS),
+        crashLoop: Atomics.load(health, b + HEALTH_CRASH_LOOP) === 1,
+      });
+    }
+    return {
+      ioEngine: io !== null && io[IO_ENGINE] === 1 ? 'uring' : 'readwrite',
+      packetsRead: io !== null ? (io[IO_PACKETS_READ] as number) : 0,
+      shards,
+      healthy: shards.every((s) => s.state === SHARD_STATE_NAMES[SHARD_RUNNING] && !s.crashLoop),
+    };
+  };
+}

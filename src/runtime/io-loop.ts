@@ -1,83 +1,132 @@
 /**
  * The I/O loop (main thread): reads packets from every port's TUN fd in batches into free
- * slab slots, hashes each one to its shard, and appends the slots to that shard's ring.
- * Shard workers run the pipeline and transmit; they hand the slots back on a return ring
- * that this loop drains before each read.
+ * slab slots, stamps their read time, hashes each one to its shard, and submits the slots
+ * on that shard's ring (ring.ts). Shard workers run the pipeline, queue and transmit; they
+ * hand the slots back on the ring's return side, which this loop reclaims.
  *
- * Change from the first plan (ARCHITECTURE.md had the main thread transmit too): workers
- * write to the output TUN fds themselves. A TUN write is one syscall per packet either way;
- * doing it in the worker removes a second thread hop per batch and keeps the main thread to
- * reads, which is what saturates first on a 2-core machine.
+ * Two engines read:
+ *   uring      one io_uring with a multishot read armed per TUN fd; the kernel reads each
+ *              packet into a slab slot taken from a provided-buffer ring (buffer id = slot),
+ *              so a burst costs no system call per packet; an eventfd on Node's loop says
+ *              when completions wait. Free slots are handed to the kernel, not kept here.
+ *   readwrite  a uv_poll per fd and one read() per packet (native readBatchSlots), for
+ *              kernels and sandboxes without io_uring (Docker's default seccomp profile
+ *              blocks it).
  *
- * Backpressure: when no slot is free the loop does not read; the kernel's TUN queue fills
- * and the kernel counts the drop (tx_dropped on the endpoint's device). The loop counts
- * how often it ran out of slots (stats[IO_SLAB_EXHAUSTED], exported as
- * tunswitch_slab_exhausted_total).
+ * Backpressure and where the queue is: a shard whose ring already holds MAX_RING_BACKLOG
+ * untaken packets gets no more (dropped here, IO_BACKLOG_DROPS, reason 230), so the backlog
+ * forms in the worker's egress queue where CoDel manages it, not in the slab. When no slot
+ * is free at all the loop stops reading and the kernel's TUN queue (small txqueuelen) fills.
  */
 import { loadBinding, type PollHandle, type TunBinding } from '../io/native.js';
 import { MAX_PORTS } from '../tables/tableset.js';
+import { ShardRing } from './ring.js';
 import {
   MAX_BATCH,
-  R_ENTRIES,
-  R_HEAD,
-  R_RET_HEAD,
-  R_RET_TAIL,
-  R_SLEEPING,
+  MAX_RING_BACKLOG,
+  IO_BACKLOG_DROPS,
+  IO_ENGINE,
   IO_PACKETS_READ,
   IO_READ_CALLS,
+  IO_READ_ERRORS,
   IO_SLAB_EXHAUSTED,
   IO_STATS_SLOTS,
+  sharedNowMs,
   shardOf,
   type RuntimeShared,
 } from './shared.js';
 
+export type IoEngineName = 'uring' | 'readwrite';
+
 /** Read rounds per readiness event before yielding to other ports (fairness). */
 const READ_ROUNDS = 4;
+/** Completions reaped per call (uring engine). */
+const REAP_BATCH = 256;
+/** Retry period when every slot is out (uring engine: no completion would wake us). */
+const STARVED_RETRY_MS = 1;
 
 export class IoLoop {
   readonly native: TunBinding;
+  readonly engine: IoEngineName;
   private readonly buf: Uint8Array;
   private readonly lens: Int32Array;
   private readonly inPort: Int32Array;
+  private readonly rxMs: Float64Array;
   private readonly portFd: Int32Array;
-  private readonly rings: Int32Array[];
+  readonly rings: ShardRing[];
   private readonly shards: number;
-  private readonly mask: number;
   private readonly hdr: number;
-  private readonly free: Int32Array;
-  private nFree: number;
-  private readonly scratch = new Int32Array(MAX_BATCH);
+  /** Free slots (readwrite: the free list; uring: reclaimed, not yet provided). */
+  readonly free: Int32Array;
+  nFree: number;
+  /** owner[slot] = shard the slot was submitted to, -1 when free or in the kernel. */
+  readonly owner: Int8Array;
+  private readonly scratch = new Int32Array(REAP_BATCH);
+  private readonly scratchLen = new Int32Array(REAP_BATCH);
+  private readonly scratchPort = new Int32Array(REAP_BATCH);
+  private readonly errStats = new Int32Array(2);
   private readonly polls: (PollHandle | null)[] = [];
-  /** Pending HEAD per shard during one read round. */
-  private readonly pendingHead: Int32Array;
+  private readonly pending: Int32Array;
   private readonly touched: Uint8Array;
+  private uring: unknown = null;
+  private uringPoll: PollHandle | null = null;
+  private starvedTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Slots currently in the kernel's provided-buffer ring (uring engine). */
+  private provided = 0;
 
-  /** packetsRead, readCalls, slabExhausted: shared so the control thread can export them. */
+  /** I/O thread counters (IO_* slots): shared so the control thread can export them. */
   readonly stats: Float64Array;
 
-  constructor(readonly rt: RuntimeShared, vnetHdrLen: number) {
+  constructor(
+    readonly rt: RuntimeShared,
+    vnetHdrLen: number,
+    engine: IoEngineName,
+  ) {
     this.native = loadBinding();
+    this.engine = engine;
     this.stats = new Float64Array(rt.ioStats ?? new SharedArrayBuffer(IO_STATS_SLOTS * 8));
+    this.stats[IO_ENGINE] = engine === 'uring' ? 1 : 0;
     this.buf = new Uint8Array(rt.slab);
     this.lens = new Int32Array(rt.lens);
     this.inPort = new Int32Array(rt.inPort);
+    this.rxMs = new Float64Array(rt.rxMs);
     this.portFd = new Int32Array(rt.portFd);
-    this.rings = rt.rings.map((s) => new Int32Array(s));
+    this.rings = rt.rings.map((s) => new ShardRing(s, rt.slots));
     this.shards = rt.rings.length;
-    this.mask = rt.slots - 1;
     this.hdr = rt.vnetHdr ? vnetHdrLen : 0;
     this.free = new Int32Array(rt.slots);
     for (let i = 0; i < rt.slots; i++) this.free[i] = rt.slots - 1 - i;
     this.nFree = rt.slots;
-    this.pendingHead = new Int32Array(this.shards);
+    this.owner = new Int8Array(rt.slots).fill(-1);
+    this.pending = new Int32Array(this.shards);
     this.touched = new Uint8Array(this.shards);
     for (let p = 0; p < MAX_PORTS; p++) this.polls.push(null);
+    if (engine === 'uring') this.startUring();
+  }
+
+  private startUring(): void {
+    const n = this.native;
+    let entries = 1;
+    while (entries < this.rt.slots) entries <<= 1;
+    // The kernel reads into buf + slot*slotSize; the arenas after the slots are never provided.
+    this.uring = n.uringReaderOpen(this.buf, this.rt.slotSize, entries);
+    this.provideFree();
+    const efd = n.uringReaderEventFd(this.uring);
+    this.uringPoll = n.pollStart(efd, (status: number) => {
+      if (status < 0) return;
+      this.reapUring();
+    });
   }
 
   /** Starts reading from `fd` as port `port` (the fd must be non-blocking). */
   addPort(port: number, fd: number): void {
     if (this.polls[port] !== null) throw new Error(`io: port ${port} is already attached`);
     Atomics.store(this.portFd, port, fd);
+    if (this.engine === 'uring') {
+      this.native.uringReaderAdd(this.uring, fd, port);
+      this.polls[port] = this.uringPoll; // marks the port attached
+      return;
+    }
     const onEvent = (status: number): void => {
       if (status < 0) return;
       this.readPort(port, fd);
@@ -88,7 +137,8 @@ export class IoLoop {
   /** Stops reading from port `port` and stops workers writing to it. */
   removePort(port: number): void {
     const h = this.polls[port];
-    if (h) this.native.pollStop(h);
+    if (h && this.engine === 'uring') this.native.uringReaderRemove(this.uring, port);
+    else if (h) this.native.pollStop(h);
     this.polls[port] = null;
     Atomics.store(this.portFd, port, -1);
   }
@@ -99,77 +149,130 @@ export class IoLoop {
     return out;
   }
 
+  /** Slots not held by a shard (free here or waiting in the kernel's buffer ring). */
   get freeSlots(): number {
-    return this.nFree;
+    return this.nFree + this.provided;
   }
 
   /** Takes back the slots workers have finished with. */
   reclaim(): void {
-    const slots = this.rt.slots;
-    const retBase = R_ENTRIES + slots;
-    for (let k = 0; k < this.shards; k++) {
-      const ring = this.rings[k] as Int32Array;
-      const head = Atomics.load(ring, R_RET_HEAD) | 0;
-      let tail = Atomics.load(ring, R_RET_TAIL) | 0;
-      if (head === tail) continue;
-      while (tail !== head) {
-        this.free[this.nFree++] = ring[retBase + (tail & this.mask)] as number;
-        tail = (tail + 1) | 0;
+    for (let k = 0; k < this.shards; k++) this.nFree = (this.rings[k] as ShardRing).reclaim(this.free, this.nFree, this.owner);
+  }
+
+  /** After a shard's recovery put slots back on the free list. */
+  afterRecovery(): void {
+    if (this.engine === 'uring') this.provideFree();
+  }
+
+  /** Reclaims, then (uring) hands every free slot to the kernel. */
+  private provideFree(): void {
+    this.reclaim();
+    if (this.nFree === 0) return;
+    this.native.uringReaderProvide(this.uring, this.free, 0, this.nFree);
+    this.provided += this.nFree;
+    this.nFree = 0;
+  }
+
+  private reapUring(): void {
+    const sc = this.scratch;
+    for (let round = 0; round < READ_ROUNDS; round++) {
+      const got = this.native.uringReaderReap(this.uring, sc, this.scratchLen, this.scratchPort, REAP_BATCH, this.errStats);
+      this.stats[IO_READ_CALLS]++;
+      if (this.errStats[0] !== 0) {
+        this.stats[IO_READ_ERRORS] += this.errStats[0] as number;
+        this.errStats[0] = 0;
       }
-      Atomics.store(ring, R_RET_TAIL, tail);
+      if (got > 0) {
+        this.provided -= got;
+        this.stats[IO_PACKETS_READ] += got;
+        this.dispatch(got, -1);
+      }
+      this.provideFree();
+      if (got < REAP_BATCH) break;
     }
+    if (this.provided === 0) this.scheduleStarved();
+  }
+
+  /** No buffer in the kernel: nothing will complete, so poll for returned slots. */
+  private scheduleStarved(): void {
+    if (this.starvedTimer !== null) return;
+    this.stats[IO_SLAB_EXHAUSTED]++;
+    this.starvedTimer = setTimeout(() => {
+      this.starvedTimer = null;
+      this.provideFree();
+      if (this.provided === 0) this.scheduleStarved();
+    }, STARVED_RETRY_MS);
   }
 
   private readPort(port: number, fd: number): void {
     const slotSize = this.rt.slotSize;
-    const shards = this.shards;
+    const sc = this.scratch;
     for (let round = 0; round < READ_ROUNDS; round++) {
       this.reclaim();
-      let want = this.nFree < MAX_BATCH ? this.nFree : MAX_BATCH;
+      const want = this.nFree < MAX_BATCH ? this.nFree : MAX_BATCH;
       if (want === 0) {
         this.stats[IO_SLAB_EXHAUSTED]++;
         return;
       }
-      const sc = this.scratch;
       for (let i = 0; i < want; i++) sc[i] = this.free[--this.nFree] as number;
       let got = 0;
       try {
         got = this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
       } catch {
         got = 0; // the device went away (detach in progress); the control thread reports it
-        want = want | 0;
       }
       this.stats[IO_READ_CALLS]++;
       for (let i = got; i < want; i++) this.free[this.nFree++] = sc[i] as number;
       if (got === 0) break;
       this.stats[IO_PACKETS_READ] += got;
-
-      for (let k = 0; k < shards; k++) {
-        this.pendingHead[k] = Atomics.load(this.rings[k] as Int32Array, R_HEAD) | 0;
-        this.touched[k] = 0;
-      }
-      for (let i = 0; i < got; i++) {
-        const slot = sc[i] as number;
-        this.inPort[slot] = port;
-        const off = slot * slotSize + this.hdr;
-        const k = shardOf(this.buf, off, (this.lens[slot] as number) - this.hdr, shards);
-        const ring = this.rings[k] as Int32Array;
-        const h = this.pendingHead[k] as number;
-        ring[R_ENTRIES + (h & this.mask)] = slot;
-        this.pendingHead[k] = (h + 1) | 0;
-        this.touched[k] = 1;
-      }
-      for (let k = 0; k < shards; k++) {
-        if (this.touched[k] === 0) continue;
-        const ring = this.rings[k] as Int32Array;
-        Atomics.store(ring, R_HEAD, this.pendingHead[k] as number);
-        if (Atomics.load(ring, R_SLEEPING) !== 0) Atomics.notify(ring, R_HEAD, 1);
-      }
+      for (let i = 0; i < got; i++) this.scratchLen[i] = this.lens[sc[i] as number] as number;
+      this.dispatch(got, port);
       if (got < want) break;
     }
   }
 
+  /**
+   * Submits scratch[0..n) to their shards. `port` >= 0: every packet came from it;
+   * -1: scratchPort[i] says. Lengths are in scratchLen.
+   */
+  private dispatch(n: number, port: number): void {
+    const slotSize = this.rt.slotSize;
+    const shards = this.shards;
+    const now = sharedNowMs();
+    const sc = this.scratch;
+    for (let k = 0; k < shards; k++) {
+      const r = this.rings[k] as ShardRing;
+      r.beginPush();
+      this.pending[k] = r.backlog();
+      this.touched[k] = 0;
+    }
+    for (let i = 0; i < n; i++) {
+      const slot = sc[i] as number;
+      const len = this.scratchLen[i] as number;
+      this.lens[slot] = len;
+      this.inPort[slot] = port >= 0 ? port : (this.scratchPort[i] as number);
+      this.rxMs[slot] = now;
+      const off = slot * slotSize + this.hdr;
+      const k = shardOf(this.buf, off, len - this.hdr, shards);
+      if ((this.pending[k] as number) >= MAX_RING_BACKLOG) {
+        this.free[this.nFree++] = slot;
+        this.stats[IO_BACKLOG_DROPS]++;
+        continue;
+      }
+      this.owner[slot] = k;
+      (this.rings[k] as ShardRing).push(slot);
+      this.pending[k] = (this.pending[k] as number) + 1;
+      this.touched[k] = 1;
+    }
+    for (let k = 0; k < shards; k++) if (this.touched[k] !== 0) (this.rings[k] as ShardRing).publish();
+  }
+
   stop(): void {
     for (let p = 0; p < MAX_PORTS; p++) if (this.polls[p] !== null) this.removePort(p);
+    if (this.starvedTimer !== null) clearTimeout(this.starvedTimer);
+    if (this.uringPoll !== null) this.native.pollStop(this.uringPoll);
+    this.uringPoll = null;
+    if (this.uring !== null) this.native.uringReaderClose(this.uring);
+    this.uring = null;
   }
 }

@@ -15,7 +15,7 @@ export type ControlToMain =
 
 export type MainToControl =
   | { type: 'portRemoved'; port: number }
-  | { type: 'workerRestart'; total: number }
+  | { type: 'workerRestart'; total: number; shard: number; reason: string; crashLoop: boolean }
   | { type: 'shutdown' };
 
 const packr = new Packr({ useRecords: false });

@@ -1,65 +1,86 @@
 /**
- * Shared memory of the runtime: the packet slab, per-slot metadata, per-shard rings and the
- * port table. Everything here is made once by the main thread at start-up and handed to the
- * shard workers (Piscina tasks) and the control thread by structured clone (the
- * SharedArrayBuffers are shared, not copied).
+ * Shared memory of the runtime: the packet slab, per-slot metadata, per-shard rings and
+ * egress queues, and the port table. Everything here is made once by the main thread at
+ * start-up and handed to the shard workers (Piscina tasks) and the control thread by
+ * structured clone (the SharedArrayBuffers are shared, not copied).
  *
- * Slab: SLOTS slots of SLOT_SIZE bytes. A slot holds one packet (with offload, a 12-byte
- * virtio-net header first). Slots are owned by exactly one thread at a time:
- *   free (main) -> filled by readBatch (main) -> queued on shard k (ring) -> processed and
- *   transmitted by worker k -> returned on shard k's free ring -> free (main).
+ * Slab: SLOTS slots of SLOT_SIZE bytes, then one transmit arena per shard (ARENA_BYTES
+ * each, where a worker builds coalesced or split GSO packets). A slot holds one packet
+ * (with offload, a 12-byte virtio-net header first). Who owns a slot when: see ring.ts.
  *
- * Per slot (Int32Array, SLOTS entries each):
- *   lens[slot]     bytes read into the slot
- *   inPort[slot]   port index the packet came from
+ * Per slot:
+ *   lens[slot]     Int32    bytes read into the slot
+ *   inPort[slot]   Int32    port index the packet came from
+ *   rxMs[slot]     Float64  when the I/O thread read it (ms, performance.timeOrigin +
+ *                           performance.now(): one clock for every thread), for CoDel's sojourn
  *
- * Ring of shard k (Int32Array over its own SAB), single producer / single consumer:
- *   0 HEAD        submit ring: next index the main thread writes (free-running)
- *   1 DONE        submit ring: next index the worker processes (free-running)
- *   2 SLEEPING    1 while the worker waits on HEAD (the main thread notifies only then)
- *   3 STOP        1: the worker returns after draining
- *   4 RET_HEAD    return ring: next index the worker writes
- *   5 RET_TAIL    return ring: next index the main thread reads
- *   6 ALIVE       incremented by the worker each loop (liveness for the supervisor)
- *   7 GENERATION  incremented each time a shard loop starts (restarts)
- *   8 FLUSH       incremented by the control thread to ask for a conntrack flush
- *   16..16+SLOTS            submit entries (slot indices)
- *   16+SLOTS..16+2*SLOTS    return entries (slot indices)
- * Capacity equals SLOTS, so neither ring can overflow: at most SLOTS slots exist.
+ * Ports (MAX_PORTS):
+ *   portFd[port]               Int32    the TUN fd to write to, -1 when unused
+ *   portQueue[port*PQ_WORDS+i]  Float64  egress queue settings (egress.ts PQ_*), 0 = default
  *
- * Ports (Int32Array, MAX_PORTS): portFd[port] = the TUN fd to write to, -1 when unused.
+ * Health (Int32, per shard HEALTH_WORDS, written by the supervisor on the main thread):
+ *   STATE (SHARD_*), RESTARTS, LAST_RESTART_S (unix seconds), CRASH_LOOP (1 while backing off)
  */
 import { MAX_PORTS } from '../tables/tableset.js';
+import { PQ_WORDS } from './egress.js';
+import { createRingBuffer } from './ring.js';
 
-export const R_HEAD = 0;
-export const R_DONE = 1;
-export const R_SLEEPING = 2;
-export const R_STOP = 3;
-export const R_RET_HEAD = 4;
-export const R_RET_TAIL = 5;
-export const R_ALIVE = 6;
-export const R_GENERATION = 7;
-export const R_FLUSH = 8;
+export { R_HEAD, R_DONE, R_SLEEPING, R_STOP, R_RET_HEAD, R_RET_TAIL, R_ALIVE, R_GENERATION, R_FLUSH, R_CURRENT, R_READY, R_ENTRIES, ringWords } from './ring.js';
 
 /** I/O thread counter slots in RuntimeShared.ioStats. */
 export const IO_PACKETS_READ = 0;
 export const IO_READ_CALLS = 1;
 export const IO_SLAB_EXHAUSTED = 2;
-export const IO_STATS_SLOTS = 4;
-export const R_ENTRIES = 16;
+/** Packets the I/O thread dropped because their shard's ring backlog was at its bound. */
+export const IO_BACKLOG_DROPS = 3;
+/** Packets dropped by recovery: the packet a worker died on. */
+export const IO_CRASH_DROPS = 4;
+/** Slots the dead workers held otherwise (being written) and recovery freed. */
+export const IO_CRASH_FREED = 5;
+/** Read errors reported by the I/O engine. */
+export const IO_READ_ERRORS = 6;
+/** 1: io_uring engine, 0: read/write. */
+export const IO_ENGINE = 7;
+export const IO_STATS_SLOTS = 8;
 
-/** Packets per read call and per worker batch at most (bench/micro: pipeline cost flat above 32). */
+export const HEALTH_STATE = 0;
+export const HEALTH_RESTARTS = 1;
+export const HEALTH_LAST_RESTART_S = 2;
+export const HEALTH_CRASH_LOOP = 3;
+export const HEALTH_WORDS = 4;
+export const SHARD_STARTING = 0;
+export const SHARD_RUNNING = 1;
+export const SHARD_DEAD = 2;
+export const SHARD_STUCK = 3;
+export const SHARD_STATE_NAMES = ['starting', 'running', 'dead', 'stuck'];
+
+/** Packets per read call and per pipeline batch at most (bench/micro: pipeline cost flat above 32). */
 export const MAX_BATCH = 64;
+/**
+ * Packets a shard may have submitted and not yet taken; past it the I/O thread drops
+ * (IO_BACKLOG_DROPS, reason 230). The worker takes its ring into the egress queue well
+ * before this, so the bound only bites when the pipeline itself falls behind; it keeps the
+ * backlog out of the slab, where no AQM sees it.
+ */
+export const MAX_RING_BACKLOG = 512;
+/** Bytes of one shard's transmit arena (coalesced/split GSO packets are built there). */
+export const ARENA_BYTES = 1 << 20;
 
 export interface RuntimeShared {
   slotSize: number;
   slots: number;
   vnetHdr: boolean;
   slab: SharedArrayBuffer;
+  /** Where the shard arenas start in the slab; arena k is [arenaOff + k*ARENA_BYTES, +ARENA_BYTES). */
+  arenaOff: number;
   lens: SharedArrayBuffer;
   inPort: SharedArrayBuffer;
+  rxMs: SharedArrayBuffer;
   portFd: SharedArrayBuffer;
+  portQueue: SharedArrayBuffer;
   rings: SharedArrayBuffer[];
+  egress: SharedArrayBuffer[];
+  health: SharedArrayBuffer;
   counters: SharedArrayBuffer[];
   events: SharedArrayBuffer[];
   conntrack: SharedArrayBuffer[];
@@ -70,26 +91,32 @@ export interface RuntimeShared {
   ioStats?: SharedArrayBuffer;
 }
 
-export function ringWords(slots: number): number {
-  return R_ENTRIES + 2 * slots;
-}
-
-export function createRuntimeShared(opts: { shards: number; slots: number; slotSize: number; vnetHdr: boolean }): Omit<RuntimeShared, 'counters' | 'events' | 'conntrack' | 'fragments'> {
+export function createRuntimeShared(opts: { shards: number; slots: number; slotSize: number; vnetHdr: boolean }): Omit<RuntimeShared, 'counters' | 'events' | 'conntrack' | 'fragments' | 'egress'> {
   if ((opts.slots & (opts.slots - 1)) !== 0) throw new RangeError(`slots ${opts.slots} is not a power of two`);
   const portFd = new SharedArrayBuffer(MAX_PORTS * 4);
   new Int32Array(portFd).fill(-1);
   const rings: SharedArrayBuffer[] = [];
-  for (let k = 0; k < opts.shards; k++) rings.push(new SharedArrayBuffer(ringWords(opts.slots) * 4));
+  for (let k = 0; k < opts.shards; k++) rings.push(createRingBuffer(opts.slots));
+  const arenaOff = opts.slots * opts.slotSize;
   return {
     slotSize: opts.slotSize,
     slots: opts.slots,
     vnetHdr: opts.vnetHdr,
-    slab: new SharedArrayBuffer(opts.slots * opts.slotSize),
+    slab: new SharedArrayBuffer(arenaOff + opts.shards * ARENA_BYTES),
+    arenaOff,
     lens: new SharedArrayBuffer(opts.slots * 4),
     inPort: new SharedArrayBuffer(opts.slots * 4),
+    rxMs: new SharedArrayBuffer(opts.slots * 8),
     portFd,
+    portQueue: new SharedArrayBuffer(MAX_PORTS * PQ_WORDS * 8),
     rings,
+    health: new SharedArrayBuffer(opts.shards * HEALTH_WORDS * 4),
   };
+}
+
+/** Milliseconds on the clock every thread shares (see rxMs above). */
+export function sharedNowMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 /**

@@ -15,8 +15,13 @@ import { TableSet } from '../tables/tableset.js';
 import { ConntrackTable } from '../tables/conntrack.js';
 import { FragmentTable } from '../tables/fragments.js';
 import { EventRing, createCounters } from '../tables/events.js';
-import { IoLoop } from './io-loop.js';
-import { createRuntimeShared, IO_STATS_SLOTS, R_DONE, R_HEAD, R_STOP, type RuntimeShared } from './shared.js';
+import { IoLoop, type IoEngineName } from './io-loop.js';
+import { createRuntimeShared, IO_CRASH_DROPS, IO_CRASH_FREED, IO_STATS_SLOTS, type RuntimeShared } from './shared.js';
+import { EgressQueues } from './egress.js';
+import { ShardRing } from './ring.js';
+import { Supervisor } from './supervisor.js';
+import { MAX_PORTS } from '../tables/tableset.js';
+import { loadBinding } from '../io/native.js';
 import type { RunConfig } from './config.js';
 import { decodeMessage, postEncoded, type ControlToMain, type MainToControl } from './messages.js';
 import type { ControlInit } from './control-thread.js';
@@ -47,25 +52,30 @@ export interface RunningSwitch {
   io: IoLoop;
   restarts(): number;
   killShardWorker(): Promise<boolean>;
+  engine: IoEngineName;
 }
 
 export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<RunningSwitch> {
   const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));
   const shards = cfg.workers;
-  // Slots: with offload a packet may be a 64 KiB GSO super-packet plus its virtio header.
-  const slotSize = cfg.offload ? 65536 + 64 : Math.ceil((cfg.mtu + 64) / 64) * 64;
+  // Every port carries a virtio-net header (IFF_VNET_HDR), offload or not, so that any port
+  // can take a coalesced GSO write. Slots: with offload a packet may be a 64 KiB GSO
+  // super-packet plus its header; without, one MTU-sized packet.
+  const slotSize = cfg.offload ? 65536 + 64 : Math.ceil((cfg.mtu + VNET_HDR_LEN + 64) / 64) * 64;
   const slots = cfg.offload ? 1024 : 8192;
   const ctCapacity = opts.ctCapacity ?? 1 << 17;
   const fragCapacity = 4096;
+  const engine = chooseEngine(cfg.io, log);
 
   const tables = TableSet.create();
-  const base = createRuntimeShared({ shards, slots, slotSize, vnetHdr: cfg.offload });
+  const base = createRuntimeShared({ shards, slots, slotSize, vnetHdr: true });
   const rt: RuntimeShared = {
     ...base,
     counters: [],
     events: [],
     conntrack: [],
     fragments: [],
+    egress: [],
     capture: [], // one capture ring per shard (tunswitch capture)
     ioStats: new SharedArrayBuffer(IO_STATS_SLOTS * 8),
   };
@@ -79,46 +89,52 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     const fSab = new SharedArrayBuffer(FragmentTable.bytesFor(fragCapacity));
     new FragmentTable(fSab, 0, fragCapacity);
     rt.fragments.push(fSab);
+    rt.egress.push(EgressQueues.create(slots, MAX_PORTS).sab);
     (rt.capture as SharedArrayBuffer[]).push(CaptureRing.create().sab);
   }
 
-  const io = new IoLoop(rt, VNET_HDR_LEN);
-
-  // ---- shard workers on Piscina ----
-  const pool = new Piscina({ filename: SHARD_WORKER, minThreads: shards, maxThreads: shards, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
-  let restarts = 0;
-  let stopping = false;
-  const running: Promise<unknown>[] = [];
+  const io = new IoLoop(rt, VNET_HDR_LEN, engine);
+  const health = new Int32Array(rt.health);
   const control = tables.control;
-  function startShard(k: number): Promise<unknown> {
-    const task: ShardTask = {
-      shard: k,
-      readerSlot: k,
-      tables: tables.shared,
-      rt,
-      ctCapacity,
-      fragCapacity,
-      ctLifetimes: lifetimes,
-      events: opts.events !== false,
-      gcBudget: 256,
-    };
-    const p: Promise<unknown> = pool.run(task).catch((e: unknown) => {
-      if (stopping) return;
-      restarts++;
+
+  // ---- shard workers: one Piscina pool (one thread) per shard, under our own supervisor ----
+  let stopping = false;
+  const sup = new Supervisor(shards, {
+    start: (k) => {
+      const pool = new Piscina({ filename: SHARD_WORKER, minThreads: 1, maxThreads: 1, idleTimeout: 2 ** 31 - 1, concurrentTasksPerWorker: 1 });
+      const task: ShardTask = {
+        shard: k,
+        readerSlot: k,
+        tables: tables.shared,
+        rt,
+        ctCapacity,
+        fragCapacity,
+        ctLifetimes: lifetimes,
+        events: opts.events !== false,
+        gcBudget: 256,
+        engine,
+        queue: cfg.queue,
+      };
+      return { pool, done: pool.run(task) };
+    },
+    recover: (k) => {
       control.resetReader(k);
-      // Skip the batch that was in flight: if a packet crashed the worker it must not loop.
-      const ring = new Int32Array(rt.rings[k] as SharedArrayBuffer);
-      const head = Atomics.load(ring, R_HEAD);
-      const done = Atomics.load(ring, R_DONE);
-      if (head !== done) Atomics.store(ring, R_DONE, (done + 1) | 0);
-      log(`shard ${k}: worker died (${(e as Error).message}); restarting (${restarts} restarts)`);
-      postEncoded(ctl, { type: 'workerRestart', total: restarts } satisfies MainToControl);
-      running[k] = startShard(k);
-      return running[k];
-    });
-    return p;
-  }
-  for (let k = 0; k < shards; k++) running.push(startShard(k));
+      io.reclaim();
+      const queued = new EgressQueues(rt.egress[k] as SharedArrayBuffer, slots, MAX_PORTS).repair();
+      const r = (io.rings[k] as ShardRing).recover(k, io.owner, queued, io.free, io.nFree);
+      io.nFree = r.nFree;
+      if (r.report.killer >= 0) io.stats[IO_CRASH_DROPS]++;
+      io.stats[IO_CRASH_FREED] += r.report.freed;
+      io.afterRecovery();
+      return r.report;
+    },
+    ring: (k) => io.rings[k] as ShardRing,
+    health,
+    log,
+    onRestart: (k, total, reason, crashLoop) => postEncoded(ctl, { type: 'workerRestart', total, shard: k, reason, crashLoop } satisfies MainToControl),
+    stopping: () => stopping,
+  });
+  sup.startAll();
 
   // ---- control thread ----
   const init: ControlInit = {
@@ -180,28 +196,29 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 10000))]);
     stopping = true;
     io.stop();
-    for (const sab of rt.rings) {
-      const ring = new Int32Array(sab);
-      Atomics.store(ring, R_STOP, 1);
-      Atomics.notify(ring, R_HEAD);
-    }
-    await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, 5000))]);
-    await pool.destroy();
+    await sup.stop();
     await ctl.terminate();
   }
 
   /**
-   * Fault injection for the supervision path (SIGUSR2 in `tunswitch run`): ends one shard
-   * worker thread abruptly. Piscina reports the task as failed, the supervisor resubmits it,
-   * and the new worker adopts the shard's conntrack from shared memory.
+   * Fault injection for the supervision path (SIGUSR2 in `tunswitch run`): ends the thread
+   * of one shard worker abruptly, whatever it is doing (starting included). The supervisor
+   * notices (the task fails, or the heartbeat stops), recovers every slot and restarts it.
    */
-  async function killShardWorker(): Promise<boolean> {
-    const threads = (pool as unknown as { threads: { terminate(): Promise<number> }[] }).threads;
-    const t = threads[0];
-    if (!t) return false;
-    await t.terminate();
-    return true;
+  function killShardWorker(): Promise<boolean> {
+    return sup.kill(0);
   }
 
-  return { stop, ready, io, restarts: () => restarts, killShardWorker };
+  return { stop, ready, io, restarts: () => sup.restarts, killShardWorker, engine };
+}
+
+/** The I/O engine for `io: auto | uring | readwrite`: auto takes io_uring where it runs. */
+export function chooseEngine(want: 'auto' | 'uring' | 'readwrite', log: (m: string) => void): IoEngineName {
+  if (want === 'readwrite') return 'readwrite';
+  const b = loadBinding();
+  const probe = typeof b.uringProbe === 'function' ? b.uringProbe() : { available: false, reason: 'binding has no io_uring engine' };
+  if (probe.available) return 'uring';
+  if (want === 'uring') throw new Error(`io: uring: the io_uring engine cannot run here: ${probe.reason}`);
+  log(`io engine: readwrite (io_uring unavailable: ${probe.reason})`);
+  return 'readwrite';
 }

@@ -12,7 +12,7 @@ test('control messages round-trip through msgpack bytes', () => {
     { type: 'stopped' },
     { type: 'fatal', msg: 'policy x.yaml: spec.ingress[0]: bad' },
     { type: 'portRemoved', port: 9 },
-    { type: 'workerRestart', total: 4 },
+    { type: 'workerRestart', total: 4, shard: 1, reason: 'worker exited', crashLoop: false },
     { type: 'shutdown' },
   ];
   for (const m of rows) {
