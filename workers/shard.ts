@@ -105,6 +105,11 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const txStats = new Int32Array(4);
   const pi: PacketInfo = pipeline.pi;
 
+  // Fault injection for tests (TUNSWITCH_FAULT_CRASH_MAGIC=<8 hex digits>): the thread dies on
+  // an IPv4/UDP packet whose payload starts with that word, inside the per-packet step, as a
+  // crash in the pipeline would.
+  const faultMagic = parseInt(process.env.TUNSWITCH_FAULT_CRASH_MAGIC ?? '0', 16) >>> 0;
+
   ring.start();
   let batches = 0;
   let flushSeen = ring.flushCounter();
@@ -134,6 +139,7 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
         const slot = ring.take();
         const off = slot * slotSize + hdr;
         const len = (lens[slot] as number) - hdr;
+        if (faultMagic !== 0 && isFaultPacket(buf, off, len, faultMagic)) process.exit(70);
         const out = pipeline.process(buf, dv, off, len, inPort[slot] as number);
         if (capOn) (capture as CaptureRing).offer(buf, off, len, out, pipeline.outSrcEp, pipeline.outDstEp);
         if (out >= 0 && (portFd[out] as number) >= 0) {
@@ -246,6 +252,12 @@ function flowHash(pi: PacketInfo): number {
   h ^= h >>> 15;
   h = Math.imul(h, 0x2c1b3c6d);
   return (h ^ (h >>> 12)) >>> 0;
+}
+
+function isFaultPacket(buf: Uint8Array, off: number, len: number, magic: number): boolean {
+  if (len < 32 || buf[off] !== 0x45 || buf[off + 9] !== 17) return false;
+  const p = off + 28;
+  return (((buf[p] as number) << 24) | ((buf[p + 1] as number) << 16) | ((buf[p + 2] as number) << 8) | (buf[p + 3] as number)) >>> 0 === magic;
 }
 
 function histBucket(n: number): number {

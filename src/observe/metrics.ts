@@ -20,7 +20,7 @@ import {
 import { dropReasonText } from '../datapath/drop.js';
 import type { DatapathView } from '../control/datapath-view.js';
 import type { Agent } from '../control/agent.js';
-import { IO_BACKLOG_DROPS, IO_CRASH_DROPS, IO_CRASH_FREED, IO_PACKETS_READ, IO_READ_CALLS, IO_READ_ERRORS, IO_SLAB_EXHAUSTED } from '../runtime/shared.js';
+import { IO_BACKLOG_DROPS, IO_CRASH_DROPS, IO_CRASH_FREED, IO_FREE_SLOTS, IO_SLOTS, IO_PACKETS_READ, IO_READ_CALLS, IO_READ_ERRORS, IO_SLAB_EXHAUSTED } from '../runtime/shared.js';
 import { DROP_QUEUE_FULL, DROP_WORKER_CRASH } from '../datapath/drop.js';
 
 const DIRS = ['INGRESS', 'EGRESS'];
@@ -55,6 +55,8 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
   const shardUp = new Gauge({ name: 'tunswitch_shard_up', help: 'Shard worker running (1) or not (0)', labelNames: ['shard'], registers: [registry] });
   const shardRestarts = new Gauge({ name: 'tunswitch_shard_restarts_total', help: 'Restarts per shard', labelNames: ['shard'], registers: [registry] });
   const shardLoop = new Gauge({ name: 'tunswitch_shard_crash_loop', help: 'Shard in crash-loop back-off (1)', labelNames: ['shard'], registers: [registry] });
+  const slabFree = new Gauge({ name: 'tunswitch_slab_free_slots', help: 'Slab slots held by no shard (free or waiting in the kernel buffer ring)', registers: [registry] });
+  const slabSlots = new Gauge({ name: 'tunswitch_slab_slots', help: 'Slab slots in all', registers: [registry] });
   const uptime = new Gauge({ name: 'tunswitch_uptime_seconds', help: 'Seconds since start', registers: [registry] });
   let lastRev = 0;
 
@@ -120,6 +122,8 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
       for (const [r, n] of extra) if (n > 0) dropCount.inc({ reason: dropReasonText(r), direction: 'EGRESS' }, n);
       ioErrors.set(io[IO_READ_ERRORS] as number);
       crashFreed.set(io[IO_CRASH_FREED] as number);
+      slabFree.set(io[IO_FREE_SLOTS] as number);
+      slabSlots.set(io[IO_SLOTS] as number);
       slabExhausted.set(io[IO_SLAB_EXHAUSTED] as number);
       ioRead.set(io[IO_PACKETS_READ] as number);
       ioCalls.set(io[IO_READ_CALLS] as number);

@@ -41,7 +41,11 @@ export const IO_CRASH_FREED = 5;
 export const IO_READ_ERRORS = 6;
 /** 1: io_uring engine, 0: read/write. */
 export const IO_ENGINE = 7;
-export const IO_STATS_SLOTS = 8;
+/** Slots not held by any shard (free, or provided to the kernel), sampled by the supervisor. */
+export const IO_FREE_SLOTS = 8;
+/** Slots in the slab. */
+export const IO_SLOTS = 9;
+export const IO_STATS_SLOTS = 12;
 
 export const HEALTH_STATE = 0;
 export const HEALTH_RESTARTS = 1;

@@ -39,7 +39,9 @@ export const READY_TIMEOUT_MS = 1000;
 export const STUCK_MS = 1000;
 export const CRASH_LOOP_DEATHS = 5;
 export const CRASH_LOOP_WINDOW_MS = 10_000;
-export const MAX_BACKOFF_MS = 5000;
+export const MAX_BACKOFF_MS = 2000;
+/** A shard in crash-loop back-off that then runs this long is healthy again. */
+export const CRASH_LOOP_CLEAR_MS = 3000;
 
 export interface SupervisorHooks {
   start(k: number): { pool: Piscina; done: Promise<unknown> };
@@ -63,6 +65,7 @@ interface ShardState {
   deaths: number[];
   timer: ReturnType<typeof setTimeout> | null;
   lastReason: string;
+  runningSince: number;
 }
 
 export class Supervisor {
@@ -75,7 +78,7 @@ export class Supervisor {
     private readonly h: SupervisorHooks,
   ) {
     for (let k = 0; k < shards; k++) {
-      this.st.push({ pool: null, done: null, generation: 0, startedAt: 0, lastAlive: 0, lastAliveAt: 0, replacing: false, deaths: [], timer: null, lastReason: '' });
+      this.st.push({ pool: null, done: null, generation: 0, startedAt: 0, lastAlive: 0, lastAliveAt: 0, replacing: false, deaths: [], timer: null, lastReason: '', runningSince: 0 });
     }
   }
 
@@ -125,10 +128,16 @@ export class Supervisor {
         if (Atomics.load(w, R_READY) === s.generation) {
           Atomics.store(this.h.health, hb + HEALTH_STATE, SHARD_RUNNING);
           s.lastAliveAt = now;
+          s.runningSince = now;
         } else if (now - s.startedAt > READY_TIMEOUT_MS) {
           void this.replace(k, `never became ready within ${READY_TIMEOUT_MS} ms`, s.pool);
         }
         continue;
+      }
+      if (Atomics.load(this.h.health, hb + HEALTH_CRASH_LOOP) === 1 && now - s.runningSince > CRASH_LOOP_CLEAR_MS) {
+        Atomics.store(this.h.health, hb + HEALTH_CRASH_LOOP, 0);
+        s.deaths.length = 0;
+        this.h.log(`shard ${k}: running for ${CRASH_LOOP_CLEAR_MS / 1000} s after a crash loop; healthy again`);
       }
       const alive = Atomics.load(w, R_ALIVE);
       if (alive !== s.lastAlive) {

@@ -16,7 +16,7 @@ import { ConntrackTable } from '../tables/conntrack.js';
 import { FragmentTable } from '../tables/fragments.js';
 import { EventRing, createCounters } from '../tables/events.js';
 import { IoLoop, type IoEngineName } from './io-loop.js';
-import { createRuntimeShared, IO_CRASH_DROPS, IO_CRASH_FREED, IO_STATS_SLOTS, type RuntimeShared } from './shared.js';
+import { createRuntimeShared, IO_CRASH_DROPS, IO_CRASH_FREED, IO_FREE_SLOTS, IO_SLOTS, IO_STATS_SLOTS, type RuntimeShared } from './shared.js';
 import { EgressQueues } from './egress.js';
 import { ShardRing } from './ring.js';
 import { Supervisor } from './supervisor.js';
@@ -135,6 +135,14 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     stopping: () => stopping,
   });
   sup.startAll();
+  // Slab accounting for metrics: reclaim and sample the free slots ten times a second.
+  io.stats[IO_SLOTS] = slots;
+  const slabTimer = setInterval(() => {
+    io.reclaim();
+    io.afterRecovery();
+    io.stats[IO_FREE_SLOTS] = io.freeSlots;
+  }, 100);
+  slabTimer.unref();
 
   // ---- control thread ----
   const init: ControlInit = {
@@ -195,6 +203,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     postEncoded(ctl, { type: 'shutdown' } satisfies MainToControl);
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 10000))]);
     stopping = true;
+    clearInterval(slabTimer);
     io.stop();
     await sup.stop();
     await ctl.terminate();

@@ -90,6 +90,10 @@ export interface LabOptions {
   nodes: NodeSpec[];
   workers?: number;
   offload?: boolean;
+  /** Extra top-level config lines (e.g. `io: readwrite`). */
+  extraConfig?: string[];
+  /** Extra environment for the agent (fault injection). */
+  env?: Record<string, string>;
 }
 
 /** Every lab and temp dir alive in this process, so an exit handler can remove them. */
@@ -184,6 +188,7 @@ export class Lab {
       `offload: ${this.opts.offload === true}`,
       'nodes:',
       ...this.opts.nodes.map((n) => `  ${n.name}: { labels: ${JSON.stringify(n.labels)} }`),
+      ...(this.opts.extraConfig ?? []),
     ];
     writeFileSync(this.configFile, lines.join('\n') + '\n');
   }
@@ -194,7 +199,7 @@ export class Lab {
     const child = spawn(
       process.execPath,
       [CLI_MAIN, '--socket', this.socket, 'run', '-c', this.configFile, '--state-dir', this.stateDir, '--no-metrics'],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...(this.opts.env ?? {}) } },
     );
     this.agent = child;
     this.agentLog = '';
