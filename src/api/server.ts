@@ -21,7 +21,7 @@ import { connect, isIP, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { TunswitchError, type ErrorCode } from '../control/errors.js';
-import type { AgentConfig, ControlApi, EndpointAddRequest } from './types.js';
+import type { AgentConfig, ControlApi, EndpointAddRequest, QueueSettings } from './types.js';
 import { MAX_API_BODY_BYTES, type ApiErrorBody } from './extra-types.js';
 import { CaptureBusyError, checkCaptureRequest, serveCapture, type CaptureHandle, type CaptureRequest, type CaptureSink } from '../control/capture.js';
 
@@ -212,6 +212,21 @@ export function checkConfigPatch(v: unknown): Partial<AgentConfig> {
   return patch;
 }
 
+function checkQueuePatch(v: unknown): Partial<QueueSettings> {
+  const o = expectObject(v, ['limitBytes', 'targetMs', 'intervalMs']);
+  const out: Partial<QueueSettings> = {};
+  const num = (k: 'limitBytes' | 'targetMs' | 'intervalMs', lo: number, hi: number, what: string): void => {
+    const x = o[k];
+    if (x === undefined) return;
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < lo || x > hi) bad(`queue ${k}: must be ${what}, got ${show(x)}`);
+    out[k] = x;
+  };
+  num('limitBytes', 2048, 1 << 30, 'a number of bytes from 2048 to 2^30');
+  num('targetMs', 0.001, 10_000, 'milliseconds from 0.001 to 10000');
+  num('intervalMs', 0.001, 10_000, 'milliseconds from 0.001 to 10000');
+  return out;
+}
+
 function queryInt(url: URL, name: string, dflt: number, max: number): number {
   const s = url.searchParams.get(name);
   if (s === null || s === '') return dflt;
@@ -259,6 +274,8 @@ function buildRoutes(api: ControlApi): Route[] {
     return ep;
   });
   add('GET', '/v1/endpoint/:id', (c) => api.getEndpoint(p(c, 0)));
+  add('GET', '/v1/endpoint/:id/queue', (c) => api.getEndpointQueue(p(c, 0)));
+  add('PUT', '/v1/endpoint/:id/queue', async (c) => api.setEndpointQueue(p(c, 0), checkQueuePatch(await c.body())));
   add('DELETE', '/v1/endpoint/:id', async (c) => {
     await api.deleteEndpoint(p(c, 0));
     return undefined;

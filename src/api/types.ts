@@ -128,8 +128,19 @@ export interface FlowEvent {
   length: number;
 }
 
+/** Egress queue settings of an endpoint's port (src/runtime/egress.ts). */
+export interface QueueSettings {
+  limitBytes: number;
+  targetMs: number;
+  intervalMs: number;
+}
+
 export interface ControlApi {
   status(): StatusInfo;
+  /** The egress queue settings in force at an endpoint's port. */
+  getEndpointQueue(idOrName: string): QueueSettings;
+  /** Changes them (absent fields keep their value); applies at the worker's next batch. */
+  setEndpointQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings;
   listEndpoints(): EndpointInfo[];
   getEndpoint(idOrName: string): EndpointInfo;
   addEndpoint(req: EndpointAddRequest): Promise<EndpointInfo>;

@@ -1,7 +1,8 @@
 /** `tunswitch endpoint list|get|add|delete`, like `cilium endpoint`. */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { apiPath } from '../api/client.js';
-import type { EndpointAddRequest, EndpointInfo } from '../api/types.js';
+import type { EndpointAddRequest, EndpointInfo, QueueSettings } from '../api/types.js';
+import { parseBytes, parseDurationMs } from '../runtime/config.js';
 import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, withOutput, type CliContext } from './context.js';
 import { formatKeyValues, formatTable } from './table.js';
 
@@ -89,6 +90,24 @@ export function register(program: Command, ctx: CliContext): void {
     print(ctx, cmd, e, () => formatEndpoint(e));
   });
 
+  withOutput(
+    ep
+      .command('queue')
+      .argument('<id|name>', 'endpoint index or name')
+      .option('--limit-bytes <size>', 'byte cap of the port\'s egress queue (e.g. 4MiB, 512KiB)', sizeArg)
+      .option('--target <duration>', 'CoDel target sojourn time (e.g. 5ms)', durationArg)
+      .option('--interval <duration>', 'CoDel interval (e.g. 100ms)', durationArg)
+      .description('show or change the egress queue (flow-fair DRR + CoDel) of an endpoint\'s port'),
+  ).action(async (id: string, o: { limitBytes?: number; target?: number; interval?: number }, cmd: Command) => {
+    const patch: { limitBytes?: number; targetMs?: number; intervalMs?: number } = {};
+    if (o.limitBytes !== undefined) patch.limitBytes = o.limitBytes;
+    if (o.target !== undefined) patch.targetMs = o.target;
+    if (o.interval !== undefined) patch.intervalMs = o.interval;
+    const path = `${apiPath('/v1/endpoint', id)}/queue`;
+    const q = Object.keys(patch).length > 0 ? await ctx.client().put<QueueSettings>(path, patch) : await ctx.client().get<QueueSettings>(path);
+    print(ctx, cmd, q, () => `Endpoint ${id} egress queue: limit ${q.limitBytes} bytes, CoDel target ${q.targetMs} ms, interval ${q.intervalMs} ms\n`);
+  });
+
   ep.command('delete')
     .alias('rm')
     .argument('<id|name>', 'endpoint index or name')
@@ -97,4 +116,16 @@ export function register(program: Command, ctx: CliContext): void {
       await ctx.client().delete(apiPath('/v1/endpoint', id));
       ctx.out(`Endpoint ${id} deleted\n`);
     });
+}
+
+function sizeArg(s: string): number {
+  const b = parseBytes(s);
+  if (b === null) throw new InvalidArgumentError(`"${s}" is not a size (e.g. 4MiB, 512KiB, 65536).`);
+  return b;
+}
+
+function durationArg(s: string): number {
+  const ms = parseDurationMs(s);
+  if (ms === null) throw new InvalidArgumentError(`"${s}" is not a duration (e.g. 5ms, 100ms, 1s).`);
+  return ms;
 }

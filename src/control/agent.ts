@@ -35,6 +35,7 @@ import type {
   PolicyInfo,
   StatusInfo,
   RuntimeInfo,
+  QueueSettings,
 } from '../api/types.js';
 import type { DatapathView } from './datapath-view.js';
 import { CONTROL_READER_SLOT, traceFlow, type TraceEnd, type TraceResult } from './trace.js';
@@ -65,6 +66,9 @@ export interface PortManager {
   /** Creates the endpoint's TUN, moves it into its namespace, addresses it; returns its port. */
   attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }>;
   detach(port: number): Promise<void>;
+  /** The egress queue settings in force at a port, and a change to them. */
+  getQueue(port: number): QueueSettings;
+  setQueue(port: number, patch: Partial<QueueSettings>): QueueSettings;
 }
 
 interface EndpointRec {
@@ -350,6 +354,20 @@ export class Agent implements ControlApi {
     const rec = this.endpoints.get(id);
     if (!rec) throw new TunswitchError('EENDPOINT_NOT_FOUND', `endpoint "${idOrName}" not found`);
     return rec;
+  }
+
+  getEndpointQueue(idOrName: string): QueueSettings {
+    return this.ports.getQueue(this.readyPort(idOrName));
+  }
+
+  setEndpointQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings {
+    return this.ports.setQueue(this.readyPort(idOrName), patch);
+  }
+
+  private readyPort(idOrName: string): number {
+    const rec = this.find(idOrName);
+    if (rec.port < 0) throw new TunswitchError('EBAD_REQUEST', `endpoint "${rec.name}" has no port yet (state ${rec.state})`);
+    return rec.port;
   }
 
   async deleteEndpoint(idOrName: string): Promise<void> {

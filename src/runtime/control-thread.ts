@@ -13,7 +13,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
-import type { RuntimeInfo } from '../api/types.js';
+import type { QueueSettings, RuntimeInfo } from '../api/types.js';
+import { TunswitchError } from '../control/errors.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
@@ -72,12 +73,33 @@ class TunPorts implements PortManager {
     return TunDevice.open(name, { vnetHdr: true, offload: this.cfg.offload });
   }
 
-  /** Egress queue settings of port p (0 words: the runtime's defaults). */
-  private setQueue(p: number, q: Partial<QueueConfig> | undefined): void {
+  /** Egress queue settings of port p (0 words: the runtime's defaults, cfg.queue). */
+  private initQueue(p: number, q: Partial<QueueConfig> | undefined): void {
     const b = p * PQ_WORDS;
     this.portQueue[b + PQ_LIMIT] = q?.limitBytes ?? 0;
     this.portQueue[b + PQ_TARGET] = q?.targetMs ?? 0;
     this.portQueue[b + PQ_INTERVAL] = q?.intervalMs ?? 0;
+  }
+
+  getQueue(p: number): QueueSettings {
+    const b = p * PQ_WORDS;
+    const d = this.cfg.queue;
+    return {
+      limitBytes: (this.portQueue[b + PQ_LIMIT] as number) || d.limitBytes,
+      targetMs: (this.portQueue[b + PQ_TARGET] as number) || d.targetMs,
+      intervalMs: (this.portQueue[b + PQ_INTERVAL] as number) || d.intervalMs,
+    };
+  }
+
+  setQueue(p: number, patch: Partial<QueueSettings>): QueueSettings {
+    const next = { ...this.getQueue(p), ...patch };
+    if (next.targetMs >= next.intervalMs) throw new TunswitchError('EBAD_REQUEST', `queue: target ${next.targetMs} ms must be shorter than interval ${next.intervalMs} ms`);
+    // Each word is read by the worker per batch; a torn pair (new target, old interval) for one batch is harmless.
+    const b = p * PQ_WORDS;
+    this.portQueue[b + PQ_LIMIT] = next.limitBytes;
+    this.portQueue[b + PQ_TARGET] = next.targetMs;
+    this.portQueue[b + PQ_INTERVAL] = next.intervalMs;
+    return next;
   }
 
   async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
@@ -121,7 +143,7 @@ class TunPorts implements PortManager {
       }
       throw new Error(`endpoint "${spec.name}": the switch is stopping`);
     }
-    this.setQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
+    this.initQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
     send({ type: 'addPort', port: p, fd: dev.fd });
     return { port: p, tun: tunName, ifname: 'eth0' };
   }

@@ -186,6 +186,17 @@ export class FakeApi implements ControlApi {
     this.endpoints.push(e);
     return e;
   }
+  queue = { limitBytes: 4 << 20, targetMs: 5, intervalMs: 100 };
+  getEndpointQueue(idOrName: string): { limitBytes: number; targetMs: number; intervalMs: number } {
+    this.calls.push(['getEndpointQueue', idOrName]);
+    return { ...this.queue };
+  }
+  setEndpointQueue(idOrName: string, patch: Partial<{ limitBytes: number; targetMs: number; intervalMs: number }>): { limitBytes: number; targetMs: number; intervalMs: number } {
+    this.calls.push(['setEndpointQueue', idOrName, patch]);
+    this.queue = { ...this.queue, ...patch };
+    return { ...this.queue };
+  }
+
   async deleteEndpoint(idOrName: string): Promise<void> {
     this.calls.push(['deleteEndpoint', idOrName]);
     const e = this.findEndpoint(idOrName);

@@ -100,6 +100,25 @@ describe('api server', () => {
     }
   });
 
+  test('endpoint queue: GET shows the settings, PUT changes them, bad values are 400 naming the field', async () => {
+    const ep = fake.endpoints[0]!;
+    const g = await raw(sock, 'GET', `/v1/endpoint/${ep.name}/queue`);
+    assert.equal(g.status, 200, `GET queue: got ${g.status} ${g.text}`);
+    assert.deepEqual(g.json, { limitBytes: 4 << 20, targetMs: 5, intervalMs: 100 });
+    const u = await raw(sock, 'PUT', `/v1/endpoint/${ep.name}/queue`, JSON.stringify({ targetMs: 2 }), { 'content-type': 'application/json' });
+    assert.equal(u.status, 200, `PUT queue: got ${u.status} ${u.text}`);
+    assert.deepEqual(u.json, { limitBytes: 4 << 20, targetMs: 2, intervalMs: 100 });
+    for (const [body, re] of [
+      [{ limitBytes: 10 }, /queue limitBytes: must be a number of bytes from 2048/],
+      [{ targetMs: '5ms' }, /queue targetMs: must be milliseconds/],
+      [{ depth: 3 }, /depth: unknown field/],
+    ] as const) {
+      const r = await raw(sock, 'PUT', `/v1/endpoint/${ep.name}/queue`, JSON.stringify(body), { 'content-type': 'application/json' });
+      assert.equal(r.status, 400, `PUT ${JSON.stringify(body)}: got ${r.status}, want 400`);
+      assert.match(errorOf(r).message, re);
+    }
+  });
+
   test('errors map to HTTP statuses by code', async () => {
     const cases: { method: string; path: string; body?: unknown; status: number; code: string; msg: RegExp }[] = [
       { method: 'GET', path: '/v1/endpoint/nosuch', status: 404, code: 'EENDPOINT_NOT_FOUND', msg: /endpoint "nosuch" not found/ },

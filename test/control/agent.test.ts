@@ -9,25 +9,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent, type PortManager, type PortSpec } from '../../src/control/agent.js';
+import { Agent } from '../../src/control/agent.js';
 import { TableSet, TableSetWriter, M_POLICY_REVISION } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
 import { EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS } from '../../src/tables/endpoints.js';
 import { DIR_EGRESS, DIR_INGRESS } from '../../src/tables/policy.js';
 import { isTunswitchError } from '../../src/control/errors.js';
+import { MemPorts } from '../helpers/mem-ports.js';
 
-class MemPorts implements PortManager {
-  next = 1;
-  attached = new Map<number, PortSpec>();
-  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
-    const port = this.next++;
-    this.attached.set(port, spec);
-    return { port, tun: `mem.${port}`, ifname: 'eth0' };
-  }
-  async detach(port: number): Promise<void> {
-    this.attached.delete(port);
-  }
-}
 
 
 

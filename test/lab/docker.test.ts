@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { Rand } from '../helpers/rand.js';
-import { Agent, type PortManager, type PortSpec } from '../../src/control/agent.js';
+import { Agent } from '../../src/control/agent.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
 import {
@@ -19,19 +19,8 @@ import {
   type ContainerFacts,
   type DockerClientLike,
 } from '../../src/lab/docker.js';
+import { MemPorts } from '../helpers/mem-ports.js';
 
-class MemPorts implements PortManager {
-  next = 1;
-  attached = new Map<number, PortSpec>();
-  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
-    const port = this.next++;
-    this.attached.set(port, spec);
-    return { port, tun: `mem.${port}`, ifname: 'eth0' };
-  }
-  async detach(port: number): Promise<void> {
-    this.attached.delete(port);
-  }
-}
 
 function makeAgent(): { agent: Agent; ports: MemPorts } {
   const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: 1 << 12, maxEndpoints: 64 });

@@ -1,0 +1,29 @@
+/**
+ * A PortManager test double: ports live in memory, no TUN devices or namespaces. Used by
+ * the agent and Docker-mode unit tests.
+ */
+import type { PortManager, PortSpec } from '../../src/control/agent.js';
+import type { QueueSettings } from '../../src/api/types.js';
+
+export class MemPorts implements PortManager {
+  next = 1;
+  attached = new Map<number, PortSpec>();
+  queues = new Map<number, QueueSettings>();
+  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
+    const port = this.next++;
+    this.attached.set(port, spec);
+    return { port, tun: `mem.${port}`, ifname: 'eth0' };
+  }
+  async detach(port: number): Promise<void> {
+    this.attached.delete(port);
+    this.queues.delete(port);
+  }
+  getQueue(port: number): QueueSettings {
+    return this.queues.get(port) ?? { limitBytes: 4 << 20, targetMs: 5, intervalMs: 100 };
+  }
+  setQueue(port: number, patch: Partial<QueueSettings>): QueueSettings {
+    const q = { ...this.getQueue(port), ...patch };
+    this.queues.set(port, q);
+    return q;
+  }
+}
