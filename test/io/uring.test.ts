@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 
 import { loadBinding, type PollHandle, type TunBinding, type UringHandle } from '../../src/io/native.js';
 import { attachEndpoint, createNetns, deleteNetns, linkExists, netnsExists } from '../../src/io/netns.js';
@@ -463,6 +464,33 @@ describe('batched writes to several fds', () => {
     } finally {
       b.uringWriterClose(w);
       await drop(eps);
+    }
+  });
+});
+
+describe('writer on a worker thread', () => {
+  it('writes from a worker, and terminating the worker with an open writer is safe', async () => {
+    const nativeUrl = new URL('../../src/io/native.js', import.meta.url).href;
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      import(${JSON.stringify(nativeUrl)}).then((m) => {
+        const b = m.loadBinding();
+        const w = b.uringWriterOpen(16);
+        globalThis.keep = w; // left open on purpose: the env cleanup hook must close it
+        const stats = new Int32Array(2);
+        const n = b.uringWriteBatch(w, Int32Array.of(-1, -1), new Uint8Array(64), Int32Array.of(0, 32), Int32Array.of(20, 20), 0, 2, stats);
+        parentPort.postMessage([n, stats[0], stats[1]]);
+      });`;
+    const w = new Worker(code, { eval: true });
+    try {
+      const got = await new Promise<number[]>((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      assert.deepEqual(got, [2, 2, EBADF], `got [consumed, dropped, errno] ${JSON.stringify(got)}, want [2, 2, ${EBADF}]`);
+    } finally {
+      const exit = await w.terminate();
+      assert.equal(exit, 1, `got worker exit code ${exit}, want 1 (terminated)`);
     }
   });
 });
