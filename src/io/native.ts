@@ -174,22 +174,6 @@ export interface TunBinding {
   /** Stops watching and releases the handle (idempotent). */
   pollStop(handle: PollHandle): void;
   close(fd: number): void;
-  /** Writes packet i to fds[i] (one write() each); same contract as writeBatch. */
-  writeBatchFds(fds: Int32Array, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, start: number, count: number, stats?: Int32Array): number;
-  /** Whether the io_uring engine can run here; reason is '' when it can. */
-  uringProbe(): { available: boolean; reason: string };
-  /** Main thread: a ring with a provided-buffer ring whose buffers are slab slots (buffer id = slot). */
-  uringReaderOpen(slab: Uint8Array, slotSize: number, ringEntries: number): unknown;
-  uringReaderEventFd(r: unknown): number;
-  uringReaderAdd(r: unknown, fd: number, port: number): void;
-  uringReaderRemove(r: unknown, port: number): void;
-  uringReaderProvide(r: unknown, slots: Int32Array, start: number, count: number): void;
-  uringReaderReap(r: unknown, slots: Int32Array, lens: Int32Array, ports: Int32Array, max: number, stats?: Int32Array): number;
-  uringReaderClose(r: unknown): void;
-  /** Worker thread: one ring per worker; writes a batch to per-packet fds with one submission. */
-  uringWriterOpen(entries: number): unknown;
-  uringWriteBatch(w: unknown, fds: Int32Array, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, start: number, count: number, stats?: Int32Array): number;
-  uringWriterClose(w: unknown): void;
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;
