@@ -521,6 +521,7 @@ static napi_value js_reader_add(napi_env env, napi_callback_info info) {
     int rc = arm_port(r, slot);
     if (rc == 0) rc = io_uring_submit(&r->ring);
     if (rc < 0) {
+      if (p->state == PORT_IDLE) r->n_idle--;
       p->state = PORT_FREE;
       throw_sys(env, -rc, "io_uring_enter", "arming the multishot read");
       return NULL;
