@@ -14,9 +14,11 @@
  *   4. writeBatch(...)         write() packets from (offset, length) pairs of a slab until
  *                              EAGAIN; packets the kernel rejects as malformed are counted
  *                              as consumed-and-dropped.
+ *      writeBatchFds(...)      the same with a destination fd per packet.
  *   5. pollStart/pollSet/pollStop   a uv_poll_t on Node's own event loop that calls a JS
  *                              function (status, events) when the fd is ready.
  *   6. close(fd).
+ *   7. uring*                  the io_uring engine, in uring.c (registered from init()).
  *
  * Errors are JS Errors with `code` (the errno name, e.g. "EBUSY"), `errno` (the number) and
  * `syscall`. Argument errors are TypeError (code ERR_INVALID_ARG_TYPE) or RangeError (code
@@ -38,6 +40,8 @@
 
 #include <node_api.h>
 #include <uv.h>
+
+#include "napi_util.h"
 
 /* Older kernel headers lack the UDP segmentation offload bits (added in Linux 6.2). */
 #ifndef TUN_F_USO4
@@ -70,7 +74,7 @@
 /* ---------------------------------------------------------------------------------------- */
 /* Error helpers                                                                            */
 
-static const char *errno_code(int err) {
+const char *errno_code(int err) {
   switch (err) {
     case EPERM: return "EPERM";
     case ENOENT: return "ENOENT";
@@ -95,12 +99,17 @@ static const char *errno_code(int err) {
     case ENOBUFS: return "ENOBUFS";
     case EBADFD: return "EBADFD";
     case EOPNOTSUPP: return "EOPNOTSUPP";
+    case ENOSYS: return "ENOSYS";
+    case ECANCELED: return "ECANCELED";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EALREADY: return "EALREADY";
+    case ETIME: return "ETIME";
     default: return "EUNKNOWN";
   }
 }
 
 /* Throws Error(message) with .code = errno name, .errno = err, .syscall = syscall. */
-static void throw_errno(napi_env env, int err, const char *syscall, const char *message) {
+void throw_errno(napi_env env, int err, const char *syscall, const char *message) {
   napi_value msg, code, error, num, sc;
   const char *c = errno_code(err);
   if (napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok) return;
@@ -114,27 +123,27 @@ static void throw_errno(napi_env env, int err, const char *syscall, const char *
 }
 
 /* Generic "tun: <what> failed: <strerror> (CODE)" error. */
-static void throw_sys(napi_env env, int err, const char *syscall, const char *what) {
+void throw_sys(napi_env env, int err, const char *syscall, const char *what) {
   char buf[256];
   snprintf(buf, sizeof buf, "tun: %s failed: %s (%s)", what, strerror(err), errno_code(err));
   throw_errno(env, err, syscall, buf);
 }
 
-static void throw_type(napi_env env, const char *arg, const char *want) {
+void throw_type(napi_env env, const char *arg, const char *want) {
   char buf[160];
   snprintf(buf, sizeof buf, "tun: argument \"%s\" must be %s", arg, want);
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", buf);
 }
 
-static void throw_range(napi_env env, const char *msg) {
+void throw_range(napi_env env, const char *msg) {
   napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Argument helpers: each returns 0 on success, -1 after throwing.                          */
 
-static int get_args(napi_env env, napi_callback_info info, size_t want_min, size_t max,
-                    napi_value *argv, size_t *argc_out) {
+int get_args(napi_env env, napi_callback_info info, size_t want_min, size_t max,
+             napi_value *argv, size_t *argc_out) {
   size_t argc = max;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
   if (argc < want_min) {
@@ -149,8 +158,8 @@ static int get_args(napi_env env, napi_callback_info info, size_t want_min, size
 }
 
 /* An integer-valued number in [lo, hi]. */
-static int get_int(napi_env env, napi_value v, const char *arg, int64_t lo, int64_t hi,
-                   int64_t *out) {
+int get_int(napi_env env, napi_value v, const char *arg, int64_t lo, int64_t hi,
+            int64_t *out) {
   napi_valuetype t;
   double d;
   napi_typeof(env, v, &t);
@@ -170,7 +179,7 @@ static int get_int(napi_env env, napi_value v, const char *arg, int64_t lo, int6
   return 0;
 }
 
-static int get_fd(napi_env env, napi_value v, int *fd) {
+int get_fd(napi_env env, napi_value v, int *fd) {
   int64_t x;
   if (get_int(env, v, "fd", 0, INT_MAX, &x) != 0) return -1;
   *fd = (int)x;
@@ -178,8 +187,8 @@ static int get_fd(napi_env env, napi_value v, int *fd) {
 }
 
 /* A typed array of the given element type; data already includes its byteOffset. */
-static int get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *arg,
-                     const char *want_name, void **data, size_t *len) {
+int get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *arg,
+              const char *want_name, void **data, size_t *len) {
   bool is;
   napi_typedarray_type type;
   napi_value ab;
@@ -197,6 +206,107 @@ static int get_typed(napi_env env, napi_value v, napi_typedarray_type want, cons
   if (*len > 0 && *data == NULL) {
     throw_type(env, arg, "a typed array over a live (not detached) buffer");
     return -1;
+  }
+  return 0;
+}
+
+int get_stats(napi_env env, napi_value v, size_t min_len, int32_t **stats, size_t *len_out) {
+  napi_valuetype t;
+  size_t len = 0;
+  *stats = NULL;
+  if (len_out != NULL) *len_out = 0;
+  napi_typeof(env, v, &t);
+  if (t == napi_undefined) return 0;
+  if (get_typed(env, v, napi_int32_array, "stats", "an Int32Array", (void **)stats, &len) != 0)
+    return -1;
+  if (len < min_len) {
+    char buf[96];
+    snprintf(buf, sizeof buf, "tun: argument \"stats\" must have at least %zu elements", min_len);
+    throw_range(env, buf);
+    return -1;
+  }
+  if (len_out != NULL) *len_out = len;
+  return 0;
+}
+
+int get_packet_batch(napi_env env, napi_value *argv, packet_batch *b) {
+  size_t offsets_len, lens_len;
+  if (get_typed(env, argv[0], napi_uint8_array, "slab", "a Uint8Array", (void **)&b->slab,
+                &b->slab_len) != 0)
+    return -1;
+  if (get_typed(env, argv[1], napi_int32_array, "offsets", "an Int32Array", (void **)&b->offsets,
+                &offsets_len) != 0)
+    return -1;
+  if (get_typed(env, argv[2], napi_int32_array, "lens", "an Int32Array", (void **)&b->lens,
+                &lens_len) != 0)
+    return -1;
+  if (get_int(env, argv[3], "start", 0, INT32_MAX, &b->start) != 0) return -1;
+  if (get_int(env, argv[4], "count", 0, INT32_MAX, &b->count) != 0) return -1;
+  if (get_stats(env, argv[5], 2, &b->stats, NULL) != 0) return -1;
+  int64_t end = b->start + b->count;
+  if (b->count > 0 && (end > (int64_t)offsets_len || end > (int64_t)lens_len)) {
+    char buf[192];
+    snprintf(buf, sizeof buf,
+             "tun: argument \"start\"/\"count\": entries [%lld, %lld) exceed offsets (%zu) or "
+             "lens (%zu)", (long long)b->start, (long long)end, offsets_len, lens_len);
+    throw_range(env, buf);
+    return -1;
+  }
+  for (int64_t i = b->start; i < end; i++) {
+    int64_t o = b->offsets[i], l = b->lens[i];
+    if (o < 0 || l < 0 || o + l > (int64_t)b->slab_len) {
+      char buf[192];
+      snprintf(buf, sizeof buf,
+               "tun: argument \"offsets\"/\"lens\": entry %lld (offset %lld, length %lld) is "
+               "outside the slab (%zu bytes)", (long long)i, (long long)o, (long long)l,
+               b->slab_len);
+      throw_range(env, buf);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int get_batch_fds(napi_env env, napi_value v, const packet_batch *b, int32_t **fds) {
+  size_t len;
+  if (get_typed(env, v, napi_int32_array, "fds", "an Int32Array", (void **)fds, &len) != 0)
+    return -1;
+  if (b->count > 0 && b->start + b->count > (int64_t)len) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "tun: argument \"fds\" has %zu elements, entries [%lld, %lld) "
+             "are needed", len, (long long)b->start, (long long)(b->start + b->count));
+    throw_range(env, buf);
+    return -1;
+  }
+  return 0;
+}
+
+int check_slots(napi_env env, const int32_t *slots, int64_t start, int64_t count,
+                size_t slots_len, int64_t slot_size, size_t slab_len, int64_t lens_len) {
+  if (count > 0 && start + count > (int64_t)slots_len) {
+    char buf[160];
+    snprintf(buf, sizeof buf,
+             "tun: argument \"start\"/\"count\": entries [%lld, %lld) exceed slots (%zu)",
+             (long long)start, (long long)(start + count), slots_len);
+    throw_range(env, buf);
+    return -1;
+  }
+  for (int64_t i = start; i < start + count; i++) {
+    int64_t s = slots[i];
+    if (s < 0 || (s + 1) * slot_size > (int64_t)slab_len || (lens_len >= 0 && s >= lens_len)) {
+      char buf[224];
+      if (lens_len >= 0)
+        snprintf(buf, sizeof buf,
+                 "tun: argument \"slots\": entry %lld is slot %lld, outside the slab (%zu bytes "
+                 "/ %lld per slot) or lens (%lld)", (long long)i, (long long)s, slab_len,
+                 (long long)slot_size, (long long)lens_len);
+      else
+        snprintf(buf, sizeof buf,
+                 "tun: argument \"slots\": entry %lld is slot %lld, outside the slab (%zu bytes "
+                 "/ %lld per slot)", (long long)i, (long long)s, slab_len, (long long)slot_size);
+      throw_range(env, buf);
+      return -1;
+    }
   }
   return 0;
 }
@@ -443,8 +553,7 @@ static napi_value js_read_batch(napi_env env, napi_callback_info info) {
   int64_t slot_size, first, max_slots;
   uint8_t *slab;
   int32_t *lens, *stats = NULL;
-  size_t slab_len, lens_len, stats_len = 0;
-  napi_valuetype t;
+  size_t slab_len, lens_len;
 
   if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
   if (get_fd(env, argv[0], &fd) != 0) return NULL;
@@ -457,16 +566,7 @@ static napi_value js_read_batch(napi_env env, napi_callback_info info) {
   if (get_typed(env, argv[5], napi_int32_array, "lens", "an Int32Array", (void **)&lens,
                 &lens_len) != 0)
     return NULL;
-  napi_typeof(env, argv[6], &t);
-  if (t != napi_undefined) {
-    if (get_typed(env, argv[6], napi_int32_array, "stats", "an Int32Array", (void **)&stats,
-                  &stats_len) != 0)
-      return NULL;
-    if (stats_len < 2) {
-      throw_range(env, "tun: argument \"stats\" must have at least 2 elements");
-      return NULL;
-    }
-  }
+  if (get_stats(env, argv[6], 2, &stats, NULL) != 0) return NULL;
   /* Bounds, in 64-bit so nothing overflows: every slot used must sit inside the slab. */
   int64_t end_slot = first + max_slots;
   if (max_slots > 0 && end_slot * slot_size > (int64_t)slab_len) {
@@ -508,9 +608,8 @@ static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
   int fd;
   int64_t slot_size, start, count;
   uint8_t *slab;
-  int32_t *slots, *lens, *stats = NULL;
-  size_t slab_len, slots_len, lens_len, stats_len = 0;
-  napi_valuetype t;
+  int32_t *slots, *lens, *stats;
+  size_t slab_len, slots_len, lens_len;
 
   if (get_args(env, info, 7, 8, argv, NULL) != 0) return NULL;
   if (get_fd(env, argv[0], &fd) != 0) return NULL;
@@ -526,36 +625,9 @@ static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
   if (get_typed(env, argv[6], napi_int32_array, "lens", "an Int32Array", (void **)&lens,
                 &lens_len) != 0)
     return NULL;
-  napi_typeof(env, argv[7], &t);
-  if (t != napi_undefined) {
-    if (get_typed(env, argv[7], napi_int32_array, "stats", "an Int32Array", (void **)&stats,
-                  &stats_len) != 0)
-      return NULL;
-    if (stats_len < 2) {
-      throw_range(env, "tun: argument \"stats\" must have at least 2 elements");
-      return NULL;
-    }
-  }
-  if (count > 0 && start + count > (int64_t)slots_len) {
-    char buf[160];
-    snprintf(buf, sizeof buf,
-             "tun: argument \"start\"/\"count\": entries [%lld, %lld) exceed slots (%zu)",
-             (long long)start, (long long)(start + count), slots_len);
-    throw_range(env, buf);
+  if (get_stats(env, argv[7], 2, &stats, NULL) != 0) return NULL;
+  if (check_slots(env, slots, start, count, slots_len, slot_size, slab_len, (int64_t)lens_len) != 0)
     return NULL;
-  }
-  for (int64_t i = start; i < start + count; i++) {
-    int64_t s = slots[i];
-    if (s < 0 || (s + 1) * slot_size > (int64_t)slab_len || s >= (int64_t)lens_len) {
-      char buf[224];
-      snprintf(buf, sizeof buf,
-               "tun: argument \"slots\": entry %lld is slot %lld, outside the slab (%zu bytes "
-               "/ %lld per slot) or lens (%zu)", (long long)i, (long long)s, slab_len,
-               (long long)slot_size, lens_len);
-      throw_range(env, buf);
-      return NULL;
-    }
-  }
 
   int32_t n = read_loop(env, fd, slab, slot_size, slots, start, count, lens, stats);
   if (n < 0) return NULL;
@@ -581,85 +653,86 @@ static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
  * Every (offset, length) pair is bounds-checked against the slab before anything is written;
  * a bad pair throws RangeError and nothing is written.
  */
-static napi_value js_write_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  int fd;
-  int64_t start, count;
-  uint8_t *slab;
-  int32_t *offsets, *lens, *stats = NULL;
-  size_t slab_len, offsets_len, lens_len, stats_len = 0;
-  napi_valuetype t;
+/* write() one packet to fd. Returns 1 written, 0 dropped (malformed: EIO, EINVAL, EFAULT,
+ * EMSGSIZE; *drop_errno set), -1 stop (EAGAIN, or another error in *err). */
+static int write_packet(int fd, const uint8_t *p, int32_t len, int *err) {
+  for (;;) {
+    if (write(fd, p, (size_t)len) >= 0) return 1;
+    *err = errno;
+    if (*err == EINTR) continue;
+    if (*err == EIO || *err == EINVAL || *err == EFAULT || *err == EMSGSIZE) return 0;
+    return -1;
+  }
+}
 
-  if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
-  if (get_fd(env, argv[0], &fd) != 0) return NULL;
-  if (get_typed(env, argv[1], napi_uint8_array, "slab", "a Uint8Array", (void **)&slab,
-                &slab_len) != 0)
-    return NULL;
-  if (get_typed(env, argv[2], napi_int32_array, "offsets", "an Int32Array", (void **)&offsets,
-                &offsets_len) != 0)
-    return NULL;
-  if (get_typed(env, argv[3], napi_int32_array, "lens", "an Int32Array", (void **)&lens,
-                &lens_len) != 0)
-    return NULL;
-  if (get_int(env, argv[4], "start", 0, INT32_MAX, &start) != 0) return NULL;
-  if (get_int(env, argv[5], "count", 0, INT32_MAX, &count) != 0) return NULL;
-  napi_typeof(env, argv[6], &t);
-  if (t != napi_undefined) {
-    if (get_typed(env, argv[6], napi_int32_array, "stats", "an Int32Array", (void **)&stats,
-                  &stats_len) != 0)
-      return NULL;
-    if (stats_len < 2) {
-      throw_range(env, "tun: argument \"stats\" must have at least 2 elements");
-      return NULL;
-    }
-  }
-  int64_t end = start + count;
-  if (count > 0 && (end > (int64_t)offsets_len || end > (int64_t)lens_len)) {
-    char buf[192];
-    snprintf(buf, sizeof buf,
-             "tun: argument \"start\"/\"count\": entries [%lld, %lld) exceed offsets (%zu) or "
-             "lens (%zu)", (long long)start, (long long)end, offsets_len, lens_len);
-    throw_range(env, buf);
-    return NULL;
-  }
-  for (int64_t i = start; i < end; i++) {
-    int64_t o = offsets[i], l = lens[i];
-    if (o < 0 || l < 0 || o + l > (int64_t)slab_len) {
-      char buf[192];
-      snprintf(buf, sizeof buf,
-               "tun: argument \"offsets\"/\"lens\": entry %lld (offset %lld, length %lld) is "
-               "outside the slab (%zu bytes)", (long long)i, (long long)o, (long long)l,
-               slab_len);
-      throw_range(env, buf);
-      return NULL;
-    }
-  }
-
+/* The loop behind writeBatch (fds == NULL: every packet to fd) and writeBatchFds (packet i
+ * to fds[i]; an fd < 0 is a drop with EBADF, an fd that fails with EBADF/EBADFD too). Returns
+ * packets consumed, or -1 after throwing. */
+static int32_t write_loop(napi_env env, int fd, const int32_t *fds, const packet_batch *b) {
   int32_t done = 0, dropped = 0, drop_errno = 0;
-  while (done < count) {
-    int64_t i = start + done;
-    ssize_t n = write(fd, slab + offsets[i], (size_t)lens[i]);
-    if (n >= 0) {
+  while (done < b->count) {
+    int64_t i = b->start + done;
+    int f = fds != NULL ? fds[i] : fd, err = 0, r;
+    if (f < 0) {
+      r = 0;
+      err = EBADF;
+    } else {
+      r = write_packet(f, b->slab + b->offsets[i], b->lens[i], &err);
+      if (r < 0 && fds != NULL && (err == EBADF || err == EBADFD)) r = 0;
+    }
+    if (r > 0) {
       done++;
       continue;
     }
-    int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) break;
-    if (err == EIO || err == EINVAL || err == EFAULT || err == EMSGSIZE) {
+    if (r == 0) {
       done++;
       dropped++;
       drop_errno = err;
       continue;
     }
+    if (err == EAGAIN || err == EWOULDBLOCK) break;
     if (done > 0) break; /* report progress; the error will recur on the next call */
     throw_sys(env, err, "write", "write to TUN device");
-    return NULL;
+    return -1;
   }
-  if (stats != NULL) {
-    stats[0] = dropped;
-    stats[1] = drop_errno;
+  if (b->stats != NULL) {
+    b->stats[0] = dropped;
+    b->stats[1] = drop_errno;
   }
+  return done;
+}
+
+static napi_value js_write_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int fd;
+  packet_batch b;
+  if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
+  if (get_fd(env, argv[0], &fd) != 0) return NULL;
+  if (get_packet_batch(env, argv + 1, &b) != 0) return NULL;
+  int32_t done = write_loop(env, fd, NULL, &b);
+  if (done < 0) return NULL;
+  napi_value r;
+  napi_create_int32(env, done, &r);
+  return r;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* writeBatchFds(fds: Int32Array, slab, offsets, lens, start, count, stats?) -> consumed
+ *
+ * writeBatch with a destination per packet: packet i goes to fds[i]. Same return and stats.
+ * Additionally an fd < 0, or one that fails with EBADF/EBADFD (closed, or its device was
+ * deleted), counts as a drop (stats[1] = EBADF/EBADFD) instead of stopping the batch, so one
+ * dead port cannot hold up the others. EAGAIN on any fd stops the batch there.
+ */
+static napi_value js_write_batch_fds(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  packet_batch b;
+  int32_t *fds;
+  if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
+  if (get_packet_batch(env, argv + 1, &b) != 0) return NULL;
+  if (get_batch_fds(env, argv[0], &b, &fds) != 0) return NULL;
+  int32_t done = write_loop(env, -1, fds, &b);
+  if (done < 0) return NULL;
   napi_value r;
   napi_create_int32(env, done, &r);
   return r;
@@ -887,13 +960,13 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 /* ---------------------------------------------------------------------------------------- */
 
-static void set_fn(napi_env env, napi_value exports, const char *name, napi_callback fn) {
+void set_fn(napi_env env, napi_value exports, const char *name, napi_callback fn) {
   napi_value f;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &f);
   napi_set_named_property(env, exports, name, f);
 }
 
-static void set_int(napi_env env, napi_value exports, const char *name, int32_t v) {
+void set_int(napi_env env, napi_value exports, const char *name, int32_t v) {
   napi_value n;
   napi_create_int32(env, v, &n);
   napi_set_named_property(env, exports, name, n);
@@ -905,6 +978,7 @@ static napi_value init(napi_env env, napi_value exports) {
   set_fn(env, exports, "readBatch", js_read_batch);
   set_fn(env, exports, "readBatchSlots", js_read_batch_slots);
   set_fn(env, exports, "writeBatch", js_write_batch);
+  set_fn(env, exports, "writeBatchFds", js_write_batch_fds);
   set_fn(env, exports, "pollStart", js_poll_start);
   set_fn(env, exports, "pollSet", js_poll_set);
   set_fn(env, exports, "pollStop", js_poll_stop);
@@ -919,6 +993,7 @@ static napi_value init(napi_env env, napi_value exports) {
   set_int(env, exports, "POLL_WRITABLE", UV_WRITABLE);
   set_int(env, exports, "VNET_HDR_LEN", VNET_HDR_LEN);
   set_int(env, exports, "IFNAMSIZ", IFNAMSIZ);
+  uring_register(env, exports);
   return exports;
 }
 

@@ -59,6 +59,114 @@ export interface TunBinding {
     count: number,
     stats?: Int32Array,
   ): number;
+  /**
+   * writeBatch with a destination per packet: packet i (i in start..start+count) =
+   * slab[offsets[i] .. +lens[i]) goes to fds[i]. Same return and stats as writeBatch. An fd < 0,
+   * or one failing with EBADF/EBADFD (closed, device deleted), is a drop (stats[1] = 9 / 77),
+   * not a stop, so one dead port cannot hold up the others. EAGAIN stops the batch there.
+   */
+  writeBatchFds(
+    fds: Int32Array,
+    slab: Uint8Array,
+    offsets: Int32Array,
+    lens: Int32Array,
+    start: number,
+    count: number,
+    stats?: Int32Array,
+  ): number;
+
+  /* io_uring engine (native/src/uring.c; its top comment is the full contract). */
+
+  /**
+   * Whether the io_uring engine can run here. reason: '' when available, else one line why
+   * (e.g. 'io_uring_setup: EPERM (blocked by seccomp, or sysctl kernel.io_uring_disabled)',
+   * 'kernel lacks IORING_OP_READ_MULTISHOT (needs Linux 6.7)', 'built without liburing').
+   * Computed once per process. Without the engine every other uring* call throws ENOSYS.
+   */
+  uringProbe(): { available: boolean; reason: string };
+  /**
+   * Main thread. One ring + one provided-buffer ring (buffer group 0) whose buffers are slab
+   * slots: buffer id = slot index, address = slab + slot*slotSize, length slotSize. Only slots
+   * 0..65535 can be provided (buffer ids are 16 bits). ringEntries: power of two >= the number
+   * of slots that may ever be provided at once (<= 32768). Throws with code/errno/syscall on
+   * failure. Keeps the slab alive (napi reference); use a SharedArrayBuffer-backed slab (never
+   * transfer/detach it while open). Call every reader function from the thread that opened it.
+   */
+  uringReaderOpen(slab: Uint8Array, slotSize: number, ringEntries: number): UringHandle;
+  /** An eventfd that becomes readable when completions are waiting (register it with pollStart on Node's loop). */
+  uringReaderEventFd(r: UringHandle): number;
+  /**
+   * Arms a multishot read (IORING_OP_READ_MULTISHOT, buffer select) on fd, tagging completions
+   * with port (0..65535). Armed now if slots are provided, else at the next provide. Throws
+   * EEXIST when the port or the fd is already added (one read per fd).
+   */
+  uringReaderAdd(r: UringHandle, fd: number, port: number): void;
+  /**
+   * Cancels the read of port, synchronously: when it returns, the kernel has no request on the
+   * fd any more (closing the fd right after is safe, and the device goes away with the fd).
+   * From then on reap never reports a packet of that port: packets already read into slots but
+   * not yet reaped are dropped by reap and their slots go straight back to the kernel (counted
+   * in stats[2]). Packets reaped before the call were reported normally. No-op for an unknown
+   * port.
+   */
+  uringReaderRemove(r: UringHandle, port: number): void;
+  /**
+   * Hands slots[start..start+count) to the kernel (buffer ring add + advance; no system call
+   * unless it re-arms). The caller must not touch a provided slot until reap reports it. Re-arms
+   * any port whose multishot read ended for lack of buffers (ENOBUFS) or ended without
+   * IORING_CQE_F_MORE for another transient reason. RangeError when more than ringEntries slots
+   * would be with the kernel (a programmer error) or a slot lies outside the slab.
+   */
+  uringReaderProvide(r: UringHandle, slots: Int32Array, start: number, count: number): void;
+  /**
+   * Reaps up to max completions: packet i was read into slot slots[i], length lens[i] bytes
+   * (incl. the virtio header when the fd has IFF_VNET_HDR), from port ports[i]. Returns the
+   * count; those slots are the caller's again. Drains the eventfd; if it stopped at max with
+   * more waiting it leaves the eventfd readable, so the loop calls again. Errors (other than
+   * ENOBUFS/ECANCELED which it handles) are counted in stats[0] with the last errno in
+   * stats[1], never thrown per packet; a packet of exactly slotSize bytes or more is one of
+   * them (EMSGSIZE: TUN truncates silently, so size slots one byte above the largest packet),
+   * its slot goes back to the kernel. stats[2] (if stats has 3 elements) = packets of removed
+   * ports dropped. A port whose read failed with a non-transient error (e.g. EBADFD: device
+   * deleted) stays disarmed until removed and added again. Submits pending SQEs (re-arms) in
+   * the same io_uring_enter.
+   */
+  uringReaderReap(
+    r: UringHandle,
+    slots: Int32Array,
+    lens: Int32Array,
+    ports: Int32Array,
+    max: number,
+    stats?: Int32Array,
+  ): number;
+  /**
+   * Cancels every read synchronously and tears the ring down (idempotent). On return the kernel
+   * writes no more into the slab: every slot provided and not yet reaped is the caller's again.
+   */
+  uringReaderClose(r: UringHandle): void;
+  /** Worker thread (each shard worker has its own; use it only from the opening thread). entries: SQ size (1..32768). */
+  uringWriterOpen(entries: number): UringHandle;
+  /**
+   * Writes packet i (i in start..start+count) = slab[offsets[i] .. +lens[i]) to fds[i], with
+   * one io_uring_enter per `entries` packets, and waits for all completions (the caller reuses
+   * the slots right after). Returns packets consumed (written + dropped); stats[0] dropped,
+   * stats[1] errno of the last drop. An fd < 0, and any per-packet error (EBADF of a closed fd,
+   * EBADFD, EINVAL of a malformed packet, ...), counts as a drop. EAGAIN: stops and returns how
+   * many were consumed before it (io_uring normally waits for writability itself instead).
+   */
+  uringWriteBatch(
+    w: UringHandle,
+    fds: Int32Array,
+    slab: Uint8Array,
+    offsets: Int32Array,
+    lens: Int32Array,
+    start: number,
+    count: number,
+    stats?: Int32Array,
+  ): number;
+  /** Idempotent. */
+  uringWriterClose(w: UringHandle): void;
+
   /** Watches fd on Node's loop; cb(status, events): status < 0 is a negative errno. */
   pollStart(fd: number, cb: (status: number, events: number) => void, events?: number): PollHandle;
   /** Changes the watched events (POLL_READABLE | POLL_WRITABLE; 0 pauses). */
@@ -66,22 +174,6 @@ export interface TunBinding {
   /** Stops watching and releases the handle (idempotent). */
   pollStop(handle: PollHandle): void;
   close(fd: number): void;
-  /** Writes packet i to fds[i] (one write() each); same contract as writeBatch. */
-  writeBatchFds(fds: Int32Array, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, start: number, count: number, stats?: Int32Array): number;
-  /** Whether the io_uring engine can run here; reason is '' when it can. */
-  uringProbe(): { available: boolean; reason: string };
-  /** Main thread: a ring with a provided-buffer ring whose buffers are slab slots (buffer id = slot). */
-  uringReaderOpen(slab: Uint8Array, slotSize: number, ringEntries: number): unknown;
-  uringReaderEventFd(r: unknown): number;
-  uringReaderAdd(r: unknown, fd: number, port: number): void;
-  uringReaderRemove(r: unknown, port: number): void;
-  uringReaderProvide(r: unknown, slots: Int32Array, start: number, count: number): void;
-  uringReaderReap(r: unknown, slots: Int32Array, lens: Int32Array, ports: Int32Array, max: number, stats?: Int32Array): number;
-  uringReaderClose(r: unknown): void;
-  /** Worker thread: one ring per worker; writes a batch to per-packet fds with one submission. */
-  uringWriterOpen(entries: number): unknown;
-  uringWriteBatch(w: unknown, fds: Int32Array, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, start: number, count: number, stats?: Int32Array): number;
-  uringWriterClose(w: unknown): void;
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;
@@ -93,6 +185,9 @@ export interface TunBinding {
   readonly VNET_HDR_LEN: number;
   readonly IFNAMSIZ: number;
 }
+
+/** Opaque native io_uring reader or writer handle (a napi external). */
+export type UringHandle = { readonly __tunUringHandle: unique symbol };
 
 /** Opaque native poll handle (a napi external). */
 export type PollHandle = { readonly __tunPollHandle: unique symbol };

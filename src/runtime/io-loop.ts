@@ -18,7 +18,7 @@
  * forms in the worker's egress queue where CoDel manages it, not in the slab. When no slot
  * is free at all the loop stops reading and the kernel's TUN queue (small txqueuelen) fills.
  */
-import { loadBinding, type PollHandle, type TunBinding } from '../io/native.js';
+import { loadBinding, type PollHandle, type TunBinding, type UringHandle } from '../io/native.js';
 import { MAX_PORTS } from '../tables/tableset.js';
 import { ShardRing } from './ring.js';
 import {
@@ -68,7 +68,7 @@ export class IoLoop {
   private readonly polls: (PollHandle | null)[] = [];
   private readonly pending: Int32Array;
   private readonly touched: Uint8Array;
-  private uring: unknown = null;
+  private uring: UringHandle | null = null;
   private uringPoll: PollHandle | null = null;
   private starvedTimer: ReturnType<typeof setTimeout> | null = null;
   /** Slots currently in the kernel's provided-buffer ring (uring engine). */
@@ -111,7 +111,7 @@ export class IoLoop {
     // The kernel reads into buf + slot*slotSize; the arenas after the slots are never provided.
     this.uring = n.uringReaderOpen(this.buf, this.rt.slotSize, entries);
     this.provideFree();
-    const efd = n.uringReaderEventFd(this.uring);
+    const efd = n.uringReaderEventFd(this.uring!);
     this.uringPoll = n.pollStart(efd, (status: number) => {
       if (status < 0) return;
       this.reapUring();
@@ -123,7 +123,7 @@ export class IoLoop {
     if (this.polls[port] !== null) throw new Error(`io: port ${port} is already attached`);
     Atomics.store(this.portFd, port, fd);
     if (this.engine === 'uring') {
-      this.native.uringReaderAdd(this.uring, fd, port);
+      this.native.uringReaderAdd(this.uring!, fd, port);
       this.polls[port] = this.uringPoll; // marks the port attached
       return;
     }
@@ -137,7 +137,7 @@ export class IoLoop {
   /** Stops reading from port `port` and stops workers writing to it. */
   removePort(port: number): void {
     const h = this.polls[port];
-    if (h && this.engine === 'uring') this.native.uringReaderRemove(this.uring, port);
+    if (h && this.engine === 'uring') this.native.uringReaderRemove(this.uring!, port);
     else if (h) this.native.pollStop(h);
     this.polls[port] = null;
     Atomics.store(this.portFd, port, -1);
@@ -168,7 +168,7 @@ export class IoLoop {
   private provideFree(): void {
     this.reclaim();
     if (this.nFree === 0) return;
-    this.native.uringReaderProvide(this.uring, this.free, 0, this.nFree);
+    this.native.uringReaderProvide(this.uring!, this.free, 0, this.nFree);
     this.provided += this.nFree;
     this.nFree = 0;
   }
@@ -176,7 +176,7 @@ export class IoLoop {
   private reapUring(): void {
     const sc = this.scratch;
     for (let round = 0; round < READ_ROUNDS; round++) {
-      const got = this.native.uringReaderReap(this.uring, sc, this.scratchLen, this.scratchPort, REAP_BATCH, this.errStats);
+      const got = this.native.uringReaderReap(this.uring!, sc, this.scratchLen, this.scratchPort, REAP_BATCH, this.errStats);
       this.stats[IO_READ_CALLS]++;
       if (this.errStats[0] !== 0) {
         this.stats[IO_READ_ERRORS] += this.errStats[0] as number;
