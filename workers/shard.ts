@@ -215,33 +215,20 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   if (uring !== null) native.uringWriterClose(uring);
   return { shard: k, batches };
 
-  /** Writes tx[0..m); what the kernel refuses or a full device leaves is counted as dropped. */
+  /**
+   * Writes tx[0..m) with one native call (io_uring: one submission); packets the kernel
+   * refuses, ports gone, or a full device (EAGAIN: the rest) are counted as dropped.
+   */
   function transmit(m: number): void {
     let sent = 0;
-    if (uring !== null) {
-      while (sent < m) {
-        const w = native.uringWriteBatch(uring, txFd, buf, txOff, txLen, sent, m - sent, txStats);
-        if (w === 0) break;
-        sent += w;
-      }
-      if (sent < m) countTxDrops(counters, m - sent, 0);
-      return;
+    txStats[0] = 0;
+    while (sent < m) {
+      const w = uring !== null ? native.uringWriteBatch(uring, txFd, buf, txOff, txLen, sent, m - sent, txStats) : native.writeBatchFds(txFd, buf, txOff, txLen, sent, m - sent, txStats);
+      if (w === 0) break;
+      sent += w;
     }
-    // read/write engine: one native call per run of packets to the same fd
-    let i = 0;
-    while (i < m) {
-      const fd = txFd[i] as number;
-      let j = i;
-      while (j < m && txFd[j] === fd) j++;
-      let done = i;
-      while (done < j) {
-        const w = native.writeBatch(fd, buf, txOff, txLen, done, j - done, txStats);
-        if (w === 0) break; // EAGAIN: the device queue is full, drop the rest
-        done += w;
-      }
-      if (done < j) countTxDrops(counters, j - done, 0);
-      i = j;
-    }
+    const dropped = (txStats[0] as number) + (m - sent);
+    if (dropped > 0) countTxDrops(counters, dropped, 0);
   }
 }
 
