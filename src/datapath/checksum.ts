@@ -94,10 +94,21 @@ export function ipv4HeaderChecksum(buf: Uint8Array, off: number, ihlBytes: numbe
 export function l4Checksum4(
   buf: Uint8Array, l3Off: number, l4Off: number, l4Len: number, proto: number,
 ): number {
-  let s = csumPartial(buf, l3Off + 12, 8, 0); // source and destination addresses
-  s += proto + l4Len;
-  s = csumPartial(buf, l4Off, l4Len, s);
-  return ~csumFold(s) & 0xffff;
+  return ~csumFold(csumPartial(buf, l4Off, l4Len, pseudoHeaderSum4(buf, l3Off, l4Len, proto))) & 0xffff;
+}
+
+/**
+ * Unfolded sum of the IPv4 pseudo-header (source, destination, protocol, L4 length). Folded
+ * and stored as is (not complemented) it is what a CHECKSUM_PARTIAL / NEEDS_CSUM packet
+ * carries in its checksum field: the receiver adds the L4 bytes and complements.
+ */
+export function pseudoHeaderSum4(buf: Uint8Array, l3Off: number, l4Len: number, proto: number): number {
+  return csumPartial(buf, l3Off + 12, 8, 0) + proto + l4Len;
+}
+
+/** Same for IPv6: source, destination, 32-bit upper-layer length, next header. */
+export function pseudoHeaderSum6(buf: Uint8Array, l3Off: number, l4Len: number, proto: number): number {
+  return csumPartial(buf, l3Off + 8, 32, 0) + Math.floor(l4Len / 0x10000) + (l4Len & 0xffff) + proto;
 }
 
 /**
@@ -108,10 +119,7 @@ export function l4Checksum4(
 export function l4Checksum6(
   buf: Uint8Array, l3Off: number, l4Off: number, l4Len: number, proto: number,
 ): number {
-  let s = csumPartial(buf, l3Off + 8, 32, 0);
-  s += Math.floor(l4Len / 0x10000) + (l4Len & 0xffff) + proto;
-  s = csumPartial(buf, l4Off, l4Len, s);
-  return ~csumFold(s) & 0xffff;
+  return ~csumFold(csumPartial(buf, l4Off, l4Len, pseudoHeaderSum6(buf, l3Off, l4Len, proto))) & 0xffff;
 }
 
 /**
