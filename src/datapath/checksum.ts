@@ -78,6 +78,25 @@ export function csumPartial(buf: Uint8Array, off: number, len: number, sum: numb
   return s;
 }
 
+/**
+ * csumPartial for long spans (payloads): the same sum, read as big-endian 32-bit words
+ * through a DataView over the same bytes as the buffer. A sum of 32-bit words folds to the
+ * same 16-bit one's-complement sum (2^16 = 1 mod 0xffff); about twice as fast as csumPartial
+ * on 1500 bytes (node 20, this machine).
+ */
+export function csumPartial32(dv: DataView, off: number, len: number, sum: number): number {
+  let s = sum;
+  let i = off;
+  const end = off + (len & ~3);
+  for (; i < end; i += 4) s += dv.getUint32(i);
+  if ((len & 2) !== 0) {
+    s += dv.getUint16(i);
+    i += 2;
+  }
+  if ((len & 1) !== 0) s += dv.getUint8(i) << 8;
+  return s;
+}
+
 /** The value to store in an IPv4 header checksum field: computed with that field as zero. */
 export function ipv4HeaderChecksum(buf: Uint8Array, off: number, ihlBytes: number): number {
   let s = csumPartial(buf, off, V4_CSUM, 0);

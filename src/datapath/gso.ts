@@ -60,15 +60,7 @@
  * non-GSO packet is copied, its NEEDS_CSUM checksum completed. IP fragmentation is not done
  * here.
  */
-import {
-  csumFold,
-  csumPartial,
-  ipv4HeaderChecksum,
-  l4Checksum4,
-  l4Checksum6,
-  pseudoHeaderSum4,
-  pseudoHeaderSum6,
-} from './checksum.js';
+import { csumFold, csumPartial32, ipv4HeaderChecksum, pseudoHeaderSum4, pseudoHeaderSum6 } from './checksum.js';
 import { IPPROTO_TCP, IPPROTO_UDP, PacketInfo, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH } from './packet.js';
 import { IPV4_MIN_HLEN, IPV6_HLEN, V4_ID, V4_TOTLEN, V6_PLEN, parsePacket } from './parse.js';
 import {
@@ -119,6 +111,15 @@ const K_UDP = 3;
 
 /** Flow key words per packet: family|proto<<8, ports, src0..3, dst0..3. */
 const KEY_WORDS = 10;
+
+/**
+ * l4Checksum4/6 of checksum.ts with the payload summed 32 bits at a time (csumPartial32):
+ * 0 for a packet whose checksum verifies; the value to store when the field is zero.
+ */
+function l4Checksum(buf: Uint8Array, dv: DataView, l3: number, l4: number, l4Len: number, proto: number, v4: boolean): number {
+  const seed = v4 ? pseudoHeaderSum4(buf, l3, l4Len, proto) : pseudoHeaderSum6(buf, l3, l4Len, proto);
+  return ~csumFold(csumPartial32(dv, l4, l4Len, seed)) & 0xffff;
+}
 
 /**
  * Whether Linux 6.6.44's virtio_net_hdr_to_skb() (commit e269d79c7d35, see rule 9) rejects
@@ -411,11 +412,13 @@ export class GsoCoalescer {
   private checksumOk(buf: Uint8Array, i: number, l3: number, iph: number): boolean {
     const l4 = l3 + iph;
     const l4Len = this.hdr[i]! - iph + this.pay[i]!;
+    const v4 = this.fam[i] === 4;
     if (this.kind[i] === K_UDP) {
-      if (this.fam[i] === 4) return this.dv.getUint16(l4 + UDP_CSUM_OFFSET) === 0 || l4Checksum4(buf, l3, l4, l4Len, IPPROTO_UDP) === 0;
-      return this.dv.getUint16(l4 + UDP_CSUM_OFFSET) !== 0 && l4Checksum6(buf, l3, l4, l4Len, IPPROTO_UDP) === 0;
+      const field = this.dv.getUint16(l4 + UDP_CSUM_OFFSET);
+      if (field === 0) return v4; // IPv4: no checksum; IPv6: a zero checksum is invalid
+      return l4Checksum(buf, this.dv, l3, l4, l4Len, IPPROTO_UDP, v4) === 0;
     }
-    return (this.fam[i] === 4 ? l4Checksum4(buf, l3, l4, l4Len, IPPROTO_TCP) : l4Checksum6(buf, l3, l4, l4Len, IPPROTO_TCP)) === 0;
+    return l4Checksum(buf, this.dv, l3, l4, l4Len, IPPROTO_TCP, v4) === 0;
   }
 
   private append(buf: Uint8Array, g: number, i: number, o: number, kd: number): void {
@@ -647,12 +650,12 @@ export class GsoSplitter {
         if (k > 0) f &= ~TCP_CWR;
         buf[s4 + TCP_FLAGS] = f;
         dv.setUint16(s4 + TCP_CSUM_OFFSET, 0);
-        c = v4 ? l4Checksum4(buf, s3, s4, l4Len, proto) : l4Checksum6(buf, s3, s4, l4Len, proto);
+        c = l4Checksum(buf, dv, s3, s4, l4Len, proto, v4);
         dv.setUint16(s4 + TCP_CSUM_OFFSET, c);
       } else {
         dv.setUint16(s4 + 4, l4Len);
         dv.setUint16(s4 + UDP_CSUM_OFFSET, 0);
-        c = v4 ? l4Checksum4(buf, s3, s4, l4Len, proto) : l4Checksum6(buf, s3, s4, l4Len, proto);
+        c = l4Checksum(buf, dv, s3, s4, l4Len, proto, v4);
         dv.setUint16(s4 + UDP_CSUM_OFFSET, c === 0 ? 0xffff : c);
       }
       this.outOff[k] = pos;
@@ -679,7 +682,7 @@ export class GsoSplitter {
       // The field holds the pseudo-header sum; the sum from csum_start to the end completes it
       // (what the kernel's skb_checksum_help does).
       const a3 = arenaOff + VNET_HDR_LEN;
-      let c = ~csumFold(csumPartial(buf, a3 + cs, ipLen - cs, 0)) & 0xffff;
+      let c = ~csumFold(csumPartial32(this.dv, a3 + cs, ipLen - cs, 0)) & 0xffff;
       if (c === 0 && co === UDP_CSUM_OFFSET && this.pi.proto === IPPROTO_UDP) c = 0xffff;
       this.dv.setUint16(a3 + cs + co, c);
     }
