@@ -5,7 +5,8 @@
  *   1. Set-up (untimed): one TableSet holding 1M IPv4 and 1M IPv6 prefixes, two endpoints
  *      with enforced ingress and egress policy, a realistic policy set for ~100 endpoints,
  *      and the conntrack tables (see bench/datapath/pipeline.ts, bench/tables/*.ts).
- *   2. The per-op benchmarks (one tinybench run): parse-v4, ipcache-v4-1M, ipcache-v6-1M,
+ *   2. The per-op benchmarks (one tinybench run): parse-v4, gso-coalesce-64,
+ *      gso-coalesce-64-verify, gso-split-64 (bench/datapath/gso.ts), ipcache-v4-1M, ipcache-v6-1M,
  *      policy-lookup, ct-hit, ct-create, pipeline-established-v4, pipeline-new-flow-v4; and
  *      ipcache-v4-1M-hot, ipcache-v6-1M-hot, ct-hit-hot, the same ops on a small working set,
  *      which separate the cost of the op from the cost of its cache and TLB misses.
@@ -47,6 +48,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Bench, type Task } from 'tinybench';
 import { parseCases } from './datapath/parse.js';
+import { gsoCases } from './datapath/gso.js';
 import { PipelineScenario, pipelineCases } from './datapath/pipeline.js';
 import { loadIpcache, ipcacheCases } from './tables/ipcache.js';
 import { policyLookupCases, publishCases, populatePolicy } from './tables/policy.js';
@@ -180,6 +182,7 @@ export async function runMicro(cfg: MicroConfig, log: (s: string) => void = cons
   tables.useSide(tables.control.enter(kBenchReaderSlot));
   const cases: MicroCase[] = [
     ...parseCases(r, cfg.batch),
+    ...gsoCases(new Rand(cfg.seed + 0x650)), // its own stream: the other cases keep their inputs
     ...ipcacheCases(tables.ipcache, ipc, r, cfg.batch),
     ...policyLookupCases(tables.policy, pol, r, cfg.batch),
     ...conntrackCases(r, cfg.batch, cfg.quick),
