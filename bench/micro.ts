@@ -252,6 +252,16 @@ function toResult(c: MicroCase, task: Task): MicroResult {
   return out;
 }
 
+/** global.gc, made available at run time (--expose-gc), or undefined where V8 refuses. */
+export function exposeGc(): (() => void) | undefined {
+  try {
+    setFlagsFromString('--expose-gc');
+    return runInNewContext('gc') as () => void;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Runs pipeline.process() `packets` times over established-flow packets and reports the heap
  * growth per packet and the GCs that happened meanwhile. A forced GC before the timed loop
@@ -259,13 +269,7 @@ function toResult(c: MicroCase, task: Task): MicroResult {
  * garbage made by the loop shows up as growth or as scavenges.
  */
 async function heapCheck(s: PipelineScenario, packets: number): Promise<MicroResult> {
-  let gc: (() => void) | undefined;
-  try {
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as () => void;
-  } catch {
-    gc = undefined;
-  }
+  const gc = exposeGc();
   // Warm-up so compilation (which allocates) is over before measuring.
   s.runEstablished(Math.min(packets, 200_000));
   let gcCount = 0;

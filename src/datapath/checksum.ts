@@ -8,6 +8,7 @@
  * Sums are kept as plain JS numbers: adding 16-bit words cannot lose precision below 2^53,
  * i.e. for any packet we handle, so folding is done once at the end.
  */
+import { V4_CSUM, V4_TTL, V6_HOPLIMIT } from './parse.js';
 
 /** Fold a sum of 16-bit words to 16 bits with end-around carry (result in 0..0xffff). */
 export function csumFold(sum: number): number {
@@ -38,9 +39,6 @@ export function csumReplace32(oldCsum: number, oldValue: number, newValue: numbe
   return ~s & 0xffff;
 }
 
-const V4_TTL = 8;
-const V4_CSUM = 10;
-const V6_HOPLIMIT = 7;
 
 /**
  * Decrement the IPv4 TTL at l3Off+8 and patch the header checksum at l3Off+10

@@ -62,7 +62,19 @@
  */
 import { csumFold, csumPartial32, ipv4HeaderChecksum, pseudoHeaderSum4, pseudoHeaderSum6 } from './checksum.js';
 import { IPPROTO_TCP, IPPROTO_UDP, PacketInfo, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH } from './packet.js';
-import { IPV4_MIN_HLEN, IPV6_HLEN, V4_ID, V4_TOTLEN, V6_PLEN, parsePacket } from './parse.js';
+import {
+  IPV4_MIN_HLEN,
+  IPV6_HLEN,
+  V4_CSUM,
+  V4_FRAG,
+  V4_ID,
+  V4_TOS,
+  V4_TOTLEN,
+  V4_TTL,
+  V6_HOPLIMIT,
+  V6_PLEN,
+  parsePacket,
+} from './parse.js';
 import {
   TCP_CSUM_OFFSET,
   UDP_CSUM_OFFSET,
@@ -96,12 +108,6 @@ const TCP_SEQ = 4;
 const TCP_ACKNO = 8;
 const TCP_FLAGS = 13;
 const TCP_WINDOW = 14;
-/** IPv4 header fields used here that parse.ts does not export. */
-const V4_TOS = 1;
-const V4_FLAGS = 6;
-const V4_TTL = 8;
-const V4_CSUM = 10;
-const V6_HOPLIMIT = 7;
 
 /** Packet classes in the coalescer. */
 const K_PASS = 0; // not TCP/UDP or unparsable: passes through, no flow
@@ -377,7 +383,7 @@ export class GsoCoalescer {
     if (this.fam[g] === 4) {
       iph = IPV4_MIN_HLEN;
       if (buf[l3 + V4_TOS] !== buf[gl3 + V4_TOS] || buf[l3 + V4_TTL] !== buf[gl3 + V4_TTL]) return false;
-      if ((buf[l3 + V4_FLAGS]! >> 5) !== (buf[gl3 + V4_FLAGS]! >> 5)) return false;
+      if ((buf[l3 + V4_FRAG]! >> 5) !== (buf[gl3 + V4_FRAG]! >> 5)) return false;
     } else {
       iph = IPV6_HLEN;
       if (dv.getUint32(l3) !== dv.getUint32(gl3) || buf[l3 + V6_HOPLIMIT] !== buf[gl3 + V6_HOPLIMIT]) return false;

@@ -17,12 +17,11 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
 import { GsoCoalescer, GsoSplitter, linux6644RejectsGso, UDP_MAX_SEGMENTS } from '../../src/datapath/gso.js';
 import { csumFold, csumPartial, ipv4HeaderChecksum, l4Checksum4, l4Checksum6 } from '../../src/datapath/checksum.js';
 import { Rand } from '../helpers/rand.js';
+import { exposeGc } from '../../bench/micro.js';
 import { ipv4Tcp, ipv4Udp, ipv6Tcp, ipv6Udp, ipv4Icmp } from '../helpers/packets.js';
 
 const VH = 12;
@@ -807,13 +806,7 @@ describe('fuzz', () => {
 
 describe('allocation', () => {
   it('heap does not grow over 1M coalesce calls (and 100k splits)', () => {
-    let gc: (() => void) | undefined;
-    try {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as () => void;
-    } catch {
-      gc = undefined;
-    }
+    const gc = exposeGc();
     const f = makeFlow(new Rand(21), 6, true);
     f.mss = 1000;
     const pkts: Pkt[] = [];
