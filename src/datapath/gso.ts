@@ -158,7 +158,7 @@ export interface GsoCoalescerOptions {
 export class GsoCoalescer {
   readonly outOff: Int32Array;
   readonly outLen: Int32Array;
-  /** Counters since construction (noun + event). */
+  /** Counters since construction (noun + event). packetsMerged: input packets inside built GSO packets. */
   packetsMerged = 0;
   groupsBuilt = 0;
   /** Groups (or tails) emitted unmerged because of rule 9 or a full arena. */
@@ -435,7 +435,6 @@ export class GsoCoalescer {
     this.gCount[g]!++;
     this.gPay[g]! += p;
     this.gSeqNext[g] = (this.gSeqNext[g]! + p) >>> 0;
-    this.packetsMerged++;
     if (p < this.gSeg[g]!) this.gOpen[g] = 0; // rule 7: nothing after a short segment
     if (kd === K_TCP) {
       const l4 = o + VNET_HDR_LEN + (this.fam[i] === 4 ? IPV4_MIN_HLEN : IPV6_HLEN);
@@ -478,6 +477,7 @@ export class GsoCoalescer {
           m++;
           pos = start + need;
           this.groupsBuilt++;
+          this.packetsMerged += count;
         } else {
           this.groupsUnmergedArenaFull++; // rule 10
         }
