@@ -5,7 +5,8 @@
  *   1. Set-up (untimed): one TableSet holding 1M IPv4 and 1M IPv6 prefixes, two endpoints
  *      with enforced ingress and egress policy, a realistic policy set for ~100 endpoints,
  *      and the conntrack tables (see bench/datapath/pipeline.ts, bench/tables/*.ts).
- *   2. The per-op benchmarks (one tinybench run): parse-v4, ipcache-v4-1M, ipcache-v6-1M,
+ *   2. The per-op benchmarks (one tinybench run): parse-v4, gso-coalesce-64,
+ *      gso-coalesce-64-verify, gso-split-64 (bench/datapath/gso.ts), ipcache-v4-1M, ipcache-v6-1M,
  *      policy-lookup, ct-hit, ct-create, pipeline-established-v4, pipeline-new-flow-v4; and
  *      ipcache-v4-1M-hot, ipcache-v6-1M-hot, ct-hit-hot, the same ops on a small working set,
  *      which separate the cost of the op from the cost of its cache and TLB misses.
@@ -47,6 +48,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Bench, type Task } from 'tinybench';
 import { parseCases } from './datapath/parse.js';
+import { gsoCases } from './datapath/gso.js';
 import { PipelineScenario, pipelineCases } from './datapath/pipeline.js';
 import { loadIpcache, ipcacheCases } from './tables/ipcache.js';
 import { policyLookupCases, publishCases, populatePolicy } from './tables/policy.js';
@@ -180,6 +182,7 @@ export async function runMicro(cfg: MicroConfig, log: (s: string) => void = cons
   tables.useSide(tables.control.enter(kBenchReaderSlot));
   const cases: MicroCase[] = [
     ...parseCases(r, cfg.batch),
+    ...gsoCases(new Rand(cfg.seed + 0x650)), // its own stream: the other cases keep their inputs
     ...ipcacheCases(tables.ipcache, ipc, r, cfg.batch),
     ...policyLookupCases(tables.policy, pol, r, cfg.batch),
     ...conntrackCases(r, cfg.batch, cfg.quick),
@@ -249,6 +252,16 @@ function toResult(c: MicroCase, task: Task): MicroResult {
   return out;
 }
 
+/** global.gc, made available at run time (--expose-gc), or undefined where V8 refuses. */
+export function exposeGc(): (() => void) | undefined {
+  try {
+    setFlagsFromString('--expose-gc');
+    return runInNewContext('gc') as () => void;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Runs pipeline.process() `packets` times over established-flow packets and reports the heap
  * growth per packet and the GCs that happened meanwhile. A forced GC before the timed loop
@@ -256,13 +269,7 @@ function toResult(c: MicroCase, task: Task): MicroResult {
  * garbage made by the loop shows up as growth or as scavenges.
  */
 async function heapCheck(s: PipelineScenario, packets: number): Promise<MicroResult> {
-  let gc: (() => void) | undefined;
-  try {
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as () => void;
-  } catch {
-    gc = undefined;
-  }
+  const gc = exposeGc();
   // Warm-up so compilation (which allocates) is over before measuring.
   s.runEstablished(Math.min(packets, 200_000));
   let gcCount = 0;

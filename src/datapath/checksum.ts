@@ -8,6 +8,7 @@
  * Sums are kept as plain JS numbers: adding 16-bit words cannot lose precision below 2^53,
  * i.e. for any packet we handle, so folding is done once at the end.
  */
+import { V4_CSUM, V4_TTL, V6_HOPLIMIT } from './parse.js';
 
 /** Fold a sum of 16-bit words to 16 bits with end-around carry (result in 0..0xffff). */
 export function csumFold(sum: number): number {
@@ -38,9 +39,6 @@ export function csumReplace32(oldCsum: number, oldValue: number, newValue: numbe
   return ~s & 0xffff;
 }
 
-const V4_TTL = 8;
-const V4_CSUM = 10;
-const V6_HOPLIMIT = 7;
 
 /**
  * Decrement the IPv4 TTL at l3Off+8 and patch the header checksum at l3Off+10
@@ -78,6 +76,25 @@ export function csumPartial(buf: Uint8Array, off: number, len: number, sum: numb
   return s;
 }
 
+/**
+ * csumPartial for long spans (payloads): the same sum, read as big-endian 32-bit words
+ * through a DataView over the same bytes as the buffer. A sum of 32-bit words folds to the
+ * same 16-bit one's-complement sum (2^16 = 1 mod 0xffff); about twice as fast as csumPartial
+ * on 1500 bytes (node 20, this machine).
+ */
+export function csumPartial32(dv: DataView, off: number, len: number, sum: number): number {
+  let s = sum;
+  let i = off;
+  const end = off + (len & ~3);
+  for (; i < end; i += 4) s += dv.getUint32(i);
+  if ((len & 2) !== 0) {
+    s += dv.getUint16(i);
+    i += 2;
+  }
+  if ((len & 1) !== 0) s += dv.getUint8(i) << 8;
+  return s;
+}
+
 /** The value to store in an IPv4 header checksum field: computed with that field as zero. */
 export function ipv4HeaderChecksum(buf: Uint8Array, off: number, ihlBytes: number): number {
   let s = csumPartial(buf, off, V4_CSUM, 0);
@@ -94,10 +111,21 @@ export function ipv4HeaderChecksum(buf: Uint8Array, off: number, ihlBytes: numbe
 export function l4Checksum4(
   buf: Uint8Array, l3Off: number, l4Off: number, l4Len: number, proto: number,
 ): number {
-  let s = csumPartial(buf, l3Off + 12, 8, 0); // source and destination addresses
-  s += proto + l4Len;
-  s = csumPartial(buf, l4Off, l4Len, s);
-  return ~csumFold(s) & 0xffff;
+  return ~csumFold(csumPartial(buf, l4Off, l4Len, pseudoHeaderSum4(buf, l3Off, l4Len, proto))) & 0xffff;
+}
+
+/**
+ * Unfolded sum of the IPv4 pseudo-header (source, destination, protocol, L4 length). Folded
+ * and stored as is (not complemented) it is what a CHECKSUM_PARTIAL / NEEDS_CSUM packet
+ * carries in its checksum field: the receiver adds the L4 bytes and complements.
+ */
+export function pseudoHeaderSum4(buf: Uint8Array, l3Off: number, l4Len: number, proto: number): number {
+  return csumPartial(buf, l3Off + 12, 8, 0) + proto + l4Len;
+}
+
+/** Same for IPv6: source, destination, 32-bit upper-layer length, next header. */
+export function pseudoHeaderSum6(buf: Uint8Array, l3Off: number, l4Len: number, proto: number): number {
+  return csumPartial(buf, l3Off + 8, 32, 0) + Math.floor(l4Len / 0x10000) + (l4Len & 0xffff) + proto;
 }
 
 /**
@@ -108,10 +136,7 @@ export function l4Checksum4(
 export function l4Checksum6(
   buf: Uint8Array, l3Off: number, l4Off: number, l4Len: number, proto: number,
 ): number {
-  let s = csumPartial(buf, l3Off + 8, 32, 0);
-  s += Math.floor(l4Len / 0x10000) + (l4Len & 0xffff) + proto;
-  s = csumPartial(buf, l4Off, l4Len, s);
-  return ~csumFold(s) & 0xffff;
+  return ~csumFold(csumPartial(buf, l4Off, l4Len, pseudoHeaderSum6(buf, l3Off, l4Len, proto))) & 0xffff;
 }
 
 /**

@@ -44,11 +44,13 @@ import { DROP_CT_INVALID_HDR, DROP_INVALID, DROP_INVALID_EXTHDR, DROP_UNKNOWN_L3
  *  |  Options (IHL > 5) ...      | 20
  */
 export const IPV4_MIN_HLEN = 20;
-const V4_TOTLEN = 2;
-const V4_ID = 4;
-const V4_FRAG = 6;
-const V4_TTL = 8;
+export const V4_TOS = 1;
+export const V4_TOTLEN = 2;
+export const V4_ID = 4;
+export const V4_FRAG = 6;
+export const V4_TTL = 8;
 const V4_PROTO = 9;
+export const V4_CSUM = 10;
 const V4_SRC = 12;
 const V4_DST = 16;
 const V4_MF = 0x2000;
@@ -60,9 +62,9 @@ const V4_OFFMASK = 0x1fff;
  *  8: Source (16 bytes)      24: Destination (16 bytes)         40: extension headers / L4
  */
 export const IPV6_HLEN = 40;
-const V6_PLEN = 4;
+export const V6_PLEN = 4;
 const V6_NEXT = 6;
-const V6_HOPLIMIT = 7;
+export const V6_HOPLIMIT = 7;
 const V6_SRC = 8;
 const V6_DST = 24;
 

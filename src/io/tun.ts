@@ -11,8 +11,8 @@
  */
 import { loadBinding, type PollHandle, type TunBinding } from './native.js';
 
-/** Bytes of virtio_net_hdr_mrg_rxbuf that precede each packet when vnetHdr is on. */
-export const VNET_HDR_LEN = 12;
+/** Bytes of virtio_net_hdr_mrg_rxbuf that precede each packet when vnetHdr is on (layout: src/datapath/vnet.ts). */
+export { VNET_HDR_LEN } from '../datapath/vnet.js';
 
 /** TUNSETOFFLOAD bits (linux/if_tun.h). */
 export const TUN_F_CSUM = 0x01;
