@@ -42,6 +42,8 @@ import { DROP_QUEUE_AQM, DROP_QUEUE_OVERLIMIT, DROP_WRITE_ERROR } from '../src/d
 import { ecnBits, setEcnCe } from '../src/datapath/checksum.js';
 import type { PacketInfo } from '../src/datapath/packet.js';
 import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
+import { GsoCoalescer } from '../src/datapath/gso.js';
+import { ARENA_BYTES } from '../src/runtime/shared.js';
 
 export interface ShardTask {
   shard: number;
@@ -59,6 +61,10 @@ export interface ShardTask {
   engine: 'uring' | 'readwrite';
   /** Egress queue defaults for ports whose portQueue words are 0. */
   queue: { limitBytes: number; targetMs: number; intervalMs: number };
+  /** Coalesce same-flow TCP segments of a transmit batch into one GSO write (GRO on write). */
+  gro: boolean;
+  /** Avoid the GSO shapes Linux 6.6.44 refused on TUN writes (gso.ts rule 9); false on kernels without that check. */
+  gsoLinux6644Safe: boolean;
 }
 
 /** Idle wake-up period, for conntrack GC, STOP checks and the heartbeat (ms). */
@@ -68,6 +74,8 @@ const INGEST_MAX = 256;
 /** Packets dequeued per port per loop, and written per native call at most. */
 const TX_BATCH = 64;
 const TX_MAX = 256;
+/** Packets below this size are never worth a coalescing pass (acks, pings, 64-byte UDP). */
+const GRO_MIN_LEN = 256;
 
 export default function shardLoop(task: ShardTask): { shard: number; batches: number } {
   const rt = task.rt;
@@ -103,6 +111,12 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const txLen = new Int32Array(TX_MAX);
   const deq = new Int32Array(TX_BATCH);
   const txStats = new Int32Array(4);
+  // GRO on write: same-flow TCP segments of one port's batch become one GSO packet, built in
+  // this shard's arena of the slab (every port has a virtio header, so any port takes it).
+  const gro = task.gro ? new GsoCoalescer(TX_BATCH, { linux6644Safe: task.gsoLinux6644Safe }) : null;
+  const groOff = new Int32Array(TX_BATCH);
+  const groLen = new Int32Array(TX_BATCH);
+  const arenaBase = rt.arenaOff + k * ARENA_BYTES;
   const pi: PacketInfo = pipeline.pi;
 
   // Fault injection for tests (TUNSWITCH_FAULT_CRASH_MAGIC=<8 hex digits>): the thread dies on
@@ -169,6 +183,8 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
 
     // 3. transmit
     let m = 0;
+    let arenaUsed = 0;
+    let nOut = 0;
     if (egress.firstActive() >= 0) {
       const now = sharedNowMs();
       let p = egress.firstActive();
@@ -186,18 +202,38 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
           ring.giveBack(s);
         }
         const fd = portFd[p] as number;
+        let big = 0;
         for (let j = 0; j < got; j++) {
           const s = deq[j] as number;
           if (egress.outMark[j] === EGRESS_MARK_CE) setEcnCe(buf, dv, s * slotSize + hdr);
-          txSlots[m] = s;
-          txFd[m] = fd;
-          txOff[m] = s * slotSize;
-          txLen[m] = lens[s] as number;
-          m++;
+          txSlots[m + j] = s;
+          groOff[j] = s * slotSize;
+          groLen[j] = lens[s] as number;
+          if ((groLen[j] as number) >= GRO_MIN_LEN) big++;
         }
+        let outN = got;
+        let outOff: Int32Array = groOff;
+        let outLen: Int32Array = groLen;
+        if (gro !== null && big >= 2) {
+          outN = gro.coalesce(buf, groOff, groLen, got, arenaBase + arenaUsed, ARENA_BYTES - arenaUsed, false);
+          outOff = gro.outOff;
+          outLen = gro.outLen;
+          for (let j = 0; j < outN; j++) {
+            const o = outOff[j] as number;
+            if (o >= arenaBase && o + (outLen[j] as number) - arenaBase > arenaUsed) arenaUsed = o + (outLen[j] as number) - arenaBase;
+          }
+        }
+        // txSlots[m..m+got) are the slots to return; tx[mOut..) the packets to write
+        for (let j = 0; j < outN; j++) {
+          txFd[nOut] = fd;
+          txOff[nOut] = outOff[j] as number;
+          txLen[nOut] = outLen[j] as number;
+          nOut++;
+        }
+        m += got;
         p = next;
       }
-      if (m > 0) transmit(m);
+      if (nOut > 0) transmit(nOut);
       for (let j = 0; j < m; j++) ring.giveBack(txSlots[j] as number);
     }
     ring.flushReturns();

@@ -17,6 +17,7 @@
  *   io: auto                         # I/O engine: auto (io_uring where it runs) | uring | readwrite
  *   queue: { limitBytes: 4MiB, target: 5ms, interval: 100ms }   # egress queue of every port
  *   txqueuelen: 64                   # endpoint TUN queue (packets the kernel holds before we read)
+ *   gro: true                        # coalesce same-flow TCP segments into one GSO write
  *
  * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`.
  */
@@ -64,13 +65,15 @@ export interface RunConfig {
   policies: string[];
   io: 'auto' | 'uring' | 'readwrite';
   queue: QueueConfig;
+  /** Coalesce same-flow TCP segments of a transmit batch into one GSO write. */
+  gro: boolean;
   txqueuelen: number;
   /** Directory of the config file (policy paths are relative to it). */
   baseDir: string;
   file: string;
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen'];
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro'];
 const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
@@ -206,6 +209,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     io,
     queue,
     txqueuelen: txq as number,
+    gro: bool('gro', true),
     pool: p6 ? { ipv4: p4, ipv6: p6 } : { ipv4: p4 },
     workers: workers as number,
     offload: bool('offload', false),

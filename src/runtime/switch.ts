@@ -9,6 +9,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Piscina } from 'piscina';
 import { TableSet } from '../tables/tableset.js';
@@ -114,6 +115,8 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
         gcBudget: 256,
         engine,
         queue: cfg.queue,
+        gro: cfg.gro,
+        gsoLinux6644Safe: gsoLinux6644Safe(),
       };
       return { pool, done: pool.run(task) };
     },
@@ -230,4 +233,17 @@ export function chooseEngine(want: 'auto' | 'uring' | 'readwrite', log: (m: stri
   if (want === 'uring') throw new Error(`io: uring: the io_uring engine cannot run here: ${probe.reason}`);
   log(`io engine: readwrite (io_uring unavailable: ${probe.reason})`);
   return 'readwrite';
+}
+
+/**
+ * Linux 6.6.44 and 6.10.3 refused some GSO shapes on TUN writes (virtio_net_hdr_to_skb's
+ * "missing check virtio", later dropped); src/datapath/gso.ts avoids them when asked. We ask
+ * on every kernel older than 6.12, where the check may be present.
+ */
+function gsoLinux6644Safe(): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release());
+  if (!m) return true;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  return major < 6 || (major === 6 && minor < 12);
 }

@@ -105,7 +105,7 @@ async function slabWhole(lab: Lab, timeoutMs: number): Promise<{ free: number; s
   return { free, slots };
 }
 
-for (const io of ['readwrite']) {
+for (const io of ['readwrite', 'uring']) {
   describe(`a shard worker killed in the middle of a batch (io: ${io})`, () => {
     const lab = new Lab({
       name: `e2e${TAG}k${io[0]}`,
