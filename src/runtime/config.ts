@@ -47,8 +47,9 @@ export interface QueueConfig {
 export const DEFAULT_QUEUE: Readonly<QueueConfig> = Object.freeze({ limitBytes: 4 << 20, targetMs: 5, intervalMs: 100 });
 /**
  * Endpoint TUN txqueuelen set by the switch. The endpoint's kernel queues up to this many
- * packets before the switch reads them; a FIFO no AQM sees, so it is kept short
- * (bench: `tunswitch bench --cases rtt` with 1000, 256, 64; see the README).
+ * packets before the switch reads them; a FIFO no AQM sees, so it is kept short. Measured
+ * with `tunswitch bench --systems ts-w1,ts-w1-tso --cases tcp1,ping` at 64 and 1000 (README):
+ * throughput within noise, loaded RTT p50 0.77 ms vs 1.72 ms without offload.
  */
 export const DEFAULT_TXQUEUELEN = 64;
 
