@@ -18,7 +18,6 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import { CASES, CASE_LABELS, METRICS, runCase, type CaseId, type Measurement } from './cases.js';
-import { renderChartSvg } from './chart.js';
 import { Cleanup, haveTool, sh, waitTcpListen, type Background } from './proc.js';
 import { renderProfile, summarizeProfileDir, type ProfileSummary } from './profile.js';
 import { compare, renderComparisons, renderResults, targetTally, type Comparison, type ResultRow, type SystemOutcome } from './report.js';
@@ -30,16 +29,9 @@ export const REPO_ROOT = resolve(here, '..', '..', '..');
 export const CLI_MAIN = join(here, '..', '..', 'src', 'cli', 'main.js');
 export const FWD_SRC = join(REPO_ROOT, 'bench', 'c', 'fwd.c');
 export const TXCSUM_SRC = join(REPO_ROOT, 'bench', 'e2e', 'txcsum.c');
-export const DEFAULT_OUT_DIR = join(REPO_ROOT, 'bench', 'results');
 
-export const DEFAULT_SECONDS = 10;
-export const DEFAULT_IPCACHE_ENTRIES = 100_000;
-/** --quick: 2 s per case, without the 2-worker tunswitch and the 4-stream case. */
-export const QUICK = {
-  seconds: 2,
-  systems: ['veth', 'ovs', 'ovs-tso', 'fwd', 'fwd-vnet', 'ts-w1', 'ts-w1-tso'],
-  cases: ['tcp1', 'udp64', 'ping'] as CaseId[],
-};
+import { DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, parseList } from './options.js';
+export { DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, parseList };
 
 export interface BenchOptions {
   seconds: number;
@@ -82,16 +74,22 @@ export interface BenchReport {
   profiles: Record<string, ProfileSummary[]>;
 }
 
-export function parseList<T extends string>(s: string, known: readonly T[], what: string): T[] {
-  const out: T[] = [];
-  for (const raw of s.split(',')) {
-    const v = raw.trim();
-    if (v === '') continue;
-    if (!(known as readonly string[]).includes(v)) throw new Error(`--${what}: "${v}" is not one of ${known.join(', ')}`);
-    if (!out.includes(v as T)) out.push(v as T);
-  }
-  if (out.length === 0) throw new Error(`--${what}: the list is empty`);
-  return out;
+/** The warning printed before a run when the 1-minute load average is above the core count, else null. */
+export function loadWarning(load1: number, cores: number): string | null {
+  if (!(load1 > cores)) return null;
+  return `warning: load average ${load1.toFixed(2)} is above the ${cores} cores before the run; the numbers will be low and noisy`;
+}
+
+/** Seconds left after `done` of `total` steps took `elapsedMs`, by the mean step so far (-1: unknown). */
+export function etaSeconds(done: number, total: number, elapsedMs: number): number {
+  if (done <= 0 || total <= done) return done >= total ? 0 : -1;
+  return Math.round(((elapsedMs / done) * (total - done)) / 1000);
+}
+
+/** "1m05s", "42s", or "?" for an unknown ETA. */
+export function formatEta(s: number): string {
+  if (s < 0) return '?';
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
 export const SYSTEM_IDS: readonly string[] = SYSTEMS.map((s) => s.id);
@@ -159,6 +157,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     profiles: {},
   };
 
+  const busy = loadWarning(report.host.loadBefore[0] ?? 0, report.host.cpus);
+  if (busy !== null) {
+    o.log(busy);
+    report.notes.push(busy);
+  }
+
   const global = new Cleanup();
   global.hook();
   const tmp = mkdtempSync(join(tmpdir(), 'tsb-bench-'));
@@ -169,7 +173,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   );
   const tag = (process.pid % 46656).toString(36);
   const total = systems.length * o.cases.length;
-  const bar = o.progress ? new cliProgress.SingleBar({ format: 'bench [{bar}] {value}/{total} | {status}', hideCursor: true, stream: process.stderr, barsize: 30 }) : null;
+  const bar = o.progress ? new cliProgress.SingleBar({ format: 'bench [{bar}] {value}/{total} | ETA {eta_formatted} | {status}', etaBuffer: 4, hideCursor: true, stream: process.stderr, barsize: 30 }) : null;
   bar?.start(total, 0, { status: 'starting' });
   const status = (s: string): void => {
     if (bar) bar.update(done, { status: s });
@@ -179,7 +183,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const tick = (s: string): void => {
     done++;
     if (bar) bar.increment(1, { status: s });
-    else o.log(`[${done}/${total}] ${s}`);
+    else o.log(`[${done}/${total}] ${s} (${formatEta(etaSeconds(done, total, Date.now() - t0))} left)`);
   };
 
   try {
@@ -275,10 +279,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   return report;
 }
 
-export function chartFor(report: BenchReport, systems: readonly SystemSpec[]): Promise<string> {
+export async function chartFor(report: BenchReport, systems: readonly SystemSpec[]): Promise<string> {
   const labels: Record<string, string> = {};
   for (const s of systems) labels[s.id] = s.label;
   const load = report.host.loadBefore[0] ?? 0;
+  // vega and vega-lite load only here (about 0.3 s), so no other command pays for them.
+  const { renderChartSvg } = await import('./chart.js');
   return renderChartSvg(report.results, {
     title: `tunswitch bench ${report.startedAt.slice(0, 16).replace('T', ' ')}, ${report.options.seconds} s per case, ${report.host.cpus} CPUs, load ${load}`,
     order: systems.map((s) => s.id),

@@ -11,19 +11,14 @@
 import { Option, type Command } from 'commander';
 import type { CliContext } from './context.js';
 import { outputOf, parseNonNegativeInt, parsePositiveInt, withOutput } from './context.js';
-import {
-  CASES,
-  DEFAULT_IPCACHE_ENTRIES,
-  DEFAULT_OUT_DIR,
-  DEFAULT_SECONDS,
-  QUICK,
-  SYSTEM_IDS,
-  parseList,
-  renderReport,
-  runBench,
-  type BenchOptions,
-} from '../../bench/e2e/harness.js';
-import type { CaseId } from '../../bench/e2e/cases.js';
+// The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
+import type { BenchOptions } from '../../bench/e2e/harness.js';
+import { CASES, type CaseId } from '../../bench/e2e/cases.js';
+import { DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, parseList } from '../../bench/e2e/options.js';
+import { SYSTEMS } from '../../bench/e2e/systems.js';
+
+const SYSTEM_IDS: readonly string[] = SYSTEMS.map((s) => s.id);
+
 
 interface BenchFlags {
   time?: number;
@@ -68,6 +63,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--no-progress', 'no progress bar (one log line per case instead)');
   withOutput(cmd).action(async (f: BenchFlags, c: Command) => {
     const opts = benchOptions(f, (m) => ctx.warn(m));
+    const { renderReport, runBench } = await import('../../bench/e2e/harness.js');
     const report = await runBench(opts);
     if (outputOf(c) === 'json') ctx.out(JSON.stringify(report, null, 2) + '\n');
     else ctx.out(renderReport(report));

@@ -6,13 +6,17 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { ApiClient } from '../api/client.js';
-import { DEFAULT_API_SOCKET } from '../api/extra-types.js';
+import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
+import { LAB_RUN_ROOT } from '../lab/state.js';
+import { discoverSocket } from './discover.js';
+export { cliName, commandName } from './hint.js';
 
 export type OutputFormat = 'table' | 'json';
 
 export interface CliContext {
-  /** The socket named by --socket / TUNSWITCH_SOCKET / the default. */
+  /** The switch to talk to: --socket, --lab, TUNSWITCH_SOCKET, else the only one running (src/cli/discover.ts). */
   socket(): string;
+
   /** A client for that socket. */
   client(): ApiClient;
   /** Writes to stdout. */
@@ -26,7 +30,13 @@ export type RegisterFn = (program: Command, ctx: CliContext) => void;
 
 export function makeContext(program: Command): CliContext {
   return {
-    socket: () => (program.opts().socket as string | undefined) ?? DEFAULT_API_SOCKET,
+    socket: () =>
+      discoverSocket({
+        socket: program.opts().socket as string | undefined,
+        lab: program.opts().lab as string | undefined,
+        env: process.env[API_SOCKET_ENV],
+        root: LAB_RUN_ROOT,
+      }),
     client() {
       return new ApiClient(this.socket());
     },
@@ -37,6 +47,19 @@ export function makeContext(program: Command): CliContext {
       process.stderr.write(text.endsWith('\n') ? text : text + '\n');
     },
   };
+}
+
+/** Where `run` listens: --socket, TUNSWITCH_SOCKET, else the default socket (no discovery). */
+export function listenSocket(program: Command): string {
+  const explicit = program.opts().socket as string | undefined;
+  if (explicit !== undefined && explicit !== '') return explicit;
+  const env = process.env[API_SOCKET_ENV];
+  return env !== undefined && env !== '' ? env : DEFAULT_API_SOCKET;
+}
+
+/** A usage error found after commander parsed the line (a bad combination of flags): exit code 2. */
+export class UsageError extends Error {
+  readonly code = 'EUSAGE';
 }
 
 /** Adds `-o, --output <table|json>` to a command. */

@@ -14,12 +14,9 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { ApiClient } from '../api/client.js';
 import type { FlowEvent } from '../api/types.js';
 import { formatCompact } from '../observe/format.js';
-import { labDown, labUp } from '../lab/lab.js';
-import { formatMatrix, runMatrix, THREE_TIER_FLOWS, THREE_TIER_SERVERS } from '../lab/matrix.js';
-import { startServer, type ServerHandle } from '../lab/probe.js';
-import { readLabState, type LabState } from '../lab/state.js';
-import { loadRunConfig } from '../runtime/config.js';
-import type { CliContext } from './context.js';
+import type { ServerHandle } from '../lab/probe.js';
+import type { LabState } from '../lab/state.js';
+import { cliName, type CliContext } from './context.js';
 
 /** dist/src/cli/demo.js -> examples/three-tier/lab.yaml at the repository root. */
 export function demoLabFile(): string {
@@ -37,8 +34,14 @@ export interface DemoOptions {
 class Interrupted extends Error {}
 
 export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
+  // The lab and runtime modules load only when the demo runs (start-up of other commands).
+  const { labDown, labUp } = await import('../lab/lab.js');
+  const { formatMatrix, runMatrix, THREE_TIER_FLOWS, THREE_TIER_SERVERS } = await import('../lab/matrix.js');
+  const { startServer } = await import('../lab/probe.js');
+  const { readLabState } = await import('../lab/state.js');
+  const { loadRunConfig } = await import('../runtime/config.js');
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new Error('lab demo needs root (network namespaces and TUN devices): run "sudo npm start" or "sudo tunswitch lab demo"');
+    throw new Error(`lab demo needs root (network namespaces and TUN devices): run "sudo npm start" or "sudo ${cliName()} lab demo"`);
   }
   const step = (msg: string): void => ctx.out(`==> ${msg}\n`);
   const detail = (msg: string): void => ctx.out(`    ${msg}\n`);
@@ -51,7 +54,7 @@ export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
   const onSigint = (): void => {
     sigints++;
     if (sigints > 1) {
-      ctx.warn(`interrupted twice: leaving the lab as it is; "tunswitch lab down ${name}" removes it`);
+      ctx.warn(`interrupted twice: leaving the lab as it is; "${cliName()} lab down ${name}" removes it`);
       process.exit(130);
     }
     ctx.warn('\ninterrupted: tearing down (Ctrl-C again to leave everything as it is)');
@@ -94,9 +97,9 @@ export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
 
     if (!o.once) {
       step('following flows (Ctrl-C to stop). In another terminal, try:');
-      detail(`tunswitch lab exec ${name} frontend -- curl -s backend:8080`);
-      detail(`tunswitch lab exec ${name} frontend -- curl -s outside:80`);
-      detail(`tunswitch lab exec ${name} db -- curl -s --max-time 2 backend:8080      (denied)`);
+      detail(`${cliName()} lab exec ${name} frontend -- curl -s backend:8080`);
+      detail(`${cliName()} lab exec ${name} frontend -- curl -s outside:80`);
+      detail(`${cliName()} lab exec ${name} db -- curl -s --max-time 2 backend:8080      (denied)`);
       detail(`tunswitch --socket ${lab.socket} endpoint list`);
       const client = new ApiClient(lab.socket);
       await client.stream(
@@ -121,7 +124,7 @@ export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
     process.off('SIGINT', onSigint);
     if (o.keep && up) {
       for (const s of servers) s.release();
-      step(`keeping lab "${name}" (tunswitch lab status; tunswitch lab down ${name})`);
+      step(`keeping lab "${name}" (${cliName()} lab status; ${cliName()} lab down ${name})`);
       return;
     }
     for (const s of servers) await s.stop().catch(() => undefined);

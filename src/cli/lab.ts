@@ -4,10 +4,10 @@
  * each lab runs its own agent with its socket at /run/tunswitch/<name>/tunswitch.sock.
  */
 import { InvalidArgumentError, type Command } from 'commander';
-import { labDown, labExec, labStatus, labUp, type LabStatus } from '../lab/lab.js';
+import type { LabStatus } from '../lab/lab.js';
 import { DEFAULT_OUTSIDE_CIDR, parseOutsideCidr } from '../lab/outside.js';
 import type { LabState } from '../lab/state.js';
-import { print, withOutput, type CliContext } from './context.js';
+import { cliName, print, withOutput, type CliContext } from './context.js';
 import { registerDemo } from './demo.js';
 import { formatTable } from './table.js';
 
@@ -54,6 +54,7 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--timeout <seconds>', 'how long to wait for the agent', parseSeconds, 30),
   ).action(async (file: string, o: { outside?: string | boolean; metricsAddr?: string; timeout: number }, cmd: Command) => {
     const json = cmd.opts().output === 'json';
+    const { labUp } = await import('../lab/lab.js');
     const s = await labUp(file, {
       outside: o.outside ?? false,
       metricsAddr: o.metricsAddr ?? null,
@@ -61,7 +62,7 @@ export function register(program: Command, ctx: CliContext): void {
       log: (m) => ctx.warn(m),
     });
     print(ctx, cmd, s, () => formatLabNodes(s));
-    if (!json) ctx.out(`\nTry: tunswitch lab exec ${s.name} ${s.nodes[0]?.name ?? 'NODE'} -- ip addr\n`);
+    if (!json) ctx.out(`\nTry: ${cliName()} lab exec ${s.name} ${s.nodes[0]?.name ?? 'NODE'} -- ip addr\n`);
   });
 
   lab
@@ -69,6 +70,7 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<name|file>', 'lab name or lab file')
     .description('stop the agent, delete the namespaces, hosts files and devices the lab made')
     .action(async (target: string) => {
+      const { labDown } = await import('../lab/lab.js');
       const r = await labDown(target, { log: (m) => ctx.warn(m) });
       if (r.wasRunning) ctx.out(`lab "${r.name}" is down\n`);
       else if (r.removed.length > 0) ctx.out(`lab "${r.name}" was not running; removed what it left: ${r.removed.join(', ')}\n`);
@@ -76,6 +78,7 @@ export function register(program: Command, ctx: CliContext): void {
     });
 
   withOutput(lab.command('status').alias('ls').description('list labs: name, agent pid, running, endpoints, socket')).action(async (_o, cmd: Command) => {
+    const { labStatus } = await import('../lab/lab.js');
     const labs = await labStatus();
     print(ctx, cmd, labs, () => formatLabStatus(labs));
   });
@@ -89,6 +92,7 @@ export function register(program: Command, ctx: CliContext): void {
     .allowUnknownOption() // the program's own parse already set aside `-c1` of `ping -c1`: keep it, in order
     .description('run a command inside a node\'s namespace, with its names in /etc/hosts; the exit code is passed through')
     .action(async (name: string, node: string, argv: string[]) => {
+      const { labExec } = await import('../lab/lab.js');
       const code = await labExec(name, node, argv);
       if (code !== 0) process.exit(code);
     });

@@ -4,13 +4,18 @@
  * `register(program, ctx)`; COMMAND_GROUPS below lists them, so adding a group (run, lab,
  * observe, monitor, capture, bench, trace) is one import and one entry.
  *
- * Exit codes: 0 success, 1 an error (one line on stderr: `Error: <message>`), 2 a usage error.
+ * Exit codes (the same for every command):
+ *   0  success (also --help and --version)
+ *   1  a runtime error: the switch refused or failed, a file could not be read, root needed
+ *   2  a usage error: unknown command or option, a bad option value, a bad flag combination
+ * Errors are one line on stderr: `Error: <message>`.
  */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
-import { makeContext, packageVersion, type RegisterFn } from './context.js';
+import { makeContext, packageVersion, UsageError, type RegisterFn } from './context.js';
+import { DiscoverError } from './discover.js';
 import { register as registerStatus } from './status.js';
 import { register as registerEndpoint } from './endpoint.js';
 import { register as registerIdentity } from './identity.js';
@@ -25,6 +30,8 @@ import { register as registerObserve } from './observe.js';
 import { register as registerMonitor } from './monitor.js';
 import { register as registerCapture } from './capture.js';
 import { register as registerBench } from './bench.js';
+import { register as registerVersion } from './version.js';
+import { register as registerCompletion } from './completion.js';
 
 /** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
 export const COMMAND_GROUPS: readonly RegisterFn[] = [
@@ -42,7 +49,12 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerBench,
   registerConfig,
   registerMetrics,
+  registerVersion,
+  registerCompletion,
 ];
+
+export const EXIT_RUNTIME = 1;
+export const EXIT_USAGE = 2;
 
 /** Squeezes a message onto one line. */
 export function oneLine(s: string): string {
@@ -54,7 +66,8 @@ export function buildProgram(): Command {
   program
     .description('a userspace virtual switch with Cilium datapath semantics over TUN devices')
     .version(packageVersion(), '-V, --version')
-    .addOption(new Option('--socket <path>', 'API socket of the running agent').env(API_SOCKET_ENV).default(DEFAULT_API_SOCKET))
+    .addOption(new Option('--socket <path>', `API socket of the switch (env ${API_SOCKET_ENV}; default: the only switch running, else ${DEFAULT_API_SOCKET})`))
+    .addOption(new Option('--lab <name>', 'talk to the switch of this lab (/run/tunswitch/<name>/tunswitch.sock)'))
     .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({
@@ -66,6 +79,15 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * The exit code for an error an action threw: 2 for a usage error (a bad flag combination, an
+ * unknown lab in --lab, several switches and no choice), 1 for everything else.
+ */
+export function exitCodeOf(e: unknown): number {
+  if (e instanceof UsageError || e instanceof DiscoverError || e instanceof InvalidArgumentError) return EXIT_USAGE;
+  return EXIT_RUNTIME;
+}
+
 /** Runs the CLI on `argv` (process.argv form) and returns the exit code. */
 export async function runCli(argv: readonly string[]): Promise<number> {
   const program = buildProgram();
@@ -75,11 +97,11 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version exit 0; everything else commander reports is a usage error.
-      return e.exitCode === 0 ? 0 : 2;
+      return e.exitCode === 0 ? 0 : EXIT_USAGE;
     }
     const msg = e instanceof Error ? e.message : String(e);
     process.stderr.write(`Error: ${oneLine(msg)}\n`);
-    return 1;
+    return exitCodeOf(e);
   }
 }
 

@@ -6,13 +6,11 @@
  * asks the agent instead (the same checks, against the agent's version).
  */
 import { readFile } from 'node:fs/promises';
-import { stringify as toYaml } from 'yaml';
 import type { Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { PolicyImportResult, PolicyInfo } from '../api/types.js';
 import type { PolicyTextRequest } from '../api/extra-types.js';
 import { TunswitchError } from '../control/errors.js';
-import { parsePolicyFile } from '../control/policy/parse.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
 
 export { expandPolicyPaths };
@@ -73,6 +71,7 @@ export function register(program: Command, ctx: CliContext): void {
         return;
       }
       const doc = await ctx.client().get<unknown>(apiPath('/v1/policy', name));
+      const { stringify: toYaml } = await import('yaml');
       print(ctx, cmd, doc, () => toYaml(doc));
     },
   );
@@ -102,6 +101,7 @@ export function register(program: Command, ctx: CliContext): void {
       .description('check policy files without importing them'),
   ).action(async (paths: string[], o: { agent?: boolean }, cmd: Command) => {
     const files = await expandPolicyPaths(paths);
+    const { parsePolicyFile } = await import('../control/policy/parse.js');
     const results: ValidateResult[] = [];
     for (const file of files) {
       const text = await readText(file);

@@ -3,11 +3,9 @@
  * on --socket; SIGINT/SIGTERM remove every device the switch made and exit 0.
  */
 import type { Command } from 'commander';
-import { packageVersion, type CliContext } from './context.js';
-import { loadRunConfig } from '../runtime/config.js';
-import { startSwitch } from '../runtime/switch.js';
+import { listenSocket, packageVersion, type CliContext } from './context.js';
 
-export function register(program: Command, ctx: CliContext): void {
+export function register(program: Command, _ctx: CliContext): void {
   program
     .command('run')
     .description('run the switch in the foreground for a lab config (namespaces <name>-<node> must exist)')
@@ -19,12 +17,15 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
     .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string }) => {
+      // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
+      const { loadRunConfig } = await import('../runtime/config.js');
+      const { startSwitch } = await import('../runtime/switch.js');
       const cfg = loadRunConfig(o.config);
       if (o.metrics && !/^[0-9.]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$|^localhost:\d{1,5}$/i.test(o.metricsAddr)) {
         throw new Error(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
       }
       const sw = await startSwitch(cfg, {
-        socket: ctx.socket(),
+        socket: listenSocket(program),
         stateDir: o.stateDir ?? `/var/lib/tunswitch/${cfg.name}`,
         metricsAddr: o.metrics ? o.metricsAddr : null,
         version: packageVersion(),

@@ -17,6 +17,7 @@
  * the processes left in the lab's namespaces; delete the namespaces, hosts files, the outside
  * veth and the run directory; restore net.ipv4.ip_forward.
  */
+import { cliName } from '../cli/hint.js';
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, mkdirSync } from 'node:fs';
 import { constants } from 'node:os';
@@ -78,7 +79,7 @@ export async function labUp(file: string, opts: LabUpOptions = {}): Promise<LabS
   // 1. A running lab of this name wins; a dead one is cleaned up.
   const old = readLabState(name);
   if (old && agentAlive(old)) {
-    throw new LabError('ELAB_RUNNING', `lab "${name}" is already running (agent pid ${old.pid}, socket ${old.socket}); run "tunswitch lab down ${name}" first`);
+    throw new LabError('ELAB_RUNNING', `lab "${name}" is already running (agent pid ${old.pid}, socket ${old.socket}); run "${cliName()} lab down ${name}" first`);
   }
   if (old) {
     log(`lab "${name}": the agent (pid ${old.pid}) is gone; removing what it left`);
@@ -93,7 +94,7 @@ export async function labUp(file: string, opts: LabUpOptions = {}): Promise<LabS
   }
   const present = new Set(await listNetns());
   for (const ns of outside ? [...wantNs, outside.netns] : wantNs) {
-    if (present.has(ns)) throw new LabError('ELAB_CONFLICT', `namespace ${ns} already exists and is not part of a running lab; remove it ("ip netns delete ${ns}") or run "tunswitch lab down ${cfg.file}"`);
+    if (present.has(ns)) throw new LabError('ELAB_CONFLICT', `namespace ${ns} already exists and is not part of a running lab; remove it ("ip netns delete ${ns}") or run "${cliName()} lab down ${cfg.file}"`);
   }
   if (cfg.hostPort && (await rootLinkExists(`${name}.h`))) {
     throw new LabError('ELAB_CONFLICT', `device ${name}.h already exists: another "tunswitch run" with name "${name}" is running outside "lab up"`);

@@ -14,6 +14,7 @@
  * Hosts with a firewall that drops forwarded packets (Docker sets the FORWARD policy to DROP)
  * need `iptables -I FORWARD -i <lab>.h -j ACCEPT` and the same for `-o <lab>.h`.
  */
+import { cliName } from '../cli/hint.js';
 import { LabError, ip, rootLinkExists, run } from './sys.js';
 import type { LabOutside } from './state.js';
 
@@ -37,7 +38,7 @@ export function outsidePlan(lab: string, cidr: string = DEFAULT_OUTSIDE_CIDR): L
 
 /** Fails with ELAB_CONFLICT if the root namespace already uses the subnet or the device name. */
 async function checkFree(o: LabOutside): Promise<void> {
-  if (await rootLinkExists(o.rootIf)) throw new LabError('ELAB_CONFLICT', `device ${o.rootIf} already exists in the root namespace (a lab of the same name left behind? try "tunswitch lab down")`);
+  if (await rootLinkExists(o.rootIf)) throw new LabError('ELAB_CONFLICT', `device ${o.rootIf} already exists in the root namespace (a lab of the same name left behind? try "${cliName()} lab down")`);
   const net = o.cidr.slice(0, o.cidr.lastIndexOf('.') + 1);
   const addrs = await ip(['-4', '-o', 'addr', 'show']);
   for (const line of addrs.split('\n')) {
