@@ -274,7 +274,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (o.outDir) {
     mkdirSync(o.outDir, { recursive: true });
     writeFileSync(join(o.outDir, 'e2e.json'), JSON.stringify(report, null, 2) + '\n');
-    writeFileSync(join(o.outDir, 'e2e.svg'), await chartFor(report, systems));
+    // vega and vega-lite are dev dependencies (only the chart needs them): without them the
+    // report is complete and only e2e.svg is missing.
+    try {
+      writeFileSync(join(o.outDir, 'e2e.svg'), await chartFor(report, systems));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+      o.log(`e2e.svg not written: the chart needs vega and vega-lite (dev dependencies: npm install --include=dev)`);
+    }
   }
   return report;
 }
