@@ -16,6 +16,7 @@ import { BlockList, isIP } from 'node:net';
 import type { FlowEvent } from '../api/types.js';
 import { TunswitchError } from '../control/errors.js';
 import { DROP_REASONS, dropReasonName } from '../datapath/drop.js';
+import { HUBBLE_DROP_REASONS, TCP_FLAG_NAMES } from './hubble.js';
 
 /** A predicate over flow events; true means "show it". */
 export type FlowPredicate = (e: FlowEvent) => boolean;
@@ -36,8 +37,8 @@ export type FilterOptions = { [K in FilterKey]?: string | number | readonly (str
 /** Each filter flag: its commander key, its long flag, a metavar and a help line. */
 export const FILTER_FLAGS = [
   { key: 'verdict', flag: '--verdict', arg: 'verdict', help: 'FORWARDED, DROPPED or AUDIT' },
-  { key: 'type', flag: '--type', arg: 'type', help: 'event type: drop, trace or policy-verdict' },
-  { key: 'label', flag: '--label', arg: 'key=value', help: 'a label of the source or the destination (app=web, k8s:app=web, reserved:world)' },
+  { key: 'type', flag: '-t, --type', arg: 'type', help: 'event type: drop, trace or policy-verdict' },
+  { key: 'label', flag: '-l, --label', arg: 'key=value', help: 'a label of the source or the destination (app=web, k8s:app=web, reserved:world)' },
   { key: 'fromLabel', flag: '--from-label', arg: 'key=value', help: 'a label of the source' },
   { key: 'toLabel', flag: '--to-label', arg: 'key=value', help: 'a label of the destination' },
   { key: 'identity', flag: '--identity', arg: 'id', help: 'security identity of the source or the destination' },
@@ -54,9 +55,20 @@ export const FILTER_FLAGS = [
   { key: 'endpoint', flag: '--endpoint', arg: 'name', help: 'endpoint name of the source or the destination' },
   { key: 'fromEndpoint', flag: '--from-endpoint', arg: 'name', help: 'endpoint name of the source' },
   { key: 'toEndpoint', flag: '--to-endpoint', arg: 'name', help: 'endpoint name of the destination' },
+  { key: 'pod', flag: '--pod', arg: '[namespace/]name', help: "Hubble's pod filter: endpoint name of the source or the destination (a name prefix, as Hubble)" },
+  { key: 'fromPod', flag: '--from-pod', arg: '[namespace/]name', help: 'endpoint name (prefix) of the source' },
+  { key: 'toPod', flag: '--to-pod', arg: '[namespace/]name', help: 'endpoint name (prefix) of the destination' },
+  { key: 'tcpFlags', flag: '--tcp-flags', arg: 'flags', help: 'TCP flags that must all be set, comma-separated: SYN, SYN,ACK, RST, FIN, PSH, URG' },
+  { key: 'ipVersion', flag: '--ip-version', arg: 'v4|v6', help: 'IP version (also -4, -6)' },
+  { key: 'trafficDirection', flag: '--traffic-direction', arg: 'dir', help: 'ingress or egress' },
 ] as const;
 
 export type FilterKey = (typeof FILTER_FLAGS)[number]['key'];
+
+/** The long flag of a FILTER_FLAGS entry (`-t, --type` → `--type`). */
+export function longFlag(flag: string): string {
+  return flag.slice(flag.lastIndexOf(' ') + 1);
+}
 
 export const VERDICTS: readonly FlowEvent['verdict'][] = ['FORWARDED', 'DROPPED', 'AUDIT'];
 export const EVENT_TYPES: readonly FlowEvent['event_type'][] = ['drop', 'trace', 'policy-verdict'];
@@ -71,29 +83,10 @@ const PROTOCOLS: Readonly<Record<string, string>> = {
   sctp: 'SCTP',
 };
 
-/**
- * Hubble's names for the drop reasons people filter on most (flow.proto's DropReason enum
- * spells several of them differently from the datapath's DROP_* constants). Codes not
- * listed are still matched by their DROP_* name (src/datapath/drop.ts) and by their text.
- */
-const HUBBLE_DROP_NAMES: Readonly<Record<number, readonly string[]>> = {
-  132: ['INVALID_SOURCE_IP'],
-  133: ['POLICY_DENIED'],
-  134: ['INVALID_PACKET_DROPPED'],
-  135: ['CT_TRUNCATED_OR_INVALID_HEADER'],
-  137: ['CT_UNKNOWN_L4_PROTOCOL'],
-  139: ['UNSUPPORTED_L3_PROTOCOL'],
-  142: ['UNKNOWN_L4_PROTOCOL'],
-  151: ['STALE_OR_UNROUTABLE_IP'],
-  155: ['CT_MAP_INSERTION_FAILED'],
-  156: ['INVALID_IPV6_EXTENSION_HEADER'],
-  157: ['IP_FRAGMENTATION_NOT_SUPPORTED'],
-  189: ['AUTH_REQUIRED'],
-};
-
 /** All names a drop code answers to (upper case, without DROP_). */
 function dropNames(code: number): string[] {
-  return [dropReasonName(code), ...(HUBBLE_DROP_NAMES[code] ?? [])];
+  const hubble = HUBBLE_DROP_REASONS[code];
+  return hubble !== undefined ? [dropReasonName(code), hubble] : [dropReasonName(code)];
 }
 
 function listOf(v: FilterOptions[FilterKey]): string[] {
@@ -245,6 +238,45 @@ function flagMatcher(key: FilterKey, flag: string, values: string[]): FlowPredic
       const to = key !== 'fromEndpoint';
       return (e) => names.some((n) => (from && e.source.endpoint === n) || (to && e.destination.endpoint === n));
     }
+    case 'pod':
+    case 'fromPod':
+    case 'toPod': {
+      // Hubble: "[namespace/]pod-name-prefix"; tunswitch endpoints have names and no namespace.
+      const prefixes = values.map((s) => {
+        const name = s.slice(s.indexOf('/') + 1);
+        if (s === '') throw new FilterError(flag, 'must not be empty');
+        return name;
+      });
+      const from = key !== 'toPod';
+      const to = key !== 'fromPod';
+      const hit = (ep: string | undefined, p: string): boolean => ep !== undefined && ep.startsWith(p);
+      return (e) => prefixes.some((p) => (from && hit(e.source.endpoint, p)) || (to && hit(e.destination.endpoint, p)));
+    }
+    case 'tcpFlags':
+      return any(
+        (s) => {
+          const want = s.toUpperCase().split(',').map((x) => x.trim()).filter((x) => x !== '');
+          const bad = want.find((x) => !(TCP_FLAG_NAMES as readonly string[]).includes(x));
+          if (want.length === 0 || bad !== undefined) throw new FilterError(flag, `${quote(s)} is not a list of TCP flags (${TCP_FLAG_NAMES.join(', ')})`);
+          return want;
+        },
+        (e, want) => {
+          if (e.l4?.protocol !== 'TCP') return false;
+          const have = (e.l4.tcp_flags ?? '').split(/[\s,]+/);
+          return want.every((f) => have.includes(f));
+        },
+      );
+    case 'ipVersion':
+      return any(
+        (s) => {
+          const v = s.toLowerCase().replace(/^ip/, '');
+          if (v !== 'v4' && v !== 'v6' && v !== '4' && v !== '6') throw new FilterError(flag, `${quote(s)} is not one of v4, v6`);
+          return v.endsWith('4') ? 'IPv4' : 'IPv6';
+        },
+        (e, v) => e.IP.ipVersion === v,
+      );
+    case 'trafficDirection':
+      return any((s) => oneOf(flag, s, ['INGRESS', 'EGRESS'] as const, (x) => x.toUpperCase()), (e, d) => e.traffic_direction === d);
   }
 }
 
@@ -255,7 +287,7 @@ function flagMatcher(key: FilterKey, flag: string, values: string[]): FlowPredic
 export function parseFilters(opts: FilterOptions): FlowPredicate {
   const parts: FlowPredicate[] = [];
   for (const f of FILTER_FLAGS) {
-    const m = flagMatcher(f.key, f.flag, listOf(opts[f.key]));
+    const m = flagMatcher(f.key, longFlag(f.flag), listOf(opts[f.key]));
     if (m !== null) parts.push(m);
   }
   if (parts.length === 0) return () => true;

@@ -18,6 +18,7 @@
  */
 import type { FlowEvent } from '../api/types.js';
 import { formatTable as alignedTable, type Cell } from '../cli/table.js';
+import { getFlowsResponse, toProtoJson } from './hubble.js';
 
 type Side = FlowEvent['source'];
 
@@ -308,4 +309,35 @@ export function formatMonitor(e: FlowEvent): string {
     }
   }
   return `?? ${String(e.event_type)} ${ids}: ${pkt}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hubble's jsonpb and dict output
+
+/** One GetFlowsResponse in protobuf JSON (`hubble observe -o jsonpb`), without a newline. */
+export function formatJsonpb(e: FlowEvent, nodeName: string): string {
+  return JSON.stringify(toProtoJson(getFlowsResponse(e, nodeName, summaryOf(e))));
+}
+
+/** The SOURCE / DESTINATION of `-o dict`: `name:port` or `ip:port`. */
+function dictSide(e: FlowEvent, side: Side, which: 'source_port' | 'destination_port'): string {
+  return hostOf(e, side, which);
+}
+
+/**
+ * One flow as Hubble's `-o dict` prints it: right-aligned keys, one per line, and a line of
+ * dashes before each flow. Ends with a newline.
+ */
+export function formatDict(e: FlowEvent, nodeName: string): string {
+  const rows: [string, string][] = [
+    ['TIMESTAMP', formatTime(e.time)],
+    ['SOURCE', dictSide(e, e.source, 'source_port')],
+    ['DESTINATION', dictSide(e, e.destination, 'destination_port')],
+    ['TYPE', flowType(e)],
+    ['VERDICT', verdictText(e)],
+    ['SUMMARY', `${summaryOf(e)}${extrasOf(e)}`],
+  ];
+  if (nodeName !== '') rows.splice(1, 0, ['NODE', nodeName]);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return '-'.repeat(12) + '\n' + rows.map(([k, v]) => `${k.padStart(w)}: ${v}`).join('\n') + '\n';
 }

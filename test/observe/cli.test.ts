@@ -130,7 +130,7 @@ describe('tunswitch observe / monitor against the API server', () => {
       { args: ['observe', '--verdict', 'DENY'], want: 'Error: --verdict: "DENY" is not one of FORWARDED, DROPPED, AUDIT' },
       { args: ['observe', '--port', '70000'], want: 'Error: --port: "70000" is not a port (0-65535)' },
       { args: ['monitor', '--type', 'l7'], want: 'Error: --type: "l7" is not one of drop, trace, policy-verdict' },
-      { args: ['observe', '-o', 'yaml'], want: 'Error: option \'-o, --output <format>\' argument \'yaml\' is invalid. Allowed choices are compact, json, table.' },
+      { args: ['observe', '-o', 'yaml'], want: 'Error: option \'-o, --output <format>\' argument \'yaml\' is invalid. Allowed choices are compact, dict, json, jsonpb, table.' },
     ];
     for (const c of cases) {
       const r = await cli(['--socket', sock, ...c.args]);

@@ -129,6 +129,12 @@ describe('filter algebra on random events', () => {
     endpoint: ['web', 'db'],
     fromEndpoint: ['cache', 'api'],
     toEndpoint: ['web', 'api'],
+    pod: ['we', 'default/db'],
+    fromPod: ['ca', 'api'],
+    toPod: ['web', 'a'],
+    tcpFlags: ['SYN', 'SYN,ACK', 'ACK', 'FIN'],
+    ipVersion: ['v4', 'v6'],
+    trafficDirection: ['ingress', 'EGRESS'],
   };
   const r = new Rand(0xf117e);
   const events = Array.from({ length: 400 }, () => randomFlow(r));
@@ -167,6 +173,7 @@ describe('filter algebra on random events', () => {
       ['ip', 'fromIp', 'toIp'],
       ['port', 'fromPort', 'toPort'],
       ['endpoint', 'fromEndpoint', 'toEndpoint'],
+      ['pod', 'fromPod', 'toPod'],
     ] as const;
     for (const [both, from, to] of pairs) {
       for (const v of [...(VALUES[both] as string[]), ...(VALUES[from] as string[]), ...(VALUES[to] as string[])]) {
