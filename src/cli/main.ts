@@ -32,6 +32,7 @@ import { register as registerCapture } from './capture.js';
 import { register as registerBench } from './bench.js';
 import { register as registerVersion } from './version.js';
 import { register as registerCompletion } from './completion.js';
+import { register as registerHubble } from './hubble.js';
 
 /** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
 export const COMMAND_GROUPS: readonly RegisterFn[] = [
@@ -45,6 +46,7 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerCt,
   registerObserve,
   registerMonitor,
+  registerHubble,
   registerCapture,
   registerBench,
   registerConfig,

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { listenSocket, packageVersion, type CliContext } from './context.js';
+import { parseListen } from './hubble.js';
 
 export function register(program: Command, _ctx: CliContext): void {
   program
@@ -15,8 +16,9 @@ export function register(program: Command, _ctx: CliContext): void {
     .option('--no-metrics', 'do not serve /metrics on TCP')
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
     .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
+    .option('--hubble-listen <addr>', "also serve Hubble's Observer gRPC API there (unix:///path or host:port)", parseListen)
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string }) => {
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; hubbleListen?: string }) => {
       // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
       const { loadRunConfig } = await import('../runtime/config.js');
       const { startSwitch } = await import('../runtime/switch.js');
@@ -32,12 +34,14 @@ export function register(program: Command, _ctx: CliContext): void {
         events: o.events,
         docker: o.dockerSocket ? { socketPath: o.dockerSocket } : o.docker ? {} : null,
       });
+      let hubble: { close(): Promise<void> } | null = null;
       let stopping = false;
       const stop = (sig: string): void => {
         if (stopping) return;
         stopping = true;
         process.stderr.write(`${new Date().toISOString()} ${sig}: stopping, removing devices\n`);
-        sw.stop().then(
+        const hubbleClosed = hubble !== null ? hubble.close().catch(() => undefined) : Promise.resolve();
+        hubbleClosed.then(() => sw.stop()).then(
           () => process.exit(0),
           (e: unknown) => {
             process.stderr.write(`Error: ${(e as Error).message}\n`);
@@ -55,6 +59,14 @@ export function register(program: Command, _ctx: CliContext): void {
       try {
         const r = await sw.ready;
         process.stderr.write(`${new Date().toISOString()} ready: ${r.endpoints} endpoints, ${cfg.workers} shard workers${cfg.offload ? ', offload on' : ''}\n`);
+        if (o.hubbleListen !== undefined) {
+          const { startHubbleServer } = await import('../observe/hubble-server.js');
+          hubble = await startHubbleServer({
+            socket: listenSocket(program),
+            listen: o.hubbleListen,
+            log: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`),
+          });
+        }
       } catch (e) {
         await sw.stop().catch(() => undefined);
         throw e;
