@@ -10,7 +10,7 @@
  */
 import { Option, type Command } from 'commander';
 import type { CliContext } from './context.js';
-import { outputOf, parseNonNegativeInt, parsePositiveInt, withOutput } from './context.js';
+import { outputOf, parseNonNegativeInt, parsePositiveInt, UsageError, withOutput } from './context.js';
 // The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
 import type { BenchOptions } from '../../bench/e2e/harness.js';
 import { CASES, type CaseId } from '../../bench/e2e/cases.js';
@@ -62,7 +62,12 @@ export function register(program: Command, ctx: CliContext): void {
     .addOption(new Option('--cpu-prof <dir>', 'profile the tunswitch agent (node --cpu-prof) into this directory and summarise it'))
     .option('--no-progress', 'no progress bar (one log line per case instead)');
   withOutput(cmd).action(async (f: BenchFlags, c: Command) => {
-    const opts = benchOptions(f, (m) => ctx.warn(m));
+    let opts: BenchOptions;
+    try {
+      opts = benchOptions(f, (m) => ctx.warn(m));
+    } catch (e) {
+      throw new UsageError((e as Error).message); // a bad --systems/--cases list
+    }
     const { renderReport, runBench } = await import('../../bench/e2e/harness.js');
     const report = await runBench(opts);
     if (outputOf(c) === 'json') ctx.out(JSON.stringify(report, null, 2) + '\n');

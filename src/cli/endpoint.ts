@@ -3,7 +3,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { EndpointAddRequest, EndpointInfo, QueueSettings } from '../api/types.js';
 import { parseBytes, parseDurationMs } from '../runtime/config.js';
-import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, withOutput, type CliContext } from './context.js';
+import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, UsageError, withOutput, type CliContext } from './context.js';
 import { formatKeyValues, formatTable } from './table.js';
 
 function enforcement(on: boolean, audit: boolean): string {
@@ -77,8 +77,10 @@ export function register(program: Command, ctx: CliContext): void {
       .addOption(new Option('--pid <pid>', 'use the network namespace of this process').argParser(parsePositiveInt))
       .option('--ipv4 <addr>', 'IPv4 address (default: from the pool)', parseIPv4)
       .option('--ipv6 <addr>', 'IPv6 address (default: from the pool)', parseIPv6)
-      .option('--no-default-route', 'do not add a default route through the switch'),
+      .option('--default-route', "route everything the namespace sends through the switch (default routes for IPv4 and IPv6)")
+      .option('--no-default-route', 'no default route, only the pool\'s prefix (the default)'),
   ).action(async (name: string, o: Record<string, unknown>, cmd: Command) => {
+    if (o.netns === undefined && o.pid === undefined) throw new UsageError('endpoint add: give the network namespace with --netns NAME or --pid PID');
     const req: EndpointAddRequest = { name };
     if (o.label !== undefined) req.labels = o.label as string[];
     if (o.netns !== undefined) req.netns = o.netns as string;

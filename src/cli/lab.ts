@@ -10,6 +10,7 @@ import type { LabState } from '../lab/state.js';
 import { cliName, print, withOutput, type CliContext } from './context.js';
 import { registerDemo } from './demo.js';
 import { formatTable } from './table.js';
+import { didYouMean } from './suggest.js';
 
 export function formatLabNodes(s: LabState): string {
   const rows: (string | undefined)[][] = s.nodes.map((n) => [n.name, n.netns, n.ipv4, n.ipv6]);
@@ -72,6 +73,11 @@ export function register(program: Command, ctx: CliContext): void {
     .action(async (target: string) => {
       const { labDown } = await import('../lab/lab.js');
       const r = await labDown(target, { log: (m) => ctx.warn(m) });
+      if (!r.wasRunning && r.removed.length === 0) {
+        const { listLabNames } = await import('../lab/state.js');
+        const hint = didYouMean(r.name, listLabNames());
+        if (hint !== '') throw new Error(`lab "${r.name}" is not running${hint}`);
+      }
       if (r.wasRunning) ctx.out(`lab "${r.name}" is down\n`);
       else if (r.removed.length > 0) ctx.out(`lab "${r.name}" was not running; removed what it left: ${r.removed.join(', ')}\n`);
       else ctx.out(`lab "${r.name}" is not running\n`);
@@ -93,7 +99,11 @@ export function register(program: Command, ctx: CliContext): void {
     .description('run a command inside a node\'s namespace, with its names in /etc/hosts; the exit code is passed through')
     .action(async (name: string, node: string, argv: string[]) => {
       const { labExec } = await import('../lab/lab.js');
-      const code = await labExec(name, node, argv);
+      const code = await labExec(name, node, argv).catch(async (e: unknown) => {
+        const { listLabNames, readLabState } = await import('../lab/state.js');
+        if (readLabState(name) === null && e instanceof Error) e.message += didYouMean(name, listLabNames());
+        throw e;
+      });
       if (code !== 0) process.exit(code);
     });
 

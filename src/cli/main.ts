@@ -14,7 +14,8 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
-import { makeContext, packageVersion, UsageError, type RegisterFn } from './context.js';
+import { makeContext, packageVersion, UsageError, type CliContext, type RegisterFn } from './context.js';
+import { suggestionFor, userWords } from './errors.js';
 import { DiscoverError } from './discover.js';
 import { register as registerStatus } from './status.js';
 import { register as registerEndpoint } from './endpoint.js';
@@ -64,6 +65,10 @@ export function oneLine(s: string): string {
 }
 
 export function buildProgram(): Command {
+  return buildProgramWithContext().program;
+}
+
+function buildProgramWithContext(): { program: Command; ctx: CliContext } {
   const program = new Command('tunswitch');
   program
     .description('a userspace virtual switch with Cilium datapath semantics over TUN devices')
@@ -78,7 +83,7 @@ export function buildProgram(): Command {
     });
   const ctx = makeContext(program);
   for (const reg of COMMAND_GROUPS) reg(program, ctx);
-  return program;
+  return { program, ctx };
 }
 
 /**
@@ -92,7 +97,7 @@ export function exitCodeOf(e: unknown): number {
 
 /** Runs the CLI on `argv` (process.argv form) and returns the exit code. */
 export async function runCli(argv: readonly string[]): Promise<number> {
-  const program = buildProgram();
+  const { program, ctx } = buildProgramWithContext();
   try {
     await program.parseAsync(argv as string[]);
     return 0;
@@ -102,7 +107,13 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       return e.exitCode === 0 ? 0 : EXIT_USAGE;
     }
     const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`Error: ${oneLine(msg)}\n`);
+    let hint = '';
+    try {
+      hint = await suggestionFor(e, () => ctx.client());
+    } catch {
+      hint = '';
+    }
+    process.stderr.write(`Error: ${oneLine(userWords(msg))}${hint}\n`);
     return exitCodeOf(e);
   }
 }

@@ -3,7 +3,7 @@
  * on --socket; SIGINT/SIGTERM remove every device the switch made and exit 0.
  */
 import type { Command } from 'commander';
-import { listenSocket, packageVersion, type CliContext } from './context.js';
+import { listenSocket, packageVersion, UsageError, type CliContext } from './context.js';
 import { parseListen } from './hubble.js';
 
 export function register(program: Command, _ctx: CliContext): void {
@@ -24,7 +24,7 @@ export function register(program: Command, _ctx: CliContext): void {
       const { startSwitch } = await import('../runtime/switch.js');
       const cfg = loadRunConfig(o.config);
       if (o.metrics && !/^[0-9.]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$|^localhost:\d{1,5}$/i.test(o.metricsAddr)) {
-        throw new Error(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
+        throw new UsageError(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
       }
       const sw = await startSwitch(cfg, {
         socket: listenSocket(program),

@@ -3,20 +3,22 @@
  * within a small edit distance, closest first. Pure; no I/O.
  */
 
-/** Levenshtein distance between a and b (case-insensitive). */
+/** Edit distance between a and b, case-insensitive; a swap of two neighbours counts as one edit (optimal string alignment). */
 export function editDistance(a: string, b: string): number {
   const x = a.toLowerCase();
   const y = b.toLowerCase();
-  let prev = Array.from({ length: y.length + 1 }, (_, j) => j);
+  const d: number[][] = Array.from({ length: x.length + 1 }, (_, i) => Array.from({ length: y.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= x.length; i++) {
-    const cur = [i];
     for (let j = 1; j <= y.length; j++) {
-      const sub = (prev[j - 1] as number) + (x[i - 1] === y[j - 1] ? 0 : 1);
-      cur.push(Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, sub));
+      const row = d[i] as number[];
+      const up = d[i - 1] as number[];
+      const cost = x[i - 1] === y[j - 1] ? 0 : 1;
+      let v = Math.min((up[j] as number) + 1, (row[j - 1] as number) + 1, (up[j - 1] as number) + cost);
+      if (i > 1 && j > 1 && x[i - 1] === y[j - 2] && x[i - 2] === y[j - 1]) v = Math.min(v, ((d[i - 2] as number[])[j - 2] as number) + 1);
+      row[j] = v;
     }
-    prev = cur;
   }
-  return prev[y.length] as number;
+  return (d[x.length] as number[])[y.length] as number;
 }
 
 /** Known names close to `typed` (distance <= max(1, len/3), or a prefix of it), best first, at most 3. */

@@ -153,7 +153,7 @@ describe('tunswitch CLI', () => {
     assert.equal(r1.code, 0, `add --pid: got exit ${r1.code} (${r1.stderr})`);
     assert.deepEqual(fake.calls.filter((c) => c[0] === 'addEndpoint').at(-1)?.[1], { name: 'cli-ep2', pid: 4242 }, 'add --pid: got another request');
 
-    const dup = await cli(['--socket', sock, 'endpoint', 'add', 'cli-ep']);
+    const dup = await cli(['--socket', sock, 'endpoint', 'add', 'cli-ep', '--netns', 'demo-x']);
     assert.equal(oneErrorLine(dup, 'add duplicate'), 'endpoint "cli-ep" already exists', `got ${dup.stderr}`);
 
     for (const name of ['cli-ep', 'cli-ep2']) {
