@@ -4,7 +4,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -211,5 +211,43 @@ describe('observe with Hubble flags and the Observer gRPC API', () => {
     assert.equal(last.time.seconds, Math.floor(Date.parse(live.time) / 1000), `time: got ${JSON.stringify(last.time)}`);
     const historyGot = got.slice(0, history.length).map((g) => (g.flow as { drop_reason: number }).drop_reason);
     assert.deepEqual(historyGot, history.map((e) => e.drop_reason), `history drop reasons: got ${historyGot.join(',')}`);
+  });
+
+  test('monitor --from / --related-to / -j / -v', async () => {
+    const cases: { args: string[]; want: string[]; json: boolean }[] = [
+      { args: ['--from', 'cl96-a', '-j'], want: ['cl96-a>cl96-b'], json: true },
+      { args: ['--related-to', 'cl96-c', '-j'], want: ['cl96-c>cl96-b'], json: true },
+      { args: ['--to', 'cl96-a', '-v'], want: ['cl96-b>cl96-a'], json: false },
+    ];
+    for (const c of cases) {
+      // Earlier followers (the gRPC stream, the previous case) must have let go of the stream.
+      assert.ok(await waitFor(() => fake.subscribers === 0, 5000), `got ${fake.subscribers} subscribers left, want 0`);
+      const before = 0;
+      const child = spawn(process.execPath, [ENTRY, '--socket', sock, 'monitor', ...c.args], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+      const exited = new Promise((r) => child.on('exit', r));
+      try {
+        assert.ok(await waitFor(() => fake.subscribers > before, 5000), `${c.args.join(' ')}: the monitor never subscribed (subscribers ${fake.subscribers}, before ${before}; ${err})`);
+        const ev = (a: string, b: string): FlowEvent => flow({ time: new Date().toISOString(), src: [300, [], '10.96.0.5', 40000, a], dst: [301, [], '10.96.0.6', 80, b] });
+        for (const [a, b] of [['cl96-a', 'cl96-b'], ['cl96-c', 'cl96-b'], ['cl96-b', 'cl96-a']] as const) fake.emit(ev(a, b));
+        const n = c.want.length;
+        await waitFor(() => (c.json ? out.trim().split('\n').filter((l) => l !== '').length >= n : out.includes('cl96-a')), 5000);
+        await new Promise((r) => setTimeout(r, 300));
+      } finally {
+        child.kill('SIGINT');
+        await exited;
+      }
+      if (c.json) {
+        const got = out.trim().split('\n').map((l) => JSON.parse(l) as FlowEvent).map((e) => `${e.source.endpoint}>${e.destination.endpoint}`);
+        assert.deepEqual(got, c.want, `${c.args.join(' ')}: got ${got.join(' ')}, want ${c.want.join(' ')}`);
+      } else {
+        assert.match(out, /identity 300->301/, `${c.args.join(' ')}: got ${out}`);
+        assert.match(out, /\n  verdict +FORWARDED/, `-v: got ${out}, want the fields`);
+        assert.ok(!out.includes('source       cl96-c'), `${c.args.join(' ')}: got an event of cl96-c in ${out}`);
+      }
+    }
   });
 });
