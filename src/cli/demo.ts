@@ -17,6 +17,7 @@ import { formatCompact } from '../observe/format.js';
 import type { ServerHandle } from '../lab/probe.js';
 import type { LabState } from '../lab/state.js';
 import { cliName, type CliContext } from './context.js';
+import { durationParser } from './duration.js';
 
 /** dist/src/cli/demo.js -> examples/three-tier/lab.yaml at the repository root. */
 export function demoLabFile(): string {
@@ -142,9 +143,10 @@ export function registerDemo(lab: Command, ctx: CliContext): void {
     .option('--once', 'stop after the matrix; exit non-zero if a flow disagrees with the expectation')
     .option('--keep', 'leave the lab (and its servers) running at the end')
     .option('-c, --config <file>', 'lab file with frontend, backend and db nodes', demoLabFile())
-    .option('--timeout <ms>', 'per-flow timeout of the matrix', (s) => {
-      if (!/^\d+$/.test(s) || Number(s) < 100) throw new InvalidArgumentError(`"${s}" is not a number of milliseconds >= 100.`);
-      return Number(s);
+    .option('--timeout <duration>', 'per-flow timeout of the matrix: 1500ms, 2s (a bare number is in ms)', (s) => {
+      const ms = durationParser('ms')(s);
+      if (ms < 100) throw new InvalidArgumentError(`"${s}" is shorter than 100ms.`);
+      return ms;
     }, 1500)
     .action(async (opts: { once?: boolean; keep?: boolean; config: string; timeout: number }) => {
       await runDemo(ctx, { once: opts.once === true, keep: opts.keep === true, file: opts.config, timeoutMs: opts.timeout });

@@ -3,6 +3,7 @@
  * like containerlab. The lab file is the `tunswitch run` config (src/runtime/config.ts);
  * each lab runs its own agent with its socket at /run/tunswitch/<name>/tunswitch.sock.
  */
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { LabStatus } from '../lab/lab.js';
 import { DEFAULT_OUTSIDE_CIDR, parseOutsideCidr } from '../lab/outside.js';
@@ -11,6 +12,7 @@ import { cliName, print, withOutput, type CliContext } from './context.js';
 import { registerDemo } from './demo.js';
 import { formatTable } from './table.js';
 import { didYouMean } from './suggest.js';
+import { durationParser } from './duration.js';
 
 export function formatLabNodes(s: LabState): string {
   const rows: (string | undefined)[][] = s.nodes.map((n) => [n.name, n.netns, n.ipv4, n.ipv6]);
@@ -18,11 +20,27 @@ export function formatLabNodes(s: LabState): string {
   return formatTable(['NODE', 'NAMESPACE', 'IPv4', 'IPv6'], rows) + `\nsocket ${s.socket}   log ${s.log}\n`;
 }
 
+/** `a=10.42.0.2, b=10.42.0.20`: each node with its first address. */
+export function nodesText(l: Pick<LabStatus, 'nodes'>): string {
+  return l.nodes.map((n) => `${n.name}=${n.ipv4 ?? n.ipv6 ?? '?'}`).join(', ') || '-';
+}
+
 export function formatLabStatus(labs: readonly LabStatus[]): string {
   if (labs.length === 0) return 'no labs\n';
   return formatTable(
-    ['NAME', 'PID', 'RUNNING', 'ENDPOINTS', 'SOCKET', 'FILE'],
-    labs.map((l) => [l.name, l.pid, l.running ? 'yes' : 'no (agent gone; lab down cleans up)', l.endpoints ?? '-', l.socket, l.file]),
+    ['NAME', 'STATE', 'PID', 'ENDPOINTS', 'NODES', 'SOCKET'],
+    labs.map((l) => [l.name, l.running ? 'running' : 'agent gone (lab down cleans up)', l.pid, l.endpoints ?? '-', nodesText(l), l.socket]),
+  );
+}
+
+/** `lab inspect`: like `containerlab inspect`, one row per node with its namespace, addresses and state. */
+export function formatLabInspect(l: LabStatus): string {
+  const state = l.running ? 'running' : 'agent gone';
+  const rows: (string | undefined)[][] = l.nodes.map((n) => [n.name, n.netns, n.ipv4, n.ipv6, state]);
+  if (l.outside) rows.push(['outside', ...l.outside.split(' '), undefined, 'outside host']);
+  return (
+    `lab ${l.name}: ${state}, agent pid ${l.pid}, started ${l.startedAt}\nfile ${l.file}\nsocket ${l.socket}   log ${l.log}\n\n` +
+    formatTable(['NODE', 'NAMESPACE', 'IPv4', 'IPv6', 'STATE'], rows)
   );
 }
 
@@ -35,13 +53,44 @@ function parseCidrArg(s: string): string {
   return s;
 }
 
-function parseSeconds(s: string): number {
-  if (!/^\d+$/.test(s) || Number(s) < 1) throw new InvalidArgumentError(`"${s}" is not a number of seconds.`);
-  return Number(s);
+
+/** Prints `file` and then what is appended to it, until Ctrl-C. */
+async function followFile(file: string, out: (t: string) => void): Promise<void> {
+  let pos = 0;
+  const readMore = (): void => {
+    const size = statSync(file).size;
+    if (size < pos) pos = 0; // truncated or replaced
+    if (size === pos) return;
+    const fd = openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(size - pos);
+      readSync(fd, buf, 0, buf.length, pos);
+      pos = size;
+      out(buf.toString('utf8'));
+    } finally {
+      closeSync(fd);
+    }
+  };
+  readMore();
+  await new Promise<void>((resolve) => {
+    const t = setInterval(() => {
+      try {
+        readMore();
+      } catch {
+        // the lab went down: its log moved; stop following
+        clearInterval(t);
+        resolve();
+      }
+    }, 250);
+    process.once('SIGINT', () => {
+      clearInterval(t);
+      resolve();
+    });
+  });
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  const lab = program.command('lab').description('labs: namespaces per node wired to a switch (up, down, status, exec, demo)');
+  const lab = program.command('lab').description('labs: namespaces per node wired to a switch (up, down, status, inspect, logs, exec, demo)');
   // `lab exec NAME NODE cmd -x` passes -x to cmd: options after the operands belong to it.
   lab.enablePositionalOptions();
 
@@ -52,14 +101,14 @@ export function register(program: Command, ctx: CliContext): void {
       .description('create a namespace per node, start the agent in the background, wait until every node is attached')
       .option('--outside [cidr]', `also make an "outside" host on a veth from the root namespace (default ${DEFAULT_OUTSIDE_CIDR})`, parseCidrArg)
       .option('--metrics-addr <host:port>', 'serve Prometheus /metrics there (default: none)')
-      .option('--timeout <seconds>', 'how long to wait for the agent', parseSeconds, 30),
+      .option('--timeout <duration>', 'how long to wait for the agent: 30s, 2m (a bare number is in seconds)', durationParser('s'), 30_000),
   ).action(async (file: string, o: { outside?: string | boolean; metricsAddr?: string; timeout: number }, cmd: Command) => {
     const json = cmd.opts().output === 'json';
     const { labUp } = await import('../lab/lab.js');
     const s = await labUp(file, {
       outside: o.outside ?? false,
       metricsAddr: o.metricsAddr ?? null,
-      readyTimeoutMs: o.timeout * 1000,
+      readyTimeoutMs: o.timeout,
       log: (m) => ctx.warn(m),
     });
     print(ctx, cmd, s, () => formatLabNodes(s));
@@ -88,6 +137,33 @@ export function register(program: Command, ctx: CliContext): void {
     const labs = await labStatus();
     print(ctx, cmd, labs, () => formatLabStatus(labs));
   });
+
+  withOutput(lab.command('inspect').argument('<name>', 'lab name').description('nodes, namespaces, addresses and state of a lab (like containerlab inspect)')).action(
+    async (name: string, _o, cmd: Command) => {
+      const { labStatus } = await import('../lab/lab.js');
+      const labs = await labStatus();
+      const l = labs.find((x) => x.name === name);
+      if (l === undefined) throw new Error(`lab "${name}" is not running${didYouMean(name, labs.map((x) => x.name))}`);
+      print(ctx, cmd, l, () => formatLabInspect(l));
+    },
+  );
+
+  lab
+    .command('logs')
+    .argument('<name>', 'lab name')
+    .option('-f, --follow', 'keep printing what the agent writes (a running lab)')
+    .description("the lab agent's log; after lab down, the copy kept in /var/log/tunswitch/<name>.log")
+    .action(async (name: string, o: { follow?: boolean }) => {
+      const { keptLogPath, labPaths, listLabNames } = await import('../lab/state.js');
+      const live = labPaths(name).log;
+      const file = existsSync(live) ? live : keptLogPath(name);
+      if (!existsSync(file)) throw new Error(`no log for lab "${name}" (neither ${live} nor ${file})${didYouMean(name, listLabNames())}`);
+      if (o.follow !== true) {
+        ctx.out(readFileSync(file, 'utf8'));
+        return;
+      }
+      await followFile(file, (t) => ctx.out(t));
+    });
 
   lab
     .command('exec')

@@ -1,10 +1,12 @@
 /**
- * `tunswitch run -c FILE`: the agent in the foreground. Logs go to stderr; the API listens
- * on --socket; SIGINT/SIGTERM remove every device the switch made and exit 0.
+ * `tunswitch run -c FILE`: the agent in the foreground. Logs go to stderr (--log-level,
+ * --log-format text|json); the API listens on --socket; SIGINT, SIGTERM and SIGHUP remove
+ * every device the switch made and exit 0 (SIGHUP does not reload).
  */
 import type { Command } from 'commander';
 import { listenSocket, packageVersion, UsageError, type CliContext } from './context.js';
 import { parseListen } from './hubble.js';
+import { makeLogger, parseLogFormat, parseLogLevel, type LogFormat, type LogLevel } from './log.js';
 
 export function register(program: Command, _ctx: CliContext): void {
   program
@@ -17,8 +19,11 @@ export function register(program: Command, _ctx: CliContext): void {
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
     .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
     .option('--hubble-listen <addr>', "also serve Hubble's Observer gRPC API there (unix:///path or host:port)", parseListen)
+    .option('--log-level <level>', 'debug, info, warn or error', parseLogLevel, 'info')
+    .option('--log-format <format>', 'text (<time> <LEVEL> <message>) or json (one object per line)', parseLogFormat, 'text')
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; hubbleListen?: string }) => {
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat }) => {
+      const logger = makeLogger(o.logLevel, o.logFormat);
       // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
       const { loadRunConfig } = await import('../runtime/config.js');
       const { startSwitch } = await import('../runtime/switch.js');
@@ -33,38 +38,42 @@ export function register(program: Command, _ctx: CliContext): void {
         version: packageVersion(),
         events: o.events,
         docker: o.dockerSocket ? { socketPath: o.dockerSocket } : o.docker ? {} : null,
+        log: (m: string) => logger.auto(m),
       });
       let hubble: { close(): Promise<void> } | null = null;
       let stopping = false;
       const stop = (sig: string): void => {
         if (stopping) return;
         stopping = true;
-        process.stderr.write(`${new Date().toISOString()} ${sig}: stopping, removing devices\n`);
+        logger.log('info', `${sig}: stopping, removing devices`);
         const hubbleClosed = hubble !== null ? hubble.close().catch(() => undefined) : Promise.resolve();
         hubbleClosed.then(() => sw.stop()).then(
           () => process.exit(0),
           (e: unknown) => {
-            process.stderr.write(`Error: ${(e as Error).message}\n`);
+            logger.log('error', `stopping failed: ${(e as Error).message}`);
             process.exit(1);
           },
         );
       };
       // SIGUSR2: end one shard worker thread, to see the supervisor restart it (fault injection).
       process.on('SIGUSR2', () => {
-        process.stderr.write(`${new Date().toISOString()} SIGUSR2: ending a shard worker thread (fault injection)\n`);
+        logger.log('warn', 'SIGUSR2: ending a shard worker thread (fault injection)');
         void sw.killShardWorker();
       });
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+      // SIGHUP (the terminal closed): the same clean shutdown as SIGTERM, devices and socket
+      // removed, exit 0. It does not reload the config: restart to apply a changed file.
+      process.on('SIGHUP', () => stop('SIGHUP'));
       try {
         const r = await sw.ready;
-        process.stderr.write(`${new Date().toISOString()} ready: ${r.endpoints} endpoints, ${cfg.workers} shard workers${cfg.offload ? ', offload on' : ''}\n`);
+        logger.log('info', `ready: ${r.endpoints} endpoints, ${cfg.workers} shard workers${cfg.offload ? ', offload on' : ''}`);
         if (o.hubbleListen !== undefined) {
           const { startHubbleServer } = await import('../observe/hubble-server.js');
           hubble = await startHubbleServer({
             socket: listenSocket(program),
             listen: o.hubbleListen,
-            log: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`),
+            log: (m) => logger.log('info', m),
           });
         }
       } catch (e) {

@@ -19,7 +19,8 @@
  */
 import { cliName } from '../cli/hint.js';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, mkdirSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, statSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../api/client.js';
@@ -28,7 +29,7 @@ import { loadRunConfig, type RunConfig } from '../runtime/config.js';
 import { Ipam } from '../control/ipam.js';
 import { removeHostsFiles, writeHostsFiles } from './hosts.js';
 import { createOutside, outsidePlan, removeOutside, DEFAULT_OUTSIDE_CIDR } from './outside.js';
-import { agentAlive, labPaths, listLabNames, readLabState, writeLabState, type LabState } from './state.js';
+import { agentAlive, keptLogPath, labPaths, listLabNames, readLabState, writeLabState, type LabState } from './state.js';
 import { LabError, ip, listNetns, netnsPids, readIpForward, rootLinkExists, run, sleep, terminate, writeIpForward } from './sys.js';
 
 /** Progress lines ("creating namespace demo-web"); the CLI prints them, tests may not. */
@@ -277,6 +278,17 @@ export async function labDown(target: string, opts: { log?: LabLog } = {}): Prom
     if (!others) {
       writeIpForward(s.ipForwardBefore);
       log(`net.ipv4.ip_forward=${s.ipForwardBefore} (as before lab up)`);
+    }
+  }
+  if (existsSync(paths.log)) {
+    // The troubleshooting text points at the agent's log: keep it where `lab logs` finds it.
+    const kept = keptLogPath(name);
+    try {
+      mkdirSync(dirname(kept), { recursive: true });
+      copyFileSync(paths.log, kept);
+      log(`kept the agent's log in ${kept} ("${cliName()} lab logs ${name}")`);
+    } catch (e) {
+      log(`could not keep the agent's log in ${kept}: ${(e as Error).message}`);
     }
   }
   if (existsSync(paths.runDir)) {

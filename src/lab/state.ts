@@ -16,6 +16,14 @@ import { pidAlive, pidCmdline } from './sys.js';
 
 /** Parent of every lab's run directory. */
 export const LAB_RUN_ROOT = '/run/tunswitch';
+/** Where `lab down` keeps a lab's agent.log (the run directory goes): <dir>/<name>.log. */
+export const LAB_LOG_DIR = '/var/log/tunswitch';
+
+/** The agent log `lab down` kept for lab `name`. */
+export function keptLogPath(name: string): string {
+  return join(LAB_LOG_DIR, `${name}.log`);
+}
+
 /** `ip netns exec` bind-mounts files from here over /etc. */
 export const NETNS_ETC = '/etc/netns';
 

@@ -268,3 +268,25 @@ describe('bench: load warning and ETA', () => {
     assert.equal(formatEta(-1), '?');
   });
 });
+
+describe('agent log lines', () => {
+  test('levels and formats', async () => {
+    const { levelOf, makeLogger } = await import('../../src/cli/log.js');
+    const cases: [string, string][] = [
+      ['ready: 2 endpoints, 1 shard workers', 'info'],
+      ['shard 0: worker died (x); restarting (1 restarts)', 'warn'],
+      ['control thread crashed: boom', 'error'],
+    ];
+    for (const [msg, want] of cases) assert.equal(levelOf(msg), want, `${msg}: got ${levelOf(msg)}, want ${want}`);
+    const lines: string[] = [];
+    const json = makeLogger('warn', 'json', (l) => lines.push(l));
+    json.log('info', 'hidden');
+    json.auto('shard 0: worker died');
+    assert.equal(lines.length, 1, `got ${lines.length} lines, want 1 (info is below warn)`);
+    const v = JSON.parse(lines[0] as string) as { level: string; msg: string };
+    assert.deepEqual([v.level, v.msg], ['warn', 'shard 0: worker died'], `got ${lines[0]}`);
+    const text: string[] = [];
+    makeLogger('info', 'text', (l) => text.push(l)).log('info', 'ready: 1 endpoints');
+    assert.match(text[0] as string, /^\d{4}-\d\d-\d\dT\S+Z INFO  ready: 1 endpoints\n$/, `got ${text[0]}`);
+  });
+});
