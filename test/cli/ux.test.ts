@@ -287,6 +287,6 @@ describe('agent log lines', () => {
     assert.deepEqual([v.level, v.msg], ['warn', 'shard 0: worker died'], `got ${lines[0]}`);
     const text: string[] = [];
     makeLogger('info', 'text', (l) => text.push(l)).log('info', 'ready: 1 endpoints');
-    assert.match(text[0] as string, /^\d{4}-\d\d-\d\dT\S+Z INFO  ready: 1 endpoints\n$/, `got ${text[0]}`);
+    assert.match(text[0] as string, /^\d{4}-\d\d-\d\dT\S+Z INFO {2}ready: 1 endpoints\n$/, `got ${text[0]}`);
   });
 });

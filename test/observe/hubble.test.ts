@@ -245,7 +245,7 @@ describe('observe with Hubble flags and the Observer gRPC API', () => {
         assert.deepEqual(got, c.want, `${c.args.join(' ')}: got ${got.join(' ')}, want ${c.want.join(' ')}`);
       } else {
         assert.match(out, /identity 300->301/, `${c.args.join(' ')}: got ${out}`);
-        assert.match(out, /\n  verdict +FORWARDED/, `-v: got ${out}, want the fields`);
+        assert.match(out, /\n {2}verdict +FORWARDED/, `-v: got ${out}, want the fields`);
         assert.ok(!out.includes('source       cl96-c'), `${c.args.join(' ')}: got an event of cl96-c in ${out}`);
       }
     }
