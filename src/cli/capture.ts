@@ -1,7 +1,10 @@
 /**
- * `tunswitch capture ENDPOINT -w FILE [--count N] [--verdict FORWARDED|DROPPED] [--duration S]`:
- * the packets the switch sees at an endpoint (sent by it or to it), as a pcap file with
- * LINKTYPE_RAW (101), readable by tcpdump, tshark and Wireshark. `-w -` writes to stdout.
+ * `tunswitch capture ENDPOINT [-w FILE|-] [-F pcap|pcapng] [-s SNAPLEN] [--count N]
+ * [--verdict FORWARDED|DROPPED] [--duration 10s]`: the packets the switch sees at an endpoint
+ * (sent by it or to it). Without -w, one line per packet with its verdict, drop reason and
+ * direction; with -w, a pcap (or pcapng, whose packet comments carry the verdict, drop
+ * reason and direction) with LINKTYPE_RAW (101) for tcpdump, tshark and Wireshark; `-w -`
+ * streams to stdout, so `tunswitch capture a -w - | tcpdump -r -` is live.
  *
  * The agent streams the pcap on `POST /v1/capture` and ends it after --count packets or
  * --duration seconds (without either, at Ctrl-C). The packet and lost counts arrive as
@@ -13,15 +16,20 @@
  */
 import { request, type IncomingMessage } from 'node:http';
 import { createWriteStream } from 'node:fs';
-import type { Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { InvalidArgumentError, type Command } from 'commander';
 import { parsePositiveInt, type CliContext } from './context.js';
+import { durationParser } from './duration.js';
+import { fitLine } from './width.js';
 import {
   PCAP_GLOBAL_HEADER_BYTES,
   PCAP_MAGIC,
   PCAP_RECORD_HEADER_BYTES,
+  PCAPNG_EPB,
+  PCAPNG_SHB,
   TRAILER_LOST,
   TRAILER_PACKETS,
+  type CaptureFormat,
   type CaptureRequest,
   type CaptureVerdict,
 } from '../control/capture.js';
@@ -32,12 +40,6 @@ export function parseVerdict(s: string): CaptureVerdict {
   return v;
 }
 
-export function parseSeconds(s: string): number {
-  const n = Number(s);
-  if (!/^\d+(\.\d+)?$/.test(s) || !(n > 0)) throw new InvalidArgumentError(`"${s}" is not a positive number of seconds.`);
-  return n;
-}
-
 /**
  * Splits a pcap byte stream at record boundaries: push() returns the bytes that complete
  * the global header or whole records (possibly empty), and counts the records.
@@ -46,10 +48,32 @@ export class PcapSplitter {
   records = 0;
   private pending: Buffer = Buffer.alloc(0);
   private headerSeen = false;
+  private ng = false;
+  /** Called with each pcapng enhanced packet block (for the live view). */
+  onPacket: ((block: Buffer) => void) | null = null;
 
   push(chunk: Buffer): Buffer {
     const buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     let pos = 0;
+    if (!this.headerSeen && buf.length >= 4 && buf.readUInt32LE(0) === PCAPNG_SHB) {
+      this.headerSeen = true;
+      this.ng = true;
+    }
+    if (this.ng) {
+      // pcapng: whole blocks (type, total length, ..., total length); count packet blocks.
+      while (buf.length - pos >= 8) {
+        const len = buf.readUInt32LE(pos + 4);
+        if (len < 12 || len % 4 !== 0) throw new Error('the agent sent a malformed pcapng block');
+        if (buf.length - pos < len) break;
+        if (buf.readUInt32LE(pos) === PCAPNG_EPB) {
+          this.records++;
+          this.onPacket?.(buf.subarray(pos, pos + len));
+        }
+        pos += len;
+      }
+      this.pending = buf.subarray(pos);
+      return buf.subarray(0, pos);
+    }
     if (!this.headerSeen) {
       if (buf.length < PCAP_GLOBAL_HEADER_BYTES) {
         this.pending = buf;
@@ -115,7 +139,14 @@ export interface CaptureResult {
  * `open()` returns (called once the agent has accepted the request). Resolves when the agent
  * ends the stream or `signal` aborts.
  */
-export function runCapture(socket: string, body: CaptureRequest, open: () => Writable, onStart: () => void, signal?: AbortSignal): Promise<CaptureResult> {
+export function runCapture(
+  socket: string,
+  body: CaptureRequest,
+  open: () => Writable,
+  onStart: () => void,
+  signal?: AbortSignal,
+  onPacket?: (block: Buffer) => void,
+): Promise<CaptureResult> {
   return new Promise((resolve, reject) => {
     const payload = Buffer.from(JSON.stringify(body));
     const req = request({
@@ -125,6 +156,7 @@ export function runCapture(socket: string, body: CaptureRequest, open: () => Wri
       headers: { 'content-type': 'application/json', 'content-length': payload.length, accept: 'application/vnd.tcpdump.pcap' },
     });
     const split = new PcapSplitter();
+    if (onPacket) split.onPacket = onPacket;
     let out: Writable | null = null;
     let settled = false;
     const finish = (err: Error | null, lost: number | null, interrupted: boolean): void => {
@@ -196,39 +228,102 @@ export function runCapture(socket: string, body: CaptureRequest, open: () => Wri
   });
 }
 
+function ipText(b: Buffer, off: number, v6: boolean): string {
+  if (!v6) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(off + i).toString(16));
+  return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+}
+
+/**
+ * One line for the live view from a pcapng enhanced packet block:
+ * `13:04:05.123456 10.42.0.10:41234 > 10.42.0.11:5432 TCP 60 B  verdict=DROPPED reason=133 (Policy denied) direction=egress`.
+ */
+export function livePacketLine(block: Buffer): string {
+  const hi = block.readUInt32LE(12);
+  const lo = block.readUInt32LE(16);
+  const us = hi * 2 ** 32 + lo;
+  const t = new Date(Math.floor(us / 1000)).toISOString().slice(11, 19) + '.' + String(us % 1_000_000).padStart(6, '0');
+  const cap = block.readUInt32LE(20);
+  const orig = block.readUInt32LE(24);
+  const d = block.subarray(28, 28 + cap);
+  let what = `${orig} B`;
+  if (d.length >= 20 && d[0] !== undefined) {
+    const v6 = d[0] >> 4 === 6;
+    const proto = v6 ? (d[6] as number) : (d[9] as number);
+    const l4 = v6 ? 40 : ((d[0] as number) & 0x0f) * 4;
+    const src = ipText(d, v6 ? 8 : 12, v6);
+    const dst = ipText(d, v6 ? 24 : 16, v6);
+    const ported = (proto === 6 || proto === 17 || proto === 132) && d.length >= l4 + 4;
+    const sp = ported ? `:${d.readUInt16BE(l4)}` : '';
+    const dp = ported ? `:${d.readUInt16BE(l4 + 2)}` : '';
+    const name = ({ 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' } as Record<number, string>)[proto] ?? `proto ${proto}`;
+    what = `${src}${sp} > ${dst}${dp} ${name} ${orig} B`;
+  }
+  // The comment option follows the padded packet data.
+  let pos = 28 + ((cap + 3) & ~3);
+  let comment = '';
+  while (pos + 4 <= block.length - 4) {
+    const code = block.readUInt16LE(pos);
+    const len = block.readUInt16LE(pos + 2);
+    if (code === 0) break;
+    if (code === 1) comment = block.subarray(pos + 4, pos + 4 + len).toString('utf8');
+    pos += 4 + ((len + 3) & ~3);
+  }
+  return `${t} ${what}${comment ? `  ${comment}` : ''}`;
+}
+
+function parseFormat(s: string): CaptureFormat {
+  if (s !== 'pcap' && s !== 'pcapng') throw new InvalidArgumentError(`"${s}" is not pcap or pcapng.`);
+  return s;
+}
+
+function parseSnaplen(s: string): number {
+  if (!/^\d+$/.test(s) || Number(s) < 1 || Number(s) > 65535) throw new InvalidArgumentError(`"${s}" is not a snap length (1-65535 bytes).`);
+  return Number(s);
+}
+
 export function register(program: Command, ctx: CliContext): void {
   program
     .command('capture')
-    .description('write the packets the switch sees at an endpoint to a pcap file (raw IP, for tcpdump/tshark)')
+    .description('the packets the switch sees at an endpoint: a live view, or a pcap/pcapng file for tcpdump/tshark (-w)')
     .argument('<endpoint>', 'endpoint name or index')
-    .requiredOption('-w, --write <file>', 'pcap file to write ("-" for stdout)')
+    .option('-w, --write <file>', 'write a capture file ("-" for stdout, e.g. | tcpdump -r -); without -w, one line per packet')
     .option('-c, --count <n>', 'stop after this many packets', parsePositiveInt)
     .option('--verdict <verdict>', 'only FORWARDED or only DROPPED packets', parseVerdict)
-    .option('--duration <seconds>', 'stop after this many seconds', parseSeconds)
-    .action(async (endpoint: string, o: { write: string; count?: number; verdict?: CaptureVerdict; duration?: number }) => {
+    .option('--duration <duration>', 'stop after this long: 10s, 500ms, 2m (a bare number is in seconds)', (s: string) => durationParser('s')(s) / 1000)
+    .option('-s, --snaplen <bytes>', 'bytes kept per packet (default: all the switch keeps, 2048)', parseSnaplen)
+    .option('-F, --format <format>', 'pcap, or pcapng with verdict, drop reason and direction in each packet comment (tshark shows them)', parseFormat, 'pcap')
+    .action(async (endpoint: string, o: { write?: string; count?: number; verdict?: CaptureVerdict; duration?: number; snaplen?: number; format: CaptureFormat }) => {
+      const live = o.write === undefined;
       const body: CaptureRequest = { endpoint };
       if (o.count !== undefined) body.count = o.count;
       if (o.verdict !== undefined) body.verdict = o.verdict;
       if (o.duration !== undefined) body.duration = o.duration;
+      if (o.snaplen !== undefined) body.snaplen = o.snaplen;
+      // The live view reads the verdict from the pcapng comments.
+      if (live || o.format === 'pcapng') body.format = 'pcapng';
       const toStdout = o.write === '-';
-      const where = toStdout ? 'stdout' : o.write;
+      const where = live ? 'the terminal' : toStdout ? 'stdout' : (o.write as string);
       const ac = new AbortController();
       const onSig = (): void => ac.abort();
       process.once('SIGINT', onSig);
       process.once('SIGTERM', onSig);
+      const sinkless = new Writable({ write: (_c, _e, cb) => cb() });
       try {
         const r = await runCapture(
           ctx.socket(),
           body,
-          () => (toStdout ? process.stdout : createWriteStream(o.write)),
+          () => (live ? sinkless : toStdout ? process.stdout : createWriteStream(o.write as string)),
           () => {
             const limits = [o.count !== undefined ? `${o.count} packets` : '', o.duration !== undefined ? `${o.duration} s` : ''].filter((s) => s !== '');
-            ctx.warn(`capturing at ${endpoint}${o.verdict ? ` (${o.verdict} only)` : ''}, link-type RAW (101)${limits.length > 0 ? `, up to ${limits.join(' or ')}` : ', Ctrl-C to stop'}`);
+            ctx.warn(`capturing at ${endpoint}${o.verdict ? ` (${o.verdict} only)` : ''}, ${body.format ?? 'pcap'}, link-type RAW (101)${limits.length > 0 ? `, up to ${limits.join(' or ')}` : ', Ctrl-C to stop'}`);
           },
           ac.signal,
+          live ? (b) => ctx.out(fitLine(livePacketLine(b)) + '\n') : undefined,
         );
         const msg = `captured ${r.packets} packets${r.lost !== null ? ` (${r.lost} lost)` : ''} to ${where}${r.interrupted ? ' (interrupted)' : ''}\n`;
-        if (toStdout) process.stderr.write(msg);
+        if (toStdout || live) process.stderr.write(msg);
         else ctx.out(msg);
       } finally {
         process.off('SIGINT', onSig);

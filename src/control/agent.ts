@@ -774,6 +774,8 @@ export class Agent implements ControlApi {
     if (req.count !== undefined) opts.count = req.count;
     if (req.verdict !== undefined) opts.verdict = req.verdict;
     if (req.duration !== undefined) opts.durationS = req.duration;
+    if (req.snaplen !== undefined) opts.snaplen = req.snaplen;
+    if (req.format !== undefined) opts.format = req.format;
     return cap.start(opts, sink);
   }
 

@@ -26,11 +26,17 @@ import {
   CR_SESSION,
   CR_TS_SEC,
   CR_TS_USEC,
+  CR_VERDICT,
+  CR_SRC_EP,
+  CR_DST_EP,
+  CR_DROPPED,
+  NO_EP_INDEX,
   VERDICT_ANY,
   VERDICT_DROPPED_BIT,
   VERDICT_FORWARDED_BIT,
 } from '../tables/capture.js';
 import type { ServerResponse } from 'node:http';
+import { dropReasonText } from '../datapath/drop.js';
 
 export const PCAP_MAGIC = 0xa1b2c3d4;
 export const PCAP_VERSION_MAJOR = 2;
@@ -61,9 +67,16 @@ export interface CaptureRequest {
   verdict?: CaptureVerdict;
   /** Seconds. */
   duration?: number;
+  /** Bytes kept per packet (1-65535; at most the rings' slot size). */
+  snaplen?: number;
+  /** pcap (default) or pcapng, whose packet comments carry verdict, drop reason and direction. */
+  format?: CaptureFormat;
 }
 
+export type CaptureFormat = 'pcap' | 'pcapng';
+
 export interface CaptureOptions {
+  format?: CaptureFormat;
   /** Endpoint index, -1 for every endpoint. */
   endpoint: number;
   /** Stop after this many packets (default: no limit). */
@@ -151,7 +164,7 @@ export function checkCaptureRequest(v: unknown): CaptureRequest {
   if (v === undefined) bad('body: expected a JSON object, got an empty body');
   if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`body: expected a JSON object, got ${Array.isArray(v) ? 'an array' : show(v)}`);
   const o = v as Record<string, unknown>;
-  const known = ['endpoint', 'count', 'verdict', 'duration'];
+  const known = ['endpoint', 'count', 'verdict', 'duration', 'snaplen', 'format'];
   for (const k of Object.keys(o)) if (!known.includes(k)) bad(`body.${k}: unknown field (known: ${known.join(', ')})`);
   let endpoint: string;
   if (typeof o.endpoint === 'string' && o.endpoint !== '') endpoint = o.endpoint;
@@ -175,7 +188,92 @@ export function checkCaptureRequest(v: unknown): CaptureRequest {
     }
     req.duration = o.duration;
   }
+  if (o.snaplen !== undefined) {
+    if (typeof o.snaplen !== 'number' || !Number.isInteger(o.snaplen) || o.snaplen < 1 || o.snaplen > 65535) bad(`body.snaplen: must be an integer from 1 to 65535, got ${show(o.snaplen)}`);
+    req.snaplen = o.snaplen;
+  }
+  if (o.format !== undefined) {
+    if (o.format !== 'pcap' && o.format !== 'pcapng') bad(`body.format: must be "pcap" or "pcapng", got ${show(o.format)}`);
+    req.format = o.format;
+  }
   return req;
+}
+
+// ---------------------------------------------------------------------------------------------
+// pcapng bytes (the pcapng spec, draft-ietf-opsawg-pcapng): little-endian blocks, each
+//   type u32, total length u32, body, total length u32 again; bodies padded to 4 bytes.
+//   SHB (0x0A0D0D0A): byte-order magic 0x1A2B3C4D, version 1.0, section length -1.
+//   IDB (1): link type u16 = 101 (raw IP), reserved u16, snaplen u32, option if_tsresol = 6 (µs).
+//   EPB (6): interface 0, timestamp high/low u32 (µs), captured len, original len, data,
+//     options: opt_comment (1) with "verdict=... reason=... direction=...", opt_endofopt.
+
+export const PCAPNG_SHB = 0x0a0d0d0a;
+export const PCAPNG_IDB = 1;
+export const PCAPNG_EPB = 6;
+export const PCAPNG_BYTE_ORDER_MAGIC = 0x1a2b3c4d;
+const OPT_COMMENT = 1;
+const OPT_IF_TSRESOL = 9;
+
+const pad4 = (n: number): number => (n + 3) & ~3;
+
+function block(type: number, body: Buffer): Buffer {
+  const total = 12 + body.length;
+  const b = Buffer.alloc(total);
+  b.writeUInt32LE(type, 0);
+  b.writeUInt32LE(total, 4);
+  body.copy(b, 8);
+  b.writeUInt32LE(total, total - 4);
+  return b;
+}
+
+function option(code: number, value: Buffer): Buffer {
+  const b = Buffer.alloc(4 + pad4(value.length));
+  b.writeUInt16LE(code, 0);
+  b.writeUInt16LE(value.length, 2);
+  value.copy(b, 4);
+  return b;
+}
+
+const END_OF_OPTIONS = Buffer.alloc(4);
+
+/** Section header and interface description (raw IP, µs timestamps): what a pcapng capture starts with. */
+export function pcapngHeader(snaplen: number): Buffer {
+  const shb = Buffer.alloc(16);
+  shb.writeUInt32LE(PCAPNG_BYTE_ORDER_MAGIC, 0);
+  shb.writeUInt16LE(1, 4);
+  shb.writeUInt16LE(0, 6);
+  shb.writeInt32LE(-1, 8);
+  shb.writeInt32LE(-1, 12);
+  const idb = Buffer.alloc(8);
+  idb.writeUInt16LE(LINKTYPE_RAW, 0);
+  idb.writeUInt32LE(snaplen, 4);
+  return Buffer.concat([block(PCAPNG_SHB, shb), block(PCAPNG_IDB, Buffer.concat([idb, option(OPT_IF_TSRESOL, Buffer.from([6])), END_OF_OPTIONS]))]);
+}
+
+/** One enhanced packet block with a comment. */
+export function pcapngPacket(tsSec: number, tsUsec: number, data: Uint8Array, origLen: number, comment: string): Buffer {
+  const ts = tsSec * 1_000_000 + tsUsec;
+  const fixed = Buffer.alloc(20);
+  fixed.writeUInt32LE(0, 0);
+  fixed.writeUInt32LE(Math.floor(ts / 2 ** 32), 4);
+  fixed.writeUInt32LE(ts % 2 ** 32, 8);
+  fixed.writeUInt32LE(data.length, 12);
+  fixed.writeUInt32LE(origLen, 16);
+  const padded = Buffer.alloc(pad4(data.length));
+  padded.set(data, 0);
+  return block(PCAPNG_EPB, Buffer.concat([fixed, padded, option(OPT_COMMENT, Buffer.from(comment, 'utf8')), END_OF_OPTIONS]));
+}
+
+/**
+ * The packet comment: `verdict=DROPPED reason=133 (Policy denied) direction=ingress`.
+ * Direction is seen from the captured endpoint: egress when it sent the packet, ingress when
+ * the packet is for it.
+ */
+export function packetComment(verdictWord: number, srcEp: number, dstEp: number, endpoint: number, reasonText: (code: number) => string): string {
+  const dropped = (verdictWord & CR_DROPPED) !== 0;
+  const code = verdictWord & 0xff;
+  const dir = endpoint >= 0 ? (srcEp === endpoint ? 'egress' : dstEp === endpoint ? 'ingress' : 'transit') : srcEp !== NO_EP_INDEX ? 'egress' : 'ingress';
+  return `verdict=${dropped ? 'DROPPED' : 'FORWARDED'}${dropped ? ` reason=${code} (${reasonText(code)})` : ''} direction=${dir}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,7 +332,8 @@ export class CaptureController {
       if (n > 0) r.consume(n);
     }
     for (const r of this.rings) r.arm(session, opts.endpoint, mask, snaplen);
-    sink.data(pcapGlobalHeader(snaplen));
+    const ng = opts.format === 'pcapng';
+    sink.data(ng ? pcapngHeader(snaplen) : pcapGlobalHeader(snaplen));
 
     const drain = (): void => {
       const got: Pending[] = [];
@@ -245,11 +344,16 @@ export class CaptureController {
           const words = r.words;
           if ((words[w + CR_SESSION] as number) !== session) continue;
           const cap = words[w + CR_CAP_LEN] as number;
-          const rec = Buffer.alloc(PCAP_RECORD_HEADER_BYTES + cap);
           const sec = words[w + CR_TS_SEC] as number;
           const usec = words[w + CR_TS_USEC] as number;
-          writePcapRecordHeader(rec, 0, sec, usec, cap, words[w + CR_ORIG_LEN] as number);
           const d = r.dataOffset(w);
+          if (ng) {
+            const comment = packetComment(words[w + CR_VERDICT] as number, words[w + CR_SRC_EP] as number, words[w + CR_DST_EP] as number, opts.endpoint, dropReasonText);
+            got.push({ sec, usec, rec: pcapngPacket(sec, usec, r.bytes.subarray(d, d + cap), words[w + CR_ORIG_LEN] as number, comment) });
+            continue;
+          }
+          const rec = Buffer.alloc(PCAP_RECORD_HEADER_BYTES + cap);
+          writePcapRecordHeader(rec, 0, sec, usec, cap, words[w + CR_ORIG_LEN] as number);
           rec.set(r.bytes.subarray(d, d + cap), PCAP_RECORD_HEADER_BYTES);
           got.push({ sec, usec, rec });
         }
