@@ -290,3 +290,17 @@ describe('agent log lines', () => {
     assert.match(text[0] as string, /^\d{4}-\d\d-\d\dT\S+Z INFO {2}ready: 1 endpoints\n$/, `got ${text[0]}`);
   });
 });
+
+describe('tables fit the terminal', () => {
+  test('the last column wraps at word boundaries; unchanged without a width', async () => {
+    const { formatTable } = await import('../../src/cli/table.js');
+    const rows = [['frontend', 'db', 'Policy denied at frontend egress: no rule allows this flow; the source endpoint is default-deny']];
+    const plain = formatTable(['FROM', 'TO', 'REASON'], rows, null);
+    assert.equal(plain.split('\n').length, 3, `no width: got ${JSON.stringify(plain)}, want header, one row, end`);
+    const fit = formatTable(['FROM', 'TO', 'REASON'], rows, 60);
+    const lines = fit.trimEnd().split('\n');
+    for (const l of lines) assert.ok(l.length <= 60, `got a ${l.length}-character line ${JSON.stringify(l)}, want <= 60`);
+    const reason = lines.slice(1).map((l) => l.slice(15).trim()).join(' ');
+    assert.equal(reason, rows[0]?.[2], `wrapped text: got ${reason}, want the words unbroken`);
+  });
+});
