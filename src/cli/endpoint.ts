@@ -2,7 +2,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { EndpointAddRequest, EndpointInfo, QueueSettings } from '../api/types.js';
-import { parseBytes, parseDurationMs } from '../runtime/config.js';
 import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, UsageError, withOutput, type CliContext } from './context.js';
 import { formatKeyValues, formatTable } from './table.js';
 
@@ -96,15 +95,15 @@ export function register(program: Command, ctx: CliContext): void {
     ep
       .command('queue')
       .argument('<id|name>', 'endpoint index or name')
-      .option('--limit-bytes <size>', 'byte cap of the port\'s egress queue (e.g. 4MiB, 512KiB)', sizeArg)
-      .option('--target <duration>', 'CoDel target sojourn time (e.g. 5ms)', durationArg)
-      .option('--interval <duration>', 'CoDel interval (e.g. 100ms)', durationArg)
+      .option('--limit-bytes <size>', 'byte cap of the port\'s egress queue (e.g. 4MiB, 512KiB)')
+      .option('--target <duration>', 'CoDel target sojourn time (e.g. 5ms)')
+      .option('--interval <duration>', 'CoDel interval (e.g. 100ms)')
       .description('show or change the egress queue (flow-fair DRR + CoDel) of an endpoint\'s port'),
-  ).action(async (id: string, o: { limitBytes?: number; target?: number; interval?: number }, cmd: Command) => {
+  ).action(async (id: string, o: { limitBytes?: string; target?: string; interval?: string }, cmd: Command) => {
     const patch: { limitBytes?: number; targetMs?: number; intervalMs?: number } = {};
-    if (o.limitBytes !== undefined) patch.limitBytes = o.limitBytes;
-    if (o.target !== undefined) patch.targetMs = o.target;
-    if (o.interval !== undefined) patch.intervalMs = o.interval;
+    if (o.limitBytes !== undefined) patch.limitBytes = await sizeArg('--limit-bytes', o.limitBytes);
+    if (o.target !== undefined) patch.targetMs = await durationArg('--target', o.target);
+    if (o.interval !== undefined) patch.intervalMs = await durationArg('--interval', o.interval);
     const path = `${apiPath('/v1/endpoint', id)}/queue`;
     const q = Object.keys(patch).length > 0 ? await ctx.client().put<QueueSettings>(path, patch) : await ctx.client().get<QueueSettings>(path);
     print(ctx, cmd, q, () => `Endpoint ${id} egress queue: limit ${q.limitBytes} bytes, CoDel target ${q.targetMs} ms, interval ${q.intervalMs} ms\n`);
@@ -120,14 +119,18 @@ export function register(program: Command, ctx: CliContext): void {
     });
 }
 
-function sizeArg(s: string): number {
+// The size and duration parsers live in src/runtime/config.ts, which loads yaml: they load
+// when `endpoint queue` runs, not at start-up (test/cli/startup.test.ts).
+async function sizeArg(flag: string, s: string): Promise<number> {
+  const { parseBytes } = await import('../runtime/config.js');
   const b = parseBytes(s);
-  if (b === null) throw new InvalidArgumentError(`"${s}" is not a size (e.g. 4MiB, 512KiB, 65536).`);
+  if (b === null) throw new UsageError(`${flag}: "${s}" is not a size (e.g. 4MiB, 512KiB, 65536)`);
   return b;
 }
 
-function durationArg(s: string): number {
+async function durationArg(flag: string, s: string): Promise<number> {
+  const { parseDurationMs } = await import('../runtime/config.js');
   const ms = parseDurationMs(s);
-  if (ms === null) throw new InvalidArgumentError(`"${s}" is not a duration (e.g. 5ms, 100ms, 1s).`);
+  if (ms === null) throw new UsageError(`${flag}: "${s}" is not a duration (e.g. 5ms, 100ms, 1s)`);
   return ms;
 }

@@ -189,13 +189,17 @@ describe('exit codes and messages against a switch', () => {
     assert.equal(call.defaultRoute, true, `got defaultRoute ${String(call.defaultRoute)}, want true`);
   });
 
-  test('version: CLI, Node, kernel, I/O engine (readwrite when the status has none)', async () => {
+  test('version: CLI, Node, kernel, I/O engine (from the status, else readwrite)', async () => {
     const r = await cli(['--socket', sock, 'version', '-o', 'json']);
     assert.equal(r.code, 0, `got exit ${r.code} (${r.stderr})`);
     const v = JSON.parse(r.stdout) as Record<string, unknown>;
     assert.equal(v.node, process.version, `node: got ${String(v.node)}`);
-    assert.equal(v.ioEngine, 'readwrite', `ioEngine: got ${String(v.ioEngine)}`);
+    const want = (fake.status() as { ioEngine?: string }).ioEngine ?? 'readwrite';
+    assert.equal(v.ioEngine, want, `ioEngine: got ${String(v.ioEngine)}, want ${want} (the status field, else readwrite)`);
     assert.ok(typeof v.kernel === 'string' && v.kernel !== '', `kernel: got ${String(v.kernel)}`);
+    const { ioEngineOf } = await import('../../src/cli/version.js');
+    assert.equal(ioEngineOf({}), 'readwrite', 'a status without ioEngine: want readwrite');
+    assert.equal(ioEngineOf({ ioEngine: 'uring' }), 'uring', 'a status with ioEngine: want it');
     assert.ok(v.switchVersion !== null, `switchVersion: got null (${String(v.switchError)})`);
   });
 });
