@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { ApiClient } from '../api/client.js';
 import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
-import { LAB_RUN_ROOT } from '../lab/state.js';
+import { LAB_RUN_ROOT } from '../lab/root.js';
 import { discoverSocket } from './discover.js';
 export { cliName, commandName } from './hint.js';
 

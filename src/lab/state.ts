@@ -14,8 +14,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFile
 import { join } from 'node:path';
 import { pidAlive, pidCmdline } from './sys.js';
 
+import { LAB_RUN_ROOT } from './root.js';
+
 /** Parent of every lab's run directory. */
-export const LAB_RUN_ROOT = '/run/tunswitch';
+export { LAB_RUN_ROOT };
 /** Where `lab down` keeps a lab's agent.log (the run directory goes): <dir>/<name>.log. */
 export const LAB_LOG_DIR = '/var/log/tunswitch';
 

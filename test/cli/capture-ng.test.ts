@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { checkCaptureRequest, packetComment, pcapngHeader, pcapngPacket } from '../../src/control/capture.js';
 import { CR_DROPPED, NO_EP_INDEX } from '../../src/tables/capture.js';
 import { dropReasonText } from '../../src/datapath/drop.js';
-import { livePacketLine, PcapSplitter } from '../../src/cli/capture.js';
+import { livePacketLine, PcapSplitter } from '../../src/cli/capture-run.js';
 
 /** An IPv4/TCP SYN 10.96.0.2:40000 -> 10.96.0.3:80, 40 bytes. */
 function syn(): Buffer {
