@@ -100,7 +100,7 @@ function routes(prefix: string): string {
   return execFileSync('ip', ['-4', 'route', 'show', 'root', prefix], { encoding: 'utf8' }).trim();
 }
 
-/** An override file: the driver's test name, and a subnet if given. */
+/** An override file: the driver's test name, and the subnet (docker-compose v1 replaces the whole network entry, ipam included). */
 function overrideFile(dir: string, name: string, subnet?: string): string {
   const f = join(dir, `${name}.override.yml`);
   const ipam = subnet ? `\n    ipam:\n      config:\n        - subnet: ${subnet}` : '';
@@ -186,7 +186,7 @@ test("README's Docker section: the switch from docker/switch.compose.yml, the th
   await sw.up();
   await mustCli(socket, ['endpoint', 'wait', '--timeout', '60']);
 
-  const app = project(t, 'dk97demo', [join(REPO, 'docker-compose.yml'), overrideFile(runDir, 'demo')], env);
+  const app = project(t, 'dk97demo', [join(REPO, 'docker-compose.yml'), overrideFile(runDir, 'demo', '10.42.0.0/24')], env);
   await app.up();
   const waited = await mustCli(socket, ['endpoint', 'wait', 'frontend', 'backend', 'db', '--timeout', '60']);
   assert.match(waited, /ready: frontend, backend, db/, `endpoint wait: got ${JSON.stringify(waited)}`);
