@@ -227,6 +227,7 @@ async function main(): Promise<void> {
     server?: { close(): Promise<void> };
     docker?: { stop(): Promise<void> };
     driver?: { close(): Promise<void> };
+    dns?: { close(): Promise<void> };
   } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
@@ -276,6 +277,19 @@ async function main(): Promise<void> {
     const hp = await ports.addHostPort(addrs, routes);
     agent.setHostPort(0, h6 ? [`${h4}/32`, `${h6}/128`] : [`${h4}/32`]);
     log(`host port ${hp.name}: ${h4}${h6 ? ` ${h6}` : ''}`);
+    // Names: endpoints (and "host") answered by DNS on the host port's addresses.
+    const { serveDns } = await import('./dns.js');
+    const lookup = (n: string): { ipv4: string[]; ipv6: string[] } | null => {
+      if (n === 'host') return { ipv4: [h4], ipv6: h6 ? [h6] : [] };
+      const e = agent.listEndpoints().find((x) => x.name === n);
+      return e ? { ipv4: e.ipv4 ? [e.ipv4] : [], ipv6: e.ipv6 ? [e.ipv6] : [] } : null;
+    };
+    try {
+      started.dns = await serveDns(h6 ? [h4, h6] : [h4], cfg.name, lookup, log);
+      log(`dns: endpoint names on ${h4}${h6 ? ` ${h6}` : ''} port 53 (NAME or NAME.${cfg.name})`);
+    } catch (e) {
+      log(`${(e as Error).message}; names resolve through hosts files only`);
+    }
   }
 
   // Restore state, then the config's nodes (config wins for nodes it names).
@@ -452,6 +466,7 @@ async function main(): Promise<void> {
     if (started.docker) await started.docker.stop().catch((e: unknown) => log(`docker: stop: ${(e as Error).message}`));
     if (started.driver) await started.driver.close().catch((e: unknown) => log(`docker driver: stop: ${(e as Error).message}`));
     if (started.server) await started.server.close().catch(() => undefined);
+    if (started.dns) await started.dns.close().catch(() => undefined);
     await agent.detachAll();
     await ports.closeAll();
     for (const c of poolClaims) c.release();
