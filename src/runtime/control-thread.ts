@@ -216,6 +216,8 @@ class TunPorts implements PortManager {
 }
 
 let stopping = false;
+/** This switch's claims on the pool registry (src/runtime/pools.ts): released on any exit path. */
+const poolClaims: PoolClaim[] = [];
 /** Docker networks of the driver: their claim on the pool registry and host port routes. */
 const dockerNets = new Map<string, { claim?: PoolClaim; extra: { p: Prefix; gw: string }[] }>();
 
@@ -259,7 +261,6 @@ async function main(): Promise<void> {
   });
 
   // Pool safety: no other switch, lab or Docker network may use an overlapping prefix.
-  const poolClaims: PoolClaim[] = [];
   {
     const prefixes = [cfg.pool.ipv4.text];
     if (cfg.pool.ipv6) prefixes.push(cfg.pool.ipv6.text);
@@ -476,6 +477,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  for (const c of poolClaims) c.release();
+  for (const n of dockerNets.values()) n.claim?.release();
   send({ type: 'fatal', msg: (e as Error).message ?? String(e) });
 });
 
