@@ -333,12 +333,16 @@ export async function removeHostPortNetwork(tunName: string, gateway: string, su
 }
 
 /** Link settings for a TUN that the engine will move (driver mode): no link-local, MTU. */
-export async function prepareHandoff(tunName: string, mtu?: number): Promise<void> {
+export async function prepareHandoff(tunName: string, mtu?: number, txqueuelen?: number): Promise<void> {
   checkIfname('tunName', tunName);
   const args = ['link', 'set', 'dev', tunName, 'addrgenmode', 'none'];
   if (mtu !== undefined) {
     checkInt('mtu', mtu, 68, 65535);
     args.push('mtu', String(mtu));
+  }
+  if (txqueuelen !== undefined) {
+    checkInt('txqueuelen', txqueuelen, 0, 1 << 20);
+    args.push('txqueuelen', String(txqueuelen));
   }
   await ip(null, args);
 }

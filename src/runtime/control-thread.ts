@@ -119,7 +119,7 @@ class TunPorts implements PortManager {
     if (spec.handoff === true) {
       // Docker network driver: the engine moves, renames and addresses the device.
       try {
-        await prepareHandoff(dev.name, this.cfg.mtu);
+        await prepareHandoff(dev.name, this.cfg.mtu, this.cfg.txqueuelen);
       } catch (e) {
         this.devs.delete(p);
         dev.close();
@@ -130,6 +130,7 @@ class TunPorts implements PortManager {
         dev.close();
         throw new Error(`endpoint "${spec.name}": the switch is stopping`);
       }
+      this.initQueue(p, undefined);
       send({ type: 'addPort', port: p, fd: dev.fd });
       return { port: p, tun: dev.name, ifname: 'eth0' };
     }
