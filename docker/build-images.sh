@@ -59,7 +59,7 @@ busybox_root() {
   done
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-  printf 'hosts: files\n' >"$root/etc/nsswitch.conf"
+  printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
   printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 }
 

@@ -54,6 +54,31 @@ export function parseLabelArg(s: string): string {
 export function register(program: Command, ctx: CliContext): void {
   const ep = program.command('endpoint').description('manage endpoints');
 
+  ep.command('wait')
+    .argument('[names...]', 'endpoint names (default: every endpoint the agent has)')
+    .description('wait until the agent answers and the named endpoints are ready (for scripts: no race with Docker or lab attach)')
+    .option('--timeout <seconds>', 'give up after this many seconds (exit 1)', parsePositiveInt, 60)
+    .action(async (names: string[], o: { timeout: number }) => {
+      const deadline = Date.now() + o.timeout * 1000;
+      let why = 'the agent did not answer';
+      while (true) {
+        try {
+          const eps = await ctx.client().get<EndpointInfo[]>('/v1/endpoint');
+          const byName = new Map(eps.map((e) => [e.name, e]));
+          const notReady = names.length > 0 ? names.filter((n) => byName.get(n)?.state !== 'ready') : eps.filter((e) => e.state !== 'ready').map((e) => e.name);
+          if (notReady.length === 0) {
+            process.stdout.write(`ready: ${(names.length > 0 ? names : eps.map((e) => e.name)).join(', ') || '(no endpoints)'}\n`);
+            return;
+          }
+          why = `not ready: ${notReady.map((n) => `${n} (${byName.get(n)?.state ?? 'missing'})`).join(', ')}`;
+        } catch (e) {
+          why = `the agent did not answer: ${(e as Error).message}`;
+        }
+        if (Date.now() >= deadline) throw new Error(`endpoint wait: gave up after ${o.timeout} s; ${why}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    });
+
   withOutput(ep.command('list').alias('ls').description('list endpoints')).action(async (_o, cmd: Command) => {
     const eps = await ctx.client().get<EndpointInfo[]>('/v1/endpoint');
     print(ctx, cmd, eps, () => formatEndpoints(eps));

@@ -3,10 +3,15 @@
  * --log-format text|json); the API listens on --socket; SIGINT, SIGTERM and SIGHUP remove
  * every device the switch made and exit 0 (SIGHUP does not reload).
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { listenSocket, packageVersion, UsageError, type CliContext } from './context.js';
 import { parseListen } from './hubble.js';
 import { makeLogger, parseLogFormat, parseLogLevel, type LogFormat, type LogLevel } from './log.js';
+
+function parseDriverName(s: string): string {
+  if (s !== 'none' && !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(s)) throw new InvalidArgumentError(`"${s}" is not a driver name (a-z, 0-9, ".", "_", "-").`);
+  return s;
+}
 
 export function register(program: Command, _ctx: CliContext): void {
   program
@@ -17,17 +22,24 @@ export function register(program: Command, _ctx: CliContext): void {
     .option('--metrics-addr <host:port>', 'Prometheus /metrics address', '127.0.0.1:9962')
     .option('--no-metrics', 'do not serve /metrics on TCP')
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
-    .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
+    .option('--docker', 'Docker mode: serve the network driver "tunswitch" (/run/docker/plugins/tunswitch.sock), and attach containers labelled tunswitch.enable=true (network_mode: none)')
+    .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
+    .option('--docker-driver <name>', 'the network driver\'s name, the socket /run/docker/plugins/NAME.sock; "none": no driver (implies --docker)', parseDriverName)
     .option('--hubble-listen <addr>', "also serve Hubble's Observer gRPC API there (unix:///path or host:port)", parseListen)
     .option('--log-level <level>', 'debug, info, warn or error', parseLogLevel, 'info')
     .option('--log-format <format>', 'text (<time> <LEVEL> <message>) or json (one object per line)', parseLogFormat, 'text')
-    .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat }) => {
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; dockerDriver?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat }) => {
       const logger = makeLogger(o.logLevel, o.logFormat);
       // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
       const { loadRunConfig } = await import('../runtime/config.js');
       const { startSwitch } = await import('../runtime/switch.js');
       const cfg = loadRunConfig(o.config);
+      let docker: { socketPath?: string; driverName?: string | null } | null = null;
+      if (o.docker || o.dockerSocket !== undefined || o.dockerDriver !== undefined) {
+        docker = {};
+        if (o.dockerSocket) docker.socketPath = o.dockerSocket;
+        if (o.dockerDriver !== undefined) docker.driverName = o.dockerDriver === 'none' ? null : o.dockerDriver;
+      }
       if (o.metrics && !/^[0-9.]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$|^localhost:\d{1,5}$/i.test(o.metricsAddr)) {
         throw new UsageError(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
       }
@@ -37,7 +49,7 @@ export function register(program: Command, _ctx: CliContext): void {
         metricsAddr: o.metrics ? o.metricsAddr : null,
         version: packageVersion(),
         events: o.events,
-        docker: o.dockerSocket ? { socketPath: o.dockerSocket } : o.docker ? {} : null,
+        docker,
         log: (m: string) => logger.auto(m),
       });
       let hubble: { close(): Promise<void> } | null = null;

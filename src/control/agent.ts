@@ -60,6 +60,11 @@ export interface PortSpec {
   ipv6Prefix: number;
   routes: string[];
   defaultRoute: boolean;
+  /**
+   * Docker network driver mode: make the TUN in the switch's namespace and leave it there,
+   * unaddressed; the engine moves it into the container, renames and addresses it.
+   */
+  handoff?: boolean;
 }
 
 export interface PortManager {
@@ -85,6 +90,8 @@ interface EndpointRec {
   tun: string;
   defaultRoute: boolean;
   state: 'ready' | 'attaching' | 'detached';
+  /** A Docker network driver endpoint (not persisted: the engine re-joins it). */
+  handoff?: boolean;
 }
 
 interface PolicySource {
@@ -171,6 +178,19 @@ export class Agent implements ControlApi {
     this.tables.commit();
   }
 
+  /** A further host address (a Docker network's gateway on the host port): identity 1. */
+  addHostAddress(prefix: string): void {
+    this.tables.ipcache.upsert(prefix, { identity: 1, flags: 0 });
+    this.tables.bumpPolicyRevision();
+    this.tables.commit();
+  }
+
+  removeHostAddress(prefix: string): void {
+    this.tables.ipcache.delete(prefix);
+    this.tables.bumpPolicyRevision();
+    this.tables.commit();
+  }
+
   private publishConfig(): void {
     // allow-localhost is always on, as in Cilium's default: the host reaches local endpoints
     // unless a rule denies it.
@@ -248,7 +268,11 @@ export class Agent implements ControlApi {
     throw new TunswitchError('EBAD_REQUEST', `endpoint table is full (${this.opts.maxEndpoints} endpoints)`);
   }
 
-  async addEndpoint(req: EndpointAddRequest, fixedId?: number): Promise<EndpointInfo> {
+  /**
+   * Adds an endpoint. `handoff` (the Docker network driver): the port's TUN stays in the
+   * switch's namespace for the engine to move; `sandbox` is the engine's namespace path.
+   */
+  async addEndpoint(req: EndpointAddRequest, fixedId?: number, handoff?: { sandbox: string }): Promise<EndpointInfo> {
     if (typeof req !== 'object' || req === null) throw new TunswitchError('EBAD_REQUEST', 'body: must be an object');
     if (typeof req.name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(req.name)) {
       throw new TunswitchError('EBAD_REQUEST', `body.name: ${JSON.stringify(req.name)} must be 1-32 characters of a-z, 0-9 and "-"`);
@@ -260,7 +284,7 @@ export class Agent implements ControlApi {
       throw new TunswitchError('EBAD_REQUEST', `body.netns: ${JSON.stringify(req.netns)} is not a namespace name`);
     }
     if (req.pid !== undefined && (!Number.isInteger(req.pid) || req.pid <= 0)) throw new TunswitchError('EBAD_REQUEST', `body.pid: ${JSON.stringify(req.pid)} is not a process id`);
-    if (req.netns === undefined && req.pid === undefined) throw new TunswitchError('EBAD_REQUEST', 'body: needs netns or pid');
+    if (req.netns === undefined && req.pid === undefined && handoff === undefined) throw new TunswitchError('EBAD_REQUEST', 'body: needs netns or pid');
     if (req.ipv4 !== undefined) {
       const p = typeof req.ipv4 === 'string' ? tryParsePrefix(req.ipv4, true) : null;
       if (!p || p.family !== 4 || p.bits !== 32) throw new TunswitchError('EBAD_REQUEST', `body.ipv4: ${JSON.stringify(req.ipv4)} is not an IPv4 address`);
@@ -294,7 +318,7 @@ export class Agent implements ControlApi {
       name: req.name,
       labels,
       identity: 0,
-      netns: req.netns ?? `/proc/${req.pid}/ns/net`,
+      netns: handoff?.sandbox ?? req.netns ?? `/proc/${req.pid}/ns/net`,
       ifname: 'eth0',
       port: -1,
       tun: '',
@@ -304,6 +328,7 @@ export class Agent implements ControlApi {
     if (ipv4) rec.ipv4 = ipv4;
     if (ipv6) rec.ipv6 = ipv6;
     if (req.pid !== undefined) rec.pid = req.pid;
+    if (handoff) rec.handoff = true;
     this.endpoints.set(id, rec);
     this.byName.set(req.name, id);
     let identity: Identity | undefined;
@@ -319,6 +344,7 @@ export class Agent implements ControlApi {
       };
       if (req.netns !== undefined) spec.netns = req.netns;
       if (req.pid !== undefined) spec.pid = req.pid;
+      if (handoff) spec.handoff = true;
       if (ipv4) spec.ipv4 = ipv4;
       if (ipv6) spec.ipv6 = ipv6;
       const att = await this.ports.attach(spec);
@@ -806,7 +832,7 @@ export class Agent implements ControlApi {
       version: 1,
       config: this.config,
       identities: this.allocator.snapshot(),
-      endpoints: [...this.endpoints.values()].map((r) => {
+      endpoints: [...this.endpoints.values()].filter((r) => r.handoff !== true).map((r) => {
         const e: StateFile['endpoints'][number] = { id: r.id, name: r.name, labels: r.labels.labels.map(formatLabel), defaultRoute: r.defaultRoute };
         if (r.ipv4) e.ipv4 = r.ipv4;
         if (r.ipv6) e.ipv6 = r.ipv6;

@@ -10,6 +10,11 @@ import { formatV4, formatV6, tryParsePrefix, type Prefix } from './cidr.js';
 export class Ipam {
   private readonly used4 = new Set<number>();
   private readonly used6 = new Set<string>();
+  /**
+   * Further IPv4/IPv6 ranges whose addresses are handed out by someone else (a Docker
+   * network's IPAM) and only claimed here: claim4/claim6 accept them, allocate never uses them.
+   */
+  private readonly extra: Prefix[] = [];
 
   constructor(
     readonly pool4: Prefix,
@@ -28,10 +33,25 @@ export class Ipam {
     return formatV6(w);
   }
 
+  addExtraPool(p: Prefix): void {
+    if (!this.extra.some((x) => x.text === p.text)) this.extra.push(p);
+  }
+
+  removeExtraPool(p: Prefix): void {
+    const i = this.extra.findIndex((x) => x.text === p.text);
+    if (i >= 0) this.extra.splice(i, 1);
+  }
+
   claim4(addr: string, owner: string): void {
     const n = v4(addr);
     const base = this.pool4.words[0] as number;
     const size = 2 ** (32 - this.pool4.bits);
+    const inExtra = this.extra.some((x) => x.family === 4 && (((n ^ (x.words[0] as number)) >>> 0) >>> (32 - x.bits) === 0 || x.bits === 0));
+    if (inExtra) {
+      if (this.used4.has(n)) throw new TunswitchError('EBAD_REQUEST', `${owner}: ipv4 ${addr} is already in use`);
+      this.used4.add(n);
+      return;
+    }
     if (n < base || n >= base + size) throw new TunswitchError('EBAD_REQUEST', `${owner}: ipv4 ${addr} is outside the pool ${this.pool4.text}`);
     if (this.used4.has(n) || n === base + 1) throw new TunswitchError('EBAD_REQUEST', `${owner}: ipv4 ${addr} is already in use`);
     this.used4.add(n);

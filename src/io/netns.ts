@@ -309,3 +309,40 @@ export async function setupHostPort(tunName: string, opts: HostPortOptions = {})
     await ip(null, [families[i] === 4 ? '-4' : '-6', 'route', 'replace', routes[i] as string, 'dev', tunName]);
   }
 }
+
+/**
+ * A further network behind the host port (a Docker network of the driver): the gateway
+ * address on the host port and a device route for the subnet into the switch.
+ */
+export async function addHostPortNetwork(tunName: string, gateway: string, subnet: string): Promise<void> {
+  checkIfname('tunName', tunName);
+  const fam = cidrFamily(subnet);
+  if (gateway !== '') {
+    const gw = withPrefix('gateway', gateway, undefined, fam);
+    await ip(null, [fam === 4 ? '-4' : '-6', 'addr', 'replace', gw, 'dev', tunName, ...(fam === 6 ? ['nodad'] : [])]);
+  }
+  await ip(null, [fam === 4 ? '-4' : '-6', 'route', 'replace', subnet, 'dev', tunName]);
+}
+
+/** Undoes addHostPortNetwork; missing pieces (device gone) are not an error. */
+export async function removeHostPortNetwork(tunName: string, gateway: string, subnet: string): Promise<void> {
+  checkIfname('tunName', tunName);
+  const fam = cidrFamily(subnet);
+  await run(null, [fam === 4 ? '-4' : '-6', 'route', 'del', subnet, 'dev', tunName]);
+  if (gateway !== '') await run(null, [fam === 4 ? '-4' : '-6', 'addr', 'del', withPrefix('gateway', gateway, undefined, fam), 'dev', tunName]);
+}
+
+/** Link settings for a TUN that the engine will move (driver mode): no link-local, MTU. */
+export async function prepareHandoff(tunName: string, mtu?: number, txqueuelen?: number): Promise<void> {
+  checkIfname('tunName', tunName);
+  const args = ['link', 'set', 'dev', tunName, 'addrgenmode', 'none'];
+  if (mtu !== undefined) {
+    checkInt('mtu', mtu, 68, 65535);
+    args.push('mtu', String(mtu));
+  }
+  if (txqueuelen !== undefined) {
+    checkInt('txqueuelen', txqueuelen, 0, 1 << 20);
+    args.push('txqueuelen', String(txqueuelen));
+  }
+  await ip(null, args);
+}

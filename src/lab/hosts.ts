@@ -1,8 +1,10 @@
 /**
  * Name resolution inside a lab. `ip netns exec NS cmd` bind-mounts every file of
  * /etc/netns/NS/ over the same file in /etc, so a hosts file written there lets
- * `curl backend:8080` work inside the lab without DNS. Each node is known as `<node>` and
+ * `curl backend:8080` work inside the lab. Each node is known as `<node>` and
  * `<node>.<lab>`; the outside host (if any) as `outside`; the switch's host port as `host`.
+ * With a host port, resolv.conf points at the switch's DNS responder too, so DNS clients
+ * (nslookup, dig, resolvers that skip /etc/hosts) find the nodes the same way.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,13 +44,24 @@ export function hostEntries(s: LabState): HostEntry[] {
   return out;
 }
 
-/** Writes /etc/netns/<ns>/hosts for every namespace of the lab. */
+/**
+ * The resolv.conf of a lab's namespaces: the switch's DNS responder on the host port
+ * (src/runtime/dns.ts) answers NAME and NAME.<lab>; null when the lab has no host port.
+ */
+export function renderResolvConf(s: Pick<LabState, 'name' | 'hostIpv4'>): string | null {
+  if (!s.hostIpv4) return null;
+  return `# written by "tunswitch lab up ${s.name}": the switch answers the lab's names\nnameserver ${s.hostIpv4}\nsearch ${s.name}\noptions timeout:1 attempts:2\n`;
+}
+
+/** Writes /etc/netns/<ns>/hosts (and resolv.conf, with a host port) for every namespace of the lab. */
 export function writeHostsFiles(s: LabState): void {
   const text = renderHosts(s.name, hostEntries(s));
+  const resolv = renderResolvConf(s);
   for (const ns of s.namespaces) {
     const dir = join(NETNS_ETC, ns);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     writeFileSync(join(dir, 'hosts'), text, { mode: 0o644 });
+    if (resolv !== null) writeFileSync(join(dir, 'resolv.conf'), resolv, { mode: 0o644 });
   }
 }
 

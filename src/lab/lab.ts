@@ -18,6 +18,7 @@
  * veth and the run directory; restore net.ipv4.ip_forward.
  */
 import { cliName } from '../cli/hint.js';
+import { checkPools } from '../runtime/pools.js';
 import { spawn } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, statSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -99,6 +100,14 @@ export async function labUp(file: string, opts: LabUpOptions = {}): Promise<LabS
   }
   if (cfg.hostPort && (await rootLinkExists(`${name}.h`))) {
     throw new LabError('ELAB_CONFLICT', `device ${name}.h already exists: another "tunswitch run" with name "${name}" is running outside "lab up"`);
+  }
+
+  // Pool safety: refuse before anything is made if another switch, lab or Docker network
+  // (or any host route) uses the pool; the agent claims it for real when it starts.
+  try {
+    checkPools(cfg.pool.ipv6 ? [cfg.pool.ipv4.text, cfg.pool.ipv6.text] : [cfg.pool.ipv4.text], `lab "${name}"`);
+  } catch (e) {
+    throw new LabError('ELAB_CONFLICT', (e as Error).message);
   }
 
   rmSync(paths.runDir, { recursive: true, force: true });

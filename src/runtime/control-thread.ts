@@ -18,10 +18,13 @@ import { TunswitchError } from '../control/errors.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
-import { attachEndpoint, netnsExists, setupHostPort } from '../io/netns.js';
+import { addHostPortNetwork, attachEndpoint, netnsExists, prepareHandoff, removeHostPortNetwork, setupHostPort } from '../io/netns.js';
 import type { QueueConfig, RunConfig } from './config.js';
 import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGINE, IO_PACKETS_READ, SHARD_RUNNING, SHARD_STATE_NAMES, type RuntimeShared } from './shared.js';
 import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
+import { claimPools, type PoolClaim } from './pools.js';
+import { prefixContains, tryParsePrefix, type Prefix } from '../control/cidr.js';
+import type { DriverHost, NetworkSubnet } from '../docker/driver.js';
 import { buildMetrics } from '../observe/metrics.js';
 import { CaptureController } from '../control/capture.js';
 import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
@@ -34,8 +37,11 @@ export interface ControlInit {
   stateDir: string | null;
   metricsAddr: string | null;
   version: string;
-  /** Non-null: watch the Docker engine and attach labelled containers (run --docker). */
-  docker?: { socketPath?: string } | null;
+  /**
+   * Non-null: Docker mode (run --docker): attach labelled containers (network_mode: none)
+   * and serve the network driver `driverName` (null: no driver) on `pluginDir`/NAME.sock.
+   */
+  docker?: { socketPath?: string; driverName?: string | null; pluginDir?: string } | null;
 }
 
 const init = workerData as ControlInit;
@@ -110,6 +116,24 @@ class TunPorts implements PortManager {
     const tunName = `${this.cfg.name}.${p}`;
     const dev = this.open(tunName);
     this.devs.set(p, dev);
+    if (spec.handoff === true) {
+      // Docker network driver: the engine moves, renames and addresses the device.
+      try {
+        await prepareHandoff(dev.name, this.cfg.mtu, this.cfg.txqueuelen);
+      } catch (e) {
+        this.devs.delete(p);
+        dev.close();
+        throw e;
+      }
+      if (stopping) {
+        this.devs.delete(p);
+        dev.close();
+        throw new Error(`endpoint "${spec.name}": the switch is stopping`);
+      }
+      this.initQueue(p, undefined);
+      send({ type: 'addPort', port: p, fd: dev.fd });
+      return { port: p, tun: dev.name, ifname: 'eth0' };
+    }
     try {
       const opts: Parameters<typeof attachEndpoint>[0] = {
         tun: dev.name,
@@ -146,6 +170,11 @@ class TunPorts implements PortManager {
     this.initQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
     send({ type: 'addPort', port: p, fd: dev.fd });
     return { port: p, tun: tunName, ifname: 'eth0' };
+  }
+
+  /** The host port's device name, or null when there is none. */
+  hostPortName(): string | null {
+    return this.devs.get(0)?.name ?? null;
   }
 
   async addHostPort(addrs: { ipv4: string; ipv6?: string }, routes: string[]): Promise<{ port: number; fd: number; name: string }> {
@@ -188,11 +217,21 @@ class TunPorts implements PortManager {
 }
 
 let stopping = false;
+/** This switch's claims on the pool registry (src/runtime/pools.ts): released on any exit path. */
+const poolClaims: PoolClaim[] = [];
+/** Docker networks of the driver: their claim on the pool registry and host port routes. */
+const dockerNets = new Map<string, { claim?: PoolClaim; extra: { p: Prefix; gw: string }[] }>();
 
 async function main(): Promise<void> {
   const { cfg } = init;
   // Set once start-up reaches them; shutdown may run before (a start-up step failed).
-  const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> }; docker?: { stop(): Promise<void> } } = {};
+  const started: {
+    timer?: ReturnType<typeof setInterval>;
+    server?: { close(): Promise<void> };
+    docker?: { stop(): Promise<void> };
+    driver?: { close(): Promise<void> };
+    dns?: { close(): Promise<void> };
+  } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
@@ -222,6 +261,13 @@ async function main(): Promise<void> {
     else if (m.type === 'shutdown') void shutdown();
   });
 
+  // Pool safety: no other switch, lab or Docker network may use an overlapping prefix.
+  {
+    const prefixes = [cfg.pool.ipv4.text];
+    if (cfg.pool.ipv6) prefixes.push(cfg.pool.ipv6.text);
+    poolClaims.push(claimPools(prefixes, `switch "${cfg.name}" (pid ${process.pid}, API ${init.socket})`));
+  }
+
   // Host port: reserved:host traffic and the way to the world.
   if (cfg.hostPort) {
     const h4 = agent.ipam.hostAddress4();
@@ -233,6 +279,19 @@ async function main(): Promise<void> {
     const hp = await ports.addHostPort(addrs, routes);
     agent.setHostPort(0, h6 ? [`${h4}/32`, `${h6}/128`] : [`${h4}/32`]);
     log(`host port ${hp.name}: ${h4}${h6 ? ` ${h6}` : ''}`);
+    // Names: endpoints (and "host") answered by DNS on the host port's addresses.
+    const { serveDns } = await import('./dns.js');
+    const lookup = (n: string): { ipv4: string[]; ipv6: string[] } | null => {
+      if (n === 'host') return { ipv4: [h4], ipv6: h6 ? [h6] : [] };
+      const e = agent.listEndpoints().find((x) => x.name === n);
+      return e ? { ipv4: e.ipv4 ? [e.ipv4] : [], ipv6: e.ipv6 ? [e.ipv6] : [] } : null;
+    };
+    try {
+      started.dns = await serveDns(h6 ? [h4, h6] : [h4], cfg.name, lookup, log);
+      log(`dns: endpoint names on ${h4}${h6 ? ` ${h6}` : ''} port 53 (NAME or NAME.${cfg.name})`);
+    } catch (e) {
+      log(`${(e as Error).message}; names resolve through hosts files only`);
+    }
   }
 
   // Restore state, then the config's nodes (config wins for nodes it names).
@@ -310,7 +369,7 @@ async function main(): Promise<void> {
   // Docker mode: running labelled containers become endpoints, then the engine's events are
   // followed. After the policies, so a container's first packet already meets its policy.
   if (init.docker) {
-    const { watchDocker } = await import('../lab/docker.js');
+    const { watchDocker } = await import('../docker/watcher.js');
     const dopts: Parameters<typeof watchDocker>[1] = { log };
     if (init.docker.socketPath) dopts.socketPath = init.docker.socketPath;
     started.docker = await watchDocker(agent, dopts); // rejects (fatal) if the engine is unreachable
@@ -319,8 +378,87 @@ async function main(): Promise<void> {
       await started.docker.stop().catch(() => undefined);
       return;
     }
+    const driverName = init.docker.driverName === undefined ? 'tunswitch' : init.docker.driverName;
+    if (driverName !== null) {
+      started.driver = await startDriver(driverName, init.docker.socketPath, init.docker.pluginDir);
+      if (stopping) {
+        await started.driver.close().catch(() => undefined);
+        return;
+      }
+    }
   }
   send({ type: 'ready', endpoints: agent.listEndpoints().length, missing });
+
+  /**
+   * The Docker network driver's view of the switch. A network's subnet inside the switch's
+   * own pool shares it (the gateway is the host port's address); any other subnet is claimed
+   * like a pool (refused if someone else uses it) and routed through the host port.
+   */
+  async function startDriver(name: string, dockerSocket: string | undefined, pluginDir: string | undefined): Promise<{ close(): Promise<void> }> {
+    const { NetworkDriver, serveDriver, dockerResolver, PLUGIN_DIR } = await import('../docker/driver.js');
+    const { default: Docker } = await import('dockerode');
+    const client = dockerSocket ? new Docker({ socketPath: dockerSocket }) : new Docker();
+    const host: DriverHost = {
+      addNetwork: async (id, what, v4, v6) => {
+        if (dockerNets.has(id)) return;
+        const subnets: NetworkSubnet[] = v6 ? [v4, v6] : [v4];
+        const own: Prefix[] = [];
+        const extra: { p: Prefix; gw: string }[] = [];
+        for (const s of subnets) {
+          const p = tryParsePrefix(s.pool, false);
+          if (!p) throw new Error(`${what}: subnet ${JSON.stringify(s.pool)} is not a prefix`);
+          const mine = p.family === 4 ? cfg.pool.ipv4 : cfg.pool.ipv6;
+          if (mine && prefixContains(mine, p)) own.push(p);
+          else extra.push({ p, gw: s.gateway });
+        }
+        const hp = ports.hostPortName();
+        if (extra.length > 0 && hp === null) throw new Error(`${what}: subnet ${extra.map((x) => x.p.text).join(' ')} is outside the switch's pool and the switch has no host port (hostPort: false)`);
+        const claim = extra.length > 0 ? claimPools(extra.map((x) => x.p.text), `Docker ${what} of switch "${cfg.name}" (pid ${process.pid})`, { ownDevices: hp ? [hp] : [] }) : undefined;
+        try {
+          for (const x of extra) {
+            agent.ipam.addExtraPool(x.p);
+            await addHostPortNetwork(hp as string, x.gw, x.p.text);
+            if (x.gw !== '') agent.addHostAddress(x.p.family === 4 ? `${x.gw}/32` : `${x.gw}/128`);
+          }
+        } catch (e) {
+          claim?.release();
+          throw e;
+        }
+        const rec: { claim?: PoolClaim; extra: { p: Prefix; gw: string }[] } = { extra };
+        if (claim) rec.claim = claim;
+        dockerNets.set(id, rec);
+      },
+      removeNetwork: async (id) => {
+        const n = dockerNets.get(id);
+        if (!n) return;
+        dockerNets.delete(id);
+        const hp = ports.hostPortName();
+        for (const x of n.extra) {
+          agent.ipam.removeExtraPool(x.p);
+          if (x.gw !== '') agent.removeHostAddress(x.p.family === 4 ? `${x.gw}/32` : `${x.gw}/128`);
+          if (hp) await removeHostPortNetwork(hp, x.gw, x.p.text).catch(() => undefined);
+        }
+        n.claim?.release();
+      },
+      addHandoffEndpoint: async (req, sandbox) => {
+        const info = await agent.addEndpoint(req, undefined, { sandbox });
+        return { tun: info.tun };
+      },
+      deleteEndpoint: (n) => agent.deleteEndpoint(n),
+      hasEndpoint: (n) => agent.listEndpoints().some((e) => e.name === n),
+    };
+    const driver = new NetworkDriver(name, host, dockerResolver(client as never), log);
+    await driver.adoptExisting().catch((e: unknown) => log(`docker driver: cannot list the engine's networks: ${(e as Error).message}`));
+    const sock = `${pluginDir ?? PLUGIN_DIR}/${name}.sock`;
+    const srv = await serveDriver(driver, sock);
+    log(`docker: network driver "${name}" on ${sock}`);
+    return {
+      close: async () => {
+        await srv.close();
+        await driver.stop();
+      },
+    };
+  }
 
   async function shutdown(): Promise<void> {
     if (stopping) return;
@@ -328,14 +466,20 @@ async function main(): Promise<void> {
     if (started.timer) clearInterval(started.timer);
     // First: no container may be attached while the devices are being removed.
     if (started.docker) await started.docker.stop().catch((e: unknown) => log(`docker: stop: ${(e as Error).message}`));
+    if (started.driver) await started.driver.close().catch((e: unknown) => log(`docker driver: stop: ${(e as Error).message}`));
     if (started.server) await started.server.close().catch(() => undefined);
+    if (started.dns) await started.dns.close().catch(() => undefined);
     await agent.detachAll();
     await ports.closeAll();
+    for (const c of poolClaims) c.release();
+    for (const n of dockerNets.values()) n.claim?.release();
     send({ type: 'stopped' });
   }
 }
 
 main().catch((e: unknown) => {
+  for (const c of poolClaims) c.release();
+  for (const n of dockerNets.values()) n.claim?.release();
   send({ type: 'fatal', msg: (e as Error).message ?? String(e) });
 });
 

@@ -37,8 +37,8 @@ export interface RunOptions {
   version: string;
   ctCapacity?: number;
   events?: boolean;
-  /** Attach containers labelled tunswitch.enable=true (src/lab/docker.ts); null or absent: no Docker. */
-  docker?: { socketPath?: string } | null;
+  /** Docker mode (src/docker/): label watcher and network driver; null or absent: no Docker. */
+  docker?: { socketPath?: string; driverName?: string | null; pluginDir?: string } | null;
   log?: (msg: string) => void;
 }
 

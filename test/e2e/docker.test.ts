@@ -1,6 +1,6 @@
 /**
- * Docker mode end to end, with a real engine: the repository's docker-compose.yml (the
- * switch with `run --docker` and the three-tier apps with network_mode: none) is brought up,
+ * Docker label mode end to end, with a real engine: examples/compose/label-mode (the switch
+ * with `run --docker` and the three-tier apps with network_mode: none) is brought up,
  * and the three-tier policy is checked from inside the containers with real TCP connections.
  *
  *   1. scripts/docker-ci.sh: engine up, images built offline (this dist in tunswitch:local)
@@ -29,7 +29,7 @@ import type { EndpointInfo, FlowEvent } from '../../src/api/types.js';
 const DIST_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const REPO = dirname(DIST_ROOT);
 const DIST_NAME = basename(DIST_ROOT);
-const COMPOSE_FILE = join(REPO, 'docker-compose.yml');
+const COMPOSE_FILE = join(REPO, 'examples', 'compose', 'label-mode', 'docker-compose.yml');
 const PROJECT = `tswe2e${process.pid}`;
 /** The switch's name in examples/three-tier/docker.yaml: devices dock.1 ..., host port dock.h. */
 const SWITCH_NAME = 'dock';
@@ -191,13 +191,16 @@ test('docker-compose three-tier: run --docker attaches the containers and enforc
   for (const svc of SERVICES) {
     const e = ep.get(svc) as EndpointInfo;
     assert.ok(e.labels.includes(`container:app=${svc}`), `endpoint ${svc}: got labels ${e.labels.join(',')}, want container:app=${svc}`);
-    assert.ok(!e.labels.some((l) => l.includes('com.docker') || l.includes('tunswitch.')), `endpoint ${svc}: got labels ${e.labels.join(',')}, want no engine or tunswitch.* labels`);
+    const engine = e.labels.filter((l) => (l.includes('com.docker') && !/com\.docker\.compose\.(service|project)=/.test(l)) || l.includes('tunswitch.'));
+    assert.deepEqual(engine, [], `endpoint ${svc}: got labels ${e.labels.join(',')}, want no engine or tunswitch.* labels but the compose service and project`);
+    assert.ok(e.labels.includes(`container:com.docker.compose.service=${svc}`), `endpoint ${svc}: got labels ${e.labels.join(',')}, want container:com.docker.compose.service=${svc}`);
     assert.match(e.ipv4 ?? '', /^10\.42\.0\.\d+$/, `endpoint ${svc}: got ipv4 ${e.ipv4}, want an address in ${POOL}`);
     assert.match(e.netns, /^\/proc\/\d+\/ns\/net$/, `endpoint ${svc}: got netns ${e.netns}, want /proc/PID/ns/net`);
     assert.ok(e.policy.ingress && e.policy.egress, `endpoint ${svc}: got policy ${JSON.stringify(e.policy)}, want ingress and egress enforced`);
   }
   assert.equal(new Set(eps.map((e) => e.identity)).size, eps.length, `got identities ${eps.map((e) => e.identity).join(',')}, want one per endpoint`);
   const addr = (svc: string): string => (ep.get(svc) as EndpointInfo).ipv4 as string;
+  assert.equal(addr('backend'), '10.42.0.10', `backend: got ipv4 ${addr('backend')}, want the pinned 10.42.0.10 (label tunswitch.ipv4)`);
 
   // Inside a container: its only interface is the switch's eth0 with the endpoint's address.
   const ids = new Map<string, string>();

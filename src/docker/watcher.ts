@@ -1,5 +1,7 @@
 /**
- * `tunswitch run --docker`: containers labelled `tunswitch.enable=true` become endpoints.
+ * `tunswitch run --docker`, label mode (engines without network plugins, or containers that
+ * should not be on a Docker network): containers labelled `tunswitch.enable=true` and started
+ * with `network_mode: none` become endpoints. The network driver (driver.ts) is the other way.
  *
  * The watcher follows the Docker engine through its API socket (dockerode):
  *   1. subscribe to container events (start, die, stop, destroy) for labelled containers,
@@ -108,11 +110,18 @@ export function endpointNameFor(c: Pick<ContainerFacts, 'id' | 'name' | 'labels'
   return name === '' ? `c-${c.id.slice(0, 12)}` : name;
 }
 
-/** The identity labels of a container: `container:KEY=VALUE`, sorted, engine labels left out. */
+/** Engine labels that are identity all the same: the compose service and project. */
+export const COMPOSE_IDENTITY_LABELS = ['com.docker.compose.service', 'com.docker.compose.project'];
+
+/**
+ * The identity labels of a container: `container:KEY=VALUE`, sorted; engine labels are left
+ * out except the compose service and project (a policy may select
+ * `com.docker.compose.service: db`).
+ */
 export function identityLabelsFor(labels: Record<string, string>): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(labels)) {
-    if (IGNORED_LABEL_PREFIXES.some((p) => k.startsWith(p))) continue;
+    if (IGNORED_LABEL_PREFIXES.some((p) => k.startsWith(p)) && !COMPOSE_IDENTITY_LABELS.includes(k)) continue;
     out.push(`container:${k}=${v}`);
   }
   return out.sort();

@@ -1,5 +1,5 @@
 /**
- * The Docker watcher (src/lab/docker.ts) without an engine: a small in-memory engine double
+ * The Docker watcher (src/docker/watcher.ts) without an engine: a small in-memory engine double
  * (containers, a list call, an events stream) drives the real Agent with in-memory ports.
  * The real engine is exercised by test/e2e/docker.test.ts.
  */
@@ -18,7 +18,7 @@ import {
   watchDocker,
   type ContainerFacts,
   type DockerClientLike,
-} from '../../src/lab/docker.js';
+} from '../../src/docker/watcher.js';
 import { MemPorts } from '../helpers/mem-ports.js';
 
 
@@ -139,10 +139,13 @@ test('endpointNameFor: tunswitch.name, compose service (and replica), container 
   }
 });
 
-test('identityLabelsFor: every workload label as container:, engine and tunswitch labels left out', () => {
+test('identityLabelsFor: every workload label as container:, the compose service and project too, other engine and tunswitch labels left out', () => {
   const cases: [Record<string, string>, string[]][] = [
     [{ app: 'web', tier: 'front' }, ['container:app=web', 'container:tier=front']],
-    [{ 'com.docker.compose.project': 'p', 'com.docker.compose.service': 's', 'tunswitch.enable': 'true', app: 'db' }, ['container:app=db']],
+    [
+      { 'com.docker.compose.project': 'p', 'com.docker.compose.service': 's', 'com.docker.compose.container-number': '1', 'tunswitch.enable': 'true', app: 'db' },
+      ['container:app=db', 'container:com.docker.compose.project=p', 'container:com.docker.compose.service=s'],
+    ],
     [{ 'org.opencontainers.image.title': 'x', 'io.example/role': 'api', flag: '' }, ['container:flag=', 'container:io.example/role=api']],
     [{}, []],
   ];
@@ -183,7 +186,7 @@ test('watchDocker: attaches running containers, follows start/die, logs and surv
   assert.deepEqual(names(), ['backend', 'frontend'], `after start: got ${names().join(',')}, want backend,frontend`);
   const be = agent.getEndpoint('backend');
   assert.equal(be.ipv4, '10.42.0.77', `backend ipv4: got ${be.ipv4}, want the label's 10.42.0.77`);
-  assert.deepEqual(be.labels, ['container:app=backend'], `backend labels: got ${be.labels.join(',')}`);
+  assert.deepEqual(be.labels, ['container:app=backend', 'container:com.docker.compose.service=backend'], `backend labels: got ${be.labels.join(',')}`);
   assert.equal(be.netns, `/proc/${eng.containers.get('bbb222')?.pid}/ns/net`, `backend netns: got ${be.netns}`);
   assert.equal(logs.filter((l) => l.includes('bridged') && l.includes('network_mode: none')).length, 1, `got logs ${JSON.stringify(logs)}, want one line for the bridged container`);
 
