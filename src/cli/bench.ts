@@ -6,6 +6,7 @@
  *   tunswitch bench                       # every system and case, 10 s per case
  *   tunswitch bench --quick               # 2 s per case, a subset
  *   tunswitch bench --systems fwd,ts-w1 --cases tcp1 -t 5 -o json
+ *   tunswitch bench --cases rtt,fair,cpu  # latency under load, fairness, CPU per GB
  *   tunswitch bench --cpu-prof /tmp/prof  # also profile the agent, summarise self time
  */
 import { Option, type Command } from 'commander';
@@ -23,7 +24,7 @@ import {
   runBench,
   type BenchOptions,
 } from '../../bench/e2e/harness.js';
-import type { CaseId } from '../../bench/e2e/cases.js';
+import { CASE_ALIASES, parseCases } from '../../bench/e2e/cases.js';
 
 interface BenchFlags {
   time?: number;
@@ -43,7 +44,7 @@ export function benchOptions(f: BenchFlags, log: (m: string) => void): BenchOpti
   return {
     seconds: f.time ?? (quick ? QUICK.seconds : DEFAULT_SECONDS),
     systems: f.systems !== undefined ? parseList(f.systems, SYSTEM_IDS, 'systems') : quick ? [...QUICK.systems] : [...SYSTEM_IDS],
-    cases: f.cases !== undefined ? parseList<CaseId>(f.cases, CASES, 'cases') : quick ? [...QUICK.cases] : [...CASES],
+    cases: f.cases !== undefined ? parseCases(f.cases) : quick ? [...QUICK.cases] : [...CASES],
     ipcacheEntries: f.ipcache,
     outDir: f.write ? f.outDir : null,
     cpuProfDir: f.cpuProf ?? null,
@@ -60,7 +61,12 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-t, --time <seconds>', `seconds per case (default ${DEFAULT_SECONDS}, ${QUICK.seconds} with --quick)`, parsePositiveInt)
     .option('--quick', `${QUICK.seconds} s per case, systems ${QUICK.systems.join(',')}, cases ${QUICK.cases.join(',')}`)
     .option('--systems <list>', `comma-separated systems (${SYSTEM_IDS.join(', ')})`)
-    .option('--cases <list>', `comma-separated cases (${CASES.join(', ')})`)
+    .option(
+      '--cases <list>',
+      `comma-separated cases (${CASES.join(', ')}; ${Object.entries(CASE_ALIASES)
+        .map(([k, v]) => `${k} = ${v.join(',')}`)
+        .join(', ')})`,
+    )
     .option('--ipcache <n>', 'extra ipcache entries loaded into tunswitch', parseNonNegativeInt, DEFAULT_IPCACHE_ENTRIES)
     .option('--out-dir <dir>', 'where e2e.json and e2e.svg are written', DEFAULT_OUT_DIR)
     .option('--no-write', 'do not write e2e.json and e2e.svg')
