@@ -110,22 +110,33 @@ function panel(rows: readonly ResultRow[], def: PanelDef, opts: ChartOptions, sy
       xOffset: { field: 'system', type: 'nominal', sort: systems },
       y,
       ...(def.log && domain ? { y2: { datum: domain[0] } } : {}),
-      color: { field: 'system', type: 'nominal', title: 'system', scale: { domain: systems, range: colours } },
+      color: { field: 'system', type: 'nominal', title: 'system', scale: { domain: systems, range: colours }, legend: { labelLimit: 260 } },
     },
   };
   const layers: object[] = [bars];
   if (lines.length > 0) {
-    const ldata = lines.map((l) => ({ case: short(l.metric), value: Number(l.value.toPrecision(6)), label: l.label }));
+    // Labels of lines on the same group alternate between its right and left end.
+    const nth = new Map<string, number>();
+    const ldata = lines.map((l) => {
+      const c = short(l.metric);
+      const i = nth.get(c) ?? 0;
+      nth.set(c, i + 1);
+      return { case: c, value: Number(l.value.toPrecision(6)), label: l.label, left: i % 2 === 1 };
+    });
     layers.push({
       data: { values: ldata },
       mark: { type: 'rule', color: 'black', strokeDash: [5, 3], strokeWidth: 1.5 },
       encoding: { x: { ...x, bandPosition: 0 }, x2: { field: 'case', bandPosition: 1 }, y },
     });
-    layers.push({
-      data: { values: ldata },
-      mark: { type: 'text', align: 'right', baseline: 'bottom', dx: -2, dy: -1, fontSize: 9 },
-      encoding: { x: { ...x, bandPosition: 1 }, y, text: { field: 'label' } },
-    });
+    for (const left of [false, true]) {
+      const vals = ldata.filter((d) => d.left === left);
+      if (vals.length === 0) continue;
+      layers.push({
+        data: { values: vals },
+        mark: { type: 'text', align: left ? 'left' : 'right', baseline: 'bottom', dx: left ? 2 : -2, dy: -1, fontSize: 9 },
+        encoding: { x: { ...x, bandPosition: left ? 0 : 1 }, y, text: { field: 'label' } },
+      });
+    }
   }
   return {
     title: def.title,
