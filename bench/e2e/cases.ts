@@ -342,12 +342,12 @@ export async function runUdp64(topo: Topology, env: CaseEnv): Promise<Measuremen
 const RTT_RAMP_S = 1;
 
 /**
- * rtt1 / rtt4: `streams` bulk TCP streams A -> B for ramp + seconds + 2 s, ping A -> B every
+ * rtt1 / rtt4: `streams` bulk TCP streams A -> B for ramp + seconds + 1 s, ping A -> B every
  * 10 ms for `seconds` after the ramp; RTT percentiles, and the streams' rate over their run.
  */
 export async function runRtt(topo: Topology, env: CaseEnv, streams: number): Promise<Measurement[]> {
   const count = Math.max(50, env.seconds * 100);
-  const loadSeconds = RTT_RAMP_S + env.seconds + 2;
+  const loadSeconds = RTT_RAMP_S + env.seconds + 1;
   const prefix = streams === 1 ? 'rtt1' : 'rtt4';
   for (let attempt = 0; ; attempt++) {
     await env.ensureServer(BENCH_PORT);
