@@ -316,7 +316,8 @@ export async function runTcp(topo: Topology, env: CaseEnv, streams: number): Pro
 export async function runUdp64(topo: Topology, env: CaseEnv): Promise<Measurement[]> {
   const conf = join(env.tmp, `trafgen-${topo.nsA}.cfg`);
   writeFileSync(conf, trafgenConfig(topo));
-  const gen = env.cleanup.spawn('ip', ['netns', 'exec', topo.nsA, 'trafgen', '--dev', topo.ifname, '--conf', conf, '--cpus', '1', '--no-sock-mem']);
+  // Its own process group: trafgen's forked sender must stop with it (see Cleanup.spawn).
+  const gen = env.cleanup.spawn('ip', ['netns', 'exec', topo.nsA, 'trafgen', '--dev', topo.ifname, '--conf', conf, '--cpus', '1', '--no-sock-mem'], undefined, { group: true });
   try {
     await sleep(500); // start-up and queue fill
     if (gen.child.exitCode !== null) throw new Error(`trafgen exited: ${gen.output().stderr.trim().slice(-300)}`);
@@ -334,7 +335,7 @@ export async function runUdp64(topo: Topology, env: CaseEnv): Promise<Measuremen
     const offered = (a1.txPackets - a0.txPackets) / secs;
     return [{ metric: 'udp64', value: delivered / 1000, extra: { offeredKpps: offered / 1000, senderTxDroppedKpps: (a1.txDropped - a0.txDropped) / secs / 1000, ...cpu } }];
   } finally {
-    await gen.stop('SIGINT', 5000);
+    await gen.stop('SIGTERM', 5000);
   }
 }
 
