@@ -10,11 +10,14 @@ export const DEFAULT_OUT_DIR = fileURLToPath(new URL('../../../bench/results', i
 
 export const DEFAULT_SECONDS = 10;
 export const DEFAULT_IPCACHE_ENTRIES = 100_000;
-/** --quick: 2 s per case, without the 2-worker tunswitch and the 4-stream case. */
+/**
+ * --quick: 2 s per case, one system per kind (tunswitch with the default engine and with
+ * read/write), without the 2-worker tunswitch, the offload variants and the 4-stream cases.
+ */
 export const QUICK = {
   seconds: 2,
-  systems: ['veth', 'ovs', 'ovs-tso', 'fwd', 'fwd-vnet', 'ts-w1', 'ts-w1-tso'],
-  cases: ['tcp1', 'udp64', 'ping'] as CaseId[],
+  systems: ['veth', 'ovs', 'fwd', 'ts-w1', 'ts-w1-rw'],
+  cases: ['tcp1', 'udp64', 'rtt1', 'fair', 'cpu'] as CaseId[],
 };
 
 export function parseList<T extends string>(s: string, known: readonly T[], what: string): T[] {

@@ -119,9 +119,16 @@ export class Cleanup {
     );
   }
 
-  /** Starts a child (stdin ignored, output collected) and registers its termination. */
-  spawn(file: string, args: readonly string[], env?: NodeJS.ProcessEnv): Background {
-    const child = spawn(file, [...args], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+  /**
+   * Starts a child (stdin ignored, output collected) and registers its termination. With
+   * `group`, the child leads a process group of its own and every signal goes to the whole
+   * group: trafgen forks a worker per CPU that outlives a parent killed alone (and when the
+   * bench runs as a background job, SIGINT is ignored and inherited, so only SIGTERM/SIGKILL
+   * stop it).
+   */
+  spawn(file: string, args: readonly string[], env?: NodeJS.ProcessEnv, opts: { group?: boolean } = {}): Background {
+    const group = opts.group === true;
+    const child = spawn(file, [...args], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env, detached: group });
     let stdout = '';
     let stderr = '';
     child.stdout!.setEncoding('utf8').on('data', (s: string) => {
@@ -135,21 +142,31 @@ export class Cleanup {
       child.on('exit', (code, signal) => resolve({ code: code ?? -1, signal, stdout, stderr }));
     });
     const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+    const signal = (sig: NodeJS.Signals): void => {
+      if (group && child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, sig);
+        } catch {
+          /* the group is gone */
+        }
+      } else if (alive()) child.kill(sig);
+    };
     const stop = async (sig: NodeJS.Signals = 'SIGTERM', graceMs = 5_000): Promise<RunResult> => {
-      if (alive()) child.kill(sig);
+      if (alive()) signal(sig);
       const r = await Promise.race([done, sleep(graceMs).then(() => null)]);
-      if (r !== null) return r;
-      if (alive()) child.kill('SIGKILL');
-      return done;
+      if (r === null) signal('SIGKILL');
+      const res = await done;
+      if (group) signal('SIGKILL'); // workers that outlived their parent
+      return res;
     };
     const remove = this.add(
       `process ${file} ${args.slice(0, 4).join(' ')}`,
       () => stop(),
-      () => {
-        if (alive()) child.kill('SIGKILL');
-      },
+      () => signal('SIGKILL'),
     );
-    void done.then(remove);
+    void done.then(() => {
+      if (!group) remove();
+    });
     return { child, done, output: () => ({ stdout, stderr }), stop };
   }
 

@@ -12,9 +12,15 @@
  *   fwd         bench/c/fwd.c: read a packet from one TUN, write it to the other
  *   fwd-vnet    the same with IFF_VNET_HDR + TSO (64 KiB super-packets pass through)
  *   ts-w<N>     tunswitch with N shard workers, full pipeline: policy enforced on both
- *   ts-w<N>-tso endpoints and 100k extra ipcache entries; -tso turns on offload
+ *   ts-w<N>-tso endpoints and 100k extra ipcache entries; -tso turns on offload. Without a
+ *               suffix the agent runs `io: uring` (the io_uring engine; where it cannot run the
+ *               system is reported "n/a" with the agent's reason); -rw runs `io: readwrite`.
  *
- * Names: namespaces `tsb-<tag><short>-a|b`, root devices `tsb<tag><short>...`, where <tag>
+ * The optional second sender C (10.88.0.4, for the `fair` case) sends to B at the same time
+ * as A: veth gives B a second veth pair (eth1) to C; OVS gets a third port; fwd a third TUN
+ * (it routes B's packets by destination address); tunswitch a third node `c` labelled like A.
+ *
+ * Names: namespaces `tsb-<tag><short>-a|b|c`, root devices `tsb<tag><short>...`, where <tag>
  * comes from the process id, so two runs at once do not collide.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -39,21 +45,31 @@ export interface SystemSpec {
    * 'follow' keeps a `tunswitch observe --follow -o json` client reading the flow stream.
    */
   events?: 'off' | 'follow';
+  /** tunswitch I/O engine (run config `io`). */
+  io?: 'auto' | 'uring' | 'readwrite';
+  /** Fixed chart colour, so a system looks the same in every run's chart. */
+  colour: string;
 }
 
 export const SYSTEMS: readonly SystemSpec[] = [
-  { id: 'veth', label: 'kernel veth', kind: 'veth', offload: true, workers: 0, short: 'v' },
-  { id: 'ovs', label: 'OVS userspace', kind: 'ovs', offload: false, workers: 0, short: 'o' },
-  { id: 'ovs-tso', label: 'OVS userspace tso', kind: 'ovs', offload: true, workers: 0, short: 'ot' },
-  { id: 'fwd', label: 'C fwd', kind: 'fwd', offload: false, workers: 0, short: 'f' },
-  { id: 'fwd-vnet', label: 'C fwd --vnet', kind: 'fwd', offload: true, workers: 0, short: 'fv' },
-  { id: 'ts-w1', label: 'tunswitch w1', kind: 'tunswitch', offload: false, workers: 1, short: 't1' },
-  { id: 'ts-w1-tso', label: 'tunswitch w1 tso', kind: 'tunswitch', offload: true, workers: 1, short: 't1o' },
-  { id: 'ts-w2', label: 'tunswitch w2', kind: 'tunswitch', offload: false, workers: 2, short: 't2' },
-  { id: 'ts-w2-tso', label: 'tunswitch w2 tso', kind: 'tunswitch', offload: true, workers: 2, short: 't2o' },
-  // The cost of observability: events off, and events on with an observe client following.
-  { id: 'ts-w1-noev', label: 'tunswitch w1 no events', kind: 'tunswitch', offload: false, workers: 1, short: 't1n', events: 'off' },
-  { id: 'ts-w1-obs', label: 'tunswitch w1 observe -f', kind: 'tunswitch', offload: false, workers: 1, short: 't1f', events: 'follow' },
+  { id: 'veth', label: 'kernel veth', kind: 'veth', offload: true, workers: 0, short: 'v', colour: '#7f7f7f' },
+  { id: 'ovs', label: 'OVS userspace', kind: 'ovs', offload: false, workers: 0, short: 'o', colour: '#8c564b' },
+  { id: 'ovs-tso', label: 'OVS userspace tso', kind: 'ovs', offload: true, workers: 0, short: 'ot', colour: '#c49c94' },
+  { id: 'fwd', label: 'C fwd', kind: 'fwd', offload: false, workers: 0, short: 'f', colour: '#2ca02c' },
+  { id: 'fwd-vnet', label: 'C fwd --vnet', kind: 'fwd', offload: true, workers: 0, short: 'fv', colour: '#98df8a' },
+  // Each tunswitch system with both I/O engines: io_uring (no suffix) and read/write (-rw).
+  { id: 'ts-w1', label: 'tunswitch w1 uring', kind: 'tunswitch', offload: false, workers: 1, short: 't1', io: 'uring', colour: '#1f77b4' },
+  { id: 'ts-w1-rw', label: 'tunswitch w1 rw', kind: 'tunswitch', offload: false, workers: 1, short: 't1r', io: 'readwrite', colour: '#aec7e8' },
+  { id: 'ts-w1-tso', label: 'tunswitch w1 tso uring', kind: 'tunswitch', offload: true, workers: 1, short: 't1o', io: 'uring', colour: '#ff7f0e' },
+  { id: 'ts-w1-tso-rw', label: 'tunswitch w1 tso rw', kind: 'tunswitch', offload: true, workers: 1, short: 't1p', io: 'readwrite', colour: '#ffbb78' },
+  { id: 'ts-w2', label: 'tunswitch w2 uring', kind: 'tunswitch', offload: false, workers: 2, short: 't2', io: 'uring', colour: '#9467bd' },
+  { id: 'ts-w2-rw', label: 'tunswitch w2 rw', kind: 'tunswitch', offload: false, workers: 2, short: 't2r', io: 'readwrite', colour: '#c5b0d5' },
+  { id: 'ts-w2-tso', label: 'tunswitch w2 tso uring', kind: 'tunswitch', offload: true, workers: 2, short: 't2o', io: 'uring', colour: '#d62728' },
+  { id: 'ts-w2-tso-rw', label: 'tunswitch w2 tso rw', kind: 'tunswitch', offload: true, workers: 2, short: 't2p', io: 'readwrite', colour: '#ff9896' },
+  // The cost of observability: events off, and events on with an observe client following
+  // (the default engine, `io: auto`; the report's info says which one ran).
+  { id: 'ts-w1-noev', label: 'tunswitch w1 no events', kind: 'tunswitch', offload: false, workers: 1, short: 't1n', events: 'off', io: 'auto', colour: '#17becf' },
+  { id: 'ts-w1-obs', label: 'tunswitch w1 observe -f', kind: 'tunswitch', offload: false, workers: 1, short: 't1f', events: 'follow', io: 'auto', colour: '#e377c2' },
 ];
 
 export function systemById(id: string): SystemSpec | undefined {
@@ -63,17 +79,24 @@ export function systemById(id: string): SystemSpec | undefined {
 /** The benchmark's addresses: every packet stays between these two. */
 export const ADDR_A = '10.88.0.2';
 export const ADDR_B = '10.88.0.3';
+/** The second sender (the `fair` case). */
+export const ADDR_C = '10.88.0.4';
 export const POOL4 = '10.88.0.0/24';
 export const POOL6 = 'fd00:88::/64';
 /** iperf3's port; the policy allows it (TCP and UDP) from A to B. */
 export const BENCH_PORT = 5201;
+/** The second iperf3 server in B (C's flow in the `fair` case); allowed like BENCH_PORT. */
+export const BENCH_PORT2 = 5202;
 
 /** What a test needs to know about a built system. */
 export interface Topology {
   nsA: string;
   nsB: string;
+  /** The second sender's namespace; null when the system was built without it. */
+  nsC: string | null;
   addrA: string;
   addrB: string;
+  addrC: string;
   /** Interface name inside both namespaces. */
   ifname: string;
   /** Ethernet addresses for an L2 wire (veth, OVS); null for a TUN (L3) wire. */
@@ -86,6 +109,8 @@ export interface BuiltSystem {
   topo: Topology;
   /** The agent's process, for tunswitch (its stderr is the log). */
   agent: Background | null;
+  /** The process that forwards (agent, fwd, ovs-vswitchd), for the `cpu` case; null for veth. */
+  switchPid: number | null;
   teardown(): Promise<void>;
 }
 
@@ -103,14 +128,16 @@ export interface SystemEnv {
   txcsumBin: string;
   /** Extra ipcache entries to load into tunswitch. */
   ipcacheEntries: number;
+  /** Build the second sender C too (the `fair` case needs it). */
+  withC: boolean;
   /** When set, the agent runs with --cpu-prof into <cpuProfDir>/<system id>. */
   cpuProfDir: string | null;
   log(msg: string): void;
 }
 
-export function nsNames(spec: SystemSpec, tag: string): { base: string; a: string; b: string } {
+export function nsNames(spec: SystemSpec, tag: string): { base: string; a: string; b: string; c: string } {
   const base = `tsb-${tag}${spec.short}`;
-  return { base, a: `${base}-a`, b: `${base}-b` };
+  return { base, a: `${base}-a`, b: `${base}-b`, c: `${base}-c` };
 }
 
 async function makeNs(env: SystemEnv, name: string): Promise<void> {
@@ -140,21 +167,26 @@ async function address(ns: string, ifname: string, addr: string, peer: string, l
   }
 }
 
-/** ping from A to B until it answers (a few tries: the machine may be loaded). */
+/** ping from A (and C) to B until it answers (a few tries: the machine may be loaded). */
 export async function checkReach(topo: Topology, tries = 6): Promise<void> {
-  let last = '';
-  for (let i = 0; i < tries; i++) {
-    const r = await nsRun(topo.nsA, ['ping', '-c', '2', '-i', '0.2', '-W', '1', topo.addrB], 10_000);
-    if (r.code === 0) return;
-    last = (r.stdout + r.stderr).trim().split('\n').slice(-2).join(' ');
-    await sleep(300);
+  for (const ns of topo.nsC !== null ? [topo.nsA, topo.nsC] : [topo.nsA]) {
+    let last = '';
+    let ok = false;
+    for (let i = 0; i < tries && !ok; i++) {
+      const r = await nsRun(ns, ['ping', '-c', '2', '-i', '0.2', '-W', '1', topo.addrB], 10_000);
+      ok = r.code === 0;
+      if (!ok) {
+        last = (r.stdout + r.stderr).trim().split('\n').slice(-2).join(' ');
+        await sleep(300);
+      }
+    }
+    if (!ok) throw new Error(`${ns} cannot reach ${topo.addrB}: ${last}`);
   }
-  throw new Error(`${topo.nsA} cannot reach ${topo.addrB}: ${last}`);
 }
 
-function baseTopo(spec: SystemSpec, tag: string, l2: { srcMac: string; dstMac: string } | null): Topology {
-  const n = nsNames(spec, tag);
-  return { nsA: n.a, nsB: n.b, addrA: ADDR_A, addrB: ADDR_B, ifname: 'eth0', l2, info: {} };
+function baseTopo(spec: SystemSpec, env: Pick<SystemEnv, 'tag' | 'withC'>, l2: { srcMac: string; dstMac: string } | null): Topology {
+  const n = nsNames(spec, env.tag);
+  return { nsA: n.a, nsB: n.b, nsC: env.withC ? n.c : null, addrA: ADDR_A, addrB: ADDR_B, addrC: ADDR_C, ifname: 'eth0', l2, info: {} };
 }
 
 // ---------------------------------------------------------------- kernel veth
@@ -172,9 +204,21 @@ async function buildVeth(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem>
   await must('ip', ['link', 'set', tb, 'netns', n.b, 'name', 'eth0']);
   await address(n.a, 'eth0', ADDR_A, ADDR_B, true);
   await address(n.b, 'eth0', ADDR_B, ADDR_A, true);
-  const topo = baseTopo(spec, env.tag, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
-  topo.info.wire = 'veth pair';
-  return { topo, agent: null, teardown: () => env.cleanup.run() };
+  if (env.withC) {
+    // C: a second veth pair, B's end is eth1 with B's address as a /32 and a route to C.
+    await makeNs(env, n.c);
+    const tc = `tsb${env.tag}${spec.short}c`;
+    await sh('ip', ['link', 'delete', tc]);
+    await must('ip', ['link', 'add', tc, 'type', 'veth', 'peer', 'name', `${tc}p`]);
+    env.cleanup.link(tc);
+    await must('ip', ['link', 'set', tc, 'netns', n.c, 'name', 'eth0']);
+    await must('ip', ['link', 'set', `${tc}p`, 'netns', n.b, 'name', 'eth1']);
+    await address(n.c, 'eth0', ADDR_C, ADDR_B, false);
+    await address(n.b, 'eth1', ADDR_B, ADDR_C, false);
+  }
+  const topo = baseTopo(spec, env, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
+  topo.info.wire = env.withC ? 'veth pair (and a second pair C-B)' : 'veth pair';
+  return { topo, agent: null, switchPid: null, teardown: () => env.cleanup.run() };
 }
 
 // ---------------------------------------------------------------- Open vSwitch (netdev)
@@ -217,26 +261,26 @@ async function buildOvs(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> 
     () => sh('ovs-vsctl', [`--db=${db}`, '--timeout=5', '--if-exists', 'del-br', br]),
     () => undefined, // the bridge lives only in the private database, which is removed
   );
-  await makeNs(env, n.a);
-  await makeNs(env, n.b);
-  for (const side of ['a', 'b'] as const) {
+  const sides = env.withC ? (['a', 'b', 'c'] as const) : (['a', 'b'] as const);
+  for (const side of sides) {
+    await makeNs(env, n[side]);
     const host = `tsb${env.tag}${spec.short}${side}`;
     await sh('ip', ['link', 'delete', host]);
     await must('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', `${host}p`]);
     env.cleanup.link(host);
-    await must('ip', ['link', 'set', `${host}p`, 'netns', side === 'a' ? n.a : n.b, 'name', 'eth0']);
+    await must('ip', ['link', 'set', `${host}p`, 'netns', n[side], 'name', 'eth0']);
     await must('ip', ['link', 'set', host, 'up']);
     await vsctl(['add-port', br, host]);
   }
   await address(n.a, 'eth0', ADDR_A, ADDR_B, true);
   await address(n.b, 'eth0', ADDR_B, ADDR_A, true);
-  if (!spec.offload) for (const ns of [n.a, n.b]) await must('ip', ['netns', 'exec', ns, env.txcsumBin, 'eth0', 'off']);
-  const topo = baseTopo(spec, env.tag, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
+  if (env.withC) await address(n.c, 'eth0', ADDR_C, ADDR_B, true);
+  if (!spec.offload) for (const side of sides) await must('ip', ['netns', 'exec', n[side], env.txcsumBin, 'eth0', 'off']);
+  const topo = baseTopo(spec, env, { srcMac: await mac(n.a, 'eth0'), dstMac: await mac(n.b, 'eth0') });
   const ver = await sh('ovs-vswitchd', ['--version']);
   topo.info.ovs = ver.stdout.split('\n')[0]?.trim() ?? '';
   topo.info.datapath = `netdev (userspace), NORMAL action, userspace-tso-enable=${spec.offload}${spec.offload ? '' : ', veth tx checksum/TSO off'}`;
-  void vswitchd;
-  return { topo, agent: null, teardown: () => env.cleanup.run() };
+  return { topo, agent: null, switchPid: vswitchd.child.pid ?? null, teardown: () => env.cleanup.run() };
 }
 
 // ---------------------------------------------------------------- C forwarder
@@ -259,26 +303,35 @@ async function buildFwd(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> 
   const n = nsNames(spec, env.tag);
   const ta = `tsb${env.tag}${spec.short}a`;
   const tb = `tsb${env.tag}${spec.short}b`;
-  await makeNs(env, n.a);
-  await makeNs(env, n.b);
-  const proc = env.cleanup.spawn(env.fwdBin, spec.offload ? [ta, tb, '--vnet'] : [ta, tb]);
-  await waitLink(ta, proc);
-  await waitLink(tb, proc);
-  await must('ip', ['link', 'set', ta, 'netns', n.a, 'name', 'eth0']);
-  await must('ip', ['link', 'set', tb, 'netns', n.b, 'name', 'eth0']);
-  for (const ns of [n.a, n.b]) await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'txqueuelen', '1000']);
+  const tc = `tsb${env.tag}${spec.short}c`;
+  const devs: [string, string][] = [
+    [ta, n.a],
+    [tb, n.b],
+  ];
+  if (env.withC) devs.push([tc, n.c]);
+  for (const [, ns] of devs) await makeNs(env, ns);
+  const proc = env.cleanup.spawn(env.fwdBin, [...devs.map(([d]) => d), ...(spec.offload ? ['--vnet'] : [])]);
+  for (const [d, ns] of devs) {
+    await waitLink(d, proc);
+    await must('ip', ['link', 'set', d, 'netns', ns, 'name', 'eth0']);
+    await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'txqueuelen', '1000']);
+  }
   await address(n.a, 'eth0', ADDR_A, ADDR_B, false);
   await address(n.b, 'eth0', ADDR_B, ADDR_A, false);
-  const topo = baseTopo(spec, env.tag, null);
+  if (env.withC) {
+    await address(n.c, 'eth0', ADDR_C, ADDR_B, false);
+    await must('ip', ['-n', n.b, 'route', 'add', `${ADDR_C}/32`, 'dev', 'eth0']);
+  }
+  const topo = baseTopo(spec, env, null);
   topo.info.forwarder = `fwd${spec.offload ? ' --vnet' : ''} (one read + one write syscall per packet)`;
-  return { topo, agent: null, teardown: () => env.cleanup.run() };
+  return { topo, agent: null, switchPid: proc.child.pid ?? null, teardown: () => env.cleanup.run() };
 }
 
 // ---------------------------------------------------------------- tunswitch
 
 /**
  * The policy set: both endpoints enforce, A's egress and B's ingress each allow the benchmark
- * port (TCP and UDP) and ICMP echo between the two, plus rules that are never hit but make the
+ * ports (TCP and UDP; C is labelled like A) and ICMP echo between the two, plus rules that are never hit but make the
  * compiled tables look like a real namespace (CIDR egress, DNS, a metrics scraper).
  */
 export function benchPolicies(): string {
@@ -302,6 +355,8 @@ spec:
         protocol: TCP
       - port: "${BENCH_PORT}"
         protocol: UDP
+      - port: "${BENCH_PORT2}"
+        protocol: TCP
   - fromEndpoints:
     - matchLabels:
         app: bench-client
@@ -352,6 +407,8 @@ spec:
         protocol: TCP
       - port: "${BENCH_PORT}"
         protocol: UDP
+      - port: "${BENCH_PORT2}"
+        protocol: TCP
   - toEndpoints:
     - matchLabels:
         app: bench-server
@@ -389,17 +446,20 @@ export function ipcacheEntries(count: number, first = 0): { cidr: string; identi
 
 const IPCACHE_CHUNK = 25_000;
 
-export function tunswitchConfig(spec: SystemSpec, tag: string): string {
+export function tunswitchConfig(spec: SystemSpec, tag: string, withC = false): string {
   const n = nsNames(spec, tag);
   return [
     `name: ${n.base}`,
     `pool: { ipv4: ${POOL4}, ipv6: "${POOL6}" }`,
     `workers: ${spec.workers}`,
     `offload: ${spec.offload}`,
+    `io: ${spec.io ?? 'auto'}`,
     'hostPort: false',
     'nodes:',
     `  a: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_A} }`,
     `  b: { labels: { app: bench-server, role: server }, ipv4: ${ADDR_B} }`,
+    // The second sender: the same labels (so the same policy) as A.
+    ...(withC ? [`  c: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_C} }`] : []),
     'policies: [ policies.yaml ]',
     '',
   ].join('\n');
@@ -409,10 +469,12 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
   const n = nsNames(spec, env.tag);
   const dir = join(env.tmp, spec.id);
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'run.yaml'), tunswitchConfig(spec, env.tag));
+  writeFileSync(join(dir, 'run.yaml'), tunswitchConfig(spec, env.tag, env.withC));
   writeFileSync(join(dir, 'policies.yaml'), benchPolicies());
   await makeNs(env, n.a);
   await makeNs(env, n.b);
+  if (env.withC) await makeNs(env, n.c);
+  const want = env.withC ? 3 : 2;
   const socket = join(dir, 'api.sock');
   // node 20 refuses --cpu-prof in NODE_OPTIONS, so the flags go on the command line.
   const nodeFlags: string[] = [];
@@ -440,14 +502,18 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
     const log = agent.output().stderr;
     const m = /ready: (\d+) endpoints/.exec(log);
     if (m) {
-      if (Number(m[1]) !== 2) throw new Error(`tunswitch attached ${m[1]} endpoints, want 2; log: ${log.trim()}`);
+      if (Number(m[1]) !== want) throw new Error(`tunswitch attached ${m[1]} endpoints, want ${want}; log: ${log.trim()}`);
       break;
     }
-    if (agent.child.exitCode !== null || agent.child.signalCode !== null) throw new Error(`tunswitch exited before ready: ${log.trim()}`);
+    if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
+      const why = engineUnavailable(spec, log);
+      if (why !== null) throw new SystemUnavailable(why);
+      throw new Error(`tunswitch exited before ready: ${log.trim()}`);
+    }
     if (Date.now() > deadline) throw new Error(`tunswitch not ready after 60 s: ${log.trim()}`);
     await sleep(50);
   }
-  const topo = baseTopo(spec, env.tag, null);
+  const topo = baseTopo(spec, env, null);
   const api = new ApiClient(socket, { timeoutMs: 120_000 });
   let added = 0;
   const t0 = Date.now();
@@ -463,9 +529,12 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
     env.cleanup.spawn(process.execPath, [env.cliMain, '--socket', socket, 'observe', '--follow', '-o', 'json']);
   }
   const eps = await api.get<{ name: string; policy?: { ingress: boolean; egress: boolean } }[]>('/v1/endpoint');
-  topo.info.policyEnforced = eps.length === 2 && eps.every((e) => e.policy?.ingress === true && e.policy?.egress === true);
+  topo.info.policyEnforced = eps.length === want && eps.every((e) => e.policy?.ingress === true && e.policy?.egress === true);
   topo.info.workers = spec.workers;
   topo.info.offload = spec.offload;
+  topo.info.io = spec.io ?? 'auto';
+  const st = await api.get<{ ioEngine?: string }>('/v1/status');
+  topo.info.ioEngine = st.ioEngine ?? 'unknown';
   if (profDir) topo.info.cpuProfDir = profDir;
   // A SIGTERM first, so the agent removes its devices and (with --cpu-prof) writes its profile.
   const teardown = async (): Promise<void> => {
@@ -473,7 +542,25 @@ async function buildTunswitch(spec: SystemSpec, env: SystemEnv): Promise<BuiltSy
     if (r.signal === 'SIGKILL') env.log(`${spec.id}: agent needed SIGKILL; log tail: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     await env.cleanup.run();
   };
-  return { topo, agent, teardown };
+  return { topo, agent, switchPid: agent.child.pid ?? null, teardown };
+}
+
+/** A system that cannot run on this machine (not a failure of the run): reported as "n/a (why)". */
+export class SystemUnavailable extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+/**
+ * Why the agent could not start with the system's I/O engine, from its log; null when the
+ * failure is something else. Only `io: uring` can be unavailable (auto falls back).
+ */
+export function engineUnavailable(spec: Pick<SystemSpec, 'io'>, log: string): string | null {
+  if (spec.io !== 'uring') return null;
+  const line = log.split('\n').find((l) => /io_uring|io: uring/.test(l));
+  if (!line) return null;
+  return line.replace(/^.*?(io: uring)/, '$1').trim();
 }
 
 export function buildSystem(spec: SystemSpec, env: SystemEnv): Promise<BuiltSystem> {

@@ -4,6 +4,7 @@
  * machine. Needs root. Always writes bench/results/e2e.json and e2e.svg (or --out-dir).
  *
  *   tunswitch bench                       # every system and case, 10 s per case
+ *   tunswitch bench --cases rtt,fair,cpu  # latency under load, fairness, CPU per GB
  *   tunswitch bench --quick               # 2 s per case, a subset
  *   tunswitch bench --systems fwd,ts-w1 --cases tcp1 -t 5 -o json
  *   tunswitch bench --cpu-prof /tmp/prof  # also profile the agent, summarise self time
@@ -13,7 +14,7 @@ import type { CliContext } from './context.js';
 import { outputOf, parseNonNegativeInt, parsePositiveInt, UsageError, withOutput } from './context.js';
 // The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
 import type { BenchOptions } from '../../bench/e2e/harness.js';
-import { CASES, type CaseId } from '../../bench/e2e/cases.js';
+import { CASES, CASE_ALIASES, parseCases } from '../../bench/e2e/cases.js';
 import { DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, parseList } from '../../bench/e2e/options.js';
 import { SYSTEMS } from '../../bench/e2e/systems.js';
 
@@ -38,7 +39,7 @@ export function benchOptions(f: BenchFlags, log: (m: string) => void): BenchOpti
   return {
     seconds: f.time ?? (quick ? QUICK.seconds : DEFAULT_SECONDS),
     systems: f.systems !== undefined ? parseList(f.systems, SYSTEM_IDS, 'systems') : quick ? [...QUICK.systems] : [...SYSTEM_IDS],
-    cases: f.cases !== undefined ? parseList<CaseId>(f.cases, CASES, 'cases') : quick ? [...QUICK.cases] : [...CASES],
+    cases: f.cases !== undefined ? parseCases(f.cases) : quick ? [...QUICK.cases] : [...CASES],
     ipcacheEntries: f.ipcache,
     outDir: f.write ? f.outDir : null,
     cpuProfDir: f.cpuProf ?? null,
@@ -55,7 +56,12 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-t, --time <seconds>', `seconds per case (default ${DEFAULT_SECONDS}, ${QUICK.seconds} with --quick)`, parsePositiveInt)
     .option('--quick', `${QUICK.seconds} s per case, systems ${QUICK.systems.join(',')}, cases ${QUICK.cases.join(',')}`)
     .option('--systems <list>', `comma-separated systems (${SYSTEM_IDS.join(', ')})`)
-    .option('--cases <list>', `comma-separated cases (${CASES.join(', ')})`)
+    .option(
+      '--cases <list>',
+      `comma-separated cases (${CASES.join(', ')}; ${Object.entries(CASE_ALIASES)
+        .map(([k, v]) => `${k} = ${v.join(',')}`)
+        .join(', ')})`,
+    )
     .option('--ipcache <n>', 'extra ipcache entries loaded into tunswitch', parseNonNegativeInt, DEFAULT_IPCACHE_ENTRIES)
     .option('--out-dir <dir>', 'where e2e.json and e2e.svg are written', DEFAULT_OUT_DIR)
     .option('--no-write', 'do not write e2e.json and e2e.svg')

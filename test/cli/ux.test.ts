@@ -18,7 +18,6 @@ import { userWords } from '../../src/cli/errors.js';
 import { didYouMean } from '../../src/cli/suggest.js';
 import { durationMs, timeArg } from '../../src/cli/duration.js';
 import { fitTable, truncate, wrapWords } from '../../src/cli/width.js';
-import { etaSeconds, formatEta, loadWarning } from '../../bench/e2e/harness.js';
 import { FakeApi } from '../api/fake-api.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -259,19 +258,7 @@ describe('durations and terminal width', () => {
   });
 });
 
-describe('bench: load warning and ETA', () => {
-  test('warns only above the core count', () => {
-    assert.equal(loadWarning(1.5, 2), null, 'load 1.5 on 2 cores: no warning');
-    assert.match(loadWarning(26, 2) ?? '', /load average 26\.00 is above the 2 cores/, 'load 26 on 2 cores: a warning');
-  });
-  test('ETA from the mean step', () => {
-    assert.equal(etaSeconds(0, 10, 0), -1, 'nothing done: unknown');
-    assert.equal(etaSeconds(2, 10, 20_000), 80, '2 of 10 in 20 s: 80 s left');
-    assert.equal(etaSeconds(10, 10, 20_000), 0, 'done');
-    assert.equal(formatEta(80), '1m20s');
-    assert.equal(formatEta(-1), '?');
-  });
-});
+// The bench's load warning and ETA are tested with the harness (test/bench/e2e.test.ts).
 
 describe('agent log lines', () => {
   test('levels and formats', async () => {
