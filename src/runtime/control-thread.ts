@@ -195,7 +195,7 @@ async function main(): Promise<void> {
   const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> }; docker?: { stop(): Promise<void> } } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
-  const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
+  const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings, init.rt.fragments);
   const ports = new TunPorts(cfg, init.rt.portQueue);
   const agentOpts: ConstructorParameters<typeof Agent>[0] = {
     name: cfg.name,

@@ -85,10 +85,10 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     rt.counters.push(createCounters().buffer as SharedArrayBuffer);
     rt.events.push(EventRing.create(8192).sab);
     const ctSab = new SharedArrayBuffer(ConntrackTable.bytesFor(ctCapacity));
-    new ConntrackTable(ctSab, 0, ctCapacity, lifetimes); // initialise the header
+    new ConntrackTable(ctSab, 0, ctCapacity, { ...lifetimes, endpointShare: cfg.quotas.conntrack }); // initialise the header
     rt.conntrack.push(ctSab);
     const fSab = new SharedArrayBuffer(FragmentTable.bytesFor(fragCapacity));
-    new FragmentTable(fSab, 0, fragCapacity);
+    new FragmentTable(fSab, 0, fragCapacity, { endpointShare: cfg.quotas.fragments });
     rt.fragments.push(fSab);
     rt.egress.push(EgressQueues.create(slots, MAX_PORTS).sab);
     (rt.capture as SharedArrayBuffer[]).push(CaptureRing.create().sab);

@@ -106,6 +106,13 @@ export interface FragEvictions {
 }
 
 export class FragmentTable {
+  /** Attach to an initialised region for reading (the control thread's metrics). */
+  static attach(sab: SharedArrayBuffer, byteOffset: number): FragmentTable {
+    const h = new Uint32Array(sab, byteOffset, FRAG_HEADER_WORDS);
+    if (h[F_MAGIC] !== MAGIC) throw new Error(`no fragment table at byte offset ${byteOffset}`);
+    return new FragmentTable(sab, byteOffset, h[F_CAPACITY] as number, { lifetime: h[F_LIFETIME] as number });
+  }
+
   static bytesFor(capacity: number): number {
     return (FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS + OWNER_SLOTS) * 4;
   }
