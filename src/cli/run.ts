@@ -15,6 +15,7 @@ export function register(program: Command, _ctx: CliContext): void {
     .requiredOption('-c, --config <file>', 'lab/run config (YAML)')
     .option('--state-dir <dir>', 'state directory (endpoints, identities, policies survive a restart)')
     .option('--metrics-addr <host:port>', 'Prometheus /metrics address', '127.0.0.1:9962')
+    .option('--force-partial-restore', 'start even when state entries cannot be restored: skip each one and log it (they are dropped at the next save)')
     .option('--no-metrics', 'do not serve /metrics on TCP')
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
     .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
@@ -22,7 +23,7 @@ export function register(program: Command, _ctx: CliContext): void {
     .option('--log-level <level>', 'debug, info, warn or error', parseLogLevel, 'info')
     .option('--log-format <format>', 'text (<time> <LEVEL> <message>) or json (one object per line)', parseLogFormat, 'text')
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat }) => {
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat; forcePartialRestore?: boolean }) => {
       const logger = makeLogger(o.logLevel, o.logFormat);
       // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
       const { loadRunConfig } = await import('../runtime/config.js');
@@ -34,6 +35,7 @@ export function register(program: Command, _ctx: CliContext): void {
       const sw = await startSwitch(cfg, {
         socket: listenSocket(program),
         stateDir: o.stateDir ?? `/var/lib/tunswitch/${cfg.name}`,
+        forcePartialRestore: o.forcePartialRestore === true,
         metricsAddr: o.metrics ? o.metricsAddr : null,
         version: packageVersion(),
         events: o.events,

@@ -32,6 +32,7 @@ export interface ControlInit {
   rt: RuntimeShared;
   socket: string;
   stateDir: string | null;
+  forcePartialRestore?: boolean;
   metricsAddr: string | null;
   version: string;
   /** Non-null: watch the Docker engine and attach labelled containers (run --docker). */
@@ -236,7 +237,7 @@ async function main(): Promise<void> {
   }
 
   // Restore state, then the config's nodes (config wins for nodes it names).
-  const restored = agent.restore();
+  const restored = agent.restore({ forcePartial: init.forcePartialRestore === true, log });
   const wanted = new Map<string, { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string }>();
   for (const n of cfg.nodes) {
     const w: { labels: Record<string, string>; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = {
