@@ -272,8 +272,7 @@ export class Agent implements ControlApi {
     }
     try {
       if (req.ipv6) {
-        this.ipam.claim6(req.ipv6, where);
-        ipv6 = req.ipv6;
+        ipv6 = this.ipam.claim6(req.ipv6, where);
       } else if (this.opts.pool6) {
         ipv6 = this.ipam.allocate6(ipv4, where);
       }

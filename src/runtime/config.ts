@@ -30,6 +30,7 @@ import { parse as parseYaml } from 'yaml';
 import { TunswitchError } from '../control/errors.js';
 import { tryParsePrefix, type Prefix } from '../control/cidr.js';
 import { DEFAULT_ENDPOINT_SHARE } from '../tables/conntrack.js';
+import { addressProblem } from '../control/ipam.js';
 
 export interface NodeConfig {
   name: string;
@@ -156,7 +157,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
   const rawNodes = doc.nodes ?? {};
   if (!isObj(rawNodes)) fail(short, 'nodes', 'must be a mapping of node name to node');
   const nodes: NodeConfig[] = [];
-  const seen4 = new Set<string>();
+  const seen = new Map<string, string>(); // address -> node
   for (const [nodeName, raw] of Object.entries(rawNodes)) {
     const at = `nodes.${nodeName}`;
     if (!NAME_RE.test(nodeName)) fail(short, at, 'node names are 1-16 characters of a-z, 0-9 and "-"');
@@ -177,16 +178,22 @@ export function parseRunConfig(text: string, file: string): RunConfig {
       const ip = n.ipv4;
       const a = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
       if (!a || a.family !== 4 || a.bits !== 32) fail(short, `${at}.ipv4`, `${show(n.ipv4)} is not an IPv4 address`);
-      const inPool = (a.words[0] as number) >>> (32 - p4.bits) === (p4.words[0] as number) >>> (32 - p4.bits) || p4.bits === 0;
-      if (!inPool) fail(short, `${at}.ipv4`, `${a.text} is outside pool.ipv4 ${p4.text}`);
-      if (seen4.has(a.text)) fail(short, `${at}.ipv4`, `${a.text} is used by another node`);
-      seen4.add(a.text);
+      const why = addressProblem(a, p4);
+      if (why) fail(short, `${at}.ipv4`, why);
+      const other = seen.get(a.text);
+      if (other) fail(short, `${at}.ipv4`, `${String(ip)} is used by node ${other}`);
+      seen.set(a.text, nodeName);
       node.ipv4 = String(ip);
     }
     if (n.ipv6 !== undefined) {
       const a = typeof n.ipv6 === 'string' ? tryParsePrefix(n.ipv6, true) : null;
       if (!a || a.family !== 6 || a.bits !== 128) fail(short, `${at}.ipv6`, `${show(n.ipv6)} is not an IPv6 address`);
       if (!p6) fail(short, `${at}.ipv6`, 'needs pool.ipv6');
+      const why = addressProblem(a, p6);
+      if (why) fail(short, `${at}.ipv6`, why);
+      const other = seen.get(a.text);
+      if (other) fail(short, `${at}.ipv6`, `${String(n.ipv6)} is used by node ${other}`);
+      seen.set(a.text, nodeName);
       node.ipv6 = String(n.ipv6);
     }
     if (n.defaultRoute !== undefined) {

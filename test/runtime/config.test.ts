@@ -27,3 +27,23 @@ test('config: bad quotas name the key', () => {
     });
   }
 });
+
+test('config: node addresses are checked against the pool, the host port and each other', () => {
+  const cases: [string, RegExp][] = [
+    ['nodes: { a: { ipv6: "fd00:94::1" } }', /^lab\.yaml: nodes\.a\.ipv6: fd00:94::1 is the host port's address$/],
+    ['nodes: { a: { ipv6: "2001:db8::5" } }', /^lab\.yaml: nodes\.a\.ipv6: 2001:db8::5 is outside the pool fd00:94::\/64$/],
+    ['nodes: { a: { ipv6: "fe80::1" } }', /^lab\.yaml: nodes\.a\.ipv6: fe80::1 is a link-local address$/],
+    ['nodes: { a: { ipv4: 10.94.0.0 } }', /^lab\.yaml: nodes\.a\.ipv4: 10\.94\.0\.0 is the network address/],
+    ['nodes: { a: { ipv4: 10.94.0.255 } }', /^lab\.yaml: nodes\.a\.ipv4: 10\.94\.0\.255 is the broadcast address/],
+    ['nodes: { a: { ipv4: 10.94.0.1 } }', /^lab\.yaml: nodes\.a\.ipv4: 10\.94\.0\.1 is the host port's address$/],
+    ['nodes: { a: { ipv6: "fd00:94::7" }, b: { ipv6: "fd00:94:0::7" } }', /^lab\.yaml: nodes\.b\.ipv6: fd00:94:0::7 is used by node a$/],
+    ['nodes: { a: { ipv4: 10.94.0.7 }, b: { ipv4: 10.94.0.7 } }', /^lab\.yaml: nodes\.b\.ipv4: 10\.94\.0\.7 is used by node a$/],
+  ];
+  for (const [yaml, re] of cases) {
+    assert.throws(() => parseRunConfig(`${BASE}${yaml}\n`, '/tmp/lab.yaml'), (e: Error) => {
+      assert.match(e.message, re, `${yaml}: got ${e.message}, want ${re}`);
+      return true;
+    }, `${yaml}: accepted, want refused`);
+  }
+  assert.doesNotThrow(() => parseRunConfig(`${BASE}nodes: { a: { ipv4: 10.94.0.7, ipv6: "fd00:94::7" } }\n`, '/tmp/lab.yaml'));
+});
