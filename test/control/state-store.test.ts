@@ -12,11 +12,11 @@ import { Agent } from '../../src/control/agent.js';
 import { StateStore, type StateFile } from '../../src/control/state-store.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
+import { MemPorts } from '../helpers/mem-ports.js';
 
 function makeAgent(stateDir: string): Agent {
   const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: 1 << 12, maxEndpoints: 64 });
-  let next = 1;
-  const ports = { attach: async () => ({ port: next++, tun: 'mem', ifname: 'eth0' }), detach: async () => undefined };
+  const ports = new MemPorts();
   return new Agent({
     name: 't', pool4: tryParsePrefix('10.42.0.0/24', false) as Prefix, maxEndpoints: 64, workers: 1, offload: false,
     config: { audit: false, enforcement: 'default' }, version: 'test', stateDir,
