@@ -10,7 +10,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { existsSync, readFileSync } from 'node:fs';
-import { TunswitchError } from '../control/errors.js';
 import type { ApiServerOptions } from '../api/server.js';
 import { resolve } from 'node:path';
 import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
