@@ -151,11 +151,6 @@ function slotKey(ft: FragmentTable, j: number): string {
   const proto = w(0) & 0xff;
   return `${fam}/${proto} ${[w(2), w(3), w(4), w(5)].join('.')} ${[w(6), w(7), w(8), w(9)].join('.')} #${w(1)}`;
 }
-/** Whether a live slot holds model key k. */
-function present(ft: FragmentTable, k: string): boolean {
-  for (let j = 0; j < ft.capacity; j++) if (ft.isUsed(j) && slotKey(ft, j) === k) return true;
-  return false;
-}
 
 for (const seed of [7, 8, 9]) {
   test(`fragments reference model, seed ${seed}`, () => {
@@ -201,7 +196,9 @@ for (const seed of [7, 8, 9]) {
           const e = model.get(kk);
           if (e) win.push({ key: kk, expires: e.expires, owner: e.owner });
         }
-        const gone = [...model.entries()].filter(([k, e]) => k !== key(f) && e.expires > now && !present(ft, k));
+        const present = new Set<string>();
+        for (let j = 0; j < ft.capacity; j++) if (ft.isUsed(j)) present.add(slotKey(ft, j));
+        const gone = [...model.entries()].filter(([k, e]) => k !== key(f) && e.expires > now && !present.has(k));
         assert.ok(gone.length <= 1, `${where}: record removed ${gone.length} live records, want at most 1`);
         if (ok) {
           if (gone.length === 1) {
