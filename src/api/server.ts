@@ -23,6 +23,7 @@ import { dirname } from 'node:path';
 import { TunswitchError, type ErrorCode } from '../control/errors.js';
 import type { AgentConfig, ControlApi, EndpointAddRequest, QueueSettings } from './types.js';
 import { MAX_API_BODY_BYTES, type ApiErrorBody } from './extra-types.js';
+import { firstInvalidUtf8 } from '../control/policy/parse.js';
 import { CaptureBusyError, checkCaptureRequest, serveCapture, type CaptureHandle, type CaptureRequest, type CaptureSink } from '../control/capture.js';
 
 export interface ApiServerOptions {
@@ -32,8 +33,12 @@ export interface ApiServerOptions {
   metricsAddr?: string;
   /** Largest request body in bytes (default MAX_API_BODY_BYTES). */
   maxBodyBytes?: number;
-  /** Called with errors that are not TunswitchErrors (bugs), for the agent's log. */
-  onInternalError?: (e: unknown) => void;
+  /**
+   * Called with errors that are not TunswitchErrors (bugs), for the agent's log, with the id
+   * the 500 response also carries (body and x-request-id header), so a user's report and the
+   * log line can be matched.
+   */
+  onInternalError?: (e: unknown, req: { requestId: string; method: string; path: string }) => void;
 }
 
 export interface ApiServer {
@@ -42,6 +47,9 @@ export interface ApiServer {
   /** Stops both listeners, ends open streams and removes the socket file. */
   close(): Promise<void>;
 }
+
+/** Numbers the requests that ended in an internal error (request ids in the log and the 500). */
+let requestSeq = 0;
 
 /** HTTP status for each error code; codes not listed are 500. */
 const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
@@ -433,7 +441,14 @@ function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
         resolve(undefined);
         return;
       }
-      const text = Buffer.concat(chunks).toString('utf8');
+      const bytes = Buffer.concat(chunks);
+      const bad = firstInvalidUtf8(bytes);
+      if (bad >= 0) {
+        // refused, not decoded with replacement characters (policy text would be altered)
+        reject(new HttpError(400, 'EBAD_REQUEST', `body: not UTF-8: invalid byte 0x${(bytes[bad] ?? 0).toString(16).padStart(2, '0')} at byte offset ${bad}`));
+        return;
+      }
+      const text = bytes.toString('utf8');
       try {
         resolve(JSON.parse(text));
       } catch (e) {
@@ -499,9 +514,11 @@ function makeListener(routes: Route[], opts: ApiServerOptions): (req: IncomingMe
         } else if (e instanceof TunswitchError) {
           sendError(res, statusForCode(e.code), e.code, e.message);
         } else {
-          opts.onInternalError?.(e);
+          const requestId = `${process.pid.toString(36)}-${(++requestSeq).toString(36)}`;
+          opts.onInternalError?.(e, { requestId, method, path });
           const msg = e instanceof Error ? e.message : String(e);
-          sendError(res, 500, 'EINTERNAL', `internal error: ${msg}`);
+          res.setHeader('x-request-id', requestId);
+          sendError(res, 500, 'EINTERNAL', `internal error (request ${requestId}, see the agent log): ${msg}`);
         }
       }
     })();

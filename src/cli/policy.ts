@@ -19,8 +19,11 @@ import { formatTable } from './table.js';
 
 async function readText(file: string): Promise<string> {
   try {
-    return await readFile(file, 'utf8');
+    const bytes = await readFile(file);
+    const { decodePolicyBytes } = await import('../control/policy/parse.js'); // loaded only when needed
+    return decodePolicyBytes(bytes, file);
   } catch (e) {
+    if (e instanceof TunswitchError) throw e;
     throw new TunswitchError('EBAD_REQUEST', `${file}: cannot read: ${(e as Error).message}`);
   }
 }

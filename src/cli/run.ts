@@ -20,6 +20,7 @@ export function register(program: Command, _ctx: CliContext): void {
     .requiredOption('-c, --config <file>', 'lab/run config (YAML)')
     .option('--state-dir <dir>', 'state directory (endpoints, identities, policies survive a restart)')
     .option('--metrics-addr <host:port>', 'Prometheus /metrics address', '127.0.0.1:9962')
+    .option('--force-partial-restore', 'start even when state entries cannot be restored: skip each one and log it (they are dropped at the next save)')
     .option('--no-metrics', 'do not serve /metrics on TCP')
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
     .option('--docker', 'Docker mode: serve the network driver "tunswitch" (/run/docker/plugins/tunswitch.sock), and attach containers labelled tunswitch.enable=true (network_mode: none)')
@@ -28,7 +29,7 @@ export function register(program: Command, _ctx: CliContext): void {
     .option('--hubble-listen <addr>', "also serve Hubble's Observer gRPC API there (unix:///path or host:port)", parseListen)
     .option('--log-level <level>', 'debug, info, warn or error', parseLogLevel, 'info')
     .option('--log-format <format>', 'text (<time> <LEVEL> <message>) or json (one object per line)', parseLogFormat, 'text')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; dockerDriver?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat }) => {
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; dockerDriver?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat; forcePartialRestore?: boolean }) => {
       const logger = makeLogger(o.logLevel, o.logFormat);
       // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
       const { loadRunConfig } = await import('../runtime/config.js');
@@ -46,6 +47,7 @@ export function register(program: Command, _ctx: CliContext): void {
       const sw = await startSwitch(cfg, {
         socket: listenSocket(program),
         stateDir: o.stateDir ?? `/var/lib/tunswitch/${cfg.name}`,
+        forcePartialRestore: o.forcePartialRestore === true,
         metricsAddr: o.metrics ? o.metricsAddr : null,
         version: packageVersion(),
         events: o.events,

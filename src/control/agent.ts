@@ -10,8 +10,7 @@
  *   3. write the diff into the tables through one WriteLog and commit (one new revision)
  *   4. persist the state directory (endpoints, identity numbers, policy sources, config)
  */
-import { readFileSync, writeFileSync, mkdirSync, renameSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { StateStore, type PolicySource, type StateFile } from './state-store.js';
 import { TunswitchError } from './errors.js';
 import { IdentityAllocator, type Identity } from './identity.js';
 import { LabelSet, formatLabel, parseLabel, makeLabel, type Label } from './labels.js';
@@ -94,18 +93,11 @@ interface EndpointRec {
   handoff?: boolean;
 }
 
-interface PolicySource {
-  file: string;
-  text: string;
-}
-
-interface StateFile {
-  version: 1;
-  config: AgentConfig;
-  identities: unknown;
-  endpoints: { id: number; name: string; labels: string[]; ipv4?: string; ipv6?: string; netns?: string; pid?: number; defaultRoute: boolean }[];
-  /** policy key -> the file text it came from (re-parsed on restore). */
-  policies: Record<string, PolicySource>;
+/** How restore() treats entries it cannot restore. */
+export interface RestoreOptions {
+  /** Skip (and log) entries that cannot be restored instead of refusing to start. */
+  forcePartial?: boolean;
+  log?: (msg: string) => void;
 }
 
 export interface AgentOptions {
@@ -304,8 +296,7 @@ export class Agent implements ControlApi {
     }
     try {
       if (req.ipv6) {
-        this.ipam.claim6(req.ipv6, where);
-        ipv6 = req.ipv6;
+        ipv6 = this.ipam.claim6(req.ipv6, where);
       } else if (this.opts.pool6) {
         ipv6 = this.ipam.allocate6(ipv4, where);
       }
@@ -825,9 +816,13 @@ export class Agent implements ControlApi {
 
   // ---------------------------------------------------------------- persistence
 
+  private store(): StateStore | null {
+    return this.opts.stateDir ? new StateStore(this.opts.stateDir) : null;
+  }
+
   private persist(): void {
-    const dir = this.opts.stateDir;
-    if (!dir) return;
+    const store = this.store();
+    if (!store) return;
     const state: StateFile = {
       version: 1,
       config: this.config,
@@ -843,49 +838,74 @@ export class Agent implements ControlApi {
       policies: Object.fromEntries(this.policySources),
     };
     for (const [name, e] of this.pendingRestore) if (!this.byName.has(name)) state.endpoints.push(e);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = join(dir, 'state.json.tmp');
-    writeFileSync(tmp, JSON.stringify(state, null, 1));
-    renameSync(tmp, join(dir, 'state.json'));
+    store.write(state);
   }
 
   /**
    * Restores identities, config and policies from the state directory, and returns the
    * endpoints to re-attach (the caller decides which namespaces still exist).
+   *
+   * The whole file is validated (StateStore.read) and every policy entry is parsed before
+   * anything is applied. An entry that cannot be restored (its text no longer parses, or
+   * does not define the policy its key names) stops the start with ESTATE_INVALID naming the
+   * file, the entry and the reason, unless opts.forcePartial: then each such entry is logged
+   * and skipped (and the next save drops it).
    */
-  restore(): StateFile['endpoints'] {
-    const dir = this.opts.stateDir;
-    if (!dir || !existsSync(join(dir, 'state.json'))) return [];
-    let state: StateFile;
-    try {
-      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StateFile;
-    } catch (e) {
-      throw new TunswitchError('ESTATE_INVALID', `${join(dir, 'state.json')}: ${(e as Error).message}`);
-    }
-    if (state.version !== 1) throw new TunswitchError('ESTATE_INVALID', `${join(dir, 'state.json')}: version ${String(state.version)} is not 1`);
-    this.allocator.restore(state.identities);
-    if (state.config) {
-      this.config = { ...this.config, ...state.config };
-      this.publishConfig();
-      this.apply(this.compiler.setConfig(this.policyConfig()));
-    }
-    const parsed = new Map<string, Policy[]>();
-    for (const [key, src] of Object.entries(state.policies ?? {})) {
+  restore(opts: RestoreOptions = {}): StateFile['endpoints'] {
+    const store = this.store();
+    if (!store) return [];
+    const state = store.read();
+    if (!state) return [];
+    const file = store.file;
+    const problems: string[] = [];
+    const policies: [string, PolicySource, Policy][] = [];
+    const parsed = new Map<string, Policy[] | Error>();
+    for (const [key, src] of Object.entries(state.policies)) {
       const cacheKey = `${src.file}\u0000${src.text}`;
       let pols = parsed.get(cacheKey);
       if (!pols) {
-        pols = parsePolicyFile(src.text, src.file);
+        try {
+          pols = parsePolicyFile(src.text, src.file);
+        } catch (e) {
+          pols = e as Error;
+        }
         parsed.set(cacheKey, pols);
       }
+      const at = `policies[${JSON.stringify(key)}]`;
+      if (pols instanceof Error) {
+        problems.push(`${at}: its text no longer parses: ${pols.message}`);
+        continue;
+      }
       const p = pols.find((x) => x.key === key);
-      if (!p) continue;
+      if (!p) {
+        problems.push(`${at}: its text (from ${src.file}) defines ${pols.map((x) => JSON.stringify(x.key)).join(', ') || 'no policy'}, not this one`);
+        continue;
+      }
+      policies.push([key, src, p]);
+    }
+    if (problems.length > 0) {
+      if (!opts.forcePartial) {
+        const more = problems.length > 1 ? ` (and ${problems.length - 1} more entries; --force-partial-restore skips them)` : ' (--force-partial-restore skips it)';
+        throw new TunswitchError('ESTATE_INVALID', `${file}: ${problems[0] as string}${more}`);
+      }
+      for (const p of problems) opts.log?.(`${file}: skipped ${p}`);
+    }
+    try {
+      this.allocator.restore(state.identities);
+    } catch (e) {
+      throw new TunswitchError('ESTATE_INVALID', `${file}: identities: ${(e as Error).message}`);
+    }
+    this.config = { ...this.config, ...state.config };
+    this.publishConfig();
+    this.apply(this.compiler.setConfig(this.policyConfig()));
+    for (const [key, src, p] of policies) {
       const diff = this.compiler.upsertPolicy(p);
       this.apply(diff);
       this.policySources.set(key, src);
       this.policyRevision.set(key, diff.revision);
     }
-    for (const e of state.endpoints ?? []) this.pendingRestore.set(e.name, e);
-    return state.endpoints ?? [];
+    for (const e of state.endpoints) this.pendingRestore.set(e.name, e);
+    return state.endpoints;
   }
 
   /** Forgets a restored endpoint that will not come back (e.g. deleted through the API). */

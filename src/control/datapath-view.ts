@@ -6,6 +6,7 @@
  * out at its next batch (ring word R_FLUSH), so the single-writer rule holds.
  */
 import { ConntrackTable, ctStateName } from '../tables/conntrack.js';
+import { FragmentTable } from '../tables/fragments.js';
 import {
   C_DROP_PKTS,
   C_FWD_PKTS,
@@ -64,6 +65,7 @@ export function tcpFlagNames(f: number): string {
 
 export class DatapathView {
   readonly ct: ConntrackTable[];
+  readonly frags: FragmentTable[];
   readonly counters: Float64Array[];
   readonly rings: EventRing[];
   readonly shardRings: Int32Array[];
@@ -73,8 +75,10 @@ export class DatapathView {
     counters: SharedArrayBuffer[],
     events: SharedArrayBuffer[],
     shardRings: SharedArrayBuffer[],
+    fragments: SharedArrayBuffer[] = [],
   ) {
     this.ct = conntrack.map((s) => ConntrackTable.attach(s, 0));
+    this.frags = fragments.map((s) => FragmentTable.attach(s, 0));
     this.counters = counters.map((s) => new Float64Array(s));
     this.rings = events.map((s) => new EventRing(s));
     this.shardRings = shardRings.map((s) => new Int32Array(s));

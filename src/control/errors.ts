@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   EENDPOINT_EXISTS: 'an endpoint with that index or name already exists',
   ECAPTURE_BUSY: 'a packet capture is already running (one at a time)',
   EIDENTITY_NOT_FOUND: 'no identity with that number exists',
+  ENETNS_NOT_FOUND: 'the network namespace (or process) an endpoint names does not exist',
   EIDENTITY_EXHAUSTED: 'the identity number space is used up',
   ELABEL_INVALID: 'a label or label selector is malformed',
   ECIDR_INVALID: 'an IP prefix is malformed',

@@ -7,8 +7,8 @@
  *   1. parse                        (drop: 134 INVALID, 135, 139, 156 ...)
  *   2. source check                 the source address must be E's        (else 132; an
  *                                   endpoint with no address of the family owns none)
- *   3. fragments                    first fragment records its ports; later ones look them up
- *                                   (175 FRAG_NOT_FOUND; 157 when the fragment table is full)
+ *   3. fragments                    later fragments look up the ports of their first one
+ *                                   (175 FRAG_NOT_FOUND); the first is recorded at step 10
  *   4. protocol                     TCP, UDP, SCTP, ICMP, ICMPv6 only      (else 137)
  *   5. destination                  local endpoint D (endpoint table) or ipcache LPM; a miss
  *                                   is world (2) and the event says the ipcache missed
@@ -19,10 +19,13 @@
  *   8. ingress policy of D          lookup(D, ingress, E's identity, proto, dport), if D is local
  *                                   no entry: 133 POLICY; a deny entry: 181 POLICY_DENY;
  *                                   audit mode turns either into an allow marked audited
- *   9. conntrack create             for an allowed new flow               (full: 155)
- *  10. TTL / hop limit              <= 1: 196 TTL_EXCEEDED; else decrement (IPv4 checksum
+ *   9. conntrack create             for an allowed new flow, charged to E (a full table evicts;
+ *                                   155 only when E is at its quota, see tables/conntrack.ts)
+ *  10. first fragment record        only now that policy allowed it, so denied datagrams take
+ *                                   no slot (157 only when E is at its fragment quota)
+ *  11. TTL / hop limit              <= 1: 196 TTL_EXCEEDED; else decrement (IPv4 checksum
  *                                   patched incrementally)
- *  11. output                       D's port; else the ipcache's tunnel endpoint (sent through
+ *  12. output                       D's port; else the ipcache's tunnel endpoint (sent through
  *                                   the host port, marked); else the host port; else 151
  *
  * A packet entering from the host port takes the same steps without 2 and 7: its source
@@ -47,7 +50,7 @@ import {
   DROP_TTL_EXCEEDED,
   DROP_UNROUTABLE,
 } from './drop.js';
-import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REOPENED, CT_REPLY, type ConntrackTable } from '../tables/conntrack.js';
+import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REOPENED, CT_REPLY, OWNER_HOST, ownerSlot, type ConntrackTable } from '../tables/conntrack.js';
 import type { FragmentTable } from '../tables/fragments.js';
 import { POLICY_MATCH_NONE } from '../tables/policy.js';
 import {
@@ -224,14 +227,12 @@ export class Pipeline {
     }
     this.outSrcId = srcId;
 
-    // 3. fragments
-    if (pi.isFragment === 1) {
-      if (pi.fragOffset === 0) {
-        if (pi.l4Off >= 0 && !this.frags.record(pi, this.now)) return this.drop(DROP_FRAG_NOSUPPORT, len);
-      } else if (!this.frags.lookup(pi, this.now)) {
-        return this.drop(DROP_FRAG_NOT_FOUND, len);
-      }
+    // 3. fragments: a later fragment takes the ports of its first (recorded at step 10)
+    if (pi.isFragment === 1 && pi.fragOffset !== 0 && !this.frags.lookup(pi, this.now)) {
+      return this.drop(DROP_FRAG_NOT_FOUND, len);
     }
+    // conntrack and fragment slots are charged to the sending endpoint (quota)
+    const owner = fromHost ? OWNER_HOST : ownerSlot(srcEpRaw);
 
     // 4. protocol
     const proto = pi.proto;
@@ -342,7 +343,7 @@ export class Pipeline {
       // 9. conntrack create for a new flow
       if (state === CT_NEW) {
         // The lookup above missed and nothing touched the table since: reuse its key and hash.
-        idx = ct.createAfterMiss(pi, srcId, this.now);
+        idx = ct.createAfterMiss(pi, srcId, this.now, owner);
         if (idx < 0) {
           this.counters[C_CT_CREATE_FAILED]++;
           return this.drop(DROP_CT_CREATE_FAILED, len);
@@ -355,12 +356,17 @@ export class Pipeline {
       ct.setPolicyCache(idx, this.revision, cookie, match, audited !== 0);
     }
 
-    // 10. TTL / hop limit
+    // 10. the first fragment of an allowed datagram: remember its ports for the later ones
+    if (pi.isFragment === 1 && pi.fragOffset === 0 && pi.l4Off >= 0 && !this.frags.record(pi, this.now, owner)) {
+      return this.drop(DROP_FRAG_NOSUPPORT, len);
+    }
+
+    // 11. TTL / hop limit
     if (pi.ttl <= 1) return this.drop(DROP_TTL_EXCEEDED, len);
     if (v4) decrementTtl4(buf, dv, pi.l3Off);
     else decrementHopLimit6(buf, pi.l3Off);
 
-    // 11. output
+    // 12. output
     let out: number;
     if (dstEp >= 0) {
       out = eps.port(dstEp);

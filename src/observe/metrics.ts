@@ -40,6 +40,10 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
   const endpoints = new Gauge({ name: 'cilium_endpoint', help: 'Endpoints', registers: [registry] });
   const ctEntries = new Gauge({ name: 'tunswitch_conntrack_entries', help: 'Conntrack entries per shard', labelNames: ['shard'], registers: [registry] });
   const ctOcc = new Gauge({ name: 'tunswitch_conntrack_occupancy_ratio', help: 'Conntrack entries / usable capacity per shard', labelNames: ['shard'], registers: [registry] });
+  const ctEvict = new Gauge({ name: 'tunswitch_conntrack_evictions_total', help: 'Conntrack entries evicted to make room for a new flow (expired, unreplied = early drop, oldest = least recently seen, quota = own entry of an endpoint at its quota)', labelNames: ['reason'], registers: [registry] });
+  const ctQuota = new Gauge({ name: 'tunswitch_conntrack_quota_refused_total', help: 'New flows refused (drop 155) because the endpoint was at its conntrack quota', registers: [registry] });
+  const fragEvict = new Gauge({ name: 'tunswitch_fragment_evictions_total', help: 'Fragment records overwritten while live (oldest = the window was full, quota = own record of an endpoint at its quota)', labelNames: ['reason'], registers: [registry] });
+  const fragQuota = new Gauge({ name: 'tunswitch_fragment_quota_refused_total', help: 'First fragments refused (drop 157) because the endpoint was at its fragment quota', registers: [registry] });
   const batches = new Counter({ name: 'tunswitch_batches_total', help: 'Batches processed by shard workers', registers: [registry] });
   const packets = new Counter({ name: 'tunswitch_packets_total', help: 'Packets processed by shard workers', registers: [registry] });
   const busy = new Gauge({ name: 'tunswitch_shard_busy_ratio', help: 'Fraction of wall time shard workers spent processing since the last scrape', registers: [registry] });
@@ -89,6 +93,20 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
       ctEntries.set({ shard: String(k) }, t.count);
       ctOcc.set({ shard: String(k) }, t.count / t.maxEntries);
     });
+    const ce = { expired: 0, unreplied: 0, oldest: 0, quota: 0, quotaRefused: 0 };
+    for (const t of view.ct) {
+      const e = t.evictions();
+      ce.expired += e.expired; ce.unreplied += e.unreplied; ce.oldest += e.oldest; ce.quota += e.quota; ce.quotaRefused += e.quotaRefused;
+    }
+    for (const r of ['expired', 'unreplied', 'oldest', 'quota'] as const) ctEvict.set({ reason: r }, ce[r]);
+    ctQuota.set(ce.quotaRefused);
+    const fe = { oldest: 0, quota: 0, quotaRefused: 0 };
+    for (const t of view.frags) {
+      const e = t.evictions();
+      fe.oldest += e.oldest; fe.quota += e.quota; fe.quotaRefused += e.quotaRefused;
+    }
+    for (const r of ['oldest', 'quota'] as const) fragEvict.set({ reason: r }, fe[r]);
+    fragQuota.set(fe.quotaRefused);
     batches.reset();
     batches.inc(view.sum(C_BATCHES));
     packets.reset();

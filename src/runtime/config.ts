@@ -14,6 +14,9 @@
  *     web: { labels: { app: web }, ipv4: 10.42.0.10 }
  *     db:  { labels: { app: db } }   # address from the pool
  *   policies: [ policies/ ]          # files or folders, relative to the config file
+ *   quotas:                          # percent of a shard's table one endpoint may hold
+ *     conntrack: 50                  # (1-100, 100 = no quota; see tables/conntrack.ts)
+ *     fragments: 50
  *   io: auto                         # I/O engine: auto (io_uring where it runs) | uring | readwrite
  *   queue: { limitBytes: 4MiB, target: 5ms, interval: 100ms }   # egress queue of every port
  *   txqueuelen: 64                   # endpoint TUN queue (packets the kernel holds before we read)
@@ -26,6 +29,8 @@ import { basename, dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { TunswitchError } from '../control/errors.js';
 import { tryParsePrefix, type Prefix } from '../control/cidr.js';
+import { DEFAULT_ENDPOINT_SHARE } from '../tables/conntrack.js';
+import { addressProblem } from '../control/ipam.js';
 
 export interface NodeConfig {
   name: string;
@@ -69,14 +74,17 @@ export interface RunConfig {
   /** Coalesce same-flow TCP segments of a transmit batch into one GSO write. */
   gro: boolean;
   txqueuelen: number;
+  /** Percent of a shard's conntrack / fragment slots one endpoint may hold (100: no quota). */
+  quotas: { conntrack: number; fragments: number };
   /** Directory of the config file (policy paths are relative to it). */
   baseDir: string;
   file: string;
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro'];
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas'];
 const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
+const QUOTA_KEYS = ['conntrack', 'fragments'];
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 
 function fail(file: string, path: string, msg: string): never {
@@ -149,7 +157,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
   const rawNodes = doc.nodes ?? {};
   if (!isObj(rawNodes)) fail(short, 'nodes', 'must be a mapping of node name to node');
   const nodes: NodeConfig[] = [];
-  const seen4 = new Set<string>();
+  const seen = new Map<string, string>(); // address -> node
   for (const [nodeName, raw] of Object.entries(rawNodes)) {
     const at = `nodes.${nodeName}`;
     if (!NAME_RE.test(nodeName)) fail(short, at, 'node names are 1-16 characters of a-z, 0-9 and "-"');
@@ -170,16 +178,22 @@ export function parseRunConfig(text: string, file: string): RunConfig {
       const ip = n.ipv4;
       const a = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
       if (!a || a.family !== 4 || a.bits !== 32) fail(short, `${at}.ipv4`, `${show(n.ipv4)} is not an IPv4 address`);
-      const inPool = (a.words[0] as number) >>> (32 - p4.bits) === (p4.words[0] as number) >>> (32 - p4.bits) || p4.bits === 0;
-      if (!inPool) fail(short, `${at}.ipv4`, `${a.text} is outside pool.ipv4 ${p4.text}`);
-      if (seen4.has(a.text)) fail(short, `${at}.ipv4`, `${a.text} is used by another node`);
-      seen4.add(a.text);
+      const why = addressProblem(a, p4);
+      if (why) fail(short, `${at}.ipv4`, why);
+      const other = seen.get(a.text);
+      if (other) fail(short, `${at}.ipv4`, `${String(ip)} is used by node ${other}`);
+      seen.set(a.text, nodeName);
       node.ipv4 = String(ip);
     }
     if (n.ipv6 !== undefined) {
       const a = typeof n.ipv6 === 'string' ? tryParsePrefix(n.ipv6, true) : null;
       if (!a || a.family !== 6 || a.bits !== 128) fail(short, `${at}.ipv6`, `${show(n.ipv6)} is not an IPv6 address`);
       if (!p6) fail(short, `${at}.ipv6`, 'needs pool.ipv6');
+      const why = addressProblem(a, p6);
+      if (why) fail(short, `${at}.ipv6`, why);
+      const other = seen.get(a.text);
+      if (other) fail(short, `${at}.ipv6`, `${String(n.ipv6)} is used by node ${other}`);
+      seen.set(a.text, nodeName);
       node.ipv6 = String(n.ipv6);
     }
     if (n.defaultRoute !== undefined) {
@@ -204,6 +218,17 @@ export function parseRunConfig(text: string, file: string): RunConfig {
   const queue: QueueConfig = { ...DEFAULT_QUEUE, ...(doc.queue !== undefined ? parseQueue(short, 'queue', doc.queue) : {}) };
   const txq = doc.txqueuelen ?? DEFAULT_TXQUEUELEN;
   if (!Number.isInteger(txq) || (txq as number) < 1 || (txq as number) > 100000) fail(short, 'txqueuelen', `${show(txq)} must be an integer from 1 to 100000`);
+  const quotas = { conntrack: DEFAULT_ENDPOINT_SHARE, fragments: DEFAULT_ENDPOINT_SHARE };
+  if (doc.quotas !== undefined) {
+    if (!isObj(doc.quotas)) fail(short, 'quotas', 'must be a mapping with conntrack and/or fragments');
+    for (const [k, v] of Object.entries(doc.quotas)) {
+      if (!QUOTA_KEYS.includes(k)) fail(short, `quotas.${k}`, `unknown field (known: ${QUOTA_KEYS.join(', ')})`);
+      if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 100) {
+        fail(short, `quotas.${k}`, `${show(v)} must be an integer percent from 1 to 100 (100: no quota)`);
+      }
+      quotas[k as 'conntrack' | 'fragments'] = v as number;
+    }
+  }
 
   return {
     name,
@@ -220,6 +245,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     audit: bool('audit', false),
     nodes,
     policies,
+    quotas,
     baseDir: dirname(file),
     file,
   };

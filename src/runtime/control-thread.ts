@@ -9,13 +9,15 @@
  * write to them.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import type { ApiServerOptions } from '../api/server.js';
 import { resolve } from 'node:path';
 import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
 import type { QueueSettings, RuntimeInfo } from '../api/types.js';
 import { TunswitchError } from '../control/errors.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
+import { decodePolicyBytes } from '../control/policy/parse.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
 import { addHostPortNetwork, attachEndpoint, netnsExists, prepareHandoff, removeHostPortNetwork, setupHostPort } from '../io/netns.js';
@@ -35,6 +37,7 @@ export interface ControlInit {
   rt: RuntimeShared;
   socket: string;
   stateDir: string | null;
+  forcePartialRestore?: boolean;
   metricsAddr: string | null;
   version: string;
   /**
@@ -110,7 +113,10 @@ class TunPorts implements PortManager {
 
   async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
     if (spec.netns !== undefined && !(await netnsExists(spec.netns))) {
-      throw new Error(`endpoint "${spec.name}": network namespace "${spec.netns}" does not exist`);
+      throw new TunswitchError('ENETNS_NOT_FOUND', `endpoint "${spec.name}": network namespace "${spec.netns}" does not exist (ip netns list)`);
+    }
+    if (spec.pid !== undefined && !existsSync(`/proc/${spec.pid}/ns/net`)) {
+      throw new TunswitchError('ENETNS_NOT_FOUND', `endpoint "${spec.name}": process ${spec.pid} does not exist`);
     }
     const p = this.allocPort();
     const tunName = `${this.cfg.name}.${p}`;
@@ -234,7 +240,7 @@ async function main(): Promise<void> {
   } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
-  const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
+  const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings, init.rt.fragments);
   const ports = new TunPorts(cfg, init.rt.portQueue);
   const agentOpts: ConstructorParameters<typeof Agent>[0] = {
     name: cfg.name,
@@ -295,7 +301,7 @@ async function main(): Promise<void> {
   }
 
   // Restore state, then the config's nodes (config wins for nodes it names).
-  const restored = agent.restore();
+  const restored = agent.restore({ forcePartial: init.forcePartialRestore === true, log });
   const wanted = new Map<string, { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string }>();
   for (const n of cfg.nodes) {
     const w: { labels: Record<string, string>; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = {
@@ -338,7 +344,7 @@ async function main(): Promise<void> {
     { emptyFolderIsError: false },
   );
   for (const f of files) {
-    const r = agent.importPolicies(readFileSync(f, 'utf8'), f);
+    const r = agent.importPolicies(decodePolicyBytes(readFileSync(f), f), f);
     log(`policy ${f}: ${r.policies.join(', ')} (revision ${r.revision})`);
   }
 
@@ -355,7 +361,11 @@ async function main(): Promise<void> {
   agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');
-  const srvOpts: { socket: string; metricsAddr?: string } = { socket: init.socket };
+  const srvOpts: ApiServerOptions = {
+    socket: init.socket,
+    // a bug behind an API request: the whole stack in the log, under the id the 500 carries
+    onInternalError: (e, r) => log(`API internal error, request ${r.requestId} (${r.method} ${r.path}): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`),
+  };
   if (init.metricsAddr) srvOpts.metricsAddr = init.metricsAddr;
   if (stopping) return;
   started.server = await startApiServer(agent, srvOpts);

@@ -205,8 +205,8 @@ export class Supervisor {
     }
     // The loops drain and return on STOP; then the pools go.
     const dones = this.st.map((s) => s.done).filter((d): d is Promise<unknown> => d !== null);
-    await Promise.race([Promise.allSettled(dones), new Promise((r) => setTimeout(r, 5000))]);
+    await Promise.race([Promise.allSettled(dones), new Promise((r) => setTimeout(r, 5000).unref())]);
     const pools = this.st.map((s) => s.pool).filter((p): p is Piscina => p !== null);
-    await Promise.race([Promise.allSettled(pools.map((p) => p.destroy())), new Promise((r) => setTimeout(r, 5000))]);
+    await Promise.race([Promise.allSettled(pools.map((p) => p.destroy())), new Promise((r) => setTimeout(r, 5000).unref())]);
   }
 }

@@ -33,6 +33,8 @@ import { CaptureRing } from '../tables/capture.js';
 export interface RunOptions {
   socket: string;
   stateDir: string | null;
+  /** Skip (and log) state entries that cannot be restored instead of refusing to start. */
+  forcePartialRestore?: boolean;
   metricsAddr: string | null;
   version: string;
   ctCapacity?: number;
@@ -85,10 +87,10 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     rt.counters.push(createCounters().buffer as SharedArrayBuffer);
     rt.events.push(EventRing.create(8192).sab);
     const ctSab = new SharedArrayBuffer(ConntrackTable.bytesFor(ctCapacity));
-    new ConntrackTable(ctSab, 0, ctCapacity, lifetimes); // initialise the header
+    new ConntrackTable(ctSab, 0, ctCapacity, { ...lifetimes, endpointShare: cfg.quotas.conntrack }); // initialise the header
     rt.conntrack.push(ctSab);
     const fSab = new SharedArrayBuffer(FragmentTable.bytesFor(fragCapacity));
-    new FragmentTable(fSab, 0, fragCapacity);
+    new FragmentTable(fSab, 0, fragCapacity, { endpointShare: cfg.quotas.fragments });
     rt.fragments.push(fSab);
     rt.egress.push(EgressQueues.create(slots, MAX_PORTS).sab);
     (rt.capture as SharedArrayBuffer[]).push(CaptureRing.create().sab);
@@ -154,6 +156,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     rt,
     socket: opts.socket,
     stateDir: opts.stateDir,
+    forcePartialRestore: opts.forcePartialRestore === true,
     metricsAddr: opts.metricsAddr,
     version: opts.version,
     docker: opts.docker ?? null,
@@ -204,7 +207,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
   async function stop(): Promise<void> {
     if (stopping) return;
     postEncoded(ctl, { type: 'shutdown' } satisfies MainToControl);
-    await Promise.race([stopped, new Promise((r) => setTimeout(r, 10000))]);
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 10000).unref())]); // unref: a failed start exits at once
     stopping = true;
     clearInterval(slabTimer);
     io.stop();

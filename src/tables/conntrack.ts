@@ -12,6 +12,19 @@
  *   4. ICMP errors: lookupRelated(inner, now) finds the flow of the embedded packet.
  *   5. gc(now, budget) once per batch reclaims expired entries a few slots at a time.
  *
+ * Pressure. A full table evicts instead of refusing (Linux's early_drop, Cilium's LRU map):
+ * create() on a table at maxEntries examines EVICT_WINDOW slots from the home slot and deletes,
+ * in this order of preference,
+ *   1. an expired entry                                      (evictions{reason="expired"})
+ *   2. the least recently seen entry that never saw a reply  (evictions{reason="unreplied"})
+ *   3. the least recently seen entry                         (evictions{reason="oldest"})
+ * Per-endpoint quota: every entry records its owner (the source endpoint of the creating
+ * packet, or OWNER_HOST), and the table counts entries per owner. An owner holding `quota`
+ * entries may only replace one of its own (same order of preference, evictions{reason="quota"});
+ * if its own entries are not within the window the create is refused (drop 155, counted in
+ * createFailed and quotaRefused). So one endpoint flooding SYNs churns its own share and never
+ * takes more than `quota` slots from the others on the shard.
+ *
  * Concurrency. Exactly one thread writes a region at a time (the worker owning the shard), so
  * nothing here is atomic. The control thread may attach() and read for `ct list`: such a read
  * can be torn (a half-written entry, an entry seen twice or missed while backward-shift
@@ -39,7 +52,14 @@
  *     word 7  H_CLOSE_LIFETIME seconds once a TCP flow is closed (FIN both ways, or RST)
  *     word 8  H_CREATE_FAILED  create() calls refused because the table was full (u32, wraps)
  *     word 9  H_MAX_ENTRIES    occupancy limit (capacity - capacity/8) keeping probes short
- *     words 10..15             reserved, zero
+ *     word 10 H_QUOTA          entries one owner may hold (0: no quota); set by the constructor
+ *                              when opts.endpointShare is given, else kept from the region
+ *     word 11 H_EVICT_EXPIRED  expired entries evicted by a create on a full table (u32, wraps)
+ *     word 12 H_EVICT_UNREPLIED entries without a reply evicted (early drop)
+ *     word 13 H_EVICT_OLDEST   least recently seen entries evicted
+ *     word 14 H_EVICT_QUOTA    own entries replaced by an owner at its quota
+ *     word 15 H_QUOTA_REFUSED  creates refused because the owner was at its quota and held no
+ *                              entry within the window (also counted in H_CREATE_FAILED)
  *
  *   entries: capacity x ENTRY_WORDS words (128 bytes each), at HEADER_WORDS + idx * ENTRY_WORDS
  *     key (in the orientation of the packet that created the entry):
@@ -71,7 +91,11 @@
  *     word 24 E_TRACE_TIME  time of the last trace event reported for this flow
  *     word 25 E_TRACE_FLAGS bits 0..7 TCP flags already reported, original direction;
  *                       8..15 reply direction; bit 16 a trace was reported at least once
- *     words 26..31 reserved, zero (pads the entry to 128 bytes, two cache lines)
+ *     word 26 E_OWNER   owner slot (0..OWNER_SLOTS-1) the entry is charged to
+ *     word 27 E_SEEN    time of the last packet (LRU order for eviction)
+ *     words 28..31 reserved, zero (pads the entry to 128 bytes, two cache lines)
+ *
+ *   owner counts: OWNER_SLOTS words after the entries, entries held per owner slot
  * ---------------------------------------------------------------------------------------------
  */
 import { PacketInfo, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../datapath/packet.js';
@@ -100,6 +124,26 @@ const H_SYN_LIFETIME = 6;
 const H_CLOSE_LIFETIME = 7;
 const H_CREATE_FAILED = 8;
 const H_MAX_ENTRIES = 9;
+const H_QUOTA = 10;
+const H_EVICT_EXPIRED = 11;
+const H_EVICT_UNREPLIED = 12;
+const H_EVICT_OLDEST = 13;
+const H_EVICT_QUOTA = 14;
+const H_QUOTA_REFUSED = 15;
+
+/**
+ * Owner slots: 0 is the host port (and anything not sent by an endpoint); endpoint index e
+ * is charged to slot (e mod (OWNER_SLOTS - 1)) + 1 (ownerSlot()). OWNER_SLOTS - 1 is the
+ * default endpoint table size, so endpoints share a slot only in larger tables.
+ */
+export const OWNER_SLOTS = 4097;
+export const OWNER_HOST = 0;
+/** Owner slot of endpoint index `ep` (see OWNER_SLOTS). */
+export function ownerSlot(ep: number): number {
+  return (ep % (OWNER_SLOTS - 1)) + 1;
+}
+/** Default share (percent) of a shard's conntrack and fragment slots one endpoint may hold. */
+export const DEFAULT_ENDPOINT_SHARE = 50;
 
 export const ENTRY_WORDS = 32;
 const ENTRY_SHIFT = 5;
@@ -123,6 +167,8 @@ const E_POL_COOKIE = 22;
 const E_POL_META = 23;
 const E_TRACE_TIME = 24;
 const E_TRACE_FLAGS = 25;
+const E_OWNER = 26;
+const E_SEEN = 27;
 const KEY_WORDS = 10;
 
 /** E_FLAGS bits. */
@@ -150,6 +196,21 @@ export interface ConntrackOptions {
   nonTcpLifetime?: number;
   synLifetime?: number;
   closeLifetime?: number;
+  /**
+   * Percent (1-100) of maxEntries one owner may hold; 100 disables the quota. When left out,
+   * a region being adopted keeps its quota and a new one has none (the switch passes the
+   * configured share, DEFAULT_ENDPOINT_SHARE unless set).
+   */
+  endpointShare?: number;
+}
+
+/** Eviction counters of one table (see the header words H_EVICT_*). */
+export interface CtEvictions {
+  expired: number;
+  unreplied: number;
+  oldest: number;
+  quota: number;
+  quotaRefused: number;
 }
 
 /** One entry copied out for listing (allocates; not for the hot path). */
@@ -243,7 +304,7 @@ function checkLifetime(name: string, v: number): number {
 export class ConntrackTable {
   /** Bytes of shared memory a table of `capacity` slots needs. */
   static bytesFor(capacity: number): number {
-    return (HEADER_WORDS + capacity * ENTRY_WORDS) * 4;
+    return (HEADER_WORDS + capacity * ENTRY_WORDS + OWNER_SLOTS) * 4;
   }
 
   /**
@@ -259,6 +320,8 @@ export class ConntrackTable {
   readonly capacity: number;
   private readonly mask: number;
   private readonly w: Uint32Array;
+  /** Word index of the owner counts (after the entries). */
+  private readonly own: number;
   /** Scratch key for the current probe (10 words), in the packet's orientation. */
   private readonly kb: Uint32Array;
   /** The same key reversed (addresses and ports swapped). */
@@ -280,7 +343,8 @@ export class ConntrackTable {
     }
     this.capacity = capacity;
     this.mask = capacity - 1;
-    this.w = new Uint32Array(sab, byteOffset, HEADER_WORDS + capacity * ENTRY_WORDS);
+    this.w = new Uint32Array(sab, byteOffset, HEADER_WORDS + capacity * ENTRY_WORDS + OWNER_SLOTS);
+    this.own = HEADER_WORDS + capacity * ENTRY_WORDS;
     this.kb = new Uint32Array(KEY_WORDS);
     this.kr = new Uint32Array(KEY_WORDS);
     if (attachOnly) return;
@@ -296,6 +360,13 @@ export class ConntrackTable {
     w[H_NONTCP_LIFETIME] = checkLifetime('nonTcpLifetime', o.nonTcpLifetime ?? 60);
     w[H_SYN_LIFETIME] = checkLifetime('synLifetime', o.synLifetime ?? 60);
     w[H_CLOSE_LIFETIME] = checkLifetime('closeLifetime', o.closeLifetime ?? 10);
+    if (o.endpointShare !== undefined || !adopt) {
+      const share = o.endpointShare ?? 100;
+      if (!Number.isInteger(share) || share < 1 || share > 100) {
+        throw new RangeError('options.endpointShare must be an integer percent from 1 to 100');
+      }
+      w[H_QUOTA] = share >= 100 ? 0 : Math.max(1, Math.floor(((w[H_MAX_ENTRIES] as number) * share) / 100));
+    }
     w[H_MAGIC] = MAGIC; // last: the region is valid from here on
   }
 
@@ -303,6 +374,20 @@ export class ConntrackTable {
   /** Occupancy limit: create() fails beyond it (capacity minus one eighth). */
   get maxEntries(): number { return this.w[H_MAX_ENTRIES] as number; }
   get createFailed(): number { return this.w[H_CREATE_FAILED] as number; }
+  /** Entries one owner may hold, 0 when there is no quota. */
+  get quota(): number { return this.w[H_QUOTA] as number; }
+  /** Entries held by owner slot `owner`. */
+  ownerCount(owner: number): number { return this.w[this.own + owner] as number; }
+  evictions(): CtEvictions {
+    const w = this.w;
+    return {
+      expired: w[H_EVICT_EXPIRED] as number,
+      unreplied: w[H_EVICT_UNREPLIED] as number,
+      oldest: w[H_EVICT_OLDEST] as number,
+      quota: w[H_EVICT_QUOTA] as number,
+      quotaRefused: w[H_QUOTA_REFUSED] as number,
+    };
+  }
   get gcCursor(): number { return this.w[H_GC_CURSOR] as number; }
   get tcpLifetime(): number { return this.w[H_TCP_LIFETIME] as number; }
   get nonTcpLifetime(): number { return this.w[H_NONTCP_LIFETIME] as number; }
@@ -395,38 +480,50 @@ export class ConntrackTable {
   /**
    * Create the entry for pi's flow in pi's orientation and account pi as its first packet.
    * If an entry with the same key exists (live or expired) it is reinitialised in place. An
-   * expired entry met on the probe path is reused. When the table is at maxEntries, an expired
-   * entry within EVICT_WINDOW slots of the home slot is evicted first; failing that, returns -1
-   * and counts createFailed (the pipeline's drop 155 CT_CREATE_FAILED).
+   * expired entry met on the probe path is reused. When the table is at maxEntries, an entry
+   * within EVICT_WINDOW slots of the home slot is evicted (see "Pressure" above). The entry is
+   * charged to owner slot `owner` (OWNER_HOST or ownerSlot(endpoint)); an owner at its quota
+   * replaces one of its own entries. Returns -1 and counts createFailed when nothing could be
+   * evicted (the pipeline's drop 155 CT_CREATE_FAILED).
    */
-  create(pi: PacketInfo, srcIdentity: number, now: number): number {
+  create(pi: PacketInfo, srcIdentity: number, now: number, owner = OWNER_HOST): number {
     this.loadKeys(pi);
-    return this.createLoaded(pi, ctHashSym(this.kb), srcIdentity, now);
+    return this.createLoaded(pi, ctHashSym(this.kb), srcIdentity, now, owner);
   }
 
   /**
    * create() for the packet whose lookup() just missed, with no other call on this table in
    * between: reuses the keys and hash that lookup loaded (bench/micro: pipeline-new-flow-v4).
    */
-  createAfterMiss(pi: PacketInfo, srcIdentity: number, now: number): number {
-    return this.createLoaded(pi, this.lastHash, srcIdentity, now);
+  createAfterMiss(pi: PacketInfo, srcIdentity: number, now: number, owner = OWNER_HOST): number {
+    return this.createLoaded(pi, this.lastHash, srcIdentity, now, owner);
   }
 
-  private createLoaded(pi: PacketInfo, h: number, srcIdentity: number, now: number): number {
-    let idx = this.claim(h, now);
-    if (idx < 0 && this.evictNear(h & this.mask, now)) idx = this.claim(h, now);
-    if (idx < 0) {
-      this.w[H_CREATE_FAILED] = (this.w[H_CREATE_FAILED] as number) + 1;
+  private createLoaded(pi: PacketInfo, h: number, srcIdentity: number, now: number, owner: number): number {
+    const w = this.w;
+    const quota = w[H_QUOTA] as number;
+    if (quota !== 0 && (w[this.own + owner] as number) >= quota && !this.evictNear(h & this.mask, now, owner)) {
+      w[H_QUOTA_REFUSED] = (w[H_QUOTA_REFUSED] as number) + 1;
+      w[H_CREATE_FAILED] = (w[H_CREATE_FAILED] as number) + 1;
       return -1;
     }
-    const w = this.w;
+    let idx = this.claim(h, now);
+    if (idx < 0 && this.evictNear(h & this.mask, now, -1)) idx = this.claim(h, now);
+    if (idx < 0) {
+      w[H_CREATE_FAILED] = (w[H_CREATE_FAILED] as number) + 1;
+      return -1;
+    }
     const kb = this.kb;
     const b = HEADER_WORDS + (idx << ENTRY_SHIFT);
+    // a reused slot (same key, or expired on the probe path) stops counting for its old owner
+    if (w[b + E_K0] !== 0) w[this.own + (w[b + E_OWNER] as number)] = (w[this.own + (w[b + E_OWNER] as number)] as number) - 1;
     for (let k = 1; k < ENTRY_WORDS; k++) w[b + k] = 0;
     for (let k = 1; k < KEY_WORDS; k++) w[b + k] = kb[k] as number;
     w[b + E_HASH] = h;
     w[b + E_CREATED] = now;
     w[b + E_IDENTITY] = srcIdentity;
+    w[b + E_OWNER] = owner;
+    w[this.own + owner] = (w[this.own + owner] as number) + 1;
     w[b + E_K0] = kb[0] as number; // last, so a concurrent reader sees a complete key
     this.update(idx, pi, 0, now);
     return idx;
@@ -467,22 +564,52 @@ export class ConntrackTable {
   }
 
   /**
-   * The table is at maxEntries and the probe path held nothing expired: examine up to
-   * EVICT_WINDOW slots from `start` and delete the first expired entry found. True if one was.
+   * Examine up to EVICT_WINDOW slots from `start` and delete one entry: the first expired one,
+   * else the least recently seen one without a reply, else the least recently seen one. With
+   * owner >= 0 only that owner's entries are candidates (an owner at its quota). True if an
+   * entry was deleted; the eviction is counted by its reason.
    */
-  private evictNear(start: number, now: number): boolean {
+  private evictNear(start: number, now: number, owner: number): boolean {
     const w = this.w;
+    const mask = this.mask;
     const n = Math.min(EVICT_WINDOW, this.capacity);
+    let unreplied = -1;
+    let unrepliedSeen = 0;
+    let oldest = -1;
+    let oldestSeen = 0;
     let i = start;
     for (let k = 0; k < n; k++) {
       const b = HEADER_WORDS + (i << ENTRY_SHIFT);
-      if (w[b + E_K0] !== 0 && (w[b + E_EXPIRES] as number) <= now) {
-        this.delete(i);
-        return true;
+      if (w[b + E_K0] !== 0 && (owner < 0 || w[b + E_OWNER] === owner)) {
+        if ((w[b + E_EXPIRES] as number) <= now) {
+          this.delete(i);
+          this.countEviction(owner < 0 ? H_EVICT_EXPIRED : H_EVICT_QUOTA);
+          return true;
+        }
+        const seen = w[b + E_SEEN] as number;
+        if (((w[b + E_FLAGS] as number) & CTF_REPLY_SEEN) === 0) {
+          if (unreplied < 0 || seen < unrepliedSeen) { unreplied = i; unrepliedSeen = seen; }
+        } else if (oldest < 0 || seen < oldestSeen) {
+          oldest = i; oldestSeen = seen;
+        }
       }
-      i = (i + 1) & this.mask;
+      i = (i + 1) & mask;
+    }
+    if (unreplied >= 0) {
+      this.delete(unreplied);
+      this.countEviction(owner < 0 ? H_EVICT_UNREPLIED : H_EVICT_QUOTA);
+      return true;
+    }
+    if (oldest >= 0) {
+      this.delete(oldest);
+      this.countEviction(owner < 0 ? H_EVICT_OLDEST : H_EVICT_QUOTA);
+      return true;
     }
     return false;
+  }
+
+  private countEviction(word: number): void {
+    this.w[word] = (this.w[word] as number) + 1;
   }
 
   /**
@@ -518,6 +645,7 @@ export class ConntrackTable {
     }
     w[b + E_FLAGS] = f;
     w[b + E_EXPIRES] = now + lifetime;
+    w[b + E_SEEN] = now;
     const pk = b + (dir === 0 ? E_PKTS0 : E_PKTS1);
     const bl = b + (dir === 0 ? E_BYTES0_LO : E_BYTES1_LO);
     const bh = b + (dir === 0 ? E_BYTES0_HI : E_BYTES1_HI);
@@ -576,6 +704,8 @@ export class ConntrackTable {
   delete(idx: number): void {
     const w = this.w;
     const mask = this.mask;
+    const gone = this.own + (w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_OWNER] as number);
+    w[gone] = (w[gone] as number) - 1;
     let hole = idx;
     let j = (idx + 1) & mask;
     for (;;) {
@@ -623,7 +753,7 @@ export class ConntrackTable {
     return deleted;
   }
 
-  /** Remove every entry. Keeps the lifetimes and the createFailed counter. */
+  /** Remove every entry (and the owner counts). Keeps the lifetimes, quota and counters. */
   flush(): void {
     const w = this.w;
     w.fill(0, HEADER_WORDS);
@@ -653,6 +783,10 @@ export class ConntrackTable {
   expires(idx: number): number { return this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_EXPIRES] as number; }
   created(idx: number): number { return this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_CREATED] as number; }
   identity(idx: number): number { return this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_IDENTITY] as number; }
+  /** Owner slot the entry is charged to. */
+  owner(idx: number): number { return this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_OWNER] as number; }
+  /** Time of the entry's last packet. */
+  seen(idx: number): number { return this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + E_SEEN] as number; }
   packets(idx: number, dir: number): number {
     return this.w[HEADER_WORDS + (idx << ENTRY_SHIFT) + (dir === 0 ? E_PKTS0 : E_PKTS1)] as number;
   }

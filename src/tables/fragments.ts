@@ -16,6 +16,15 @@
  * found before the first empty slot of its window, and a record may take the first expired slot
  * on its path without breaking that invariant.
  *
+ * Pressure (Cilium's fragment map is LRU). A window full of live records does not refuse: the
+ * record with the earliest expiry (the oldest, as every record lives `lifetime`) is overwritten
+ * (evictions{reason="oldest"}). Per-endpoint quota: each record remembers its owner (the source
+ * endpoint, see conntrack's ownerSlot()) and the table counts the slots each owner holds. An
+ * owner holding `quota` slots may only overwrite its own records (expired first, then its
+ * oldest; evictions{reason="quota"}); with none in the window the record is refused (the
+ * pipeline's drop 157, recordFailed and quotaRefused). So one endpoint sending first fragments
+ * with fresh IDs churns its own share and leaves the other endpoints' datagrams alone.
+ *
  * Concurrency and persistence: as for the conntrack table: one writer per region, torn reads
  * from other threads are acceptable for listing, and the constructor adopts an existing valid
  * region so the records survive a worker restart. Time is the caller's clock in seconds (u32);
@@ -23,13 +32,18 @@
  *
  * ---------------------------------------------------------------------------------------------
  * Region layout (u32 words in host byte order):
- *   header: FRAG_HEADER_WORDS words (32 bytes)
- *     word 0 F_MAGIC          'FR01'
+ *   header: FRAG_HEADER_WORDS words (64 bytes)
+ *     word 0 F_MAGIC          'FR02'
  *     word 1 F_CAPACITY       slot count, a power of two
  *     word 2 F_COUNT          slots ever filled since the last flush (live or expired)
  *     word 3 F_LIFETIME       seconds a record lives
- *     word 4 F_RECORD_FAILED  record() calls refused because the window was full of live records
- *     words 5..7              reserved, zero
+ *     word 4 F_RECORD_FAILED  record() calls refused (an owner at its quota, none of its own
+ *                             records in the window)
+ *     word 5 F_QUOTA          slots one owner may hold (0: no quota)
+ *     word 6 F_EVICT_OLDEST   live records overwritten because the window was full
+ *     word 7 F_EVICT_QUOTA    own live records overwritten by an owner at its quota
+ *     word 8 F_QUOTA_REFUSED  records refused for the quota (also in F_RECORD_FAILED)
+ *     words 9..15             reserved, zero
  *   entries: capacity x FRAG_ENTRY_WORDS words (64 bytes each)
  *     word 0  FE_K0     family << 8 | proto; 0 marks an empty slot (family is 4 or 6)
  *     word 1  FE_ID     IP identification (IPv4: 16 bits; IPv6: 32 bits)
@@ -40,20 +54,26 @@
  *     word 12 FE_EXPIRES absolute expiry time in seconds
  *     word 13 FE_ICMP   ICMP type << 8 | code of the first fragment, + 1 (0: not ICMP), so
  *                       later ICMP fragments are policed by the type like the first one
- *     words 14..15      reserved, zero
+ *     word 14 FE_OWNER  owner slot the record is charged to
+ *     word 15           reserved, zero
+ *   owner counts: OWNER_SLOTS words after the entries, slots held per owner (live or expired)
  * ---------------------------------------------------------------------------------------------
  */
 import { PacketInfo } from '../datapath/packet.js';
-import { hashKey10 } from './conntrack.js';
+import { hashKey10, OWNER_HOST, OWNER_SLOTS } from './conntrack.js';
 
-const MAGIC = 0x46523031; // 'FR01'
+const MAGIC = 0x46523032; // 'FR02'
 
-export const FRAG_HEADER_WORDS = 8;
+export const FRAG_HEADER_WORDS = 16;
 const F_MAGIC = 0;
 const F_CAPACITY = 1;
 const F_COUNT = 2;
 const F_LIFETIME = 3;
 const F_RECORD_FAILED = 4;
+const F_QUOTA = 5;
+const F_EVICT_OLDEST = 6;
+const F_EVICT_QUOTA = 7;
+const F_QUOTA_REFUSED = 8;
 
 export const FRAG_ENTRY_WORDS = 16;
 const ENTRY_SHIFT = 4;
@@ -62,6 +82,7 @@ const FE_HASH = 10;
 const FE_PORTS = 11;
 const FE_EXPIRES = 12;
 const FE_ICMP = 13;
+const FE_OWNER = 14;
 const KEY_WORDS = 10;
 
 /** Slots examined from the home slot by record() and lookup(). */
@@ -70,18 +91,41 @@ export const PROBE_WINDOW = 16;
 export interface FragmentOptions {
   /** Seconds a first-fragment record lives (default 60). */
   lifetime?: number;
+  /**
+   * Percent (1-100) of the slots one owner may hold; 100 disables the quota. When left out, a
+   * region being adopted keeps its quota and a new one has none.
+   */
+  endpointShare?: number;
+}
+
+/** Eviction counters of a fragment table. */
+export interface FragEvictions {
+  oldest: number;
+  quota: number;
+  quotaRefused: number;
 }
 
 export class FragmentTable {
+  /** Attach to an initialised region for reading (the control thread's metrics). */
+  static attach(sab: SharedArrayBuffer, byteOffset: number): FragmentTable {
+    const h = new Uint32Array(sab, byteOffset, FRAG_HEADER_WORDS);
+    if (h[F_MAGIC] !== MAGIC) throw new Error(`no fragment table at byte offset ${byteOffset}`);
+    return new FragmentTable(sab, byteOffset, h[F_CAPACITY] as number, { lifetime: h[F_LIFETIME] as number });
+  }
+
   static bytesFor(capacity: number): number {
-    return (FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS) * 4;
+    return (FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS + OWNER_SLOTS) * 4;
   }
 
   readonly capacity: number;
   private readonly mask: number;
   private readonly window: number;
   private readonly w: Uint32Array;
+  /** Word index of the owner counts. */
+  private readonly own: number;
   private readonly kb: Uint32Array;
+  /** Home slot of the last record() (for tests of the eviction window). */
+  lastHome = 0;
 
   constructor(sab: SharedArrayBuffer, byteOffset: number, capacity: number, opts?: FragmentOptions) {
     if (!Number.isInteger(capacity) || capacity < 8 || (capacity & (capacity - 1)) !== 0 || capacity > 1 << 26) {
@@ -98,20 +142,41 @@ export class FragmentTable {
     this.capacity = capacity;
     this.mask = capacity - 1;
     this.window = Math.min(capacity, PROBE_WINDOW);
-    this.w = new Uint32Array(sab, byteOffset, FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS);
+    this.w = new Uint32Array(sab, byteOffset, FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS + OWNER_SLOTS);
+    this.own = FRAG_HEADER_WORDS + capacity * FRAG_ENTRY_WORDS;
     this.kb = new Uint32Array(KEY_WORDS);
     const w = this.w;
-    if (!(w[F_MAGIC] === MAGIC && w[F_CAPACITY] === capacity)) {
+    const adopt = w[F_MAGIC] === MAGIC && w[F_CAPACITY] === capacity;
+    if (!adopt) {
       w.fill(0);
       w[F_CAPACITY] = capacity;
     }
     w[F_LIFETIME] = lifetime;
+    if (opts?.endpointShare !== undefined || !adopt) {
+      const share = opts?.endpointShare ?? 100;
+      if (!Number.isInteger(share) || share < 1 || share > 100) {
+        throw new RangeError('options.endpointShare must be an integer percent from 1 to 100');
+      }
+      w[F_QUOTA] = share >= 100 ? 0 : Math.max(1, Math.floor((capacity * share) / 100));
+    }
     w[F_MAGIC] = MAGIC;
   }
 
   get count(): number { return this.w[F_COUNT] as number; }
   get recordFailed(): number { return this.w[F_RECORD_FAILED] as number; }
   get lifetime(): number { return this.w[F_LIFETIME] as number; }
+  get quota(): number { return this.w[F_QUOTA] as number; }
+  ownerCount(owner: number): number { return this.w[this.own + owner] as number; }
+  evictions(): FragEvictions {
+    const w = this.w;
+    return { oldest: w[F_EVICT_OLDEST] as number, quota: w[F_EVICT_QUOTA] as number, quotaRefused: w[F_QUOTA_REFUSED] as number };
+  }
+  // slot accessors for listings and tests
+  isUsed(i: number): boolean { return this.w[FRAG_HEADER_WORDS + (i << ENTRY_SHIFT) + FE_K0] !== 0; }
+  expiresAt(i: number): number { return this.w[FRAG_HEADER_WORDS + (i << ENTRY_SHIFT) + FE_EXPIRES] as number; }
+  ownerAt(i: number): number { return this.w[FRAG_HEADER_WORDS + (i << ENTRY_SHIFT) + FE_OWNER] as number; }
+  /** Key word k (0..9: family/proto, id, src, dst) of slot i. */
+  keyWordAt(i: number, k: number): number { return this.w[FRAG_HEADER_WORDS + (i << ENTRY_SHIFT) + k] as number; }
 
   private loadKey(pi: PacketInfo): void {
     const kb = this.kb;
@@ -130,39 +195,66 @@ export class FragmentTable {
   }
 
   /**
-   * Remember the ports of pi, the first fragment of its datagram. Refreshes an existing record
-   * of the same datagram. Returns false (and counts recordFailed) when every slot of the probe
-   * window holds a live record of another datagram.
+   * Remember the ports of pi, the first fragment of its datagram, charged to owner slot
+   * `owner`. Refreshes an existing record of the same datagram. A window full of live records
+   * overwrites the oldest (see "Pressure"). Returns false (and counts recordFailed) only when
+   * the owner is at its quota with none of its records in the window.
    */
-  record(pi: PacketInfo, now: number): boolean {
+  record(pi: PacketInfo, now: number, owner = OWNER_HOST): boolean {
     this.loadKey(pi);
     const h = hashKey10(this.kb);
     const w = this.w;
     const mask = this.mask;
+    const quota = w[F_QUOTA] as number;
+    const atQuota = quota !== 0 && (w[this.own + owner] as number) >= quota;
     let i = h & mask;
+    this.lastHome = i;
     let slot = -1;
     let empty = false;
+    let victim = -1;
+    let victimExp = 0;
     for (let n = 0; n < this.window; n++) {
       const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
       if (w[b + FE_K0] === 0) {
-        if (slot < 0) { slot = i; empty = true; }
+        // an owner at its quota may not take a new slot
+        if (slot < 0 && !atQuota) { slot = i; empty = true; }
         break;
       }
-      if (this.sameKey(b, h)) { slot = i; empty = false; break; }
-      if (slot < 0 && (w[b + FE_EXPIRES] as number) <= now) slot = i;
+      if (this.sameKey(b, h)) { slot = i; empty = false; victim = -1; break; }
+      if (!atQuota || w[b + FE_OWNER] === owner) {
+        const exp = w[b + FE_EXPIRES] as number;
+        if (exp <= now) {
+          if (slot < 0) slot = i;
+        } else if (victim < 0 || exp < victimExp) {
+          victim = i;
+          victimExp = exp;
+        }
+      }
       i = (i + 1) & mask;
     }
+    if (slot < 0 && victim >= 0) {
+      slot = victim;
+      const c = atQuota ? F_EVICT_QUOTA : F_EVICT_OLDEST;
+      w[c] = (w[c] as number) + 1;
+    }
     if (slot < 0) {
+      if (atQuota) w[F_QUOTA_REFUSED] = (w[F_QUOTA_REFUSED] as number) + 1;
       w[F_RECORD_FAILED] = (w[F_RECORD_FAILED] as number) + 1;
       return false;
     }
     const b = FRAG_HEADER_WORDS + (slot << ENTRY_SHIFT);
     const kb = this.kb;
+    if (!empty) {
+      const o = this.own + (w[b + FE_OWNER] as number);
+      w[o] = (w[o] as number) - 1;
+    }
     for (let k = 1; k < KEY_WORDS; k++) w[b + k] = kb[k] as number;
     w[b + FE_HASH] = h;
     w[b + FE_PORTS] = ((pi.sport & 0xffff) << 16) | (pi.dport & 0xffff);
     w[b + FE_ICMP] = pi.icmpType >= 0 ? (((pi.icmpType & 0xff) << 8) | (pi.icmpCode & 0xff)) + 1 : 0;
     w[b + FE_EXPIRES] = now + (w[F_LIFETIME] as number);
+    w[b + FE_OWNER] = owner;
+    w[this.own + owner] = (w[this.own + owner] as number) + 1;
     w[b + FE_K0] = kb[0] as number; // last, so a concurrent reader sees a complete key
     if (empty) w[F_COUNT] = (w[F_COUNT] as number) + 1;
     return true;
@@ -210,6 +302,7 @@ export class FragmentTable {
     return n;
   }
 
+  /** Remove every record and the owner counts. Keeps lifetime, quota and counters. */
   flush(): void {
     this.w.fill(0, FRAG_HEADER_WORDS);
     this.w[F_COUNT] = 0;

@@ -51,12 +51,13 @@ describe('api server', () => {
   let sock: string;
   let fake: FakeApi;
   let server: ApiServer;
+  const internal: { e: unknown; requestId: string; method: string; path: string }[] = [];
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'tsw-api-'));
     sock = join(dir, 'run', 'nested', 'api.sock'); // parent folders do not exist yet
     fake = new FakeApi(0x5eed1);
-    server = await startApiServer(fake, { socket: sock, metricsAddr: '127.0.0.1:0' });
+    server = await startApiServer(fake, { socket: sock, metricsAddr: '127.0.0.1:0', onInternalError: (e, r) => internal.push({ e, ...r }) });
   });
   after(async () => {
     await server.close();
@@ -156,10 +157,31 @@ describe('api server', () => {
     assert.equal(r.headers.allow, 'GET', `got Allow ${r.headers.allow}, want GET`);
   });
 
+  test('an internal error reaches onInternalError with its stack and the request id the 500 carries', async () => {
+    internal.length = 0;
+    const r = await raw(sock, 'PUT', '/v1/endpoint', JSON.stringify({ name: 'boom' }), { 'content-type': 'application/json' });
+    assert.equal(r.status, 500, `status got ${r.status}, want 500`);
+    const id = String(r.headers['x-request-id']);
+    assert.match(id, /^[0-9a-z]+-[0-9a-z]+$/, `x-request-id got ${id}`);
+    assert.match(String((r.json as { error?: { message?: string } }).error?.message ?? r.text), new RegExp(`request ${id}`), `body got ${r.text}, want the request id`);
+    assert.equal(internal.length, 1, `onInternalError calls got ${internal.length}, want 1`);
+    const got = internal[0]!;
+    assert.equal(got.requestId, id, `logged request id got ${got.requestId}, want ${id}`);
+    assert.equal(`${got.method} ${got.path}`, 'PUT /v1/endpoint');
+    assert.match((got.e as Error).stack ?? '', /kaboom[\s\S]*at /, 'the logged error has no stack');
+  });
+
+  test('a body that is not UTF-8 is refused with the byte offset (no replacement characters)', async () => {
+    const body = Buffer.concat([Buffer.from('{"text":"a'), Buffer.from([0xe9]), Buffer.from('","fileName":"x.yaml"}')]);
+    const r = await raw(sock, 'PUT', '/v1/policy', body, { 'content-type': 'application/json' });
+    assert.equal(r.status, 400, `status got ${r.status} (${r.text}), want 400`);
+    assert.match(r.text, /body: not UTF-8: invalid byte 0xe9 at byte offset 10/, `got ${r.text}`);
+  });
+
   test('statusForCode table', () => {
     const cases: [string, number][] = [
       ['EBAD_REQUEST', 400], ['EPOLICY_INVALID', 400], ['ECONFIG_INVALID', 400], ['ECIDR_INVALID', 400], ['ELABEL_INVALID', 400],
-      ['EPOLICY_NOT_FOUND', 404], ['EENDPOINT_NOT_FOUND', 404], ['EIDENTITY_NOT_FOUND', 404], ['EENDPOINT_EXISTS', 409],
+      ['EPOLICY_NOT_FOUND', 404], ['EENDPOINT_NOT_FOUND', 404], ['ENETNS_NOT_FOUND', 404], ['EIDENTITY_NOT_FOUND', 404], ['EENDPOINT_EXISTS', 409],
       ['ENOT_SUPPORTED', 501], ['EINTERNAL', 500], ['ESTATE_INVALID', 500], ['EIDENTITY_EXHAUSTED', 500],
     ];
     for (const [code, want] of cases) assert.equal(statusForCode(code), want, `statusForCode(${code}): got ${statusForCode(code)}, want ${want}`);

@@ -285,3 +285,23 @@ test('policy trace: the host reaches a default-deny endpoint through allow-local
   assert.equal(t.verdict, 'ALLOWED', `got ${JSON.stringify(t.steps)}`);
   assert.match(String((t.steps[0]?.rule as { name?: string } | null)?.name), /allow-localhost/);
 });
+
+test('endpoint add refuses addresses that belong to the host port, the pool edges or nobody (API)', async () => {
+  const { agent } = makeAgent();
+  agent.setHostPort(0, ['10.42.0.1/32', 'fd00:42::1/128']);
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ ipv6: 'fd00:42::1' }, /^endpoint "d": ipv6 fd00:42::1 is the host port's address$/],
+    [{ ipv6: '2001:db8::5' }, /^endpoint "d": ipv6 2001:db8::5 is outside the pool fd00:42::\/64$/],
+    [{ ipv6: '::1' }, /^endpoint "d": ipv6 ::1 is a loopback address$/],
+    [{ ipv6: 'fe80::1' }, /^endpoint "d": ipv6 fe80::1 is a link-local address$/],
+    [{ ipv4: '10.42.0.0' }, /^endpoint "d": ipv4 10\.42\.0\.0 is the network address/],
+    [{ ipv4: '10.42.0.255' }, /^endpoint "d": ipv4 10\.42\.0\.255 is the broadcast address/],
+  ];
+  for (const [addr, re] of cases) {
+    await assert.rejects(agent.addEndpoint({ name: 'd', labels: { app: 'd' }, netns: 'nd', ...addr }), { message: re }, `${JSON.stringify(addr)} accepted`);
+  }
+  assert.equal(agent.getIpcache('fd00:42::1')?.identity, 1, 'the host port keeps its ipcache entry');
+  const b = await agent.addEndpoint({ name: 'b', labels: { app: 'b' }, netns: 'nb', ipv6: 'fd00:42::b' });
+  await assert.rejects(agent.addEndpoint({ name: 'd', labels: { app: 'd' }, netns: 'nd', ipv6: 'fd00:42:0::B' }), { message: /ipv6 fd00:42::b is already in use by endpoint "b"$/ });
+  assert.equal(b.ipv6, 'fd00:42::b');
+});

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parsePolicyFile } from '../../src/control/policy/parse.js';
+import { decodePolicyBytes, firstInvalidUtf8, parsePolicyFile } from '../../src/control/policy/parse.js';
 import { isTunswitchError, TunswitchError } from '../../src/control/errors.js';
 import type { Policy } from '../../src/control/policy/types.js';
 import { fixture, fixtureNames } from './support.js';
@@ -204,4 +204,56 @@ spec:
   assert.throws(() => parsePolicyFile(text, 'web.yaml'), {
     message: 'web.yaml: policy "allow-web" spec.ingress[0].toPorts[0].ports[0].port: "70000" is not a port (1-65535)',
   });
+});
+
+const CNP_PORTS = (ports: string): string => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: p }
+spec:
+  endpointSelector: { matchLabels: { app: a } }
+  ingress: [ { toPorts: [ { ports: [ ${ports} ] } ] } ]
+`;
+
+test('port 0: every port on its own, refused with an endPort (it would silently mean every port)', () => {
+  const all = parsePolicyFile(CNP_PORTS('{ port: "0", protocol: TCP }'), 'p.yaml');
+  const spec = JSON.stringify(all[0]?.rules[0]);
+  assert.match(spec, /"port":0,"endPort":0/, `port "0" got ${spec}, want the every-port wildcard`);
+  assert.throws(() => parsePolicyFile(CNP_PORTS('{ port: "0", endPort: 100, protocol: TCP }'), 'p.yaml'), {
+    message: /^p\.yaml: policy "p" spec\.ingress\[0\]\.toPorts\[0\]\.ports\[0\]\.endPort: 100 needs a port of 1 or more: port "0" means every port and takes no endPort$/,
+  });
+  const range = parsePolicyFile(CNP_PORTS('{ port: "1", endPort: 100, protocol: TCP }'), 'p.yaml');
+  assert.match(JSON.stringify(range[0]?.rules[0]), /"port":1,"endPort":100/);
+});
+
+test('hostile YAML: alias bombs and deep nesting are EPOLICY_INVALID (4xx), not internal errors', () => {
+  const bomb = 'a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n';
+  const cases: [string, string, RegExp][] = [
+    ['alias bomb', bomb, /^bomb\.yaml: document 1: expands aliases too often/],
+    ['deep flow nesting', `${'['.repeat(100)}${']'.repeat(100)}`, /nests too deeply \(more than 64 levels\)/],
+    ['absurd nesting', '['.repeat(20000), /^bomb\.yaml: (document 1: )?is not valid YAML or JSON/],
+  ];
+  for (const [name, text, re] of cases) {
+    assert.throws(() => parsePolicyFile(text, 'bomb.yaml'), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'EPOLICY_INVALID', `${name}: code got ${e.code} (${e.message}), want EPOLICY_INVALID`);
+      assert.match(e.message, re, `${name}: got ${e.message}`);
+      return true;
+    });
+  }
+});
+
+test('non-UTF-8 policy bytes are refused with the byte offset', () => {
+  const ok = Buffer.from(CNP_PORTS('{ port: "80" }'));
+  assert.equal(decodePolicyBytes(ok, 'p.yaml').length, ok.length);
+  const cases: [string, number[], number][] = [
+    ['lone continuation', [0x61, 0x80, 0x62], 1],
+    ['Latin-1 é', [0x61, 0x62, 0xe9, 0x20], 2],
+    ['overlong', [0xc0, 0xaf], 0],
+    ['surrogate', [0x20, 0xed, 0xa0, 0x80], 1],
+    ['truncated at the end', [0x61, 0xe2, 0x82], 1],
+  ];
+  for (const [name, bytes, off] of cases) {
+    assert.equal(firstInvalidUtf8(Uint8Array.from(bytes)), off, `${name}: offset got ${firstInvalidUtf8(Uint8Array.from(bytes))}, want ${off}`);
+    assert.throws(() => decodePolicyBytes(Uint8Array.from(bytes), 'p.yaml'), { message: new RegExp(`^p\\.yaml: is not UTF-8: invalid byte 0x[0-9a-f]{2} at byte offset ${off}$`) }, name);
+  }
+  assert.equal(firstInvalidUtf8(Buffer.from('héllo ✓ 😀')), -1, 'valid UTF-8 flagged');
 });

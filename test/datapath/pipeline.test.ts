@@ -16,6 +16,7 @@ import {
   DROP_CT_INVALID_HDR,
   DROP_CT_UNKNOWN_PROTO,
   DROP_EP_NOT_READY,
+  DROP_FRAG_NOSUPPORT,
   DROP_FRAG_NOT_FOUND,
   DROP_INVALID,
   DROP_INVALID_SIP,
@@ -26,6 +27,7 @@ import {
   DROP_UNROUTABLE,
 } from '../../src/datapath/drop.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from '../../src/datapath/packet.js';
+import { ownerSlot } from '../../src/tables/conntrack.js';
 import { ipv4HeaderChecksum } from '../../src/datapath/checksum.js';
 import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REPLY, DIR_EGRESS, DIR_INGRESS } from '../../src/datapath/pipeline.js';
 import {
@@ -430,12 +432,44 @@ describe('pipeline: fragments', () => {
     assert.equal(w.forwards(DIR_INGRESS), fs.length, `forwards: got ${w.forwards(DIR_INGRESS)}, want ${fs.length}`);
   });
 
-  test('a denied first fragment: later fragments are denied as well', () => {
+  test('a denied first fragment is not recorded: later fragments find no first (175)', () => {
     const w = base({ aOut: true });
     w.allow({ ep: A.ep, dir: DIR_EGRESS, identity: B.id, proto: PROTO_UDP, port: 53, cookie: 41 });
     const fs = frags(54, 0x4343);
-    for (let i = 0; i < fs.length; i++) expectDrop(w.run(fs[i]!, A.port), DROP_POLICY, `fragment ${i}`);
-    assert.equal(w.drops(DROP_POLICY, DIR_EGRESS), fs.length, `drops[133]: got ${w.drops(DROP_POLICY, DIR_EGRESS)}, want ${fs.length}`);
+    expectDrop(w.run(fs[0]!, A.port), DROP_POLICY, 'first fragment');
+    assert.equal(w.frags.count, 0, `fragment records after a denied first fragment: got ${w.frags.count}, want 0`);
+    for (let i = 1; i < fs.length; i++) expectDrop(w.run(fs[i]!, A.port), DROP_FRAG_NOT_FOUND, `fragment ${i}`);
+    assert.equal(w.drops(DROP_POLICY, DIR_EGRESS), 1, `drops[133]: got ${w.drops(DROP_POLICY, DIR_EGRESS)}, want 1`);
+  });
+
+  test('a first-fragment flood from one endpoint leaves other endpoints\' datagrams working', () => {
+    // 64 slots, each endpoint may hold 50%; A sends 2000 first fragments with fresh IDs
+    const w = base({}, { fragCapacity: 64, frag: { endpointShare: 50 } });
+    for (let id = 1; id <= 2000; id++) {
+      const big = ipv4Udp({ src: A.v4, dst: B.v4, sport: 7000, dport: 9, payload: new Uint8Array(1200), id });
+      w.run(ipv4Fragments(big, 1000)[0]!, A.port);
+    }
+    assert.ok(w.frags.ownerCount(ownerSlot(A.ep)) <= 32, `A holds ${w.frags.ownerCount(ownerSlot(A.ep))} fragment slots, want <= 32`);
+    const refused = w.drops(DROP_FRAG_NOSUPPORT, DIR_EGRESS);
+    // C's fragmented datagrams to B (the same shard in the switch) still pass whole
+    for (let id = 1; id <= 20; id++) {
+      const big = ipv4Udp({ src: C.v4, dst: B.v4, sport: 7001, dport: 9, payload: new Uint8Array(2400).fill(id), id: 0x8000 + id });
+      const fs = ipv4Fragments(big, 1000);
+      for (let i = 0; i < fs.length; i++) expectForward(w.run(fs[i]!, C.port), B.port, `C datagram ${id} fragment ${i} (A's refused first fragments: ${refused})`);
+    }
+    const ev = w.frags.evictions();
+    assert.ok(ev.quota > 0, `evictions.quota got ${ev.quota}, want > 0`);
+  });
+
+  test('a SYN flood from one endpoint leaves other endpoints\' new flows working', () => {
+    // 256 conntrack slots (maxEntries 224), each endpoint may hold 50% (112)
+    const w = base({}, { ctCapacity: 256, ct: { endpointShare: 50 } });
+    for (let i = 0; i < 5000; i++) w.run(tcp(A.v4, B.v4, 1024 + (i % 60000), 80 + (i >> 14)), A.port);
+    assert.ok(w.ct.ownerCount(ownerSlot(A.ep)) <= 112, `A holds ${w.ct.ownerCount(ownerSlot(A.ep))} conntrack slots, want <= 112`);
+    for (let i = 0; i < 100; i++) expectForward(w.run(tcp(C.v4, B.v4, 2000 + i, 443), C.port), B.port, `C new flow ${i}`);
+    assert.equal(w.drops(DROP_CT_CREATE_FAILED, DIR_EGRESS), 0, `drops[155] got ${w.drops(DROP_CT_CREATE_FAILED, DIR_EGRESS)}, want 0`);
+    const ev = w.ct.evictions();
+    assert.ok(ev.quota > 0, `evictions.quota got ${ev.quota}, want > 0 (${JSON.stringify(ev)})`);
   });
 
   test('policy on later fragments uses the first fragment ports even after a revision change', () => {
@@ -654,20 +688,25 @@ describe('pipeline: packets from the host port', () => {
 });
 
 describe('pipeline: conntrack, events and counters', () => {
-  test('conntrack table full -> 155, counted', () => {
-    const w = base({}, { ctCapacity: 8 });
-    const max = w.ct.maxEntries;
-    for (let i = 0; i < max; i++) expectForward(w.run(tcp(A.v4, B.v4, 1000 + i, 80), A.port), B.port, `flow ${i}`);
-    const r = w.run(tcp(A.v4, B.v4, 2000, 80), A.port);
-    expectDrop(r, DROP_CT_CREATE_FAILED, 'table full');
+  test('an endpoint at its conntrack quota with none of its entries near -> 155, counted', () => {
+    // a full table evicts instead; 155 remains for an endpoint at its quota (1% of 896 = 8
+    // entries) whose own entries lie outside the eviction window of the new flow's home slot
+    const w = base({}, { ctCapacity: 1024, ct: { endpointShare: 1 } });
+    let first = -1;
+    for (let i = 0; i < 500 && first < 0; i++) {
+      const r = w.run(tcp(A.v4, B.v4, 1000 + i, 80), A.port);
+      if (r.out < 0) { expectDrop(r, DROP_CT_CREATE_FAILED, `flow ${i}`); first = i; }
+    }
+    assert.ok(first >= 8, `first 155 at flow ${first}, want one after the quota of 8 was reached`);
     assert.equal(w.counter(C_CT_CREATE_FAILED), 1, `ct create failed counter: got ${w.counter(C_CT_CREATE_FAILED)}, want 1`);
     assert.equal(w.drops(DROP_CT_CREATE_FAILED, DIR_EGRESS), 1, 'drops[155][egress] = 1');
     assert.equal(w.ct.createFailed, 1, `ct.createFailed: got ${w.ct.createFailed}, want 1`);
-    // Existing flows continue.
-    expectForward(w.run(tcp(A.v4, B.v4, 1000, 80, TCP_ACK), A.port), B.port, 'existing flow');
-    // Once entries expire, new flows get in again.
+    // Other endpoints are not held to A's quota.
+    expectForward(w.run(tcp(C.v4, B.v4, 3000, 80), C.port), B.port, 'C new flow');
+    // Once A's entries expire and gc (run by the shard loop every batch) collects them, its new flows get in again.
     w.advance(61);
-    expectForward(w.run(tcp(A.v4, B.v4, 2000, 80), A.port), B.port, 'after expiry');
+    w.ct.gc(w.now, 1024);
+    expectForward(w.run(tcp(A.v4, B.v4, 1000 + first, 80), A.port), B.port, 'after expiry');
   });
 
   test('trace events: at most one per flow per 5 s unless new TCP flags', () => {

@@ -94,6 +94,11 @@ export interface LabOptions {
   extraConfig?: string[];
   /** Extra environment for the agent (fault injection). */
   env?: Record<string, string>;
+  /**
+   * Another test's own pool (default POOL4/POOL6): the first three octets of the IPv4 /24 and
+   * the IPv6 /64 prefix ending in "::", e.g. '10.94.0' and 'fd00:94::'.
+   */
+  pool?: { v4: string; v6: string };
 }
 
 /** Every lab and temp dir alive in this process, so an exit handler can remove them. */
@@ -146,7 +151,7 @@ export class Lab {
   private readonly bg = new Set<ChildProcess>();
 
   constructor(readonly opts: LabOptions) {
-    assert.match(opts.name, /^e2e[a-z0-9-]{0,7}$/, `lab name ${opts.name} must start with e2e and have at most 10 characters`);
+    assert.match(opts.name, /^(e2e|rl94)[a-z0-9-]{0,6}$/, `lab name ${opts.name} must start with e2e (or a test's own prefix) and have at most 10 characters`);
     this.dir = tempDir(`tunswitch-${opts.name}-`);
     this.socket = join(this.dir, 'api.sock');
     this.configFile = join(this.dir, 'lab.yaml');
@@ -167,11 +172,13 @@ export class Lab {
   }
 
   v4(node: string): string {
-    return addr4(this.index(node));
+    const i = this.index(node);
+    return this.opts.pool ? `${this.opts.pool.v4}.${i + 2}` : addr4(i);
   }
 
   v6(node: string): string {
-    return addr6(this.index(node));
+    const i = this.index(node);
+    return this.opts.pool ? `${this.opts.pool.v6}${(i + 2).toString(16)}` : addr6(i);
   }
 
   /** Creates the namespaces (deleting stale ones of the same name first) and writes the config. */
@@ -183,7 +190,7 @@ export class Lab {
     }
     const lines = [
       `name: ${this.opts.name}`,
-      `pool: { ipv4: ${POOL4}, ipv6: "${POOL6}" }`,
+      this.opts.pool ? `pool: { ipv4: ${this.opts.pool.v4}.0/24, ipv6: "${this.opts.pool.v6}/64" }` : `pool: { ipv4: ${POOL4}, ipv6: "${POOL6}" }`,
       `workers: ${this.opts.workers ?? 2}`,
       `offload: ${this.opts.offload === true}`,
       'nodes:',
@@ -221,6 +228,15 @@ export class Lab {
       });
     });
     return ready;
+  }
+
+  /** SIGKILL the agent (a crash: nothing is cleaned up by it) and wait for it to be gone. */
+  async kill9(): Promise<void> {
+    const child = this.agent;
+    assert.ok(child && this.exited, 'the agent is not running');
+    child.kill('SIGKILL');
+    await this.exited;
+    this.agent = null;
   }
 
   /** SIGTERM the agent and wait for it to exit; returns its exit status. */
@@ -320,7 +336,7 @@ export class Lab {
 
   /** The node owning address `a` (one of ours). */
   nodeOf(a: string): string {
-    for (let i = 0; i < this.opts.nodes.length; i++) if (addr4(i) === a || addr6(i) === a) return (this.opts.nodes[i] as NodeSpec).name;
+    for (const n of this.opts.nodes) if (this.v4(n.name) === a || this.v6(n.name) === a) return n.name;
     throw new Error(`no node has address ${a}`);
   }
 

@@ -17,7 +17,7 @@
  */
 import { Pipeline } from '../../src/datapath/pipeline.js';
 import { ConntrackTable, type ConntrackOptions } from '../../src/tables/conntrack.js';
-import { FragmentTable } from '../../src/tables/fragments.js';
+import { FragmentTable, type FragmentOptions } from '../../src/tables/fragments.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../../src/tables/endpoints.js';
 import {
   C_DROP_BYTES,
@@ -76,6 +76,7 @@ export interface WorldOptions {
   ct?: ConntrackOptions;
   /** Fragment table slots. Default 256. */
   fragCapacity?: number;
+  frag?: FragmentOptions;
   /** Event ring records. Default 4096. */
   eventCapacity?: number;
   /** Start of the clock, seconds. Default 1_700_000_000. */
@@ -177,7 +178,7 @@ export class World {
     const ctCap = opts.ctCapacity ?? 1024;
     this.ct = new ConntrackTable(new SharedArrayBuffer(ConntrackTable.bytesFor(ctCap)), 0, ctCap, opts.ct);
     const fragCap = opts.fragCapacity ?? 256;
-    this.frags = new FragmentTable(new SharedArrayBuffer(FragmentTable.bytesFor(fragCap)), 0, fragCap);
+    this.frags = new FragmentTable(new SharedArrayBuffer(FragmentTable.bytesFor(fragCap)), 0, fragCap, opts.frag);
     this.counters = createCounters();
     this.events = EventRing.create(opts.eventCapacity ?? 4096);
     this.pipeline = new Pipeline(this.tables, this.ct, this.frags, this.counters, this.events, opts.readerSlot ?? 0);

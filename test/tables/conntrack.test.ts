@@ -7,6 +7,7 @@ import {
 import {
   ConntrackTable, CT_ESTABLISHED, CT_REOPENED, CT_REPLY, ctStateName,
   CTF_REPLY_SEEN, CTF_RX_CLOSING, CTF_SEEN_NON_SYN, CTF_TX_CLOSING, EVICT_WINDOW,
+  ownerSlot, type CtEvictions,
 } from '../../src/tables/conntrack.js';
 import { Rand } from '../helpers/rand.js';
 
@@ -278,26 +279,119 @@ test('conntrack: expiry turns a hit into a miss and create reuses the slot', () 
   assert.equal(ct.identity(again), 2, `identity got ${ct.identity(again)}, want 2`);
 });
 
+function udpFlowPkt(i: number): Pkt {
+  return { family: 4, proto: IPPROTO_UDP, src: v4(10, 1, (i >> 8) & 0xff, i & 0xff), dst: B4, sport: 1000 + (i & 0xfff), dport: 53 };
+}
 function udpFlow(i: number): PacketInfo {
-  return pkt({ family: 4, proto: IPPROTO_UDP, src: v4(10, 1, (i >> 8) & 0xff, i & 0xff), dst: B4, sport: 1000 + (i & 0xfff), dport: 53 });
+  return pkt(udpFlowPkt(i));
 }
 
-test('conntrack: full table fails create and counts createFailed; expired entries are evicted', () => {
-  const ct = newTable(16);
-  assert.equal(ct.maxEntries, 14, `maxEntries got ${ct.maxEntries}, want 14`);
-  for (let i = 0; i < 14; i++) assert.ok(ct.create(udpFlow(i), 1, 0) >= 0, `create ${i} failed`);
-  const cases: [string, number][] = [['first overflow', 1], ['second overflow', 2]];
-  for (const [name, want] of cases) {
-    const got = ct.create(udpFlow(100), 1, 10);
-    assert.equal(got, -1, `${name}: create got ${got}, want -1`);
-    assert.equal(ct.createFailed, want, `${name}: createFailed got ${ct.createFailed}, want ${want}`);
+test('conntrack: a full table evicts: expired, then unreplied, then least recently seen', () => {
+  // capacity 16: the eviction window (EVICT_WINDOW) covers the whole table
+  interface Case { name: string; prepare: (ct: ConntrackTable) => void; at: number; victim: number; reason: keyof CtEvictions }
+  const cases: Case[] = [
+    // every entry created at t=0 (UDP, 60 s): at t=60 all have expired
+    { name: 'expired first', prepare: () => {}, at: 60, victim: -1, reason: 'expired' },
+    // flows 0..13 replied at t=5 except flow 9 (created t=0, unreplied) and 4 (unreplied, seen t=3)
+    {
+      name: 'unreplied before replied, least recently seen first',
+      prepare: (ct) => {
+        const pi = new PacketInfo();
+        for (let i = 0; i < 14; i++) {
+          if (i === 9) continue;
+          const f = udpFlowPkt(i);
+          if (i === 4) { ct.update(ct.lookup(fill(pi, f), 3), pi, 0, 3); continue; }
+          ct.update(ct.lookup(fill(pi, reverse(f)), 5), pi, 1, 5);
+        }
+      },
+      at: 10, victim: 9, reason: 'unreplied',
+    },
+    // every flow replied; flow 6 was seen last at t=1, all others at t=7
+    {
+      name: 'least recently seen when every flow saw a reply',
+      prepare: (ct) => {
+        const pi = new PacketInfo();
+        for (let i = 0; i < 14; i++) {
+          const f = udpFlowPkt(i);
+          const t = i === 6 ? 1 : 7;
+          ct.update(ct.lookup(fill(pi, reverse(f)), t), pi, 1, t);
+        }
+      },
+      at: 10, victim: 6, reason: 'oldest',
+    },
+  ];
+  for (const c of cases) {
+    const ct = newTable(16);
+    assert.equal(ct.maxEntries, 14, `${c.name}: maxEntries got ${ct.maxEntries}, want 14`);
+    for (let i = 0; i < 14; i++) assert.ok(ct.create(udpFlow(i), 1, 0) >= 0, `${c.name}: create ${i} failed`);
+    c.prepare(ct);
+    const idx = ct.create(udpFlow(100), 1, c.at);
+    assert.ok(idx >= 0, `${c.name}: create on a full table got ${idx}, want an index`);
+    assert.equal(ct.count, 14, `${c.name}: count got ${ct.count}, want 14`);
+    assert.equal(ct.createFailed, 0, `${c.name}: createFailed got ${ct.createFailed}, want 0`);
+    assert.equal(ct.lookup(udpFlow(100), c.at), idx, `${c.name}: new entry not found`);
+    const ev = ct.evictions();
+    // an expired entry on the probe path is simply reused; one elsewhere in the window is evicted
+    if (c.reason === 'expired') assert.equal(ev.unreplied + ev.oldest, 0, `${c.name}: live entries evicted (${JSON.stringify(ev)}), want none`);
+    else assert.equal(ev[c.reason], 1, `${c.name}: evictions.${c.reason} got ${ev[c.reason]}, want 1 (${JSON.stringify(ev)})`);
+    if (c.victim >= 0) {
+      assert.equal(ct.lookup(udpFlow(c.victim), c.at), -1, `${c.name}: flow ${c.victim} still present, want it evicted`);
+      for (let i = 0; i < 14; i++) {
+        if (i !== c.victim) assert.ok(ct.lookup(udpFlow(i), c.at) >= 0, `${c.name}: flow ${i} was evicted, want flow ${c.victim}`);
+      }
+    }
   }
-  assert.equal(ct.count, 14, `count got ${ct.count}, want 14`);
-  // at t=60 every entry has expired: create evicts one near its home slot
-  const idx = ct.create(udpFlow(100), 1, 60);
-  assert.ok(idx >= 0, `create after expiry got ${idx}, want an index (EVICT_WINDOW ${EVICT_WINDOW})`);
-  assert.equal(ct.count, 14, `count got ${ct.count}, want 14`);
-  assert.equal(ct.lookup(udpFlow(100), 60), idx, 'new entry not found');
+});
+
+test('conntrack: per-endpoint quota: an owner at its quota replaces its own entries, or is refused', () => {
+  // maxEntries 14, share 30% -> quota floor(14 * 30 / 100) = 4 entries per owner
+  const ct = newTable(16, { endpointShare: 30 });
+  assert.equal(ct.quota, 4, `quota got ${ct.quota}, want 4`);
+  const flooder = ownerSlot(7);
+  const other = ownerSlot(8);
+  for (let i = 0; i < 4; i++) assert.ok(ct.create(udpFlow(i), 1, i, flooder) >= 0, `flooder create ${i} failed`);
+  assert.equal(ct.ownerCount(flooder), 4, `flooder count got ${ct.ownerCount(flooder)}, want 4`);
+  // the fifth replaces the flooder's least recently seen entry (flow 0), not another owner's
+  for (let i = 10; i < 14; i++) assert.ok(ct.create(udpFlow(i), 1, 4, other) >= 0, `other create ${i} failed`);
+  assert.ok(ct.create(udpFlow(4), 1, 5, flooder) >= 0, 'flooder create over quota failed, want its own entry replaced');
+  const cases: [string, number, boolean][] = [
+    ['flooder flow 0 (its oldest)', 0, false], ['flooder flow 1', 1, true], ['flooder flow 4', 4, true],
+    ['other flow 10', 10, true], ['other flow 13', 13, true],
+  ];
+  for (const [name, f, want] of cases) {
+    const got = ct.lookup(udpFlow(f), 5) >= 0;
+    assert.equal(got, want, `${name}: present got ${got}, want ${want}`);
+  }
+  assert.equal(ct.ownerCount(flooder), 4, `flooder count got ${ct.ownerCount(flooder)}, want 4`);
+  assert.equal(ct.ownerCount(other), 4, `other count got ${ct.ownerCount(other)}, want 4`);
+  assert.equal(ct.evictions().quota, 1, `evictions.quota got ${ct.evictions().quota}, want 1`);
+  // deleting and expiry give the slot back to the owner
+  ct.delete(ct.lookup(udpFlow(4), 5));
+  assert.equal(ct.ownerCount(flooder), 3, `flooder count after delete got ${ct.ownerCount(flooder)}, want 3`);
+  ct.gc(1000, 16);
+  assert.equal(ct.ownerCount(flooder), 0, `flooder count after gc got ${ct.ownerCount(flooder)}, want 0`);
+  assert.equal(ct.ownerCount(other), 0, `other count after gc got ${ct.ownerCount(other)}, want 0`);
+});
+
+test('conntrack: an owner at its quota with none of its entries in the window is refused (155)', () => {
+  // capacity 1024 (window 64 of 1024 slots), quota 1: the flooder's one entry is far away
+  const ct = newTable(1024, { endpointShare: 1 });
+  const q = ct.quota;
+  assert.equal(q, 8, `quota got ${q}, want 8 (1% of ${ct.maxEntries})`);
+  const pi = new PacketInfo();
+  let refused = 0;
+  let made = 0;
+  for (let i = 0; i < 400; i++) {
+    const c = ct.create(fill(pi, { family: 4, proto: IPPROTO_TCP, src: A4, dst: B4, sport: 2000 + i, dport: 80, flags: TCP_SYN }), 1, 0, ownerSlot(1));
+    if (c < 0) refused++; else made++;
+  }
+  assert.ok(ct.ownerCount(ownerSlot(1)) <= q, `owner count got ${ct.ownerCount(ownerSlot(1))}, want <= ${q}`);
+  assert.ok(refused > 0, `refused creates got ${refused}, want > 0`);
+  assert.equal(ct.evictions().quotaRefused, refused, `quotaRefused got ${ct.evictions().quotaRefused}, want ${refused}`);
+  assert.equal(ct.createFailed, refused, `createFailed got ${ct.createFailed}, want ${refused}`);
+  // another owner is untouched by the flood
+  assert.ok(ct.create(udpFlow(1), 1, 0, ownerSlot(2)) >= 0, 'another owner could not create');
+  assert.ok(made >= q, `created got ${made}, want >= ${q}`);
 });
 
 test('conntrack: gc removes expired entries only, in small budgets', () => {
@@ -399,6 +493,7 @@ interface MEntry {
   key: string; tcp: boolean;
   seen: [number, number]; txClosing: boolean; rxClosing: boolean; nonSyn: boolean; replySeen: boolean;
   expires: number; created: number; identity: number; pkts: [number, number]; bytes: [number, number];
+  owner: number; lastSeen: number;
 }
 
 /** Naive model: a Map from the orientation string of the creating packet. */
@@ -420,10 +515,11 @@ class Model {
     if (r && r.expires > now) return [r, 1];
     return [undefined, -1];
   }
-  create(p: Pkt, identity: number, now: number): MEntry {
+  create(p: Pkt, identity: number, now: number, owner: number): MEntry {
     const e: MEntry = {
       key: Model.key(p), tcp: p.proto === IPPROTO_TCP, seen: [0, 0], txClosing: false, rxClosing: false,
       nonSyn: false, replySeen: false, expires: 0, created: now, identity, pkts: [0, 0], bytes: [0, 0],
+      owner, lastSeen: now,
     };
     this.m.set(e.key, e);
     this.update(e, p, 0, now);
@@ -450,6 +546,7 @@ class Model {
     else if (e.replySeen && e.nonSyn) lt = this.lt.tcp;
     else lt = this.lt.syn;
     e.expires = now + lt;
+    e.lastSeen = now;
     e.pkts[dir] = (e.pkts[dir] as number) + 1;
     e.bytes[dir] = (e.bytes[dir] as number) + (p.len ?? 60);
     return state;
@@ -479,6 +576,7 @@ function compareAll(ct: ConntrackTable, model: Model, now: number, where: string
       ['seen0', ct.tcpFlagsSeen(idx, 0), e.seen[0]], ['seen1', ct.tcpFlagsSeen(idx, 1), e.seen[1]],
       ['txClosing', (f & CTF_TX_CLOSING) !== 0, e.txClosing], ['rxClosing', (f & CTF_RX_CLOSING) !== 0, e.rxClosing],
       ['replySeen', (f & CTF_REPLY_SEEN) !== 0, e.replySeen],
+      ['owner', ct.owner(idx), e.owner], ['seen', ct.seen(idx), e.lastSeen],
     ];
     for (const [name, got, want] of pairs) assert.equal(got, want, `${where}: ${k} ${name} got ${got}, want ${want}`);
   });
@@ -510,12 +608,14 @@ for (const seed of [1, 2, 3, 0xc0ffee]) {
   test(`conntrack reference model, seed ${seed}`, () => {
     const r = new Rand(seed);
     const lt = { tcp: 3000, nonTcp: 60, syn: 20, close: 10 };
-    const ct = newTable(256, { tcpLifetime: lt.tcp, nonTcpLifetime: lt.nonTcp, synLifetime: lt.syn, closeLifetime: lt.close });
+    const ct = newTable(256, { tcpLifetime: lt.tcp, nonTcpLifetime: lt.nonTcp, synLifetime: lt.syn, closeLifetime: lt.close, endpointShare: 40 });
     const model = new Model(lt);
     const pool = makePool(r, 600);
     const pi = new PacketInfo();
     let now = 1;
     let failures = 0;
+    let evicted = 0;
+    let quotaEvicted = 0;
     const states = [0, 0, 0, 0, 0];
     const STEPS = 30000;
     for (let step = 0; step < STEPS; step++) {
@@ -539,13 +639,50 @@ for (const seed of [1, 2, 3, 0xc0ffee]) {
           assert.equal(ct.expires(idx), me.expires, `${where}: expires got ${ct.expires(idx)}, want ${me.expires}`);
         } else if (r.bool(0.8)) {
           const id = r.range(256, 300);
-          const c = ct.create(pi, id, now);
+          // owner 1 creates most flows, so it keeps running into its quota
+          const owner = r.bool(0.6) ? 1 : r.range(2, 4);
+          const atQuota = ct.ownerCount(owner) >= ct.quota;
+          // the eviction window as the table holds it before the create (lookup set lastHash)
+          const win: { key: string; live: boolean }[] = [];
+          for (let k = 0; k < Math.min(EVICT_WINDOW, ct.capacity); k++) {
+            const j = (ct.lastHash + k) & (ct.capacity - 1);
+            if (ct.isUsed(j) && (!atQuota || ct.owner(j) === owner)) win.push({ key: tableKey(ct, j), live: ct.expires(j) > now });
+          }
+          const c = ct.create(pi, id, now, owner);
+          // which live model entry did the create take away?
+          const after = new Set<string>();
+          ct.forEach((j) => { if (ct.expires(j) > now) after.add(tableKey(ct, j)); });
+          const gone = [...model.m.values()].filter((e) => e.expires > now && !after.has(e.key) && e.key !== Model.key(p));
+          assert.ok(gone.length <= 1, `${where}: create removed ${gone.length} live entries, want at most 1`);
           if (c < 0) {
             failures++;
-            assert.equal(ct.count, ct.maxEntries, `${where}: create failed with count ${ct.count}, want ${ct.maxEntries}`);
+            assert.ok(atQuota, `${where}: create failed for an owner below its quota (count ${ct.count})`);
+            assert.equal(win.length, 0, `${where}: create refused with ${win.length} own entries in the window, want one replaced`);
           } else {
-            const e = model.create(p, id, now);
+            if (gone.length === 1) {
+              const v = gone[0] as MEntry;
+              // the model's choice: no expired candidate, then the least recently seen
+              // unreplied one, else the least recently seen (first in window order on ties)
+              assert.ok(win.every((x) => x.live), `${where}: evicted live ${v.key} although an expired entry was in the window`);
+              const cands = win.map((x) => model.m.get(x.key) as MEntry);
+              const unr = cands.filter((e) => !e.replySeen);
+              const pool2 = unr.length > 0 ? unr : cands;
+              let want = pool2[0] as MEntry;
+              for (const e of pool2) if (e.lastSeen < want.lastSeen) want = e;
+              assert.equal(v.key, want.key, `${where}: evicted ${v.key}, want ${want.key}`);
+              if (atQuota) assert.equal(v.owner, owner, `${where}: owner ${owner} at quota evicted owner ${v.owner}'s entry`);
+              model.m.delete(v.key);
+              evicted++;
+              if (atQuota) quotaEvicted++;
+            }
+            const e = model.create(p, id, now, owner);
             assert.equal(ct.expires(c), e.expires, `${where}: new expires got ${ct.expires(c)}, want ${e.expires}`);
+          }
+          for (let o = 1; o < 4; o++) {
+            let held = 0;
+            ct.forEach((j) => { if (ct.owner(j) === o) held++; });
+            assert.equal(ct.ownerCount(o), held, `${where}: ownerCount(${o}) got ${ct.ownerCount(o)}, want ${held}`);
+            assert.ok(held <= ct.quota, `${where}: owner ${o} holds ${held}, quota ${ct.quota}`);
           }
         }
       } else if (op < 62) {
@@ -588,7 +725,8 @@ for (const seed of [1, 2, 3, 0xc0ffee]) {
     assert.equal(ct.count, model.liveCount(now), `seed ${seed}: count after a full sweep got ${ct.count}, want ${model.liveCount(now)}`);
     assert.equal(ct.createFailed, failures, `seed ${seed}: createFailed got ${ct.createFailed}, want ${failures}`);
     // the run must have exercised the interesting paths, or it proves little
-    assert.ok(failures > 0, `seed ${seed}: the table never filled up`);
+    assert.ok(evicted > 0, `seed ${seed}: nothing was ever evicted`);
+    assert.ok(quotaEvicted > 0, `seed ${seed}: the quota never forced an eviction`);
     for (const s of [CT_ESTABLISHED, CT_REPLY, CT_REOPENED]) {
       assert.ok((states[s] as number) > 0, `seed ${seed}: state ${ctStateName(s)} never seen`);
     }

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PacketInfo, IPPROTO_TCP, IPPROTO_UDP } from '../../src/datapath/packet.js';
 import { FragmentTable, PROBE_WINDOW } from '../../src/tables/fragments.js';
+import { ownerSlot } from '../../src/tables/conntrack.js';
 import { Rand } from '../helpers/rand.js';
 
 type Addr = readonly [number, number, number, number];
@@ -29,9 +30,9 @@ function fill(pi: PacketInfo, f: Frag, first: boolean): PacketInfo {
   return pi;
 }
 
-function newTable(capacity = 256, lifetime?: number): FragmentTable {
+function newTable(capacity = 256, lifetime?: number, endpointShare?: number): FragmentTable {
   const sab = new SharedArrayBuffer(FragmentTable.bytesFor(capacity) + 32);
-  return new FragmentTable(sab, 32, capacity, lifetime === undefined ? undefined : { lifetime });
+  return new FragmentTable(sab, 32, capacity, { ...(lifetime === undefined ? {} : { lifetime }), ...(endpointShare === undefined ? {} : { endpointShare }) });
 }
 
 const udp4: Frag = { family: 4, proto: IPPROTO_UDP, src: A4, dst: B4, ipId: 0x1234, sport: 5000, dport: 53 };
@@ -78,19 +79,59 @@ test('fragments: re-recording refreshes, custom lifetime, expired slots are reus
   assert.throws(() => newTable(64, 0), /options\.lifetime/);
 });
 
-test('fragments: a full probe window refuses records until they expire', () => {
+test('fragments: a full probe window overwrites the oldest record (LRU), never refuses', () => {
   const cap = 8; // window = min(capacity, PROBE_WINDOW) = 8: the whole table
   const ft = newTable(cap);
   const pi = new PacketInfo();
-  for (let i = 0; i < cap; i++) assert.ok(ft.record(fill(pi, { ...udp4, ipId: i }, true), 0), `record ${i} failed`);
-  assert.equal(ft.record(fill(pi, { ...udp4, ipId: 99 }, true), 59), false, 'record into a full table succeeded');
-  assert.equal(ft.recordFailed, 1, `recordFailed got ${ft.recordFailed}, want 1`);
-  assert.ok(ft.record(fill(pi, { ...udp4, ipId: 99 }, true), 60), 'record after expiry failed');
-  assert.ok(ft.lookup(fill(pi, { ...udp4, ipId: 99 }, false), 60), 'new record not found');
-  assert.equal(ft.count, cap, `count got ${ft.count}, want ${cap} (an expired slot was reused)`);
+  // record i at t = 10 + i, except record 5 at t = 1: the oldest
+  for (let i = 0; i < cap; i++) assert.ok(ft.record(fill(pi, { ...udp4, ipId: i }, true), i === 5 ? 1 : 10 + i), `record ${i} failed`);
+  assert.ok(ft.record(fill(pi, { ...udp4, ipId: 99 }, true), 20), 'record into a full table failed, want the oldest overwritten');
+  const cases: [string, number, boolean][] = [['new record 99', 99, true], ['oldest record 5', 5, false], ['record 4', 4, true], ['record 6', 6, true]];
+  for (const [name, id, want] of cases) {
+    const got = ft.lookup(fill(pi, { ...udp4, ipId: id }, false), 20);
+    assert.equal(got, want, `${name}: found got ${got}, want ${want}`);
+  }
+  const counts: [string, number, number][] = [
+    ['recordFailed', ft.recordFailed, 0], ['evictions.oldest', ft.evictions().oldest, 1], ['count', ft.count, cap],
+  ];
+  for (const [name, got, want] of counts) assert.equal(got, want, `${name} got ${got}, want ${want}`);
   ft.flush();
-  assert.equal(ft.lookup(fill(pi, { ...udp4, ipId: 99 }, false), 60), false, 'found after flush');
+  assert.equal(ft.lookup(fill(pi, { ...udp4, ipId: 99 }, false), 20), false, 'found after flush');
   assert.ok(PROBE_WINDOW >= cap, `PROBE_WINDOW ${PROBE_WINDOW} smaller than the test assumes`);
+});
+
+test('fragments: an endpoint at its quota overwrites only its own records', () => {
+  const ft = newTable(8, undefined, 25); // quota floor(8 * 25%) = 2 slots per owner
+  assert.equal(ft.quota, 2, `quota got ${ft.quota}, want 2`);
+  const pi = new PacketInfo();
+  const flooder = ownerSlot(3);
+  const other = ownerSlot(4);
+  // six other endpoints hold one slot each (the table never empties a slot again)
+  assert.ok(ft.record(fill(pi, { ...udp4, ipId: 1 }, true), 99, other), 'other record 1 failed');
+  for (let e = 5; e < 10; e++) assert.ok(ft.record(fill(pi, { ...udp4, ipId: e }, true), 99, ownerSlot(e)), `record of endpoint ${e} failed`);
+  for (let id = 100; id < 110; id++) assert.ok(ft.record(fill(pi, { ...udp4, ipId: id }, true), id, flooder), `flooder record ${id} failed`);
+  const cases: [string, number, boolean][] = [
+    ["other's record survives the flood", 1, true], ['flooder newest', 109, true], ['flooder second newest', 108, true], ['flooder older', 107, false],
+    ['endpoint 5 survives', 5, true], ['endpoint 9 survives', 9, true],
+  ];
+  for (const [name, id, want] of cases) {
+    const got = ft.lookup(fill(pi, { ...udp4, ipId: id }, false), 110);
+    assert.equal(got, want, `${name}: found got ${got}, want ${want}`);
+  }
+  assert.equal(ft.ownerCount(flooder), 2, `flooder holds ${ft.ownerCount(flooder)}, want 2`);
+  assert.equal(ft.evictions().quota, 8, `evictions.quota got ${ft.evictions().quota}, want 8`);
+});
+
+test('fragments: an owner at its quota with none of its records in the window is refused', () => {
+  const ft = newTable(1024, undefined, 1); // quota 10, window 16 of 1024
+  const pi = new PacketInfo();
+  let refused = 0;
+  for (let id = 0; id < 300; id++) if (!ft.record(fill(pi, { ...udp4, ipId: id }, true), 0, ownerSlot(1))) refused++;
+  assert.ok(ft.ownerCount(ownerSlot(1)) <= ft.quota, `owner holds ${ft.ownerCount(ownerSlot(1))}, quota ${ft.quota}`);
+  assert.ok(refused > 0, `refused got ${refused}, want > 0`);
+  assert.equal(ft.recordFailed, refused, `recordFailed got ${ft.recordFailed}, want ${refused}`);
+  assert.equal(ft.evictions().quotaRefused, refused, `quotaRefused got ${ft.evictions().quotaRefused}, want ${refused}`);
+  assert.ok(ft.record(fill(pi, { ...udp4, ipId: 5000 }, true), 0, ownerSlot(2)), 'another owner refused');
 });
 
 test('fragments: state survives a new FragmentTable over the same region', () => {
@@ -103,11 +144,19 @@ test('fragments: state survives a new FragmentTable over the same region', () =>
   assert.equal(pi.dport, 443, `dport got ${pi.dport}, want 443`);
 });
 
+/** Model key of slot j, in the test's key() format. */
+function slotKey(ft: FragmentTable, j: number): string {
+  const w = (k: number): number => ft.keyWordAt(j, k);
+  const fam = w(0) >>> 8;
+  const proto = w(0) & 0xff;
+  return `${fam}/${proto} ${[w(2), w(3), w(4), w(5)].join('.')} ${[w(6), w(7), w(8), w(9)].join('.')} #${w(1)}`;
+}
+
 for (const seed of [7, 8, 9]) {
   test(`fragments reference model, seed ${seed}`, () => {
     const r = new Rand(seed);
-    const ft = newTable(128, 30);
-    const model = new Map<string, { sport: number; dport: number; expires: number }>();
+    const ft = newTable(128, 30, 40);
+    const model = new Map<string, { sport: number; dport: number; expires: number; owner: number }>();
     const pi = new PacketInfo();
     const flows: Frag[] = [];
     for (let i = 0; i < 300; i++) {
@@ -123,6 +172,7 @@ for (const seed of [7, 8, 9]) {
     let now = 0;
     let fails = 0;
     let hits = 0;
+    let evicted = 0;
     for (let step = 0; step < 20000; step++) {
       const where = `seed ${seed} step ${step}`;
       const f = r.pick(flows);
@@ -130,14 +180,44 @@ for (const seed of [7, 8, 9]) {
       if (op < 4) {
         const sport = r.int(65536);
         const dport = r.int(65536);
-        const ok = ft.record(fill(pi, { ...f, sport, dport }, true), now);
-        if (ok) model.set(key(f), { sport, dport, expires: now + 30 });
-        else {
-          fails++;
-          let live = 0;
-          for (const e of model.values()) if (e.expires > now) live++;
-          assert.ok(live >= PROBE_WINDOW, `${where}: record failed with only ${live} live records`);
+        // the source's owner: address word 0 or 3 (1..3), so one source floods more often
+        const owner = f.family === 6 ? (f.src[3] as number) : (f.src[0] as number) - 0x0a000000;
+        const atQuota = ft.ownerCount(owner) >= ft.quota;
+        fill(pi, { ...f, sport, dport }, true);
+        const before: (string | null)[] = [];
+        for (let j = 0; j < ft.capacity; j++) before.push(ft.isUsed(j) ? slotKey(ft, j) : null);
+        const ok = ft.record(pi, now, owner);
+        // the window as the table held it before: candidates and the one the model evicts
+        const home = ft.lastHome;
+        const win: { key: string; expires: number; owner: number }[] = [];
+        for (let k = 0; k < Math.min(PROBE_WINDOW, ft.capacity); k++) {
+          const kk = before[(home + k) & (ft.capacity - 1)];
+          if (kk === null || kk === undefined) break;
+          const e = model.get(kk);
+          if (e) win.push({ key: kk, expires: e.expires, owner: e.owner });
         }
+        const present = new Set<string>();
+        for (let j = 0; j < ft.capacity; j++) if (ft.isUsed(j)) present.add(slotKey(ft, j));
+        const gone = [...model.entries()].filter(([k, e]) => k !== key(f) && e.expires > now && !present.has(k));
+        assert.ok(gone.length <= 1, `${where}: record removed ${gone.length} live records, want at most 1`);
+        if (ok) {
+          if (gone.length === 1) {
+            const [gk, ge] = gone[0] as [string, { expires: number; owner: number }];
+            const cands = win.filter((x) => x.key !== key(f) && (!atQuota || x.owner === owner));
+            assert.ok(cands.every((x) => x.expires > now), `${where}: evicted ${gk} although an expired candidate was in the window`);
+            let want = cands[0];
+            for (const x of cands) if (want === undefined || x.expires < want.expires) want = x;
+            assert.equal(gk, want?.key, `${where}: evicted ${gk}, want ${want?.key}`);
+            if (atQuota) assert.equal(ge.owner, owner, `${where}: owner ${owner} at quota overwrote owner ${ge.owner}'s record`);
+            model.delete(gk);
+            evicted++;
+          }
+          model.set(key(f), { sport, dport, expires: now + 30, owner });
+        } else {
+          fails++;
+          assert.ok(atQuota, `${where}: record refused for an owner below its quota`);
+        }
+        for (let o = 1; o < 4; o++) assert.ok(ft.ownerCount(o) <= ft.quota, `${where}: owner ${o} holds ${ft.ownerCount(o)}, quota ${ft.quota}`);
       } else if (op < 9) {
         const got = ft.lookup(fill(pi, f, false), now);
         const e = model.get(key(f));
@@ -154,6 +234,7 @@ for (const seed of [7, 8, 9]) {
     }
     assert.equal(ft.recordFailed, fails, `recordFailed got ${ft.recordFailed}, want ${fails}`);
     assert.ok(hits > 1000, `seed ${seed}: only ${hits} hits, the test exercises too little`);
+    assert.ok(evicted > 0, `seed ${seed}: nothing was evicted, the test exercises too little`);
     let live = 0;
     for (const e of model.values()) if (e.expires > now) live++;
     assert.equal(ft.liveCount(now), live, `liveCount got ${ft.liveCount(now)}, want ${live}`);

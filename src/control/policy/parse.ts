@@ -300,7 +300,12 @@ function parseCiliumPort(ctx: Ctx, v: unknown, path: string): PortSpec {
 function parseEndPort(ctx: Ctx, v: unknown, port: number, path: string): number {
   if (v === undefined || v === null) return port;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 65535) ctx.fail(path, `${show(v)} is not a port (1-65535)`);
-  if (port === 0) return 0; // port 0 already means every port
+  // Port 0 is Cilium's "every port" wildcard and takes no range: "0" with endPort 100 would
+  // silently mean every port, so it is refused (ask for port 1 to mean 1-100).
+  if (port === 0) {
+    if (v === 0) return 0;
+    return ctx.fail(path, `${v} needs a port of 1 or more: port "0" means every port and takes no endPort`);
+  }
   if (v === 0) return port;
   if (v < port) ctx.fail(path, `${v} is below port ${port}`);
   return v;
@@ -609,12 +614,73 @@ function parsePolicyObject(ctx: Ctx, v: unknown, path: string, out: Policy[]): v
   out.push({ kind: pk, name, namespace, key: policyKey(pk, namespace, name), file: ctx.file, rules });
 }
 
+/** Aliases a document may expand (yaml's toJS limit); legitimate policies use a handful. */
+export const MAX_ALIAS_COUNT = 100;
+/** Deepest nesting of mappings and lists accepted; a CiliumNetworkPolicy needs about 10. */
+export const MAX_NESTING = 64;
+
+/** Depth of nested objects/arrays in v (iterative: hostile input must not blow the stack). */
+function nestingDepth(v: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop() as [unknown, number];
+    if (x === null || typeof x !== 'object') continue;
+    if (d + 1 > max) max = d + 1;
+    if (max > MAX_NESTING) return max;
+    for (const c of Array.isArray(x) ? x : Object.values(x as object)) stack.push([c, d + 1]);
+  }
+  return max;
+}
+
+/**
+ * Decodes policy file bytes as UTF-8, refusing invalid sequences with the byte offset of the
+ * first one (instead of storing U+FFFD replacement characters). A UTF-8 BOM is dropped.
+ */
+export function decodePolicyBytes(bytes: Uint8Array, fileName: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    const off = firstInvalidUtf8(bytes);
+    throw new TunswitchError('EPOLICY_INVALID', `${fileName}: is not UTF-8: invalid byte 0x${(bytes[off] ?? 0).toString(16).padStart(2, '0')} at byte offset ${off}`);
+  }
+}
+
+/** Offset of the first byte that does not start a valid UTF-8 sequence, or -1 when all are valid. */
+export function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i] as number;
+    let n: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xc2 && c <= 0xdf) n = 1;
+    else if (c >= 0xe0 && c <= 0xef) { n = 2; if (c === 0xe0) lo = 0xa0; if (c === 0xed) hi = 0x9f; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 3; if (c === 0xf0) lo = 0x90; if (c === 0xf4) hi = 0x8f; }
+    else return i;
+    for (let k = 1; k <= n; k++) {
+      const x = b[i + k];
+      if (x === undefined) return i; // truncated sequence at the end
+      if (x < (k === 1 ? lo : 0x80) || x > (k === 1 ? hi : 0xbf)) return i; // where the bad sequence starts
+    }
+    i += n + 1;
+  }
+  return -1;
+}
+
 /**
  * Parses every policy in a YAML or JSON file. Throws TunswitchError EPOLICY_INVALID naming the
  * file, the policy and the field path; returns all policies or none.
  */
 export function parsePolicyFile(text: string, fileName: string): Policy[] {
-  const docs = parseAllDocuments(text, { prettyErrors: true });
+  let docs: ReturnType<typeof parseAllDocuments>;
+  try {
+    docs = parseAllDocuments(text, { prettyErrors: true });
+  } catch (e) {
+    // the parser itself gave up (e.g. its stack on absurd nesting): bad input, not a bug
+    throw new TunswitchError('EPOLICY_INVALID', `${fileName}: is not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
+  }
   const list = Array.isArray(docs) ? docs : [docs];
   const out: Policy[] = [];
   list.forEach((d, i) => {
@@ -626,7 +692,17 @@ export function parsePolicyFile(text: string, fileName: string): Policy[] {
       const first = (e?.message.split('\n')[0] ?? 'parse error').replace(/ at line \d+, column \d+:?$/, '');
       ctx.fail('', `is not valid YAML or JSON${where}: ${first}`);
     }
-    const v: unknown = d.toJS({ maxAliasCount: 100 });
+    let v: unknown;
+    try {
+      // maxAliasCount bounds what aliases may expand to (a "billion laughs" document)
+      v = d.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (e) {
+      const why = e instanceof ReferenceError && /alias/i.test(e.message)
+        ? `expands aliases too often (more than ${MAX_ALIAS_COUNT}; an alias bomb?)`
+        : e instanceof RangeError ? `nests too deeply (more than ${MAX_NESTING} levels)` : `cannot be read: ${(e as Error).message.split('\n')[0]}`;
+      return ctx.fail('', why);
+    }
+    if (nestingDepth(v) > MAX_NESTING) ctx.fail('', `nests too deeply (more than ${MAX_NESTING} levels)`);
     if (v === null || v === undefined) return; // an empty document (e.g. a trailing ---)
     if (Array.isArray(v)) {
       v.forEach((it, j) => parsePolicyObject(new Ctx(fileName, i + 1), it, `[${j}]`, out));

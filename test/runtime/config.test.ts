@@ -1,0 +1,49 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseRunConfig } from '../../src/runtime/config.js';
+
+const BASE = 'name: rl\npool: { ipv4: 10.94.0.0/24, ipv6: "fd00:94::/64" }\n';
+
+test('config: quotas default to 50% and accept 1-100', () => {
+  const d = parseRunConfig(BASE, '/tmp/lab.yaml');
+  assert.deepEqual(d.quotas, { conntrack: 50, fragments: 50 }, `default quotas got ${JSON.stringify(d.quotas)}`);
+  const c = parseRunConfig(`${BASE}quotas: { conntrack: 100, fragments: 10 }\n`, '/tmp/lab.yaml');
+  assert.deepEqual(c.quotas, { conntrack: 100, fragments: 10 }, `quotas got ${JSON.stringify(c.quotas)}`);
+});
+
+test('config: bad quotas name the key', () => {
+  const cases: [string, RegExp][] = [
+    ['quotas: { conntrack: 0 }', /^lab\.yaml: quotas\.conntrack: 0 must be an integer percent from 1 to 100/],
+    ['quotas: { fragments: 101 }', /^lab\.yaml: quotas\.fragments: 101 must be an integer percent/],
+    ['quotas: { fragments: 12.5 }', /^lab\.yaml: quotas\.fragments: 12\.5 must be an integer percent/],
+    ['quotas: { ct: 5 }', /^lab\.yaml: quotas\.ct: unknown field \(known: conntrack, fragments\)/],
+    ['quotas: 50', /^lab\.yaml: quotas: must be a mapping/],
+  ];
+  for (const [yaml, re] of cases) {
+    assert.throws(() => parseRunConfig(`${BASE}${yaml}\n`, '/tmp/lab.yaml'), (e: Error & { code?: string }) => {
+      assert.match(e.message, re, `${yaml}: got ${e.message}, want ${re}`);
+      assert.equal(e.code, 'ECONFIG_INVALID', `${yaml}: code got ${e.code}`);
+      return true;
+    });
+  }
+});
+
+test('config: node addresses are checked against the pool, the host port and each other', () => {
+  const cases: [string, RegExp][] = [
+    ['nodes: { a: { ipv6: "fd00:94::1" } }', /^lab\.yaml: nodes\.a\.ipv6: fd00:94::1 is the host port's address$/],
+    ['nodes: { a: { ipv6: "2001:db8::5" } }', /^lab\.yaml: nodes\.a\.ipv6: 2001:db8::5 is outside the pool fd00:94::\/64$/],
+    ['nodes: { a: { ipv6: "fe80::1" } }', /^lab\.yaml: nodes\.a\.ipv6: fe80::1 is a link-local address$/],
+    ['nodes: { a: { ipv4: 10.94.0.0 } }', /^lab\.yaml: nodes\.a\.ipv4: 10\.94\.0\.0 is the network address/],
+    ['nodes: { a: { ipv4: 10.94.0.255 } }', /^lab\.yaml: nodes\.a\.ipv4: 10\.94\.0\.255 is the broadcast address/],
+    ['nodes: { a: { ipv4: 10.94.0.1 } }', /^lab\.yaml: nodes\.a\.ipv4: 10\.94\.0\.1 is the host port's address$/],
+    ['nodes: { a: { ipv6: "fd00:94::7" }, b: { ipv6: "fd00:94:0::7" } }', /^lab\.yaml: nodes\.b\.ipv6: fd00:94:0::7 is used by node a$/],
+    ['nodes: { a: { ipv4: 10.94.0.7 }, b: { ipv4: 10.94.0.7 } }', /^lab\.yaml: nodes\.b\.ipv4: 10\.94\.0\.7 is used by node a$/],
+  ];
+  for (const [yaml, re] of cases) {
+    assert.throws(() => parseRunConfig(`${BASE}${yaml}\n`, '/tmp/lab.yaml'), (e: Error) => {
+      assert.match(e.message, re, `${yaml}: got ${e.message}, want ${re}`);
+      return true;
+    }, `${yaml}: accepted, want refused`);
+  }
+  assert.doesNotThrow(() => parseRunConfig(`${BASE}nodes: { a: { ipv4: 10.94.0.7, ipv6: "fd00:94::7" } }\n`, '/tmp/lab.yaml'));
+});
