@@ -57,7 +57,10 @@ export interface IpcacheInfo {
   cidr: string;
   identity: number;
   tunnel?: string;
-  source: 'endpoint' | 'cidr-policy' | 'host' | 'api';
+  /** The owner whose claim is in the table (endpoint > host > kvstore > cidr-policy > api). */
+  source: 'endpoint' | 'host' | 'kvstore' | 'cidr-policy' | 'api';
+  /** Every owner claiming this exact prefix, highest precedence first. */
+  owners?: string[];
 }
 
 export interface CtEntryInfo {

@@ -20,6 +20,7 @@ import { parsePolicyFile } from './policy/parse.js';
 import type { Policy, PolicyConfig } from './policy/types.js';
 import { formatV4, tryParsePrefix, type Prefix } from './cidr.js';
 import { Ipam } from './ipam.js';
+import { IpcacheOwners } from './ipcache-owners.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
 import { CFG_ALLOW_LOCALHOST, CFG_AUDIT, CFG_HOST_PORT, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
 import type {
@@ -125,8 +126,8 @@ export class Agent implements ControlApi {
   private readonly policyRevision = new Map<string, number>();
   /** Endpoints from the state file not attached (yet): kept in the state until they are. */
   private readonly pendingRestore = new Map<string, StateFile['endpoints'][number]>();
-  /** Prefixes added through PUT /v1/ipcache (reported with source "api"). */
-  private readonly apiCidrs = new Set<string>();
+  /** Every ipcache claim by owner (endpoint > host > kvstore > cidr-policy > api). */
+  readonly ipc: IpcacheOwners;
   private config: AgentConfig;
   private readonly started = Date.now();
   /** Host port's ipcache entries (address -> identity 1). */
@@ -150,6 +151,7 @@ export class Agent implements ControlApi {
     this.config = { ...opts.config };
     this.compiler = new PolicyCompiler(this.allocator, this.policyConfig());
     this.ipam = new Ipam(opts.pool4, opts.pool6);
+    this.ipc = new IpcacheOwners(tables.ipcache);
     this.publishConfig();
     this.apply(this.compiler.sync());
   }
@@ -163,7 +165,7 @@ export class Agent implements ControlApi {
   /** Registers the host port: its addresses get identity 1 (reserved:host) in the ipcache. */
   setHostPort(port: number, addrs: string[]): void {
     this.hostPort = port;
-    for (const a of addrs) this.tables.ipcache.upsert(a, { identity: 1, flags: 0 });
+    for (const a of addrs) this.ipc.set(a, 'host', { identity: 1, flags: 0 });
     this.tables.setPortEndpoint(port, NO_EP);
     this.tables.setMeta(M_HOST_PORT, port);
     this.publishConfig();
@@ -191,8 +193,8 @@ export class Agent implements ControlApi {
     for (const e of diff.added) {
       pw.add({ ep: e.ep, dir: e.dir === 'ingress' ? 0 : 1, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie });
     }
-    for (const c of diff.ipcache.removed) this.tables.ipcache.delete(c.prefix);
-    for (const c of diff.ipcache.added) this.tables.ipcache.upsert(c.prefix, { identity: c.identity });
+    for (const c of diff.ipcache.removed) this.ipc.clear(c.prefix, 'cidr-policy');
+    for (const c of diff.ipcache.added) this.ipc.set(c.prefix, 'cidr-policy', { identity: c.identity });
     for (const enf of diff.enforcement) this.writeEndpoint(enf.ep);
     // Every publish gets a new datapath revision, whatever changed (policy entries, endpoint
     // flags, ipcache identities, audit): established flows cache their verdict per revision.
@@ -331,8 +333,8 @@ export class Agent implements ControlApi {
       // Publish: endpoint record, port mapping, ipcache entries, then policy for it.
       this.writeEndpoint(id);
       this.tables.setPortEndpoint(rec.port, id);
-      if (ipv4) this.tables.ipcache.upsert(`${ipv4}/32`, { identity: rec.identity, flags: 1 });
-      if (ipv6) this.tables.ipcache.upsert(`${ipv6}/128`, { identity: rec.identity, flags: 1 });
+      if (ipv4) this.ipc.set(`${ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
+      if (ipv6) this.ipc.set(`${ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
       this.apply(this.compiler.upsertEndpoint({ index: id, identity: rec.identity }));
     } catch (e) {
       this.endpoints.delete(id);
@@ -378,8 +380,8 @@ export class Agent implements ControlApi {
     const diff = this.compiler.deleteEndpoint(rec.id);
     this.tables.endpoints.remove(rec.id);
     if (rec.port >= 0) this.tables.setPortEndpoint(rec.port, NO_EP);
-    if (rec.ipv4) this.tables.ipcache.delete(`${rec.ipv4}/32`);
-    if (rec.ipv6) this.tables.ipcache.delete(`${rec.ipv6}/128`);
+    if (rec.ipv4) this.ipc.clear(`${rec.ipv4}/32`, 'endpoint');
+    if (rec.ipv6) this.ipc.clear(`${rec.ipv6}/128`, 'endpoint');
     this.apply(diff);
     // Releasing the identity may remove it from other endpoints' selections: sync those.
     if (this.allocator.release(rec.identity)) this.apply(this.compiler.sync());
@@ -607,20 +609,13 @@ export class Agent implements ControlApi {
   // ---------------------------------------------------------------- ipcache, ct, config
 
   listIpcache(): IpcacheInfo[] {
-    const local = new Set<string>();
-    for (const r of this.endpoints.values()) {
-      if (r.ipv4) local.add(`${r.ipv4}/32`);
-      if (r.ipv6) local.add(`${r.ipv6}/128`);
-    }
-    return this.tables.ipcache.list().map((e) => this.ipcacheInfo(e, local));
+    return this.tables.ipcache.list().map((e) => this.ipcacheInfo(e));
   }
 
-  private ipcacheInfo(e: { cidr: string; identity: number; tunnel: number }, local: Set<string>): IpcacheInfo {
-    const out: IpcacheInfo = {
-      cidr: e.cidr,
-      identity: e.identity,
-      source: local.has(e.cidr) ? 'endpoint' : this.apiCidrs.has(e.cidr) ? 'api' : e.identity === 1 ? 'host' : 'cidr-policy',
-    };
+  /** One entry as the API shows it: the resolved owner is the source; `owners` lists every claim. */
+  private ipcacheInfo(e: { cidr: string; identity: number; tunnel: number }): IpcacheInfo {
+    const owners = this.ipc.owners(e.cidr);
+    const out: IpcacheInfo = { cidr: e.cidr, identity: e.identity, source: owners[0] ?? 'api', owners };
     if (e.tunnel) out.tunnel = formatV4(e.tunnel);
     return out;
   }
@@ -648,10 +643,9 @@ export class Agent implements ControlApi {
       }
       parsed.push({ cidr: p.text, identity: o.identity as number, tunnel });
     });
-    this.tables.ipcache.batch(() => {
-      for (const e of parsed) this.tables.ipcache.upsert(e.cidr, { identity: e.identity, tunnel: e.tunnel });
+    this.ipc.batch(() => {
+      for (const e of parsed) this.ipc.set(e.cidr, 'api', { identity: e.identity, tunnel: e.tunnel });
     });
-    for (const e of parsed) this.apiCidrs.add(e.cidr);
     this.tables.bumpPolicyRevision();
     this.tables.commit();
     return { added: parsed.length };
@@ -660,8 +654,8 @@ export class Agent implements ControlApi {
   deleteIpcache(cidr: string): { deleted: boolean } {
     const p = typeof cidr === 'string' ? tryParsePrefix(cidr, true) : null;
     if (!p) throw new TunswitchError('EBAD_REQUEST', `cidr: ${JSON.stringify(cidr)} is not a prefix`);
-    const ok = this.tables.ipcache.delete(p.text);
-    this.apiCidrs.delete(p.text);
+    // Only the API's own claim goes: an endpoint or policy holding the prefix keeps it.
+    const ok = this.ipc.clear(p.text, 'api');
     this.tables.bumpPolicyRevision();
     this.tables.commit();
     return { deleted: ok };
@@ -691,10 +685,7 @@ export class Agent implements ControlApi {
     }
     if (leaf === 0) return null;
     const hit = tryParsePrefix(`${ip}/${len}`, false) as Prefix;
-    const local = new Set<string>();
-    const rec = [...this.endpoints.values()].find((r) => r.ipv4 === ip || r.ipv6 === ip);
-    if (rec && ((p.family === 4 && len === 32) || (p.family === 6 && len === 128))) local.add(hit.text);
-    return this.ipcacheInfo({ cidr: hit.text, identity, tunnel }, local);
+    return this.ipcacheInfo({ cidr: hit.text, identity, tunnel });
   }
 
   listCt(): CtEntryInfo[] {

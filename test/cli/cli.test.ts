@@ -126,7 +126,7 @@ describe('tunswitch CLI', () => {
     const cases: { args: string[]; want: RegExp[] }[] = [
       { args: ['status'], want: [/^Name:\s+demo$/m, /^Uptime:\s+1h 2m 5s$/m, new RegExp(`^Endpoints:\\s+${fake.endpoints.length}$`, 'm'), /^Packets:\s+forwarded 1234, dropped 56$/m] },
       { args: ['identity', 'list'], want: [/^ID\s+KIND\s+REFS\s+LABELS$/m, /^1\s+reserved\s+1\s+reserved:host$/m] },
-      { args: ['ipcache', 'list'], want: [/^PREFIX\s+IDENTITY\s+SOURCE\s+TUNNEL$/m, /^192\.168\.0\.0\/16\s+16777217\s+cidr-policy\s+172\.16\.0\.2$/m] },
+      { args: ['ipcache', 'list'], want: [/^PREFIX\s+IDENTITY\s+SOURCE\s+TUNNEL\s+ALSO CLAIMED BY$/m, /^192\.168\.0\.0\/16\s+16777217\s+cidr-policy\s+172\.16\.0\.2$/m] },
       { args: ['ipcache', 'get', '8.8.8.8'], want: [/^8\.8\.8\.8: no prefix matches \(treated as world, identity 2\)$/m] },
       { args: ['ipcache', 'get', '192.168.1.1'], want: [/^Prefix:\s+192\.168\.0\.0\/16$/m, /^Identity:\s+16777217$/m] },
       { args: ['ct', 'list'], want: [/^SHARD\s+PROTO\s+SOURCE\s+DESTINATION\s+STATE\s+EXPIRES/m, new RegExp(`${ct.src.replace(/\./g, '\\.')}\\s+${ct.dst.replace(/\./g, '\\.')}\\s+${ct.state}\\s+${ct.expiresIn}s`)] },
