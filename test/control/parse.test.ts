@@ -205,3 +205,40 @@ spec:
     message: 'web.yaml: policy "allow-web" spec.ingress[0].toPorts[0].ports[0].port: "70000" is not a port (1-65535)',
   });
 });
+
+test('accepted as Cilium\'s CRD schema accepts it: description, reserved: and reserved. keys, specs, authentication disabled', () => {
+  const text = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+description: "L3 policy from Cilium's examples"
+metadata: {name: p, namespace: x}
+specs:
+- description: first
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {"reserved:host": ""}}, {matchLabels: {"reserved.init": ""}}]
+    authentication: {mode: disabled}
+- endpointSelector: {matchLabels: {"reserved.init": ""}}
+  egress:
+  - toEntities: [world]
+`;
+  const [p] = parsePolicyFile(text, 'ok.yaml');
+  assert.equal(p?.rules.length, 2, `rules got ${p?.rules.length}, want 2`);
+  const peers = p!.rules[0]!.ingress[0]!.peers!.map((x) => (x.kind === 'selector' && x.selector.kind === 'labels' ? `${x.selector.clusterOnly}${x.selector.selector.canonical}` : '?'));
+  assert.deepEqual(peers, ['false{reserved:host in ()}', 'false{reserved:init in ()}'], `peers got ${JSON.stringify(peers)}`);
+  assert.equal(p!.rules[1]!.subject.canonical, '{k8s:io.kubernetes.pod.namespace in (x), reserved:init in ()}');
+});
+
+test('refused with path and reason: an unknown reserved name, authentication that cannot be enforced', () => {
+  const cases: { text: string; want: string }[] = [
+    { text: BASE(EP + 'ingress:\n- fromEndpoints: [{matchLabels: {"reserved:hots": ""}}]'), want: 'spec.ingress[0].fromEndpoints[0].matchLabels["reserved:hots"]: "reserved:hots" is not a reserved identity' },
+    { text: BASE('endpointSelector: {matchLabels: {"reserved.nit": ""}}'), want: 'spec.endpointSelector.matchLabels["reserved.nit"]: "reserved.nit" is not a reserved identity' },
+    { text: BASE(EP + 'ingress:\n- fromEntities: [world]\n  authentication: {mode: required}'), want: 'spec.ingress[0].authentication.mode: "required" is not supported' },
+  ];
+  for (const c of cases) {
+    assert.throws(
+      () => parsePolicyFile(c.text, 'bad.yaml'),
+      (e: Error) => e.message.includes(c.want),
+      `want an error containing ${c.want}`,
+    );
+  }
+});
