@@ -185,12 +185,13 @@ export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
   return req;
 }
 
-function checkPolicyText(v: unknown): { text: string; fileName: string } {
-  const o = expectObject(v, ['text', 'fileName']);
+function checkPolicyText(v: unknown): { text: string; fileName: string; allowEmpty: boolean } {
+  const o = expectObject(v, ['text', 'fileName', 'allowEmpty']);
   const text = optString(o, 'text');
   if (text === undefined) bad('body.text: is required (the policy file contents)');
   const fileName = optString(o, 'fileName');
-  return { text, fileName: fileName === undefined || fileName === '' ? 'request' : fileName };
+  if (o.allowEmpty !== undefined && typeof o.allowEmpty !== 'boolean') bad(`body.allowEmpty: must be true or false, got ${show(o.allowEmpty)}`);
+  return { text, fileName: fileName === undefined || fileName === '' ? 'request' : fileName, allowEmpty: o.allowEmpty === true };
 }
 
 const ENFORCEMENT_MODES: readonly AgentConfig['enforcement'][] = ['default', 'always', 'never'];
@@ -290,8 +291,8 @@ function buildRoutes(api: ControlApi): Route[] {
 
   add('GET', '/v1/policy', () => api.listPolicies());
   add('PUT', '/v1/policy', async (c) => {
-    const { text, fileName } = checkPolicyText(await c.body());
-    return api.importPolicies(text, fileName);
+    const { text, fileName, allowEmpty } = checkPolicyText(await c.body());
+    return allowEmpty ? api.importPolicies(text, fileName, true) : api.importPolicies(text, fileName);
   });
   add('DELETE', '/v1/policy', () => api.deleteAllPolicies());
   add('POST', '/v1/policy/validate', async (c) => {

@@ -150,7 +150,8 @@ export interface ControlApi {
   deleteEndpoint(idOrName: string): Promise<void>;
   listIdentities(): IdentityInfo[];
   getIdentity(id: number): IdentityInfo;
-  importPolicies(text: string, fileName: string): PolicyImportResult;
+  /** An import with no policies is an error (EPOLICY_INVALID) unless allowEmpty. */
+  importPolicies(text: string, fileName: string, allowEmpty?: boolean): PolicyImportResult;
   validatePolicies(text: string, fileName: string): { policies: string[] };
   listPolicies(): PolicyInfo[];
   getPolicy(name: string): unknown; // the stored document

@@ -49,6 +49,9 @@ export interface TraceRequest {
   dport: string;
 }
 
+/** At most this many identity pairs are traced for ends given by labels. */
+const MAX_TRACE_PAIRS = 64;
+
 const TRACE_PROTOS: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132, ICMP: 1, ICMPV4: 1, ICMPV6: 58 };
 
 export interface PortSpec {
@@ -463,10 +466,11 @@ export class Agent implements ControlApi {
     return { policies: parsePolicyFile(text, fileName).map((p) => p.name) };
   }
 
-  importPolicies(text: string, fileName: string): PolicyImportResult {
+  importPolicies(text: string, fileName: string, allowEmpty = false): PolicyImportResult {
     if (typeof text !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.text: must be a string');
     if (typeof fileName !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.fileName: must be a string');
     const pols = parsePolicyFile(text, fileName); // all or nothing: throws before any change
+    if (pols.length === 0 && !allowEmpty) throw new TunswitchError('EPOLICY_INVALID', `${fileName}: contains no policies (allow an empty file with --allow-empty, or allowEmpty: true in the API)`);
     let rev = this.compiler.revision;
     for (const p of pols) {
       const diff = this.compiler.upsertPolicy(p);
@@ -574,11 +578,7 @@ export class Agent implements ControlApi {
       if (!Array.isArray(e.labels) || e.labels.some((l) => typeof l !== 'string' || !l.includes('='))) {
         throw new TunswitchError('EBAD_REQUEST', `${where}.labels: must be a list of "key=value"`);
       }
-      const set = this.parseLabels(e.labels, where);
-      const id = this.allocator.lookupByLabels(set);
-      const local = [...this.endpoints.values()].find((r) => r.labels.canonical === set.canonical);
-      if (!id) notes.push(`no identity has the labels ${set.canonical}: only rules that select every identity can match it`);
-      return { name: set.canonical, identity: id ? id.id : 0, labels: set.labels.map(formatLabel), ep: local ? local.id : -1 };
+      return this.labelTraceEnds(this.parseLabels(e.labels, where), notes)[0] as TraceEnd;
     }
     const ip = e.ip as string;
     const p = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
@@ -601,9 +601,51 @@ export class Agent implements ControlApi {
     if (proto === undefined) throw new TunswitchError('EBAD_REQUEST', `body.dport: protocol "${m[2]}" is not one of TCP, UDP, SCTP, ICMP, ICMPv6`);
     if (port > (proto === 1 || proto === 58 ? 255 : 65535)) throw new TunswitchError('EBAD_REQUEST', `body.dport: ${port} is out of range for ${protoName}`);
     const notes: string[] = [];
-    const src = this.traceEnd('src', req.src, notes);
-    const dst = this.traceEnd('dst', req.dst, notes);
-    return traceFlow(this.tables.tables, src, dst, proto, port, protoName, (c) => this.ruleName(c), notes);
+    const src = this.traceEnds('src', req.src, notes);
+    const dst = this.traceEnds('dst', req.dst, notes);
+    return this.traceEach(src, dst, proto, port, protoName, notes);
+  }
+
+  /** An end given by labels may stand for several identities (selection by subset). */
+  private traceEnds(side: 'src' | 'dst', e: TraceRequest['src'] | undefined, notes: string[]): TraceEnd[] {
+    const one = this.traceEnd(side, e, notes);
+    if (e?.labels === undefined) return [one];
+    return this.labelTraceEnds(this.parseLabels(e.labels, `body.${side}`), []);
+  }
+
+  /**
+   * The identities whose labels include every label of `set` (as a selector selects them),
+   * each with a local endpoint that has it when there is one. Without any, one end with
+   * identity 0 (only rules that select every identity can match it).
+   */
+  private labelTraceEnds(set: LabelSet, notes: string[]): TraceEnd[] {
+    const out: TraceEnd[] = [];
+    for (const id of this.allocator.list().sort((a, b) => a.id - b.id)) {
+      if (id.kind !== 'workload' || !set.labels.every((l) => id.labels.values(l.key, l.source).includes(l.value))) continue;
+      const local = [...this.endpoints.values()].find((r) => r.identity === id.id);
+      out.push({ name: local ? local.name : id.labels.canonical, identity: id.id, labels: id.labels.labels.map(formatLabel), ep: local ? local.id : -1 });
+    }
+    if (out.length > 0) return out;
+    notes.push(`no identity has the labels ${set.canonical}: only rules that select every identity can match it`);
+    return [{ name: set.canonical, identity: 0, labels: set.labels.map(formatLabel), ep: -1 }];
+  }
+
+  /** Traces every (source, destination) pair considered; the first pair is the answer shown. */
+  private traceEach(srcs: TraceEnd[], dsts: TraceEnd[], proto: number, port: number, protoName: string, notes: string[]): TraceResult {
+    const pairs: [TraceEnd, TraceEnd][] = [];
+    for (const s of srcs) for (const d of dsts) if (pairs.length < MAX_TRACE_PAIRS) pairs.push([s, d]);
+    if (srcs.length * dsts.length > MAX_TRACE_PAIRS) notes.push(`${srcs.length * dsts.length} identity pairs match the labels given; only the first ${MAX_TRACE_PAIRS} are traced`);
+    const results = pairs.map(([s, d], i) => traceFlow(this.tables.tables, s, d, proto, port, protoName, (c) => this.ruleName(c), i === 0 ? notes : []));
+    const first = results[0] as TraceResult;
+    if (pairs.length === 1) return first;
+    first.considered = results.map((r) => ({ source: r.source.name, source_identity: r.source.identity, destination: r.destination.name, destination_identity: r.destination.identity, verdict: r.verdict }));
+    const denied = results.filter((r) => r.verdict === 'DENIED').length;
+    notes.push(
+      denied === 0 || denied === results.length
+        ? `${results.length} identity pairs match the labels given; all are ${first.verdict}`
+        : `${results.length} identity pairs match the labels given: ${results.length - denied} ALLOWED, ${denied} DENIED (see considered); the verdict shown is for the first`,
+    );
+    return first;
   }
 
   // ---------------------------------------------------------------- ipcache, ct, config

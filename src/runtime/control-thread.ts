@@ -279,7 +279,8 @@ async function main(): Promise<void> {
     { emptyFolderIsError: false },
   );
   for (const f of files) {
-    const r = agent.importPolicies(readFileSync(f, 'utf8'), f);
+    // A folder of policies may hold an empty file (e.g. everything commented out) at start-up.
+    const r = agent.importPolicies(readFileSync(f, 'utf8'), f, true);
     log(`policy ${f}: ${r.policies.join(', ')} (revision ${r.revision})`);
   }
 

@@ -252,6 +252,16 @@ describe('tunswitch CLI', () => {
     const ri = await cli(['--socket', sock, 'policy', 'import', bad]);
     assert.equal(oneErrorLine(ri, 'import invalid'), `${bad}: policy "x" spec: is required`);
 
+    // A file with no policies is refused before anything is sent, unless --allow-empty.
+    const nothing = join(dir, 'nothing.yaml');
+    await writeFile(nothing, '# every policy commented out\n');
+    const callsBefore = fake.calls.length;
+    const rn = await cli(['--socket', sock, 'policy', 'import', single, nothing]);
+    assert.equal(oneErrorLine(rn, 'import no policies'), `${nothing}: contains no policies (pass --allow-empty to accept it)`);
+    assert.equal(fake.calls.length, callsBefore, `import no policies: got ${fake.calls.length - callsBefore} API calls, want 0`);
+    const ra = await cli(['--socket', sock, 'policy', 'import', '--allow-empty', nothing]);
+    assert.equal(ra.code, 0, `import --allow-empty: got exit ${ra.code} (${ra.stderr}), want 0`);
+
     // Offline validate: no agent at this socket.
     const gone = join(dir, 'gone.sock');
     const v = await cli(['--socket', gone, 'policy', 'validate', pdir]);
