@@ -135,7 +135,7 @@ function optString(o: Record<string, unknown>, k: string): string | undefined {
 
 /** Checks an EndpointAddRequest; returns a copy without unknown fields. */
 export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
-  const o = expectObject(v, ['name', 'labels', 'netns', 'pid', 'ipv4', 'ipv6', 'defaultRoute']);
+  const o = expectObject(v, ['name', 'labels', 'netns', 'pid', 'ipv4', 'ipv6', 'defaultRoute', 'namespace', 'ports']);
   const name = optString(o, 'name');
   if (name === undefined || name === '') bad('body.name: is required (a non-empty string)');
   const req: EndpointAddRequest = { name };
@@ -181,6 +181,13 @@ export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
   if (o.defaultRoute !== undefined) {
     if (typeof o.defaultRoute !== 'boolean') bad(`body.defaultRoute: must be true or false, got ${show(o.defaultRoute)}`);
     req.defaultRoute = o.defaultRoute;
+  }
+  const namespace = optString(o, 'namespace');
+  if (namespace !== undefined) req.namespace = namespace;
+  // The agent checks each port (name, number, protocol) and names the item.
+  if (o.ports !== undefined) {
+    if (!Array.isArray(o.ports)) bad(`body.ports: must be a list of {name, port, protocol}, got ${show(o.ports)}`);
+    req.ports = o.ports as NonNullable<EndpointAddRequest['ports']>;
   }
   return req;
 }
@@ -277,6 +284,20 @@ function buildRoutes(api: ControlApi): Route[] {
   add('GET', '/v1/endpoint/:id', (c) => api.getEndpoint(p(c, 0)));
   add('GET', '/v1/endpoint/:id/queue', (c) => api.getEndpointQueue(p(c, 0)));
   add('PUT', '/v1/endpoint/:id/queue', async (c) => api.setEndpointQueue(p(c, 0), checkQueuePatch(await c.body())));
+  // Optional parts of the API (labels and namespaces): 501 when the agent has none.
+  const opt = <A extends unknown[]>(name: string, what: string) => {
+    return (...args: A): unknown => {
+      const f = (api as unknown as Record<string, unknown>)[name];
+      if (typeof f !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', `${what} is not available`);
+      return (f as (...a: A) => unknown).apply(api, args);
+    };
+  };
+  add('POST', '/v1/endpoint/:id/labels', async (c) => opt('labelEndpoint', 'endpoint labelling')(p(c, 0), await c.body()));
+  add('GET', '/v1/namespace', () => opt('listNamespaces', 'namespaces')());
+  add('GET', '/v1/namespace/:name', (c) => opt('getNamespace', 'namespaces')(p(c, 0)));
+  add('PUT', '/v1/namespace/:name', async (c) => opt('putNamespace', 'namespaces')(p(c, 0), await c.body()));
+  add('POST', '/v1/namespace/:name/labels', async (c) => opt('labelNamespace', 'namespaces')(p(c, 0), await c.body()));
+  add('DELETE', '/v1/namespace/:name', (c) => opt('deleteNamespace', 'namespaces')(p(c, 0)));
   add('DELETE', '/v1/endpoint/:id', async (c) => {
     await api.deleteEndpoint(p(c, 0));
     return undefined;

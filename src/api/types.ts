@@ -20,6 +20,16 @@ export interface EndpointInfo {
   tun: string; // TUN device name
   policy: { ingress: boolean; egress: boolean; audit: boolean }; // enforced directions
   state: 'ready' | 'attaching' | 'detached';
+  /** Kubernetes namespace (its labels become io.cilium.k8s.namespace.labels.*). */
+  namespace?: string;
+  /** Named ports the endpoint declares (for policies written with `port: http`). */
+  ports?: NamedPort[];
+}
+
+export interface NamedPort {
+  name: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
 }
 
 export interface EndpointAddRequest {
@@ -30,6 +40,17 @@ export interface EndpointAddRequest {
   ipv4?: string;
   ipv6?: string;
   defaultRoute?: boolean;
+  /** Kubernetes namespace; `default` when left out. */
+  namespace?: string;
+  ports?: NamedPort[];
+}
+
+/** Body of POST /v1/endpoint/:id/labels and /v1/namespace/:name/labels. */
+export interface LabelChangeRequest {
+  /** Labels to add or overwrite: `{key: value}` or `["key=value"]`. */
+  set?: Record<string, string> | string[];
+  /** Keys to remove. */
+  remove?: string[];
 }
 
 export interface IdentityInfo {

@@ -13,6 +13,7 @@ import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
 import { makeContext, packageVersion, type RegisterFn } from './context.js';
 import { register as registerStatus } from './status.js';
 import { register as registerEndpoint } from './endpoint.js';
+import { register as registerNamespace } from './namespace.js';
 import { register as registerIdentity } from './identity.js';
 import { register as registerPolicy } from './policy.js';
 import { register as registerIpcache } from './ipcache.js';
@@ -32,6 +33,7 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerLab,
   registerStatus,
   registerEndpoint,
+  registerNamespace,
   registerIdentity,
   registerPolicy,
   registerIpcache,

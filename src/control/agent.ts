@@ -17,10 +17,11 @@ import { IdentityAllocator, type Identity } from './identity.js';
 import { LabelSet, formatLabel, parseLabel, makeLabel, type Label } from './labels.js';
 import { PolicyCompiler, type PolicyDiff } from './policy/compile.js';
 import { parsePolicyFile } from './policy/parse.js';
-import type { Policy, PolicyConfig } from './policy/types.js';
+import { NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, type Policy, type PolicyConfig } from './policy/types.js';
 import { formatV4, tryParsePrefix, type Prefix } from './cidr.js';
 import { Ipam } from './ipam.js';
 import { IpcacheOwners } from './ipcache-owners.js';
+import { Namespaces, checkNamespaceLabels, type NamespaceInfo } from './namespaces.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
 import { CFG_ALLOW_LOCALHOST, CFG_AUDIT, CFG_HOST_PORT, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
 import type {
@@ -32,6 +33,8 @@ import type {
   FlowEvent,
   IdentityInfo,
   IpcacheInfo,
+  LabelChangeRequest,
+  NamedPort,
   PolicyImportResult,
   PolicyInfo,
   StatusInfo,
@@ -89,6 +92,10 @@ interface EndpointRec {
   tun: string;
   defaultRoute: boolean;
   state: 'ready' | 'attaching' | 'detached';
+  /** Kubernetes namespace; `labels` = `own` + the labels the namespace derives. */
+  namespace: string;
+  own: LabelSet;
+  ports: NamedPort[];
 }
 
 interface PolicySource {
@@ -131,6 +138,7 @@ export class Agent implements ControlApi {
   private readonly pendingRestore = new Map<string, StateFile['endpoints'][number]>();
   /** Every ipcache claim by owner (endpoint > host > kvstore > cidr-policy > api). */
   readonly ipc: IpcacheOwners;
+  readonly namespaces = new Namespaces();
   private config: AgentConfig;
   private readonly started = Date.now();
   /** Host port's ipcache entries (address -> identity 1). */
@@ -260,7 +268,9 @@ export class Agent implements ControlApi {
     }
     if (this.byName.has(req.name)) throw new TunswitchError('EENDPOINT_EXISTS', `endpoint "${req.name}" already exists`);
     const where = `endpoint "${req.name}"`;
-    const labels = this.parseLabels(req.labels, 'body');
+    const placed = this.namespaces.placeEndpoint(this.parseLabels(req.labels, 'body'), req.namespace, 'body');
+    const labels = this.namespaces.endpointLabels(placed.own, placed.namespace);
+    const ports = this.parsePorts(req.ports, 'body');
     if (req.netns !== undefined && (typeof req.netns !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(req.netns))) {
       throw new TunswitchError('EBAD_REQUEST', `body.netns: ${JSON.stringify(req.netns)} is not a namespace name`);
     }
@@ -305,6 +315,9 @@ export class Agent implements ControlApi {
       tun: '',
       defaultRoute: req.defaultRoute === true,
       state: 'attaching',
+      namespace: placed.namespace,
+      own: placed.own,
+      ports,
     };
     if (ipv4) rec.ipv4 = ipv4;
     if (ipv6) rec.ipv6 = ipv6;
@@ -330,7 +343,7 @@ export class Agent implements ControlApi {
       rec.port = att.port;
       rec.tun = att.tun;
       rec.ifname = att.ifname;
-      identity = this.allocator.allocate(labels);
+      identity = this.allocator.allocate(rec.labels);
       rec.identity = identity.id;
       rec.state = 'ready';
       // Publish: endpoint record, port mapping, ipcache entries, then policy for it.
@@ -422,6 +435,8 @@ export class Agent implements ControlApi {
     };
     if (rec.ipv4) out.ipv4 = rec.ipv4;
     if (rec.ipv6) out.ipv6 = rec.ipv6;
+    out.namespace = rec.namespace;
+    if (rec.ports.length > 0) out.ports = rec.ports;
     return out;
   }
 
@@ -435,6 +450,125 @@ export class Agent implements ControlApi {
 
   endpointByIndex(ep: number): EndpointRec | undefined {
     return this.endpoints.get(ep);
+  }
+
+  // ---------------------------------------------------------------- labels and namespaces
+
+  /** Named ports of an endpoint request: `[{name, port, protocol}]`, names unique per protocol. */
+  private parsePorts(v: unknown, where: string): NamedPort[] {
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v)) throw new TunswitchError('EBAD_REQUEST', `${where}.ports: must be a list of {name, port, protocol}`);
+    const out: NamedPort[] = [];
+    v.forEach((x: unknown, i: number) => {
+      const at = `${where}.ports[${i}]`;
+      const o = x as Partial<NamedPort> | null;
+      if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TunswitchError('EBAD_REQUEST', `${at}: must be {name, port, protocol}`);
+      for (const k of Object.keys(o)) if (!['name', 'port', 'protocol'].includes(k)) throw new TunswitchError('EBAD_REQUEST', `${at}.${k}: unknown field (known: name, port, protocol)`);
+      // Kubernetes IANA_SVC_NAME: 1-15 of a-z, 0-9 and "-", with a letter, no "--", not at the ends.
+      if (typeof o.name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(o.name) || !/[a-z]/.test(o.name) || o.name.includes('--')) {
+        throw new TunswitchError('EBAD_REQUEST', `${at}.name: ${JSON.stringify(o.name)} is not a port name (1-15 of a-z, 0-9 and "-", with a letter)`);
+      }
+      if (!Number.isInteger(o.port) || (o.port as number) < 1 || (o.port as number) > 65535) throw new TunswitchError('EBAD_REQUEST', `${at}.port: ${JSON.stringify(o.port)} is not a port (1-65535)`);
+      const protocol = o.protocol === undefined ? 'TCP' : o.protocol;
+      if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') throw new TunswitchError('EBAD_REQUEST', `${at}.protocol: ${JSON.stringify(o.protocol)} is not TCP, UDP or SCTP`);
+      if (out.some((p) => p.name === o.name && p.protocol === protocol)) throw new TunswitchError('EBAD_REQUEST', `${at}.name: "${o.name}" is declared twice for ${protocol}`);
+      out.push({ name: o.name, port: o.port as number, protocol });
+    });
+    return out;
+  }
+
+  /** `{set, remove}` of a label change: set as a mapping or "key=value" list, remove as keys. */
+  private labelChange(body: unknown, where: string): { set: Label[]; remove: string[] } {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new TunswitchError('EBAD_REQUEST', `${where}: must be {set, remove}`);
+    const b = body as LabelChangeRequest;
+    for (const k of Object.keys(b)) if (k !== 'set' && k !== 'remove') throw new TunswitchError('EBAD_REQUEST', `${where}.${k}: unknown field (known: set, remove)`);
+    const set = this.parseLabels(b.set, where).labels.slice();
+    const remove: string[] = [];
+    if (b.remove !== undefined) {
+      if (!Array.isArray(b.remove)) throw new TunswitchError('EBAD_REQUEST', `${where}.remove: must be a list of label keys`);
+      b.remove.forEach((k, i) => {
+        if (typeof k !== 'string' || k === '') throw new TunswitchError('EBAD_REQUEST', `${where}.remove[${i}]: ${JSON.stringify(k)} is not a label key`);
+        remove.push(k.startsWith('k8s:') ? k.slice(4) : k);
+      });
+    }
+    return { set, remove };
+  }
+
+  /**
+   * Gives an endpoint new own labels and/or namespace: new identity, ipcache entry and policy
+   * in one revision; the old identity is released (and selections that held it are synced).
+   * Established flows are re-checked at their next packet (the revision changes).
+   */
+  private retag(rec: EndpointRec, own: LabelSet, namespace: string): void {
+    const labels = this.namespaces.endpointLabels(own, namespace);
+    rec.own = own;
+    rec.namespace = namespace;
+    if (labels.canonical === rec.labels.canonical) return;
+    rec.labels = labels;
+    if (rec.state !== 'ready') return;
+    const old = rec.identity;
+    const ident = this.allocator.allocate(labels);
+    rec.identity = ident.id;
+    this.writeEndpoint(rec.id);
+    if (rec.ipv4) this.ipc.set(`${rec.ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
+    if (rec.ipv6) this.ipc.set(`${rec.ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
+    this.apply(this.compiler.upsertEndpoint({ index: rec.id, identity: rec.identity }));
+    if (this.allocator.release(old)) this.apply(this.compiler.sync());
+  }
+
+  /** `endpoint label EP key=value key-`: changes an endpoint's own labels while it runs. */
+  labelEndpoint(idOrName: string, body: unknown): EndpointInfo {
+    const rec = this.find(idOrName);
+    const { set, remove } = this.labelChange(body, 'body');
+    for (const l of [...set.map((x) => x.key), ...remove]) {
+      if (l === NAMESPACE_LABEL || l.startsWith(NAMESPACE_LABELS_PREFIX)) throw new TunswitchError('EBAD_REQUEST', `body: ${l} comes from the endpoint's namespace; change the namespace's labels instead`);
+    }
+    const keep = rec.own.labels.filter((l) => !remove.includes(l.key) && !set.some((s) => s.key === l.key));
+    this.retag(rec, LabelSet.from([...keep, ...set]), rec.namespace);
+    this.persist();
+    return this.info(rec);
+  }
+
+  private namespaceInfo(name: string): NamespaceInfo {
+    const eps = [...this.endpoints.values()].filter((r) => r.namespace === name).map((r) => r.name).sort();
+    return { name, labels: this.namespaces.labels(name), endpoints: eps };
+  }
+
+  listNamespaces(): NamespaceInfo[] {
+    return this.namespaces.names().map((n) => this.namespaceInfo(n));
+  }
+
+  getNamespace(name: string): NamespaceInfo {
+    return this.namespaceInfo(name);
+  }
+
+  /** Creates a namespace or replaces its labels (`{labels: {key: value}}`). */
+  putNamespace(name: string, body: unknown): NamespaceInfo {
+    const b = (body ?? {}) as { labels?: unknown };
+    if (typeof b !== 'object' || Array.isArray(b)) throw new TunswitchError('EBAD_REQUEST', 'body: must be {labels}');
+    for (const k of Object.keys(b)) if (k !== 'labels') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown field (known: labels)`);
+    if (this.namespaces.set(name, checkNamespaceLabels(b.labels, 'body.labels'))) this.retagNamespace(name);
+    return this.namespaceInfo(name);
+  }
+
+  /** `namespace label NS key=value key-`: every endpoint in it gets the new derived labels. */
+  labelNamespace(name: string, body: unknown): NamespaceInfo {
+    const { set, remove } = this.labelChange(body, 'body');
+    const m = checkNamespaceLabels(Object.fromEntries(set.map((l) => [l.key, l.value])), 'body.set');
+    if (this.namespaces.relabel(name, m, remove)) this.retagNamespace(name);
+    return this.namespaceInfo(name);
+  }
+
+  deleteNamespace(name: string): { deleted: string } {
+    const used = [...this.endpoints.values()].filter((r) => r.namespace === name).map((r) => r.name);
+    if (used.length > 0) throw new TunswitchError('EBAD_REQUEST', `namespace "${name}" still has endpoints: ${used.join(', ')}`);
+    this.namespaces.delete(name);
+    return { deleted: name };
+  }
+
+  private retagNamespace(name: string): void {
+    for (const rec of this.endpoints.values()) if (rec.namespace === name) this.retag(rec, rec.own, name);
+    this.persist();
   }
 
   // ---------------------------------------------------------------- identities

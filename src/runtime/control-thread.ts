@@ -19,7 +19,7 @@ import { expandPolicyPaths } from '../control/policy/files.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
 import { attachEndpoint, netnsExists, setupHostPort } from '../io/netns.js';
-import type { QueueConfig, RunConfig } from './config.js';
+import type { NodeConfig, QueueConfig, RunConfig } from './config.js';
 import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGINE, IO_PACKETS_READ, SHARD_RUNNING, SHARD_STATE_NAMES, type RuntimeShared } from './shared.js';
 import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
 import { buildMetrics } from '../observe/metrics.js';
@@ -237,12 +237,17 @@ async function main(): Promise<void> {
 
   // Restore state, then the config's nodes (config wins for nodes it names).
   const restored = agent.restore();
-  const wanted = new Map<string, { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string }>();
+  // Namespaces first: endpoints take their labels from them.
+  for (const [ns, labels] of Object.entries(cfg.namespaces)) agent.putNamespace(ns, { labels });
+  type Wanted = { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string; namespace?: string; ports?: NodeConfig['ports'] };
+  const wanted = new Map<string, Wanted>();
   for (const n of cfg.nodes) {
-    const w: { labels: Record<string, string>; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = {
+    const w: Wanted = {
       labels: n.labels,
       defaultRoute: n.defaultRoute,
       netns: `${cfg.name}-${n.name}`,
+      namespace: n.namespace,
+      ports: n.ports,
     };
     if (n.ipv4) w.ipv4 = n.ipv4;
     if (n.ipv6) w.ipv6 = n.ipv6;
@@ -264,6 +269,8 @@ async function main(): Promise<void> {
     }
     try {
       const req: Parameters<Agent['addEndpoint']>[0] = { name, labels: w.labels, netns: w.netns, defaultRoute: w.defaultRoute };
+      if (w.namespace !== undefined) req.namespace = w.namespace;
+      if (w.ports !== undefined && w.ports.length > 0) req.ports = w.ports;
       if (w.ipv4) req.ipv4 = w.ipv4;
       if (w.ipv6) req.ipv6 = w.ipv6;
       const info = await agent.addEndpoint(req);

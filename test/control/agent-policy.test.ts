@@ -47,3 +47,74 @@ test('an import with no policies is an error unless allowEmpty', () => {
   assert.throws(() => agent.importPolicies('# nothing\n', 'e.yaml'), /e\.yaml: contains no policies/);
   assert.deepEqual(agent.importPolicies('# nothing\n', 'e.yaml', true).policies, []);
 });
+
+function verdictOf(agent: ReturnType<typeof makeTestAgent>['agent'], src: string, dst: string, dport: string): string {
+  return agent.trace({ src: { endpoint: src }, dst: { endpoint: dst }, dport }).verdict;
+}
+
+const NS_POLICY = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: from-team-a, namespace: x }
+spec:
+  podSelector: { matchLabels: { app: db } }
+  ingress:
+    - from:
+        - namespaceSelector:
+            matchExpressions: [ { key: team, operator: In, values: [a] } ]
+          podSelector: { matchLabels: { app: web } }
+`;
+
+test('namespaces: objects with labels; endpoints get the labels Cilium derives; namespaced policy scope', async () => {
+  const { agent } = makeTestAgent();
+  agent.putNamespace('x', { labels: { team: 'a' } });
+  agent.putNamespace('y', { labels: { team: 'b' } });
+  const db = await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n1', namespace: 'x' });
+  await agent.addEndpoint({ name: 'dby', labels: { app: 'db' }, netns: 'n4', namespace: 'y' });
+  await agent.addEndpoint({ name: 'webx', labels: { app: 'web' }, netns: 'n2', namespace: 'x' });
+  await agent.addEndpoint({ name: 'weby', labels: { app: 'web' }, netns: 'n3', namespace: 'y' });
+  const want = ['k8s:app=db', 'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=x', 'k8s:io.cilium.k8s.namespace.labels.team=a', 'k8s:io.kubernetes.pod.namespace=x'];
+  assert.deepEqual(db.labels, want, `labels got ${JSON.stringify(db.labels)}`);
+  assert.equal(db.namespace, 'x');
+  assert.deepEqual(agent.getNamespace('x').endpoints, ['db', 'webx']);
+  assert.deepEqual(agent.getNamespace('x').labels, { team: 'a', 'kubernetes.io/metadata.name': 'x' });
+  agent.importPolicies(NS_POLICY, 'ns.yaml');
+  const cases: [string, string, string][] = [
+    ['webx', 'db', 'ALLOWED'], // team=a namespace, app=web
+    ['weby', 'db', 'DENIED'], // team=b
+    ['weby', 'dby', 'ALLOWED'], // the policy is in x: db in y is not selected
+  ];
+  for (const [s, d, w] of cases) assert.equal(verdictOf(agent, s, d, '80/TCP'), w, `${s} -> ${d}: got ${verdictOf(agent, s, d, '80/TCP')}, want ${w}`);
+  // An undeclared namespace is an error naming the field; hand-written labels still work.
+  await assert.rejects(agent.addEndpoint({ name: 'z', netns: 'n5', namespace: 'nope' }), /body\.namespace: namespace "nope" not found/);
+  const old = await agent.addEndpoint({ name: 'old', labels: { 'io.kubernetes.pod.namespace': 'legacy', 'io.cilium.k8s.namespace.labels.team': 'a' }, netns: 'n6' });
+  assert.equal(old.namespace, 'legacy');
+  assert.deepEqual(agent.getNamespace('legacy').labels, { team: 'a', 'kubernetes.io/metadata.name': 'legacy' });
+  assert.throws(() => agent.deleteNamespace('x'), /still has endpoints: db, webx/);
+});
+
+test('live label changes: endpoint and namespace labels recompute identity, ipcache entry and policy', async () => {
+  const { agent } = makeTestAgent();
+  agent.putNamespace('x', {});
+  agent.putNamespace('y', {});
+  await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n1', namespace: 'x', ipv4: '10.42.0.10' });
+  const a = await agent.addEndpoint({ name: 'a', labels: { app: 'other' }, netns: 'n2', namespace: 'y', ipv4: '10.42.0.11' });
+  agent.importPolicies(NS_POLICY, 'ns.yaml');
+  assert.equal(verdictOf(agent, 'a', 'db', '80/TCP'), 'DENIED', 'before: a is app=other in y (no team)');
+  const a2 = agent.labelEndpoint('a', { set: ['app=web'] });
+  assert.notEqual(a2.identity, a.identity, 'a new identity');
+  assert.equal(agent.getIpcache('10.42.0.11')?.identity, a2.identity, `ipcache got ${agent.getIpcache('10.42.0.11')?.identity}, want ${a2.identity}`);
+  assert.equal(verdictOf(agent, 'a', 'db', '80/TCP'), 'DENIED', 'app=web but y has no team=a');
+  agent.labelNamespace('y', { set: { team: 'a' } });
+  const a3 = agent.getEndpoint('a');
+  assert.ok(a3.labels.includes('k8s:io.cilium.k8s.namespace.labels.team=a'), `labels got ${JSON.stringify(a3.labels)}`);
+  assert.equal(verdictOf(agent, 'a', 'db', '80/TCP'), 'ALLOWED', 'after namespace label team=a');
+  agent.labelEndpoint('a', { remove: ['app'] });
+  assert.equal(verdictOf(agent, 'a', 'db', '80/TCP'), 'DENIED', 'after removing app');
+  agent.labelNamespace('y', { remove: ['team'] });
+  assert.ok(!agent.getEndpoint('a').labels.some((l) => l.includes('team')), 'team label gone from the endpoint');
+  // The old identities were released: only live ones remain.
+  const live = agent.listIdentities().filter((i) => i.kind === 'workload').map((i) => i.refs);
+  assert.deepEqual(live, [1, 1], `workload identity refs got ${JSON.stringify(live)}, want two identities with one ref each`);
+  assert.throws(() => agent.labelEndpoint('a', { set: ['io.kubernetes.pod.namespace=x'] }), /comes from the endpoint's namespace/);
+});

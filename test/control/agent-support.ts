@@ -1,20 +1,8 @@
 /** An agent over in-memory tables and ports, for control-plane tests that need no root. */
-import { Agent, type PortManager, type PortSpec } from '../../src/control/agent.js';
+import { Agent } from '../../src/control/agent.js';
+import { MemPorts } from '../helpers/mem-ports.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
-
-export class MemPorts implements PortManager {
-  next = 1;
-  attached = new Map<number, PortSpec>();
-  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
-    const port = this.next++;
-    this.attached.set(port, spec);
-    return { port, tun: `mem.${port}`, ifname: 'eth0' };
-  }
-  async detach(port: number): Promise<void> {
-    this.attached.delete(port);
-  }
-}
 
 export function makeTestAgent(): { agent: Agent; ports: MemPorts; tables: TableSet } {
   const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: 1 << 12, maxEndpoints: 64 });
