@@ -178,7 +178,8 @@ export interface ControlApi {
   getPolicy(name: string): unknown; // the stored document
   deletePolicy(name: string): PolicyImportResult;
   deleteAllPolicies(): PolicyImportResult;
-  selectors(): { selector: string; identities: number[] }[];
+  /** `ports`: for named-port entries, the numbers the name resolves to per identity. */
+  selectors(): { selector: string; identities: number[]; ports?: Record<string, number[]> }[];
   listIpcache(): IpcacheInfo[];
   getIpcache(ip: string): IpcacheInfo | null; // longest match
   listCt(): CtEntryInfo[];

@@ -205,8 +205,10 @@ export function register(program: Command, ctx: CliContext): void {
 
   withOutput(pol.command('selectors').description('list the selectors in use and the identities each selects')).action(
     async (_o, cmd: Command) => {
-      const sels = await ctx.client().get<{ selector: string; identities: number[] }[]>('/v1/policy/selectors');
-      print(ctx, cmd, sels, () => formatTable(['SELECTOR', 'IDENTITIES'], sels.map((s) => [s.selector, s.identities.map(String)])));
+      const sels = await ctx.client().get<{ selector: string; identities: number[]; ports?: Record<string, number[]> }[]>('/v1/policy/selectors');
+      // Named ports show the numbers they resolve to on each identity ("300: 80").
+      const ids = (s: (typeof sels)[number]): string[] => s.identities.map((i) => (s.ports ? `${i}: ${(s.ports[String(i)] ?? []).join(',')}` : String(i)));
+      print(ctx, cmd, sels, () => formatTable(['SELECTOR', 'IDENTITIES'], sels.map((s) => [s.selector, ids(s)])));
     },
   );
 }

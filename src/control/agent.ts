@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { TunswitchError } from './errors.js';
 import { IdentityAllocator, type Identity } from './identity.js';
 import { LabelSet, formatLabel, parseLabel, makeLabel, type Label } from './labels.js';
-import { PolicyCompiler, type PolicyDiff } from './policy/compile.js';
+import { PolicyCompiler, type CompilerEndpoint, type PolicyDiff } from './policy/compile.js';
 import { parsePolicyFile } from './policy/parse.js';
 import { NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, type Policy, type PolicyConfig } from './policy/types.js';
 import { formatV4, tryParsePrefix, type Prefix } from './cidr.js';
@@ -351,7 +351,7 @@ export class Agent implements ControlApi {
       this.tables.setPortEndpoint(rec.port, id);
       if (ipv4) this.ipc.set(`${ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
       if (ipv6) this.ipc.set(`${ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
-      this.apply(this.compiler.upsertEndpoint({ index: id, identity: rec.identity }));
+      this.apply(this.compiler.upsertEndpoint(this.compilerEndpoint(rec)));
     } catch (e) {
       this.endpoints.delete(id);
       this.byName.delete(req.name);
@@ -512,8 +512,16 @@ export class Agent implements ControlApi {
     this.writeEndpoint(rec.id);
     if (rec.ipv4) this.ipc.set(`${rec.ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
     if (rec.ipv6) this.ipc.set(`${rec.ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
-    this.apply(this.compiler.upsertEndpoint({ index: rec.id, identity: rec.identity }));
+    this.apply(this.compiler.upsertEndpoint(this.compilerEndpoint(rec)));
     if (this.allocator.release(old)) this.apply(this.compiler.sync());
+  }
+
+  /** What the policy compiler knows of an endpoint: identity, named ports, addresses. */
+  private compilerEndpoint(rec: EndpointRec): CompilerEndpoint {
+    const addrs: string[] = [];
+    if (rec.ipv4) addrs.push(rec.ipv4);
+    if (rec.ipv6) addrs.push(rec.ipv6);
+    return { index: rec.id, identity: rec.identity, ports: rec.ports, addrs };
   }
 
   /** `endpoint label EP key=value key-`: changes an endpoint's own labels while it runs. */
@@ -662,8 +670,13 @@ export class Agent implements ControlApi {
     return { revision: rev, policies: names };
   }
 
-  selectors(): { selector: string; identities: number[] }[] {
-    return this.compiler.selectorList().map((s) => ({ selector: s.selector, identities: s.identities }));
+  /** Selectors in use, then each named port in use with the numbers it resolves to per identity. */
+  selectors(): { selector: string; identities: number[]; ports?: Record<string, number[]> }[] {
+    const out: { selector: string; identities: number[]; ports?: Record<string, number[]> }[] = this.compiler.selectorList().map((s) => ({ selector: s.selector, identities: s.identities }));
+    for (const n of this.compiler.namedPortList()) {
+      out.push({ selector: `port ${n.name}/${n.protocol}`, identities: n.identities.map((x) => x.identity), ports: Object.fromEntries(n.identities.map((x) => [String(x.identity), x.ports])) });
+    }
+    return out;
   }
 
   ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null {
@@ -737,7 +750,22 @@ export class Agent implements ControlApi {
     const notes: string[] = [];
     const src = this.traceEnds('src', req.src, notes);
     const dst = this.traceEnds('dst', req.dst, notes);
+    this.namedPortNotes(dst, proto, port, notes);
     return this.traceEach(src, dst, proto, port, protoName, notes);
+  }
+
+  /** Says which named ports in use the traced port is, on the destination identity (where names resolve). */
+  private namedPortNotes(dsts: TraceEnd[], proto: number, port: number, notes: string[]): void {
+    const protoName = proto === 6 ? 'TCP' : proto === 17 ? 'UDP' : proto === 132 ? 'SCTP' : '';
+    for (const n of this.compiler.namedPortList()) {
+      if (n.protocol !== 'ANY' && n.protocol !== protoName) continue;
+      for (const d of dsts) {
+        const hit = n.identities.find((x) => x.identity === d.identity);
+        if (hit === undefined) notes.push(`named port "${n.name}" (${n.protocol}) is not declared by ${d.name}: rules using it do not match this flow`);
+        else if (hit.ports.includes(port)) notes.push(`named port "${n.name}" (${n.protocol}) resolves to ${hit.ports.join(', ')} on ${d.name}: rules using it match port ${port}`);
+        else notes.push(`named port "${n.name}" (${n.protocol}) resolves to ${hit.ports.join(', ')} on ${d.name}, not ${port}`);
+      }
+    }
   }
 
   /** An end given by labels may stand for several identities (selection by subset). */

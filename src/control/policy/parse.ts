@@ -271,6 +271,16 @@ function cidrSetPeer(ctx: Ctx, v: unknown, path: string): Peer {
   return { kind: 'selector', selector: { kind: 'cidr', cidr, except } };
 }
 
+/** A port number, or a port name (IANA_SVC_NAME: 1-15 of a-z, 0-9, "-", with a letter). */
+function parsePortOrName(ctx: Ctx, v: unknown, path: string): number | string {
+  if (typeof v === 'string' && /[a-zA-Z]/.test(v)) {
+    const s = v.trim();
+    if (!/^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(s) || s.includes('--')) ctx.fail(path, `${JSON.stringify(v)} is not a port (1-65535) or a port name (1-15 of a-z, 0-9 and "-")`);
+    return s;
+  }
+  return parsePortNumber(ctx, v, path);
+}
+
 function parsePortNumber(ctx: Ctx, v: unknown, path: string): number {
   let n: number;
   if (typeof v === 'number') {
@@ -279,8 +289,6 @@ function parsePortNumber(ctx: Ctx, v: unknown, path: string): number {
     const s = v.trim();
     if (/^[0-9]+$/.test(s)) {
       n = Number(s);
-    } else if (/^[a-zA-Z0-9-]+$/.test(s) && /[a-zA-Z]/.test(s)) {
-      return ctx.fail(path, `named port ${JSON.stringify(v)} is not supported: use the port number`);
     } else {
       return ctx.fail(path, `${JSON.stringify(v)} is not a port (1-65535)`);
     }
@@ -303,9 +311,15 @@ function parseCiliumPort(ctx: Ctx, v: unknown, path: string): PortSpec {
   const o = ctx.obj(v, path);
   ctx.fields(o, path, ['port', 'endPort', 'protocol']);
   if (o.port === undefined || o.port === null) ctx.fail(join(path, 'port'), 'is required (use "0" for every port)');
-  const port = parsePortNumber(ctx, o.port, join(path, 'port'));
+  const port = parsePortOrName(ctx, o.port, join(path, 'port'));
   const protocol = o.protocol === undefined || o.protocol === null ? 'ANY' : parseProtocol(ctx, o.protocol, join(path, 'protocol'), ['TCP', 'UDP', 'SCTP', 'ANY'], true);
+  if (typeof port === 'string') return namedPortSpec(ctx, o, protocol, port, path);
   return { protocol, port, endPort: parseEndPort(ctx, o.endPort, port, join(path, 'endPort')) };
+}
+
+function namedPortSpec(ctx: Ctx, o: Obj, protocol: L4Protocol, name: string, path: string): PortSpec {
+  if (o.endPort !== undefined && o.endPort !== null && o.endPort !== 0) ctx.fail(join(path, 'endPort'), 'cannot be used with a named port');
+  return { protocol, port: 0, endPort: 0, name };
 }
 
 function parseEndPort(ctx: Ctx, v: unknown, port: number, path: string): number {
@@ -487,7 +501,9 @@ function parseK8sPort(ctx: Ctx, v: unknown, path: string): PortSpec {
   const o = ctx.obj(v, path);
   ctx.fields(o, path, ['port', 'endPort', 'protocol']);
   const protocol = o.protocol === undefined || o.protocol === null ? 'TCP' : parseProtocol(ctx, o.protocol, join(path, 'protocol'), ['TCP', 'UDP', 'SCTP'], false);
-  const port = o.port === undefined || o.port === null ? 0 : parsePortNumber(ctx, o.port, join(path, 'port'));
+  const given = o.port === undefined || o.port === null ? 0 : parsePortOrName(ctx, o.port, join(path, 'port'));
+  if (typeof given === 'string') return namedPortSpec(ctx, o, protocol, given, path);
+  const port = given;
   if (o.port !== undefined && o.port !== null && port === 0) ctx.fail(join(path, 'port'), `${JSON.stringify(o.port)} is not a port (1-65535)`);
   if (port === 0 && o.endPort !== undefined && o.endPort !== null) ctx.fail(join(path, 'endPort'), 'needs port to be set');
   return { protocol, port, endPort: parseEndPort(ctx, o.endPort, port, join(path, 'endPort')) };
@@ -505,7 +521,9 @@ function parseK8sPeer(ctx: Ctx, v: unknown, path: string, namespace: string | nu
     const p = join(path, 'ipBlock');
     const b = ctx.obj(o.ipBlock, p);
     ctx.fields(b, p, ['cidr', 'except']);
-    return cidrSetPeer(ctx, b, p);
+    // Kubernetes: an ipBlock also selects pods whose addresses fall in it.
+    const peer = cidrSetPeer(ctx, b, p);
+    return peer.kind === 'selector' && peer.selector.kind === 'cidr' ? { kind: 'selector', selector: { ...peer.selector, pods: true } } : peer;
   }
   const pod = hasPod ? parseLabelSelector(ctx, o.podSelector, join(path, 'podSelector')) : LabelSelector.ALL;
   if (!hasNs) return endpointPeer(pod, namespace);

@@ -54,6 +54,19 @@ export interface PortSpec {
   readonly protocol: L4Protocol;
   readonly port: number;
   readonly endPort: number;
+  /**
+   * A named port (`port: http`): port and endPort are 0 and the number is resolved per
+   * endpoint, on the destination of the flow (the subject for ingress, each selected peer for
+   * egress), from the ports the endpoints declare. Unresolved, it matches nothing.
+   */
+  readonly name?: string;
+}
+
+/** A port an endpoint declares under a name (Kubernetes containerPort name). */
+export interface NamedPort {
+  readonly name: string;
+  readonly port: number;
+  readonly protocol: 'TCP' | 'UDP' | 'SCTP';
 }
 
 export interface RuleElement {
