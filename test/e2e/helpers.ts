@@ -83,6 +83,9 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 export interface NodeSpec {
   name: string;
   labels: Record<string, string>;
+  /** Kubernetes namespace (declared in LabOptions.namespaces). */
+  namespace?: string;
+  ports?: { name: string; port: number; protocol: string }[];
 }
 
 export interface LabOptions {
@@ -94,6 +97,9 @@ export interface LabOptions {
   extraConfig?: string[];
   /** Extra environment for the agent (fault injection). */
   env?: Record<string, string>;
+  /** A test's own address pool and name prefix (default: 10.77.0.0/24, fd00:77::/64, "e2e"). */
+  pool?: { v4: string; v6: string; prefix: string };
+  namespaces?: Record<string, Record<string, string>>;
 }
 
 /** Every lab and temp dir alive in this process, so an exit handler can remove them. */
@@ -146,7 +152,8 @@ export class Lab {
   private readonly bg = new Set<ChildProcess>();
 
   constructor(readonly opts: LabOptions) {
-    assert.match(opts.name, /^e2e[a-z0-9-]{0,7}$/, `lab name ${opts.name} must start with e2e and have at most 10 characters`);
+    const prefix = opts.pool?.prefix ?? 'e2e';
+    assert.ok(opts.name.startsWith(prefix) && /^[a-z0-9-]{1,10}$/.test(opts.name), `lab name ${opts.name} must start with ${prefix} and have at most 10 characters`);
     this.dir = tempDir(`tunswitch-${opts.name}-`);
     this.socket = join(this.dir, 'api.sock');
     this.configFile = join(this.dir, 'lab.yaml');
@@ -183,11 +190,15 @@ export class Lab {
     }
     const lines = [
       `name: ${this.opts.name}`,
-      `pool: { ipv4: ${POOL4}, ipv6: "${POOL6}" }`,
+      `pool: { ipv4: ${this.opts.pool?.v4 ?? POOL4}, ipv6: "${this.opts.pool?.v6 ?? POOL6}" }`,
       `workers: ${this.opts.workers ?? 2}`,
       `offload: ${this.opts.offload === true}`,
+      ...(this.opts.namespaces ? ['namespaces:', ...Object.entries(this.opts.namespaces).map(([ns, l]) => `  ${ns}: { labels: ${JSON.stringify(l)} }`)] : []),
       'nodes:',
-      ...this.opts.nodes.map((n) => `  ${n.name}: { labels: ${JSON.stringify(n.labels)} }`),
+      ...this.opts.nodes.map((n) => {
+        const extra = `${n.namespace ? `, namespace: ${n.namespace}` : ''}${n.ports ? `, ports: ${JSON.stringify(n.ports)}` : ''}`;
+        return `  ${n.name}: { labels: ${JSON.stringify(n.labels)}${extra} }`;
+      }),
       ...(this.opts.extraConfig ?? []),
     ];
     writeFileSync(this.configFile, lines.join('\n') + '\n');
