@@ -205,8 +205,12 @@ const ENFORCEMENT_MODES: readonly AgentConfig['enforcement'][] = ['default', 'al
 
 /** Checks a config patch. Value problems are ECONFIG_INVALID, naming the key. */
 export function checkConfigPatch(v: unknown): Partial<AgentConfig> {
-  const o = expectObject(v, ['audit', 'enforcement']);
+  const o = expectObject(v, ['audit', 'enforcement', 'cidrMatchPods']);
   const patch: Partial<AgentConfig> = {};
+  if (o.cidrMatchPods !== undefined) {
+    if (typeof o.cidrMatchPods !== 'boolean') throw new HttpError(400, 'ECONFIG_INVALID', `body.cidrMatchPods: must be true or false, got ${show(o.cidrMatchPods)}`);
+    patch.cidrMatchPods = o.cidrMatchPods;
+  }
   if (o.audit !== undefined) {
     if (typeof o.audit !== 'boolean') throw new HttpError(400, 'ECONFIG_INVALID', `body.audit: must be true or false, got ${show(o.audit)}`);
     patch.audit = o.audit;

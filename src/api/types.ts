@@ -131,6 +131,12 @@ export interface RuntimeInfo {
 export interface AgentConfig {
   audit: boolean;
   enforcement: 'default' | 'always' | 'never';
+  /**
+   * CiliumNetworkPolicy CIDR rules (toCIDR, fromCIDR, toCIDRSet, fromCIDRSet) also select
+   * endpoints whose addresses fall in them (off: Cilium's meaning, CIDR identities only).
+   * Kubernetes NetworkPolicy ipBlocks always do.
+   */
+  cidrMatchPods?: boolean;
 }
 
 /** One flow event, Hubble-like field names (see src/observe). */

@@ -168,7 +168,7 @@ export class Agent implements ControlApi {
   }
 
   private policyConfig(): PolicyConfig {
-    return { enforcement: this.config.enforcement, audit: this.config.audit };
+    return { enforcement: this.config.enforcement, audit: this.config.audit, cidrMatchPods: this.config.cidrMatchPods === true };
   }
 
   // ---------------------------------------------------------------- host port
@@ -907,12 +907,16 @@ export class Agent implements ControlApi {
   setConfig(patch: Partial<AgentConfig>): AgentConfig {
     if (typeof patch !== 'object' || patch === null) throw new TunswitchError('EBAD_REQUEST', 'body: must be an object');
     for (const k of Object.keys(patch)) {
-      if (k !== 'audit' && k !== 'enforcement') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown setting (known: audit, enforcement)`);
+      if (k !== 'audit' && k !== 'enforcement' && k !== 'cidrMatchPods') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown setting (known: audit, enforcement, cidrMatchPods)`);
     }
     const next = { ...this.config };
     if (patch.audit !== undefined) {
       if (typeof patch.audit !== 'boolean') throw new TunswitchError('EBAD_REQUEST', `body.audit: ${JSON.stringify(patch.audit)} must be true or false`);
       next.audit = patch.audit;
+    }
+    if (patch.cidrMatchPods !== undefined) {
+      if (typeof patch.cidrMatchPods !== 'boolean') throw new TunswitchError('EBAD_REQUEST', `body.cidrMatchPods: ${JSON.stringify(patch.cidrMatchPods)} must be true or false`);
+      next.cidrMatchPods = patch.cidrMatchPods;
     }
     if (patch.enforcement !== undefined) {
       if (!['default', 'always', 'never'].includes(patch.enforcement)) {

@@ -10,6 +10,7 @@
  *   hostPort: true                   # a TUN in the switch's namespace for host and world traffic
  *   enforcement: default             # default | always | never
  *   audit: false
+ *   cidrMatchPods: false             # CNP toCIDR/fromCIDR also select endpoints by address
  *   namespaces:                      # Kubernetes namespaces (default: just "default")
  *     prod: { labels: { team: a } }
  *   nodes:
@@ -67,6 +68,8 @@ export interface RunConfig {
   hostPort: boolean;
   enforcement: 'default' | 'always' | 'never';
   audit: boolean;
+  /** CiliumNetworkPolicy CIDR rules also select endpoints by address (see AgentConfig). */
+  cidrMatchPods: boolean;
   nodes: NodeConfig[];
   /** Namespace name -> its labels (`default` is always there). */
   namespaces: Record<string, Record<string, string>>;
@@ -81,7 +84,7 @@ export interface RunConfig {
   file: string;
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro'];
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro'];
 const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'namespace', 'ports'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const NS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -269,6 +272,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     hostPort: bool('hostPort', true),
     enforcement,
     audit: bool('audit', false),
+    cidrMatchPods: bool('cidrMatchPods', false),
     nodes,
     namespaces,
     policies,

@@ -203,7 +203,7 @@ async function main(): Promise<void> {
     maxEndpoints: 4096,
     workers: cfg.workers,
     offload: cfg.offload,
-    config: { audit: cfg.audit, enforcement: cfg.enforcement },
+    config: { audit: cfg.audit, enforcement: cfg.enforcement, cidrMatchPods: cfg.cidrMatchPods },
     version: init.version,
   };
   if (cfg.pool.ipv6) agentOpts.pool6 = cfg.pool.ipv6;

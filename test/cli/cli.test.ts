@@ -180,10 +180,10 @@ describe('tunswitch CLI', () => {
 
     const n = fake.calls.length;
     const badCfg: [string[], string][] = [
-      [['color=blue'], 'config key "color" is unknown (keys: audit, enforcement)'],
+      [['color=blue'], 'config key "color" is unknown (keys: audit, enforcement, cidrMatchPods)'],
       [['audit=maybe'], 'config audit: "maybe" is not on or off'],
       [['enforcement=sometimes'], 'config enforcement: "sometimes" is not one of default, always, never'],
-      [['audit'], 'config "audit": expected key=value (keys: audit, enforcement)'],
+      [['audit'], 'config "audit": expected key=value (keys: audit, enforcement, cidrMatchPods)'],
     ];
     for (const [pairs, want] of badCfg) {
       const r = await cli(['--socket', sock, 'config', 'set', ...pairs]);

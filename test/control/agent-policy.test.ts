@@ -118,3 +118,36 @@ test('live label changes: endpoint and namespace labels recompute identity, ipca
   assert.deepEqual(live, [1, 1], `workload identity refs got ${JSON.stringify(live)}, want two identities with one ref each`);
   assert.throws(() => agent.labelEndpoint('a', { set: ['io.kubernetes.pod.namespace=x'] }), /comes from the endpoint's namespace/);
 });
+
+test('CiliumNetworkPolicy toCIDR keeps Cilium\'s meaning unless cidrMatchPods is on', async () => {
+  const { agent } = makeTestAgent();
+  await agent.addEndpoint({ name: 'a', labels: { app: 'a' }, netns: 'n1' });
+  const b = await agent.addEndpoint({ name: 'b', labels: { app: 'b' }, netns: 'n2' });
+  agent.importPolicies(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: to-b}\nspec:\n  endpointSelector: {matchLabels: {app: a}}\n  egress:\n  - toCIDRSet: [{cidr: "${b.ipv4}/30"}]\n`, 'c.yaml');
+  assert.equal(verdictOf(agent, 'a', 'b', '80/TCP'), 'DENIED', 'default: a CIDR rule does not select a pod identity');
+  agent.setConfig({ cidrMatchPods: true });
+  assert.equal(verdictOf(agent, 'a', 'b', '80/TCP'), 'ALLOWED', 'cidrMatchPods: the pod is selected by its address');
+  assert.ok(agent.selectors().some((s) => s.selector.startsWith('cidr+pods(') && s.identities.includes(b.identity)), `selectors got ${JSON.stringify(agent.selectors())}`);
+  agent.setConfig({ cidrMatchPods: false });
+  assert.equal(verdictOf(agent, 'a', 'b', '80/TCP'), 'DENIED', 'off again');
+});
+
+test('named ports: resolution per peer, shown in selectors and trace', async () => {
+  const { agent } = makeTestAgent();
+  await agent.addEndpoint({ name: 'c', labels: { app: 'c' }, netns: 'n1' });
+  const s1 = await agent.addEndpoint({ name: 's1', labels: { app: 's', v: '1' }, netns: 'n2', ports: [{ name: 'web', port: 8080, protocol: 'TCP' }] });
+  await agent.addEndpoint({ name: 's2', labels: { app: 's', v: '2' }, netns: 'n3', ports: [{ name: 'web', port: 9090, protocol: 'TCP' }] });
+  agent.importPolicies(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: named}\nspec:\n  endpointSelector: {matchLabels: {app: c}}\n  egress:\n  - toEndpoints: [{matchLabels: {app: s}}]\n    toPorts: [{ports: [{port: web, protocol: TCP}]}]\n`, 'n.yaml');
+  const cases: [string, string, string][] = [
+    ['s1', '8080/TCP', 'ALLOWED'],
+    ['s1', '9090/TCP', 'DENIED'], // "web" is 9090 only on s2
+    ['s2', '9090/TCP', 'ALLOWED'],
+    ['s2', '8080/TCP', 'DENIED'],
+  ];
+  for (const [dst, port, want] of cases) assert.equal(verdictOf(agent, 'c', dst, port), want, `c -> ${dst} ${port}: got ${verdictOf(agent, 'c', dst, port)}, want ${want}`);
+  const sel = agent.selectors().find((s) => s.selector === 'port web/TCP');
+  assert.deepEqual(sel?.ports?.[String(s1.identity)], [8080], `selectors got ${JSON.stringify(sel)}`);
+  const t = agent.trace({ src: { endpoint: 'c' }, dst: { endpoint: 's1' }, dport: '8080/TCP' });
+  assert.ok(t.notes.some((n) => /named port "web" \(TCP\) resolves to 8080 on s1/.test(n)), `notes got ${JSON.stringify(t.notes)}`);
+  await assert.rejects(agent.addEndpoint({ name: 'bad', netns: 'n9', ports: [{ name: 'web', port: 70000, protocol: 'TCP' }] }), /body\.ports\[0\]\.port: 70000 is not a port/);
+});

@@ -355,7 +355,7 @@ export class PolicyCompiler {
       throw new TunswitchError('ECONFIG_INVALID', `policy.enforcement: ${JSON.stringify(c.enforcement)} is not a mode (want default, always or never)`);
     }
     if (typeof c.audit !== 'boolean') throw new TunswitchError('ECONFIG_INVALID', `policy.audit: ${JSON.stringify(c.audit)} is not true or false`);
-    return { enforcement: c.enforcement, audit: c.audit };
+    return { enforcement: c.enforcement, audit: c.audit, cidrMatchPods: c.cidrMatchPods === true };
   }
 
   /** The selector cache: every peer selector in use and the identities it selects. */
@@ -378,6 +378,11 @@ export class PolicyCompiler {
   // Public mutations
 
   upsertPolicy(policy: Policy): PolicyDiff {
+    this.replacePolicy(policy);
+    return this.finish();
+  }
+
+  private replacePolicy(policy: Policy): void {
     const old = this.policies.get(policy.key);
     const compiled = this.compilePolicy(policy, old);
     // New CIDR identities first, so selections include them; old ones are released after.
@@ -385,7 +390,6 @@ export class PolicyCompiler {
     this.attachRules(compiled);
     this.policies.set(policy.key, compiled);
     if (old !== undefined) this.detachPolicy(old, compiled);
-    return this.finish();
   }
 
   /** Deletes by repository key (`Policy.key`). Throws EPOLICY_NOT_FOUND when absent. */
@@ -505,7 +509,10 @@ export class PolicyCompiler {
   }
 
   setConfig(config: PolicyConfig): PolicyDiff {
+    const before = this.config.cidrMatchPods === true;
     this.config = PolicyCompiler.checkConfig(config);
+    // CIDR selectors change meaning: recompile every policy (its selectors are re-acquired).
+    if (before !== (this.config.cidrMatchPods === true)) for (const cp of [...this.policies.values()]) this.replacePolicy(cp.policy);
     for (const id of this.epsByIdentity.keys()) this.dirty.add(id);
     return this.finish();
   }
@@ -592,7 +599,9 @@ export class PolicyCompiler {
                 wildcard = true;
                 continue;
               }
-              for (const s of sels) {
+              for (const given of sels) {
+                // Cilium's CIDR rules select pods too only with the cidrMatchPods setting.
+                const s = given.kind === 'cidr' && given.pods !== true && this.config.cidrMatchPods === true ? { ...given, pods: true } : given;
                 if (s.kind === 'cidr') {
                   if (s.cidr.bits > 0) prefixes.add(s.cidr.text);
                   for (const e of s.except) if (e.bits > 0) prefixes.add(e.text);

@@ -116,6 +116,8 @@ export interface PolicyConfig {
   readonly enforcement: 'default' | 'always' | 'never';
   /** Audit mode: verdicts are computed and reported, drops are not applied (datapath flag). */
   readonly audit: boolean;
+  /** Cilium CIDR rules also select workload identities by their endpoints' addresses (off by default). */
+  readonly cidrMatchPods?: boolean;
 }
 
 export const DEFAULT_POLICY_CONFIG: PolicyConfig = { enforcement: 'default', audit: false };
