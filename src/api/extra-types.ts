@@ -22,4 +22,6 @@ export interface PolicyTextRequest {
   text: string;
   /** Named in error messages; defaults to "request". */
   fileName?: string;
+  /** PUT only: accept a text with no policies (otherwise EPOLICY_INVALID). */
+  allowEmpty?: boolean;
 }

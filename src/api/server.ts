@@ -143,7 +143,7 @@ function optString(o: Record<string, unknown>, k: string): string | undefined {
 
 /** Checks an EndpointAddRequest; returns a copy without unknown fields. */
 export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
-  const o = expectObject(v, ['name', 'labels', 'netns', 'pid', 'ipv4', 'ipv6', 'defaultRoute']);
+  const o = expectObject(v, ['name', 'labels', 'netns', 'pid', 'ipv4', 'ipv6', 'defaultRoute', 'namespace', 'ports']);
   const name = optString(o, 'name');
   if (name === undefined || name === '') bad('body.name: is required (a non-empty string)');
   const req: EndpointAddRequest = { name };
@@ -190,23 +190,35 @@ export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
     if (typeof o.defaultRoute !== 'boolean') bad(`body.defaultRoute: must be true or false, got ${show(o.defaultRoute)}`);
     req.defaultRoute = o.defaultRoute;
   }
+  const namespace = optString(o, 'namespace');
+  if (namespace !== undefined) req.namespace = namespace;
+  // The agent checks each port (name, number, protocol) and names the item.
+  if (o.ports !== undefined) {
+    if (!Array.isArray(o.ports)) bad(`body.ports: must be a list of {name, port, protocol}, got ${show(o.ports)}`);
+    req.ports = o.ports as NonNullable<EndpointAddRequest['ports']>;
+  }
   return req;
 }
 
-function checkPolicyText(v: unknown): { text: string; fileName: string } {
-  const o = expectObject(v, ['text', 'fileName']);
+function checkPolicyText(v: unknown): { text: string; fileName: string; allowEmpty: boolean } {
+  const o = expectObject(v, ['text', 'fileName', 'allowEmpty']);
   const text = optString(o, 'text');
   if (text === undefined) bad('body.text: is required (the policy file contents)');
   const fileName = optString(o, 'fileName');
-  return { text, fileName: fileName === undefined || fileName === '' ? 'request' : fileName };
+  if (o.allowEmpty !== undefined && typeof o.allowEmpty !== 'boolean') bad(`body.allowEmpty: must be true or false, got ${show(o.allowEmpty)}`);
+  return { text, fileName: fileName === undefined || fileName === '' ? 'request' : fileName, allowEmpty: o.allowEmpty === true };
 }
 
 const ENFORCEMENT_MODES: readonly AgentConfig['enforcement'][] = ['default', 'always', 'never'];
 
 /** Checks a config patch. Value problems are ECONFIG_INVALID, naming the key. */
 export function checkConfigPatch(v: unknown): Partial<AgentConfig> {
-  const o = expectObject(v, ['audit', 'enforcement']);
+  const o = expectObject(v, ['audit', 'enforcement', 'cidrMatchPods']);
   const patch: Partial<AgentConfig> = {};
+  if (o.cidrMatchPods !== undefined) {
+    if (typeof o.cidrMatchPods !== 'boolean') throw new HttpError(400, 'ECONFIG_INVALID', `body.cidrMatchPods: must be true or false, got ${show(o.cidrMatchPods)}`);
+    patch.cidrMatchPods = o.cidrMatchPods;
+  }
   if (o.audit !== undefined) {
     if (typeof o.audit !== 'boolean') throw new HttpError(400, 'ECONFIG_INVALID', `body.audit: must be true or false, got ${show(o.audit)}`);
     patch.audit = o.audit;
@@ -284,6 +296,20 @@ function buildRoutes(api: ControlApi): Route[] {
   add('GET', '/v1/endpoint/:id', (c) => api.getEndpoint(p(c, 0)));
   add('GET', '/v1/endpoint/:id/queue', (c) => api.getEndpointQueue(p(c, 0)));
   add('PUT', '/v1/endpoint/:id/queue', async (c) => api.setEndpointQueue(p(c, 0), checkQueuePatch(await c.body())));
+  // Optional parts of the API (labels and namespaces): 501 when the agent has none.
+  const opt = <A extends unknown[]>(name: string, what: string) => {
+    return (...args: A): unknown => {
+      const f = (api as unknown as Record<string, unknown>)[name];
+      if (typeof f !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', `${what} is not available`);
+      return (f as (...a: A) => unknown).apply(api, args);
+    };
+  };
+  add('POST', '/v1/endpoint/:id/labels', async (c) => opt('labelEndpoint', 'endpoint labelling')(p(c, 0), await c.body()));
+  add('GET', '/v1/namespace', () => opt('listNamespaces', 'namespaces')());
+  add('GET', '/v1/namespace/:name', (c) => opt('getNamespace', 'namespaces')(p(c, 0)));
+  add('PUT', '/v1/namespace/:name', async (c) => opt('putNamespace', 'namespaces')(p(c, 0), await c.body()));
+  add('POST', '/v1/namespace/:name/labels', async (c) => opt('labelNamespace', 'namespaces')(p(c, 0), await c.body()));
+  add('DELETE', '/v1/namespace/:name', (c) => opt('deleteNamespace', 'namespaces')(p(c, 0)));
   add('DELETE', '/v1/endpoint/:id', async (c) => {
     await api.deleteEndpoint(p(c, 0));
     return undefined;
@@ -298,8 +324,8 @@ function buildRoutes(api: ControlApi): Route[] {
 
   add('GET', '/v1/policy', () => api.listPolicies());
   add('PUT', '/v1/policy', async (c) => {
-    const { text, fileName } = checkPolicyText(await c.body());
-    return api.importPolicies(text, fileName);
+    const { text, fileName, allowEmpty } = checkPolicyText(await c.body());
+    return allowEmpty ? api.importPolicies(text, fileName, true) : api.importPolicies(text, fileName);
   });
   add('DELETE', '/v1/policy', () => api.deleteAllPolicies());
   add('POST', '/v1/policy/validate', async (c) => {

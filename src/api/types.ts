@@ -20,6 +20,16 @@ export interface EndpointInfo {
   tun: string; // TUN device name
   policy: { ingress: boolean; egress: boolean; audit: boolean }; // enforced directions
   state: 'ready' | 'attaching' | 'detached';
+  /** Kubernetes namespace (its labels become io.cilium.k8s.namespace.labels.*). */
+  namespace?: string;
+  /** Named ports the endpoint declares (for policies written with `port: http`). */
+  ports?: NamedPort[];
+}
+
+export interface NamedPort {
+  name: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
 }
 
 export interface EndpointAddRequest {
@@ -30,6 +40,17 @@ export interface EndpointAddRequest {
   ipv4?: string;
   ipv6?: string;
   defaultRoute?: boolean;
+  /** Kubernetes namespace; `default` when left out. */
+  namespace?: string;
+  ports?: NamedPort[];
+}
+
+/** Body of POST /v1/endpoint/:id/labels and /v1/namespace/:name/labels. */
+export interface LabelChangeRequest {
+  /** Labels to add or overwrite: `{key: value}` or `["key=value"]`. */
+  set?: Record<string, string> | string[];
+  /** Keys to remove. */
+  remove?: string[];
 }
 
 export interface IdentityInfo {
@@ -57,7 +78,10 @@ export interface IpcacheInfo {
   cidr: string;
   identity: number;
   tunnel?: string;
-  source: 'endpoint' | 'cidr-policy' | 'host' | 'api';
+  /** The owner whose claim is in the table (endpoint > host > kvstore > cidr-policy > api). */
+  source: 'endpoint' | 'host' | 'kvstore' | 'cidr-policy' | 'api';
+  /** Every owner claiming this exact prefix, highest precedence first. */
+  owners?: string[];
 }
 
 export interface CtEntryInfo {
@@ -107,6 +131,12 @@ export interface RuntimeInfo {
 export interface AgentConfig {
   audit: boolean;
   enforcement: 'default' | 'always' | 'never';
+  /**
+   * CiliumNetworkPolicy CIDR rules (toCIDR, fromCIDR, toCIDRSet, fromCIDRSet) also select
+   * endpoints whose addresses fall in them (off: Cilium's meaning, CIDR identities only).
+   * Kubernetes NetworkPolicy ipBlocks always do.
+   */
+  cidrMatchPods?: boolean;
 }
 
 /** One flow event, Hubble-like field names (see src/observe). */
@@ -147,13 +177,15 @@ export interface ControlApi {
   deleteEndpoint(idOrName: string): Promise<void>;
   listIdentities(): IdentityInfo[];
   getIdentity(id: number): IdentityInfo;
-  importPolicies(text: string, fileName: string): PolicyImportResult;
+  /** An import with no policies is an error (EPOLICY_INVALID) unless allowEmpty. */
+  importPolicies(text: string, fileName: string, allowEmpty?: boolean): PolicyImportResult;
   validatePolicies(text: string, fileName: string): { policies: string[] };
   listPolicies(): PolicyInfo[];
   getPolicy(name: string): unknown; // the stored document
   deletePolicy(name: string): PolicyImportResult;
   deleteAllPolicies(): PolicyImportResult;
-  selectors(): { selector: string; identities: number[] }[];
+  /** `ports`: for named-port entries, the numbers the name resolves to per identity. */
+  selectors(): { selector: string; identities: number[]; ports?: Record<string, number[]> }[];
   listIpcache(): IpcacheInfo[];
   getIpcache(ip: string): IpcacheInfo | null; // longest match
   listCt(): CtEntryInfo[];

@@ -7,7 +7,7 @@ import { formatTable } from './table.js';
 
 const BOOL_WORDS: Readonly<Record<string, boolean>> = { on: true, off: false, true: true, false: false };
 const ENFORCEMENT = ['default', 'always', 'never'] as const;
-const KEYS = ['audit', 'enforcement'] as const;
+const KEYS = ['audit', 'enforcement', 'cidrMatchPods'] as const;
 
 /** Parses `key=value` words into a config patch; a bad key or value is ECONFIG_INVALID naming it. */
 export function parseConfigPairs(pairs: readonly string[]): Partial<AgentConfig> {
@@ -21,6 +21,10 @@ export function parseConfigPairs(pairs: readonly string[]): Partial<AgentConfig>
       const b = BOOL_WORDS[value.toLowerCase()];
       if (b === undefined) throw new TunswitchError('ECONFIG_INVALID', `config audit: "${value}" is not on or off`);
       patch.audit = b;
+    } else if (key === 'cidrMatchPods') {
+      const b = BOOL_WORDS[value.toLowerCase()];
+      if (b === undefined) throw new TunswitchError('ECONFIG_INVALID', `config cidrMatchPods: "${value}" is not on or off`);
+      patch.cidrMatchPods = b;
     } else if (key === 'enforcement') {
       if (!(ENFORCEMENT as readonly string[]).includes(value)) {
         throw new TunswitchError('ECONFIG_INVALID', `config enforcement: "${value}" is not one of ${ENFORCEMENT.join(', ')}`);
@@ -39,6 +43,7 @@ export function formatConfig(c: AgentConfig): string {
     [
       ['audit', c.audit ? 'on' : 'off'],
       ['enforcement', c.enforcement],
+      ['cidrMatchPods', c.cidrMatchPods === true ? 'on' : 'off'],
     ],
   );
 }
@@ -54,7 +59,7 @@ export function register(program: Command, ctx: CliContext): void {
   withOutput(
     cfg
       .command('set')
-      .argument('<key=value...>', `settings: audit=on|off, enforcement=${ENFORCEMENT.join('|')}`)
+      .argument('<key=value...>', `settings: audit=on|off, enforcement=${ENFORCEMENT.join('|')}, cidrMatchPods=on|off`)
       .description('change settings'),
   ).action(async (pairs: string[], _o, cmd: Command) => {
     const patch = parseConfigPairs(pairs);

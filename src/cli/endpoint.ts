@@ -4,6 +4,7 @@ import { apiPath } from '../api/client.js';
 import type { EndpointAddRequest, EndpointInfo, QueueSettings } from '../api/types.js';
 import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, UsageError, withOutput, type CliContext } from './context.js';
 import { formatKeyValues, formatTable } from './table.js';
+import { TunswitchError } from '../control/errors.js';
 
 function enforcement(on: boolean, audit: boolean): string {
   if (!on) return 'Disabled';
@@ -32,7 +33,9 @@ export function formatEndpoint(e: EndpointInfo): string {
     ['ID', e.id],
     ['Name', e.name],
     ['Identity', e.identity],
+    ['Namespace', e.namespace],
     ['Labels', e.labels],
+    ['Named ports', e.ports?.map((p) => `${p.name}=${p.port}/${p.protocol}`)],
     ['IPv4', e.ipv4],
     ['IPv6', e.ipv6],
     ['Netns', e.netns],
@@ -49,6 +52,34 @@ export function formatEndpoint(e: EndpointInfo): string {
 export function parseLabelArg(s: string): string {
   if (s === '' || /\s/.test(s) || s.startsWith('=')) throw new InvalidArgumentError(`"${s}" is not a label (key=value).`);
   return s;
+}
+
+/** `http=80/TCP` (protocol defaults to TCP). */
+export function parseNamedPortArg(s: string): NonNullable<EndpointAddRequest['ports']>[number] {
+  const m = /^([a-z0-9-]{1,15})=(\d{1,5})(?:\/(TCP|UDP|SCTP))?$/i.exec(s);
+  if (!m) throw new InvalidArgumentError(`"${s}" is not NAME=PORT[/PROTOCOL], e.g. http=80/TCP.`);
+  return { name: m[1] as string, port: Number(m[2]), protocol: (m[3] ?? 'TCP').toUpperCase() as 'TCP' | 'UDP' | 'SCTP' };
+}
+
+/** kubectl-style label changes: `key=value` sets, `key-` removes. */
+export function parseLabelChanges(changes: readonly string[]): { set: string[]; remove: string[] } {
+  const set: string[] = [];
+  const remove: string[] = [];
+  for (const c of changes) {
+    if (c.endsWith('-') && !c.includes('=')) remove.push(c.slice(0, -1));
+    else if (c.includes('=') && !c.startsWith('=') && !/\s/.test(c)) set.push(c);
+    else throw new TunswitchError('EBAD_REQUEST', `"${c}" is not key=value or key-`);
+  }
+  return { set, remove };
+}
+
+/** parseLabelChanges, with a bad change as a usage error (exit 2). */
+export function labelChangesOrUsage(cmd: Command, changes: readonly string[]): { set: string[]; remove: string[] } {
+  try {
+    return parseLabelChanges(changes);
+  } catch (e) {
+    return cmd.error((e as Error).message, { exitCode: 2, code: 'tunswitch.usage' });
+  }
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -102,10 +133,14 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--ipv4 <addr>', 'IPv4 address (default: from the pool)', parseIPv4)
       .option('--ipv6 <addr>', 'IPv6 address (default: from the pool)', parseIPv6)
       .option('--default-route', "route everything the namespace sends through the switch (default routes for IPv4 and IPv6)")
-      .option('--no-default-route', 'no default route, only the pool\'s prefix (the default)'),
+      .option('--no-default-route', 'no default route, only the pool\'s prefix (the default)')
+      .option('-n, --namespace <name>', 'Kubernetes namespace (default: default)')
+      .option('--port <name=port/proto>', 'a named port, e.g. http=80/TCP (repeat for more)', collect(parseNamedPortArg)),
   ).action(async (name: string, o: Record<string, unknown>, cmd: Command) => {
     if (o.netns === undefined && o.pid === undefined) throw new UsageError('endpoint add: give the network namespace with --netns NAME or --pid PID');
     const req: EndpointAddRequest = { name };
+    if (o.namespace !== undefined) req.namespace = o.namespace as string;
+    if (o.port !== undefined) req.ports = o.port as NonNullable<EndpointAddRequest['ports']>;
     if (o.label !== undefined) req.labels = o.label as string[];
     if (o.netns !== undefined) req.netns = o.netns as string;
     if (o.pid !== undefined) req.pid = o.pid as number;
@@ -132,6 +167,17 @@ export function register(program: Command, ctx: CliContext): void {
     const path = `${apiPath('/v1/endpoint', id)}/queue`;
     const q = Object.keys(patch).length > 0 ? await ctx.client().put<QueueSettings>(path, patch) : await ctx.client().get<QueueSettings>(path);
     print(ctx, cmd, q, () => `Endpoint ${id} egress queue: limit ${q.limitBytes} bytes, CoDel target ${q.targetMs} ms, interval ${q.intervalMs} ms\n`);
+  });
+
+  withOutput(
+    ep
+      .command('label')
+      .argument('<id|name>', 'endpoint index or name')
+      .argument('<changes...>', 'key=value to set, key- to remove (as kubectl label)')
+      .description('change an endpoint\'s labels while it runs: new identity, ipcache entry and policy'),
+  ).action(async (id: string, changes: string[], _o, cmd: Command) => {
+    const e = await ctx.client().post<EndpointInfo>(`${apiPath('/v1/endpoint', id)}/labels`, labelChangesOrUsage(cmd, changes));
+    print(ctx, cmd, e, () => formatEndpoint(e));
   });
 
   ep.command('delete')

@@ -10,8 +10,8 @@ const WORLD_IDENTITY = 2;
 
 export function formatIpcache(es: readonly IpcacheInfo[]): string {
   return formatTable(
-    ['PREFIX', 'IDENTITY', 'SOURCE', 'TUNNEL'],
-    es.map((e) => [e.cidr, e.identity, e.source, e.tunnel]),
+    ['PREFIX', 'IDENTITY', 'SOURCE', 'TUNNEL', 'ALSO CLAIMED BY'],
+    es.map((e) => [e.cidr, e.identity, e.source, e.tunnel, (e.owners ?? []).slice(1).join(',') || undefined]),
   );
 }
 
@@ -33,6 +33,7 @@ export function register(program: Command, ctx: CliContext): void {
               ['Prefix', e.cidr],
               ['Identity', e.identity],
               ['Source', e.source],
+              ['Also claimed by', (e.owners ?? []).slice(1).join(', ') || undefined],
               ['Tunnel', e.tunnel],
             ])
           : `${ip}: no prefix matches (treated as world, identity ${WORLD_IDENTITY})\n`,

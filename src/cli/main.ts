@@ -19,6 +19,7 @@ import { suggestionFor, userWords } from './errors.js';
 import { DiscoverError } from './discover.js';
 import { register as registerStatus } from './status.js';
 import { register as registerEndpoint } from './endpoint.js';
+import { register as registerNamespace } from './namespace.js';
 import { register as registerIdentity } from './identity.js';
 import { register as registerPolicy } from './policy.js';
 import { register as registerIpcache } from './ipcache.js';
@@ -41,6 +42,7 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerLab,
   registerStatus,
   registerEndpoint,
+  registerNamespace,
   registerIdentity,
   registerPolicy,
   registerIpcache,

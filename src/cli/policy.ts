@@ -45,15 +45,36 @@ interface ValidateResult {
 export function register(program: Command, ctx: CliContext): void {
   const pol = program.command('policy').description('manage network policies (CiliumNetworkPolicy)');
 
-  withOutput(pol.command('import').argument('<files...>', 'policy files or folders').description('add or replace policies')).action(
-    async (paths: string[], _o, cmd: Command) => {
+  withOutput(
+    pol
+      .command('import')
+      .argument('<files...>', 'policy files or folders')
+      .option('--allow-empty', 'accept a file that contains no policies (otherwise an error)')
+      .description('add or replace policies'),
+  ).action(
+    async (paths: string[], o: { allowEmpty?: boolean }, cmd: Command) => {
       const files = await expandPolicyPaths(paths);
       // Read everything first: a missing file should not leave half the set imported.
       const texts = await Promise.all(files.map(readText));
+      const allowEmpty = o.allowEmpty === true;
+      if (!allowEmpty) {
+        // An empty file is refused before anything is imported (parse errors are left to the agent).
+        const { parsePolicyFile } = await import('../control/policy/parse.js'); // yaml loads only here
+        files.forEach((f, i) => {
+          let n = -1;
+          try {
+            n = parsePolicyFile(texts[i] as string, f).length;
+          } catch {
+            n = -1;
+          }
+          if (n === 0) throw new TunswitchError('EPOLICY_INVALID', `${f}: contains no policies (pass --allow-empty to accept it)`);
+        });
+      }
       const client = ctx.client();
       const results: (PolicyImportResult & { file: string })[] = [];
       for (let i = 0; i < files.length; i++) {
         const body: PolicyTextRequest = { text: texts[i] as string, fileName: files[i] as string };
+        if (allowEmpty) body.allowEmpty = true;
         const r = await client.put<PolicyImportResult>('/v1/policy', body);
         results.push({ file: files[i] as string, ...r });
       }
@@ -159,7 +180,8 @@ export function register(program: Command, ctx: CliContext): void {
     };
     const body = { src: end('src'), dst: end('dst'), dport: o.dport };
     type Step = { direction: string; endpoint: string; result: string; match: string; rule: { name?: string; rule_index?: number } | null; reason?: string };
-    type Trace = { source: { name: string; identity: number }; destination: { name: string; identity: number }; protocol: string; port: number; verdict: string; drop_reason_desc?: string; drop_reason?: number; steps: Step[]; notes: string[] };
+    type Considered = { source: string; source_identity: number; destination: string; destination_identity: number; verdict: string };
+    type Trace = { source: { name: string; identity: number }; destination: { name: string; identity: number }; protocol: string; port: number; verdict: string; drop_reason_desc?: string; drop_reason?: number; steps: Step[]; notes: string[]; considered?: Considered[] };
     const r = await ctx.client().post<Trace>('/v1/policy/trace', body);
     print(ctx, cmd, r, () => {
       const head = `${r.source.name} (ID:${r.source.identity}) -> ${r.destination.name} (ID:${r.destination.identity}) ${r.port}/${r.protocol}\n`;
@@ -174,14 +196,23 @@ export function register(program: Command, ctx: CliContext): void {
       const table = formatTable(['DIRECTION', 'ENDPOINT', 'RESULT', 'MATCH', 'RULE', 'WHY'], rows);
       const verdict = `Final verdict: ${r.verdict}${r.drop_reason ? ` (${r.drop_reason} ${r.drop_reason_desc})` : ''}\n`;
       const notes = r.notes.map((n) => `note: ${n}\n`).join('');
-      return head + table + notes + verdict;
+      const considered = r.considered
+        ? 'Identities considered (labels select by subset):\n' +
+          formatTable(
+            ['SOURCE', 'DESTINATION', 'VERDICT'],
+            r.considered.map((c) => [`${c.source} (ID:${c.source_identity})`, `${c.destination} (ID:${c.destination_identity})`, c.verdict]),
+          )
+        : '';
+      return head + table + notes + considered + verdict;
     });
   });
 
   withOutput(pol.command('selectors').description('list the selectors in use and the identities each selects')).action(
     async (_o, cmd: Command) => {
-      const sels = await ctx.client().get<{ selector: string; identities: number[] }[]>('/v1/policy/selectors');
-      print(ctx, cmd, sels, () => formatTable(['SELECTOR', 'IDENTITIES'], sels.map((s) => [s.selector, s.identities.map(String)])));
+      const sels = await ctx.client().get<{ selector: string; identities: number[]; ports?: Record<string, number[]> }[]>('/v1/policy/selectors');
+      // Named ports show the numbers they resolve to on each identity ("300: 80").
+      const ids = (s: (typeof sels)[number]): string[] => s.identities.map((i) => (s.ports ? `${i}: ${(s.ports[String(i)] ?? []).join(',')}` : String(i)));
+      print(ctx, cmd, sels, () => formatTable(['SELECTOR', 'IDENTITIES'], sels.map((s) => [s.selector, ids(s)])));
     },
   );
 }

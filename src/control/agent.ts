@@ -14,11 +14,13 @@ import { StateStore, type PolicySource, type StateFile } from './state-store.js'
 import { TunswitchError } from './errors.js';
 import { IdentityAllocator, type Identity } from './identity.js';
 import { LabelSet, formatLabel, parseLabel, makeLabel, type Label } from './labels.js';
-import { PolicyCompiler, type PolicyDiff } from './policy/compile.js';
+import { PolicyCompiler, type CompilerEndpoint, type PolicyDiff } from './policy/compile.js';
 import { parsePolicyFile } from './policy/parse.js';
-import type { Policy, PolicyConfig } from './policy/types.js';
+import { NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, type Policy, type PolicyConfig } from './policy/types.js';
 import { formatV4, tryParsePrefix, type Prefix } from './cidr.js';
 import { Ipam } from './ipam.js';
+import { IpcacheOwners } from './ipcache-owners.js';
+import { Namespaces, checkNamespaceLabels, type NamespaceInfo } from './namespaces.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
 import { CFG_ALLOW_LOCALHOST, CFG_AUDIT, CFG_HOST_PORT, COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, M_HOST_PORT, NO_EP, type TableSetWriter } from '../tables/tableset.js';
 import type {
@@ -30,6 +32,8 @@ import type {
   FlowEvent,
   IdentityInfo,
   IpcacheInfo,
+  LabelChangeRequest,
+  NamedPort,
   PolicyImportResult,
   PolicyInfo,
   StatusInfo,
@@ -46,6 +50,9 @@ export interface TraceRequest {
   /** "80/TCP", "5432", "8/ICMP" (ICMP type), "53/UDP". */
   dport: string;
 }
+
+/** At most this many identity pairs are traced for ends given by labels. */
+const MAX_TRACE_PAIRS = 64;
 
 const TRACE_PROTOS: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132, ICMP: 1, ICMPV4: 1, ICMPV6: 58 };
 
@@ -91,6 +98,10 @@ interface EndpointRec {
   state: 'ready' | 'attaching' | 'detached';
   /** A Docker network driver endpoint (not persisted: the engine re-joins it). */
   handoff?: boolean;
+  /** Kubernetes namespace; `labels` = `own` + the labels the namespace derives. */
+  namespace: string;
+  own: LabelSet;
+  ports: NamedPort[];
 }
 
 /** How restore() treats entries it cannot restore. */
@@ -124,8 +135,9 @@ export class Agent implements ControlApi {
   private readonly policyRevision = new Map<string, number>();
   /** Endpoints from the state file not attached (yet): kept in the state until they are. */
   private readonly pendingRestore = new Map<string, StateFile['endpoints'][number]>();
-  /** Prefixes added through PUT /v1/ipcache (reported with source "api"). */
-  private readonly apiCidrs = new Set<string>();
+  /** Every ipcache claim by owner (endpoint > host > kvstore > cidr-policy > api). */
+  readonly ipc: IpcacheOwners;
+  readonly namespaces = new Namespaces();
   private config: AgentConfig;
   private readonly started = Date.now();
   /** Host port's ipcache entries (address -> identity 1). */
@@ -149,12 +161,13 @@ export class Agent implements ControlApi {
     this.config = { ...opts.config };
     this.compiler = new PolicyCompiler(this.allocator, this.policyConfig());
     this.ipam = new Ipam(opts.pool4, opts.pool6);
+    this.ipc = new IpcacheOwners(tables.ipcache);
     this.publishConfig();
     this.apply(this.compiler.sync());
   }
 
   private policyConfig(): PolicyConfig {
-    return { enforcement: this.config.enforcement, audit: this.config.audit };
+    return { enforcement: this.config.enforcement, audit: this.config.audit, cidrMatchPods: this.config.cidrMatchPods === true };
   }
 
   // ---------------------------------------------------------------- host port
@@ -162,7 +175,7 @@ export class Agent implements ControlApi {
   /** Registers the host port: its addresses get identity 1 (reserved:host) in the ipcache. */
   setHostPort(port: number, addrs: string[]): void {
     this.hostPort = port;
-    for (const a of addrs) this.tables.ipcache.upsert(a, { identity: 1, flags: 0 });
+    for (const a of addrs) this.ipc.set(a, 'host', { identity: 1, flags: 0 });
     this.tables.setPortEndpoint(port, NO_EP);
     this.tables.setMeta(M_HOST_PORT, port);
     this.publishConfig();
@@ -203,8 +216,8 @@ export class Agent implements ControlApi {
     for (const e of diff.added) {
       pw.add({ ep: e.ep, dir: e.dir === 'ingress' ? 0 : 1, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie });
     }
-    for (const c of diff.ipcache.removed) this.tables.ipcache.delete(c.prefix);
-    for (const c of diff.ipcache.added) this.tables.ipcache.upsert(c.prefix, { identity: c.identity });
+    for (const c of diff.ipcache.removed) this.ipc.clear(c.prefix, 'cidr-policy');
+    for (const c of diff.ipcache.added) this.ipc.set(c.prefix, 'cidr-policy', { identity: c.identity });
     for (const enf of diff.enforcement) this.writeEndpoint(enf.ep);
     // Every publish gets a new datapath revision, whatever changed (policy entries, endpoint
     // flags, ipcache identities, audit): established flows cache their verdict per revision.
@@ -271,7 +284,9 @@ export class Agent implements ControlApi {
     }
     if (this.byName.has(req.name)) throw new TunswitchError('EENDPOINT_EXISTS', `endpoint "${req.name}" already exists`);
     const where = `endpoint "${req.name}"`;
-    const labels = this.parseLabels(req.labels, 'body');
+    const placed = this.namespaces.placeEndpoint(this.parseLabels(req.labels, 'body'), req.namespace, 'body');
+    const labels = this.namespaces.endpointLabels(placed.own, placed.namespace);
+    const ports = this.parsePorts(req.ports, 'body');
     if (req.netns !== undefined && (typeof req.netns !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(req.netns))) {
       throw new TunswitchError('EBAD_REQUEST', `body.netns: ${JSON.stringify(req.netns)} is not a namespace name`);
     }
@@ -315,6 +330,9 @@ export class Agent implements ControlApi {
       tun: '',
       defaultRoute: req.defaultRoute === true,
       state: 'attaching',
+      namespace: placed.namespace,
+      own: placed.own,
+      ports,
     };
     if (ipv4) rec.ipv4 = ipv4;
     if (ipv6) rec.ipv6 = ipv6;
@@ -342,15 +360,15 @@ export class Agent implements ControlApi {
       rec.port = att.port;
       rec.tun = att.tun;
       rec.ifname = att.ifname;
-      identity = this.allocator.allocate(labels);
+      identity = this.allocator.allocate(rec.labels);
       rec.identity = identity.id;
       rec.state = 'ready';
       // Publish: endpoint record, port mapping, ipcache entries, then policy for it.
       this.writeEndpoint(id);
       this.tables.setPortEndpoint(rec.port, id);
-      if (ipv4) this.tables.ipcache.upsert(`${ipv4}/32`, { identity: rec.identity, flags: 1 });
-      if (ipv6) this.tables.ipcache.upsert(`${ipv6}/128`, { identity: rec.identity, flags: 1 });
-      this.apply(this.compiler.upsertEndpoint({ index: id, identity: rec.identity }));
+      if (ipv4) this.ipc.set(`${ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
+      if (ipv6) this.ipc.set(`${ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
+      this.apply(this.compiler.upsertEndpoint(this.compilerEndpoint(rec)));
     } catch (e) {
       this.endpoints.delete(id);
       this.byName.delete(req.name);
@@ -395,8 +413,8 @@ export class Agent implements ControlApi {
     const diff = this.compiler.deleteEndpoint(rec.id);
     this.tables.endpoints.remove(rec.id);
     if (rec.port >= 0) this.tables.setPortEndpoint(rec.port, NO_EP);
-    if (rec.ipv4) this.tables.ipcache.delete(`${rec.ipv4}/32`);
-    if (rec.ipv6) this.tables.ipcache.delete(`${rec.ipv6}/128`);
+    if (rec.ipv4) this.ipc.clear(`${rec.ipv4}/32`, 'endpoint');
+    if (rec.ipv6) this.ipc.clear(`${rec.ipv6}/128`, 'endpoint');
     this.apply(diff);
     // Releasing the identity may remove it from other endpoints' selections: sync those.
     if (this.allocator.release(rec.identity)) this.apply(this.compiler.sync());
@@ -434,6 +452,8 @@ export class Agent implements ControlApi {
     };
     if (rec.ipv4) out.ipv4 = rec.ipv4;
     if (rec.ipv6) out.ipv6 = rec.ipv6;
+    out.namespace = rec.namespace;
+    if (rec.ports.length > 0) out.ports = rec.ports;
     return out;
   }
 
@@ -447,6 +467,133 @@ export class Agent implements ControlApi {
 
   endpointByIndex(ep: number): EndpointRec | undefined {
     return this.endpoints.get(ep);
+  }
+
+  // ---------------------------------------------------------------- labels and namespaces
+
+  /** Named ports of an endpoint request: `[{name, port, protocol}]`, names unique per protocol. */
+  private parsePorts(v: unknown, where: string): NamedPort[] {
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v)) throw new TunswitchError('EBAD_REQUEST', `${where}.ports: must be a list of {name, port, protocol}`);
+    const out: NamedPort[] = [];
+    v.forEach((x: unknown, i: number) => {
+      const at = `${where}.ports[${i}]`;
+      const o = x as Partial<NamedPort> | null;
+      if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TunswitchError('EBAD_REQUEST', `${at}: must be {name, port, protocol}`);
+      for (const k of Object.keys(o)) if (!['name', 'port', 'protocol'].includes(k)) throw new TunswitchError('EBAD_REQUEST', `${at}.${k}: unknown field (known: name, port, protocol)`);
+      // Kubernetes IANA_SVC_NAME: 1-15 of a-z, 0-9 and "-", with a letter, no "--", not at the ends.
+      if (typeof o.name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(o.name) || !/[a-z]/.test(o.name) || o.name.includes('--')) {
+        throw new TunswitchError('EBAD_REQUEST', `${at}.name: ${JSON.stringify(o.name)} is not a port name (1-15 of a-z, 0-9 and "-", with a letter)`);
+      }
+      if (!Number.isInteger(o.port) || (o.port as number) < 1 || (o.port as number) > 65535) throw new TunswitchError('EBAD_REQUEST', `${at}.port: ${JSON.stringify(o.port)} is not a port (1-65535)`);
+      const protocol = o.protocol === undefined ? 'TCP' : o.protocol;
+      if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') throw new TunswitchError('EBAD_REQUEST', `${at}.protocol: ${JSON.stringify(o.protocol)} is not TCP, UDP or SCTP`);
+      if (out.some((p) => p.name === o.name && p.protocol === protocol)) throw new TunswitchError('EBAD_REQUEST', `${at}.name: "${o.name}" is declared twice for ${protocol}`);
+      out.push({ name: o.name, port: o.port as number, protocol });
+    });
+    return out;
+  }
+
+  /** `{set, remove}` of a label change: set as a mapping or "key=value" list, remove as keys. */
+  private labelChange(body: unknown, where: string): { set: Label[]; remove: string[] } {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new TunswitchError('EBAD_REQUEST', `${where}: must be {set, remove}`);
+    const b = body as LabelChangeRequest;
+    for (const k of Object.keys(b)) if (k !== 'set' && k !== 'remove') throw new TunswitchError('EBAD_REQUEST', `${where}.${k}: unknown field (known: set, remove)`);
+    const set = this.parseLabels(b.set, where).labels.slice();
+    const remove: string[] = [];
+    if (b.remove !== undefined) {
+      if (!Array.isArray(b.remove)) throw new TunswitchError('EBAD_REQUEST', `${where}.remove: must be a list of label keys`);
+      b.remove.forEach((k, i) => {
+        if (typeof k !== 'string' || k === '') throw new TunswitchError('EBAD_REQUEST', `${where}.remove[${i}]: ${JSON.stringify(k)} is not a label key`);
+        remove.push(k.startsWith('k8s:') ? k.slice(4) : k);
+      });
+    }
+    return { set, remove };
+  }
+
+  /**
+   * Gives an endpoint new own labels and/or namespace: new identity, ipcache entry and policy
+   * in one revision; the old identity is released (and selections that held it are synced).
+   * Established flows are re-checked at their next packet (the revision changes).
+   */
+  private retag(rec: EndpointRec, own: LabelSet, namespace: string): void {
+    const labels = this.namespaces.endpointLabels(own, namespace);
+    rec.own = own;
+    rec.namespace = namespace;
+    if (labels.canonical === rec.labels.canonical) return;
+    rec.labels = labels;
+    if (rec.state !== 'ready') return;
+    const old = rec.identity;
+    const ident = this.allocator.allocate(labels);
+    rec.identity = ident.id;
+    this.writeEndpoint(rec.id);
+    if (rec.ipv4) this.ipc.set(`${rec.ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
+    if (rec.ipv6) this.ipc.set(`${rec.ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
+    this.apply(this.compiler.upsertEndpoint(this.compilerEndpoint(rec)));
+    if (this.allocator.release(old)) this.apply(this.compiler.sync());
+  }
+
+  /** What the policy compiler knows of an endpoint: identity, named ports, addresses. */
+  private compilerEndpoint(rec: EndpointRec): CompilerEndpoint {
+    const addrs: string[] = [];
+    if (rec.ipv4) addrs.push(rec.ipv4);
+    if (rec.ipv6) addrs.push(rec.ipv6);
+    return { index: rec.id, identity: rec.identity, ports: rec.ports, addrs };
+  }
+
+  /** `endpoint label EP key=value key-`: changes an endpoint's own labels while it runs. */
+  labelEndpoint(idOrName: string, body: unknown): EndpointInfo {
+    const rec = this.find(idOrName);
+    const { set, remove } = this.labelChange(body, 'body');
+    for (const l of [...set.map((x) => x.key), ...remove]) {
+      if (l === NAMESPACE_LABEL || l.startsWith(NAMESPACE_LABELS_PREFIX)) throw new TunswitchError('EBAD_REQUEST', `body: ${l} comes from the endpoint's namespace; change the namespace's labels instead`);
+    }
+    const keep = rec.own.labels.filter((l) => !remove.includes(l.key) && !set.some((s) => s.key === l.key));
+    this.retag(rec, LabelSet.from([...keep, ...set]), rec.namespace);
+    this.persist();
+    return this.info(rec);
+  }
+
+  private namespaceInfo(name: string): NamespaceInfo {
+    const eps = [...this.endpoints.values()].filter((r) => r.namespace === name).map((r) => r.name).sort();
+    return { name, labels: this.namespaces.labels(name), endpoints: eps };
+  }
+
+  listNamespaces(): NamespaceInfo[] {
+    return this.namespaces.names().map((n) => this.namespaceInfo(n));
+  }
+
+  getNamespace(name: string): NamespaceInfo {
+    return this.namespaceInfo(name);
+  }
+
+  /** Creates a namespace or replaces its labels (`{labels: {key: value}}`). */
+  putNamespace(name: string, body: unknown): NamespaceInfo {
+    const b = (body ?? {}) as { labels?: unknown };
+    if (typeof b !== 'object' || Array.isArray(b)) throw new TunswitchError('EBAD_REQUEST', 'body: must be {labels}');
+    for (const k of Object.keys(b)) if (k !== 'labels') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown field (known: labels)`);
+    if (this.namespaces.set(name, checkNamespaceLabels(b.labels, 'body.labels'))) this.retagNamespace(name);
+    return this.namespaceInfo(name);
+  }
+
+  /** `namespace label NS key=value key-`: every endpoint in it gets the new derived labels. */
+  labelNamespace(name: string, body: unknown): NamespaceInfo {
+    const { set, remove } = this.labelChange(body, 'body');
+    const m = checkNamespaceLabels(Object.fromEntries(set.map((l) => [l.key, l.value])), 'body.set');
+    if (this.namespaces.relabel(name, m, remove)) this.retagNamespace(name);
+    return this.namespaceInfo(name);
+  }
+
+  deleteNamespace(name: string): { deleted: string } {
+    const used = [...this.endpoints.values()].filter((r) => r.namespace === name).map((r) => r.name);
+    if (used.length > 0) throw new TunswitchError('EBAD_REQUEST', `namespace "${name}" still has endpoints: ${used.join(', ')}`);
+    this.namespaces.delete(name);
+    return { deleted: name };
+  }
+
+  private retagNamespace(name: string): void {
+    for (const rec of this.endpoints.values()) if (rec.namespace === name) this.retag(rec, rec.own, name);
+    this.persist();
   }
 
   // ---------------------------------------------------------------- identities
@@ -478,10 +625,11 @@ export class Agent implements ControlApi {
     return { policies: parsePolicyFile(text, fileName).map((p) => p.name) };
   }
 
-  importPolicies(text: string, fileName: string): PolicyImportResult {
+  importPolicies(text: string, fileName: string, allowEmpty = false): PolicyImportResult {
     if (typeof text !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.text: must be a string');
     if (typeof fileName !== 'string') throw new TunswitchError('EBAD_REQUEST', 'body.fileName: must be a string');
     const pols = parsePolicyFile(text, fileName); // all or nothing: throws before any change
+    if (pols.length === 0 && !allowEmpty) throw new TunswitchError('EPOLICY_INVALID', `${fileName}: contains no policies (allow an empty file with --allow-empty, or allowEmpty: true in the API)`);
     let rev = this.compiler.revision;
     for (const p of pols) {
       const diff = this.compiler.upsertPolicy(p);
@@ -539,8 +687,13 @@ export class Agent implements ControlApi {
     return { revision: rev, policies: names };
   }
 
-  selectors(): { selector: string; identities: number[] }[] {
-    return this.compiler.selectorList().map((s) => ({ selector: s.selector, identities: s.identities }));
+  /** Selectors in use, then each named port in use with the numbers it resolves to per identity. */
+  selectors(): { selector: string; identities: number[]; ports?: Record<string, number[]> }[] {
+    const out: { selector: string; identities: number[]; ports?: Record<string, number[]> }[] = this.compiler.selectorList().map((s) => ({ selector: s.selector, identities: s.identities }));
+    for (const n of this.compiler.namedPortList()) {
+      out.push({ selector: `port ${n.name}/${n.protocol}`, identities: n.identities.map((x) => x.identity), ports: Object.fromEntries(n.identities.map((x) => [String(x.identity), x.ports])) });
+    }
+    return out;
   }
 
   ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null {
@@ -589,11 +742,7 @@ export class Agent implements ControlApi {
       if (!Array.isArray(e.labels) || e.labels.some((l) => typeof l !== 'string' || !l.includes('='))) {
         throw new TunswitchError('EBAD_REQUEST', `${where}.labels: must be a list of "key=value"`);
       }
-      const set = this.parseLabels(e.labels, where);
-      const id = this.allocator.lookupByLabels(set);
-      const local = [...this.endpoints.values()].find((r) => r.labels.canonical === set.canonical);
-      if (!id) notes.push(`no identity has the labels ${set.canonical}: only rules that select every identity can match it`);
-      return { name: set.canonical, identity: id ? id.id : 0, labels: set.labels.map(formatLabel), ep: local ? local.id : -1 };
+      return this.labelTraceEnds(this.parseLabels(e.labels, where), notes)[0] as TraceEnd;
     }
     const ip = e.ip as string;
     const p = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
@@ -616,28 +765,78 @@ export class Agent implements ControlApi {
     if (proto === undefined) throw new TunswitchError('EBAD_REQUEST', `body.dport: protocol "${m[2]}" is not one of TCP, UDP, SCTP, ICMP, ICMPv6`);
     if (port > (proto === 1 || proto === 58 ? 255 : 65535)) throw new TunswitchError('EBAD_REQUEST', `body.dport: ${port} is out of range for ${protoName}`);
     const notes: string[] = [];
-    const src = this.traceEnd('src', req.src, notes);
-    const dst = this.traceEnd('dst', req.dst, notes);
-    return traceFlow(this.tables.tables, src, dst, proto, port, protoName, (c) => this.ruleName(c), notes);
+    const src = this.traceEnds('src', req.src, notes);
+    const dst = this.traceEnds('dst', req.dst, notes);
+    this.namedPortNotes(dst, proto, port, notes);
+    return this.traceEach(src, dst, proto, port, protoName, notes);
+  }
+
+  /** Says which named ports in use the traced port is, on the destination identity (where names resolve). */
+  private namedPortNotes(dsts: TraceEnd[], proto: number, port: number, notes: string[]): void {
+    const protoName = proto === 6 ? 'TCP' : proto === 17 ? 'UDP' : proto === 132 ? 'SCTP' : '';
+    for (const n of this.compiler.namedPortList()) {
+      if (n.protocol !== 'ANY' && n.protocol !== protoName) continue;
+      for (const d of dsts) {
+        const hit = n.identities.find((x) => x.identity === d.identity);
+        if (hit === undefined) notes.push(`named port "${n.name}" (${n.protocol}) is not declared by ${d.name}: rules using it do not match this flow`);
+        else if (hit.ports.includes(port)) notes.push(`named port "${n.name}" (${n.protocol}) resolves to ${hit.ports.join(', ')} on ${d.name}: rules using it match port ${port}`);
+        else notes.push(`named port "${n.name}" (${n.protocol}) resolves to ${hit.ports.join(', ')} on ${d.name}, not ${port}`);
+      }
+    }
+  }
+
+  /** An end given by labels may stand for several identities (selection by subset). */
+  private traceEnds(side: 'src' | 'dst', e: TraceRequest['src'] | undefined, notes: string[]): TraceEnd[] {
+    const one = this.traceEnd(side, e, notes);
+    if (e?.labels === undefined) return [one];
+    return this.labelTraceEnds(this.parseLabels(e.labels, `body.${side}`), []);
+  }
+
+  /**
+   * The identities whose labels include every label of `set` (as a selector selects them),
+   * each with a local endpoint that has it when there is one. Without any, one end with
+   * identity 0 (only rules that select every identity can match it).
+   */
+  private labelTraceEnds(set: LabelSet, notes: string[]): TraceEnd[] {
+    const out: TraceEnd[] = [];
+    for (const id of this.allocator.list().sort((a, b) => a.id - b.id)) {
+      if (id.kind !== 'workload' || !set.labels.every((l) => id.labels.values(l.key, l.source).includes(l.value))) continue;
+      const local = [...this.endpoints.values()].find((r) => r.identity === id.id);
+      out.push({ name: local ? local.name : id.labels.canonical, identity: id.id, labels: id.labels.labels.map(formatLabel), ep: local ? local.id : -1 });
+    }
+    if (out.length > 0) return out;
+    notes.push(`no identity has the labels ${set.canonical}: only rules that select every identity can match it`);
+    return [{ name: set.canonical, identity: 0, labels: set.labels.map(formatLabel), ep: -1 }];
+  }
+
+  /** Traces every (source, destination) pair considered; the first pair is the answer shown. */
+  private traceEach(srcs: TraceEnd[], dsts: TraceEnd[], proto: number, port: number, protoName: string, notes: string[]): TraceResult {
+    const pairs: [TraceEnd, TraceEnd][] = [];
+    for (const s of srcs) for (const d of dsts) if (pairs.length < MAX_TRACE_PAIRS) pairs.push([s, d]);
+    if (srcs.length * dsts.length > MAX_TRACE_PAIRS) notes.push(`${srcs.length * dsts.length} identity pairs match the labels given; only the first ${MAX_TRACE_PAIRS} are traced`);
+    const results = pairs.map(([s, d], i) => traceFlow(this.tables.tables, s, d, proto, port, protoName, (c) => this.ruleName(c), i === 0 ? notes : []));
+    const first = results[0] as TraceResult;
+    if (pairs.length === 1) return first;
+    first.considered = results.map((r) => ({ source: r.source.name, source_identity: r.source.identity, destination: r.destination.name, destination_identity: r.destination.identity, verdict: r.verdict }));
+    const denied = results.filter((r) => r.verdict === 'DENIED').length;
+    notes.push(
+      denied === 0 || denied === results.length
+        ? `${results.length} identity pairs match the labels given; all are ${first.verdict}`
+        : `${results.length} identity pairs match the labels given: ${results.length - denied} ALLOWED, ${denied} DENIED (see considered); the verdict shown is for the first`,
+    );
+    return first;
   }
 
   // ---------------------------------------------------------------- ipcache, ct, config
 
   listIpcache(): IpcacheInfo[] {
-    const local = new Set<string>();
-    for (const r of this.endpoints.values()) {
-      if (r.ipv4) local.add(`${r.ipv4}/32`);
-      if (r.ipv6) local.add(`${r.ipv6}/128`);
-    }
-    return this.tables.ipcache.list().map((e) => this.ipcacheInfo(e, local));
+    return this.tables.ipcache.list().map((e) => this.ipcacheInfo(e));
   }
 
-  private ipcacheInfo(e: { cidr: string; identity: number; tunnel: number }, local: Set<string>): IpcacheInfo {
-    const out: IpcacheInfo = {
-      cidr: e.cidr,
-      identity: e.identity,
-      source: local.has(e.cidr) ? 'endpoint' : this.apiCidrs.has(e.cidr) ? 'api' : e.identity === 1 ? 'host' : 'cidr-policy',
-    };
+  /** One entry as the API shows it: the resolved owner is the source; `owners` lists every claim. */
+  private ipcacheInfo(e: { cidr: string; identity: number; tunnel: number }): IpcacheInfo {
+    const owners = this.ipc.owners(e.cidr);
+    const out: IpcacheInfo = { cidr: e.cidr, identity: e.identity, source: owners[0] ?? 'api', owners };
     if (e.tunnel) out.tunnel = formatV4(e.tunnel);
     return out;
   }
@@ -665,10 +864,9 @@ export class Agent implements ControlApi {
       }
       parsed.push({ cidr: p.text, identity: o.identity as number, tunnel });
     });
-    this.tables.ipcache.batch(() => {
-      for (const e of parsed) this.tables.ipcache.upsert(e.cidr, { identity: e.identity, tunnel: e.tunnel });
+    this.ipc.batch(() => {
+      for (const e of parsed) this.ipc.set(e.cidr, 'api', { identity: e.identity, tunnel: e.tunnel });
     });
-    for (const e of parsed) this.apiCidrs.add(e.cidr);
     this.tables.bumpPolicyRevision();
     this.tables.commit();
     return { added: parsed.length };
@@ -677,8 +875,8 @@ export class Agent implements ControlApi {
   deleteIpcache(cidr: string): { deleted: boolean } {
     const p = typeof cidr === 'string' ? tryParsePrefix(cidr, true) : null;
     if (!p) throw new TunswitchError('EBAD_REQUEST', `cidr: ${JSON.stringify(cidr)} is not a prefix`);
-    const ok = this.tables.ipcache.delete(p.text);
-    this.apiCidrs.delete(p.text);
+    // Only the API's own claim goes: an endpoint or policy holding the prefix keeps it.
+    const ok = this.ipc.clear(p.text, 'api');
     this.tables.bumpPolicyRevision();
     this.tables.commit();
     return { deleted: ok };
@@ -708,10 +906,7 @@ export class Agent implements ControlApi {
     }
     if (leaf === 0) return null;
     const hit = tryParsePrefix(`${ip}/${len}`, false) as Prefix;
-    const local = new Set<string>();
-    const rec = [...this.endpoints.values()].find((r) => r.ipv4 === ip || r.ipv6 === ip);
-    if (rec && ((p.family === 4 && len === 32) || (p.family === 6 && len === 128))) local.add(hit.text);
-    return this.ipcacheInfo({ cidr: hit.text, identity, tunnel }, local);
+    return this.ipcacheInfo({ cidr: hit.text, identity, tunnel });
   }
 
   listCt(): CtEntryInfo[] {
@@ -729,12 +924,16 @@ export class Agent implements ControlApi {
   setConfig(patch: Partial<AgentConfig>): AgentConfig {
     if (typeof patch !== 'object' || patch === null) throw new TunswitchError('EBAD_REQUEST', 'body: must be an object');
     for (const k of Object.keys(patch)) {
-      if (k !== 'audit' && k !== 'enforcement') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown setting (known: audit, enforcement)`);
+      if (k !== 'audit' && k !== 'enforcement' && k !== 'cidrMatchPods') throw new TunswitchError('EBAD_REQUEST', `body.${k}: unknown setting (known: audit, enforcement, cidrMatchPods)`);
     }
     const next = { ...this.config };
     if (patch.audit !== undefined) {
       if (typeof patch.audit !== 'boolean') throw new TunswitchError('EBAD_REQUEST', `body.audit: ${JSON.stringify(patch.audit)} must be true or false`);
       next.audit = patch.audit;
+    }
+    if (patch.cidrMatchPods !== undefined) {
+      if (typeof patch.cidrMatchPods !== 'boolean') throw new TunswitchError('EBAD_REQUEST', `body.cidrMatchPods: ${JSON.stringify(patch.cidrMatchPods)} must be true or false`);
+      next.cidrMatchPods = patch.cidrMatchPods;
     }
     if (patch.enforcement !== undefined) {
       if (!['default', 'always', 'never'].includes(patch.enforcement)) {

@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   EPOLICY_INVALID: 'a policy file or document failed to parse or validate',
   EPOLICY_NOT_FOUND: 'no policy with that name (and namespace) is loaded',
   EENDPOINT_NOT_FOUND: 'no endpoint with that index or name exists',
+  ENAMESPACE_NOT_FOUND: 'no namespace with that name exists',
   EENDPOINT_EXISTS: 'an endpoint with that index or name already exists',
   ECAPTURE_BUSY: 'a packet capture is already running (one at a time)',
   EIDENTITY_NOT_FOUND: 'no identity with that number exists',

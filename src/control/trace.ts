@@ -39,6 +39,8 @@ export interface TraceResult {
   drop_reason_desc?: string;
   steps: TraceStep[];
   notes: string[];
+  /** When an end was given by labels: every identity pair traced (selection by subset). */
+  considered?: { source: string; source_identity: number; destination: string; destination_identity: number; verdict: 'ALLOWED' | 'DENIED' }[];
 }
 
 /** The table reader slot the control thread uses for traces (shard workers use 0..n-1). */

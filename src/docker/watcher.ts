@@ -21,6 +21,9 @@
  *   tunswitch.ipv4=ADDR          fixed address (default: from the pool)
  *   tunswitch.ipv6=ADDR
  *   tunswitch.defaultRoute=true  default route via the switch (e.g. for a `world` egress rule)
+ *   tunswitch.namespace=NS       Kubernetes namespace (default: default); it must exist
+ *                                (lab file `namespaces:` or `tunswitch namespace create NS`)
+ *   tunswitch.ports=http:80/TCP,dns:53/UDP   named ports, for policies written with `port: http`
  * Every other label, except the engine's own (com.docker.*, org.opencontainers.*,
  * org.label-schema.*), becomes an identity label with source `container:`, as Cilium's
  * Docker integration does: `app: web` gives `container:app=web`, which a policy selects with
@@ -152,7 +155,20 @@ export function endpointRequestFor(c: ContainerFacts): EndpointAddRequest {
   if (v4 !== undefined && v4.trim() !== '') req.ipv4 = v4.trim();
   const v6 = c.labels['tunswitch.ipv6'];
   if (v6 !== undefined && v6.trim() !== '') req.ipv6 = v6.trim();
+  const ns = c.labels['tunswitch.namespace'];
+  if (ns !== undefined && ns.trim() !== '') req.namespace = ns.trim();
+  const ports = c.labels['tunswitch.ports'];
+  if (ports !== undefined && ports.trim() !== '') req.ports = namedPortsLabel(ports);
   return req;
+}
+
+/** `http:80/TCP,dns:53/UDP` (protocol defaults to TCP); the agent checks names and numbers. */
+function namedPortsLabel(v: string): NonNullable<EndpointAddRequest['ports']> {
+  return v.split(',').map((item) => {
+    const m = /^\s*([^:\s]+):(\d+)(?:\/(TCP|UDP|SCTP))?\s*$/i.exec(item);
+    if (!m) throw new DockerAttachError(`label tunswitch.ports: ${JSON.stringify(item)} is not NAME:PORT[/PROTOCOL]`);
+    return { name: m[1] as string, port: Number(m[2]), protocol: (m[3] ?? 'TCP').toUpperCase() as 'TCP' | 'UDP' | 'SCTP' };
+  });
 }
 
 /** One line from any error (Docker's JSON messages and multi-line texts included). */

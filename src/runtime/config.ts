@@ -10,9 +10,13 @@
  *   hostPort: true                   # a TUN in the switch's namespace for host and world traffic
  *   enforcement: default             # default | always | never
  *   audit: false
+ *   cidrMatchPods: false             # CNP toCIDR/fromCIDR also select endpoints by address
+ *   namespaces:                      # Kubernetes namespaces (default: just "default")
+ *     prod: { labels: { team: a } }
  *   nodes:
- *     web: { labels: { app: web }, ipv4: 10.42.0.10 }
- *     db:  { labels: { app: db } }   # address from the pool
+ *     web: { labels: { app: web }, ipv4: 10.42.0.10, namespace: prod,
+ *            ports: [ { name: http, port: 80, protocol: TCP } ] }   # named ports for policies
+ *     db:  { labels: { app: db } }   # address from the pool, namespace default
  *   policies: [ policies/ ]          # files or folders, relative to the config file
  *   quotas:                          # percent of a shard's table one endpoint may hold
  *     conntrack: 50                  # (1-100, 100 = no quota; see tables/conntrack.ts)
@@ -40,6 +44,9 @@ export interface NodeConfig {
   defaultRoute: boolean;
   /** Egress queue settings of this node's port (absent fields: the config's `queue`). */
   queue?: Partial<QueueConfig>;
+  /** Kubernetes namespace (declared under `namespaces`, or `default`). */
+  namespace: string;
+  ports: { name: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[];
 }
 
 /** Egress queue settings (src/runtime/egress.ts). */
@@ -67,7 +74,11 @@ export interface RunConfig {
   hostPort: boolean;
   enforcement: 'default' | 'always' | 'never';
   audit: boolean;
+  /** CiliumNetworkPolicy CIDR rules also select endpoints by address (see AgentConfig). */
+  cidrMatchPods: boolean;
   nodes: NodeConfig[];
+  /** Namespace name -> its labels (`default` is always there). */
+  namespaces: Record<string, Record<string, string>>;
   policies: string[];
   io: 'auto' | 'uring' | 'readwrite';
   queue: QueueConfig;
@@ -81,10 +92,12 @@ export interface RunConfig {
   file: string;
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas'];
-const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue'];
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas'];
+const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'namespace', 'ports'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const QUOTA_KEYS = ['conntrack', 'fragments'];
+const NS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const LABEL_KEY_RE = /^([a-z]+:)?[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$/;
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 
 function fail(file: string, path: string, msg: string): never {
@@ -153,6 +166,29 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     fail(short, 'enforcement', `${show(enforcement)} must be one of default, always, never`);
   }
 
+  const namespaces: Record<string, Record<string, string>> = { default: {} };
+  if (doc.namespaces !== undefined && doc.namespaces !== null) {
+    if (!isObj(doc.namespaces)) fail(short, 'namespaces', 'must be a mapping of namespace name to { labels }');
+    for (const [ns, raw] of Object.entries(doc.namespaces)) {
+      const at = `namespaces.${ns}`;
+      if (!NS_NAME_RE.test(ns)) fail(short, at, 'namespace names are 1-63 characters of a-z, 0-9 and "-"');
+      const n = raw ?? {};
+      if (!isObj(n)) fail(short, at, 'must be a mapping');
+      for (const k of Object.keys(n)) if (k !== 'labels') fail(short, `${at}.${k}`, 'unknown field (known: labels)');
+      const labels: Record<string, string> = {};
+      if (n.labels !== undefined && n.labels !== null) {
+        if (!isObj(n.labels)) fail(short, `${at}.labels`, 'must be a mapping of label key to value');
+        for (const [k, v] of Object.entries(n.labels)) {
+          if (!LABEL_KEY_RE.test(k) || k.includes(':')) fail(short, `${at}.labels.${k}`, 'is not a valid label key');
+          if (k === 'kubernetes.io/metadata.name') fail(short, `${at}.labels.${k}`, 'is set to the namespace name by tunswitch');
+          if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') fail(short, `${at}.labels.${k}`, `${show(v)} must be a string`);
+          labels[k] = String(v);
+        }
+      }
+      namespaces[ns] = labels;
+    }
+  }
+
   // nodes may be empty or left out: with `run --docker` the endpoints are containers.
   const rawNodes = doc.nodes ?? {};
   if (!isObj(rawNodes)) fail(short, 'nodes', 'must be a mapping of node name to node');
@@ -168,12 +204,31 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     if (n.labels !== undefined) {
       if (!isObj(n.labels)) fail(short, `${at}.labels`, 'must be a mapping of label key to value');
       for (const [k, v] of Object.entries(n.labels)) {
-        if (!/^([a-z]+:)?[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$/.test(k)) fail(short, `${at}.labels.${k}`, 'is not a valid label key');
+        if (!LABEL_KEY_RE.test(k)) fail(short, `${at}.labels.${k}`, 'is not a valid label key');
         if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') fail(short, `${at}.labels.${k}`, `${show(v)} must be a string`);
         labels[k] = String(v);
       }
     }
-    const node: NodeConfig = { name: nodeName, labels, defaultRoute: false };
+    const node: NodeConfig = { name: nodeName, labels, defaultRoute: false, namespace: 'default', ports: [] };
+    if (n.namespace !== undefined) {
+      if (typeof n.namespace !== 'string' || namespaces[n.namespace] === undefined) {
+        fail(short, `${at}.namespace`, `${show(n.namespace)} is not a namespace declared under namespaces (or "default")`);
+      }
+      node.namespace = n.namespace;
+    }
+    if (n.ports !== undefined) {
+      if (!Array.isArray(n.ports)) fail(short, `${at}.ports`, 'must be a list of { name, port, protocol }');
+      n.ports.forEach((p: unknown, i: number) => {
+        const pa = `${at}.ports[${i}]`;
+        if (!isObj(p)) fail(short, pa, 'must be { name, port, protocol }');
+        for (const k of Object.keys(p)) if (!['name', 'port', 'protocol'].includes(k)) fail(short, `${pa}.${k}`, 'unknown field (known: name, port, protocol)');
+        if (typeof p.name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(p.name) || !/[a-z]/.test(p.name)) fail(short, `${pa}.name`, `${show(p.name)} is not a port name (1-15 of a-z, 0-9 and "-", with a letter)`);
+        if (!Number.isInteger(p.port) || (p.port as number) < 1 || (p.port as number) > 65535) fail(short, `${pa}.port`, `${show(p.port)} is not a port (1-65535)`);
+        const proto = p.protocol ?? 'TCP';
+        if (proto !== 'TCP' && proto !== 'UDP' && proto !== 'SCTP') fail(short, `${pa}.protocol`, `${show(p.protocol)} is not TCP, UDP or SCTP`);
+        node.ports.push({ name: p.name, port: p.port as number, protocol: proto });
+      });
+    }
     if (n.ipv4 !== undefined) {
       const ip = n.ipv4;
       const a = typeof ip === 'string' ? tryParsePrefix(ip, true) : null;
@@ -243,7 +298,9 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     hostPort: bool('hostPort', true),
     enforcement,
     audit: bool('audit', false),
+    cidrMatchPods: bool('cidrMatchPods', false),
     nodes,
+    namespaces,
     policies,
     quotas,
     baseDir: dirname(file),

@@ -21,7 +21,7 @@ import { decodePolicyBytes } from '../control/policy/parse.js';
 import { DatapathView } from '../control/datapath-view.js';
 import { TunDevice } from '../io/tun.js';
 import { addHostPortNetwork, attachEndpoint, netnsExists, prepareHandoff, removeHostPortNetwork, setupHostPort } from '../io/netns.js';
-import type { QueueConfig, RunConfig } from './config.js';
+import type { NodeConfig, QueueConfig, RunConfig } from './config.js';
 import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGINE, IO_PACKETS_READ, SHARD_RUNNING, SHARD_STATE_NAMES, type RuntimeShared } from './shared.js';
 import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
 import { claimPools, type PoolClaim } from './pools.js';
@@ -248,7 +248,7 @@ async function main(): Promise<void> {
     maxEndpoints: 4096,
     workers: cfg.workers,
     offload: cfg.offload,
-    config: { audit: cfg.audit, enforcement: cfg.enforcement },
+    config: { audit: cfg.audit, enforcement: cfg.enforcement, cidrMatchPods: cfg.cidrMatchPods },
     version: init.version,
   };
   if (cfg.pool.ipv6) agentOpts.pool6 = cfg.pool.ipv6;
@@ -302,12 +302,17 @@ async function main(): Promise<void> {
 
   // Restore state, then the config's nodes (config wins for nodes it names).
   const restored = agent.restore({ forcePartial: init.forcePartialRestore === true, log });
-  const wanted = new Map<string, { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string }>();
+  // Namespaces first: endpoints take their labels from them.
+  for (const [ns, labels] of Object.entries(cfg.namespaces)) agent.putNamespace(ns, { labels });
+  type Wanted = { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string; namespace?: string; ports?: NodeConfig['ports'] };
+  const wanted = new Map<string, Wanted>();
   for (const n of cfg.nodes) {
-    const w: { labels: Record<string, string>; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = {
+    const w: Wanted = {
       labels: n.labels,
       defaultRoute: n.defaultRoute,
       netns: `${cfg.name}-${n.name}`,
+      namespace: n.namespace,
+      ports: n.ports,
     };
     if (n.ipv4) w.ipv4 = n.ipv4;
     if (n.ipv6) w.ipv6 = n.ipv6;
@@ -329,6 +334,8 @@ async function main(): Promise<void> {
     }
     try {
       const req: Parameters<Agent['addEndpoint']>[0] = { name, labels: w.labels, netns: w.netns, defaultRoute: w.defaultRoute };
+      if (w.namespace !== undefined) req.namespace = w.namespace;
+      if (w.ports !== undefined && w.ports.length > 0) req.ports = w.ports;
       if (w.ipv4) req.ipv4 = w.ipv4;
       if (w.ipv6) req.ipv6 = w.ipv6;
       const info = await agent.addEndpoint(req);
@@ -344,7 +351,8 @@ async function main(): Promise<void> {
     { emptyFolderIsError: false },
   );
   for (const f of files) {
-    const r = agent.importPolicies(decodePolicyBytes(readFileSync(f), f), f);
+    // A folder of policies may hold an empty file (e.g. everything commented out) at start-up.
+    const r = agent.importPolicies(decodePolicyBytes(readFileSync(f), f), f, true);
     log(`policy ${f}: ${r.policies.join(', ')} (revision ${r.revision})`);
   }
 

@@ -126,7 +126,7 @@ describe('tunswitch CLI', () => {
     const cases: { args: string[]; want: RegExp[] }[] = [
       { args: ['status'], want: [/^Name:\s+demo$/m, /^Uptime:\s+1h 2m 5s$/m, new RegExp(`^Endpoints:\\s+${fake.endpoints.length}$`, 'm'), /^Packets:\s+forwarded 1234, dropped 56$/m] },
       { args: ['identity', 'list'], want: [/^ID\s+KIND\s+REFS\s+LABELS$/m, /^1\s+reserved\s+1\s+reserved:host$/m] },
-      { args: ['ipcache', 'list'], want: [/^PREFIX\s+IDENTITY\s+SOURCE\s+TUNNEL$/m, /^192\.168\.0\.0\/16\s+16777217\s+cidr-policy\s+172\.16\.0\.2$/m] },
+      { args: ['ipcache', 'list'], want: [/^PREFIX\s+IDENTITY\s+SOURCE\s+TUNNEL\s+ALSO CLAIMED BY$/m, /^192\.168\.0\.0\/16\s+16777217\s+cidr-policy\s+172\.16\.0\.2$/m] },
       { args: ['ipcache', 'get', '8.8.8.8'], want: [/^8\.8\.8\.8: no prefix matches \(treated as world, identity 2\)$/m] },
       { args: ['ipcache', 'get', '192.168.1.1'], want: [/^Prefix:\s+192\.168\.0\.0\/16$/m, /^Identity:\s+16777217$/m] },
       { args: ['ct', 'list'], want: [/^SHARD\s+PROTO\s+SOURCE\s+DESTINATION\s+STATE\s+EXPIRES/m, new RegExp(`${ct.src.replace(/\./g, '\\.')}\\s+${ct.dst.replace(/\./g, '\\.')}\\s+${ct.state}\\s+${ct.expiresIn}s`)] },
@@ -180,10 +180,10 @@ describe('tunswitch CLI', () => {
 
     const n = fake.calls.length;
     const badCfg: [string[], string][] = [
-      [['color=blue'], 'config key "color" is unknown (keys: audit, enforcement)'],
+      [['color=blue'], 'config key "color" is unknown (keys: audit, enforcement, cidrMatchPods)'],
       [['audit=maybe'], 'config audit: "maybe" is not on or off'],
       [['enforcement=sometimes'], 'config enforcement: "sometimes" is not one of default, always, never'],
-      [['audit'], 'config "audit": expected key=value (keys: audit, enforcement)'],
+      [['audit'], 'config "audit": expected key=value (keys: audit, enforcement, cidrMatchPods)'],
     ];
     for (const [pairs, want] of badCfg) {
       const r = await cli(['--socket', sock, 'config', 'set', ...pairs]);
@@ -251,6 +251,16 @@ describe('tunswitch CLI', () => {
     await writeFile(bad, 'INVALID\n');
     const ri = await cli(['--socket', sock, 'policy', 'import', bad]);
     assert.equal(oneErrorLine(ri, 'import invalid'), `${bad}: policy "x" spec: is required`);
+
+    // A file with no policies is refused before anything is sent, unless --allow-empty.
+    const nothing = join(dir, 'nothing.yaml');
+    await writeFile(nothing, '# every policy commented out\n');
+    const callsBefore = fake.calls.length;
+    const rn = await cli(['--socket', sock, 'policy', 'import', single, nothing]);
+    assert.equal(oneErrorLine(rn, 'import no policies'), `${nothing}: contains no policies (pass --allow-empty to accept it)`);
+    assert.equal(fake.calls.length, callsBefore, `import no policies: got ${fake.calls.length - callsBefore} API calls, want 0`);
+    const ra = await cli(['--socket', sock, 'policy', 'import', '--allow-empty', nothing]);
+    assert.equal(ra.code, 0, `import --allow-empty: got exit ${ra.code} (${ra.stderr}), want 0`);
 
     // Offline validate: no agent at this socket.
     const gone = join(dir, 'gone.sock');

@@ -75,7 +75,8 @@ test('endpoints get pool addresses, stable identities and ipcache entries', asyn
   assert.ok(web.identity >= 256, `identity ${web.identity} must be >= 256`);
   assert.equal(web2.identity, web.identity, 'same labels must give the same identity');
   assert.notEqual(db.identity, web.identity);
-  assert.deepEqual(web.labels, ['k8s:app=web']);
+  // Every endpoint is in a namespace (default here), and gets the labels Cilium derives from it.
+  assert.deepEqual(web.labels, ['k8s:app=web', 'k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default', 'k8s:io.kubernetes.pod.namespace=default']);
   assert.equal(ports.attached.size, 3);
   const hit = agent.getIpcache('10.42.0.50');
   assert.equal(hit?.identity, db.identity, `ipcache 10.42.0.50 got ${JSON.stringify(hit)}, want identity ${db.identity}`);

@@ -112,7 +112,8 @@ const EP = 'endpointSelector: {matchLabels: {app: web}}\n';
 const BAD: { name: string; text: string; want: string }[] = [
   { name: 'port too large', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: "70000", protocol: TCP}'), want: 'policy "p" spec.ingress[0].toPorts[0].ports[0].port: "70000" is not a port (1-65535)' },
   { name: 'negative port', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: -1}'), want: 'spec.ingress[0].toPorts[0].ports[0].port: -1 is not a port' },
-  { name: 'named port', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: http}'), want: 'spec.ingress[0].toPorts[0].ports[0].port: named port "http" is not supported' },
+  { name: 'bad port name', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: Http_x}'), want: 'spec.ingress[0].toPorts[0].ports[0].port: "Http_x" is not a port (1-65535) or a port name' },
+  { name: 'named port with endPort', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: http, endPort: 90}'), want: 'spec.ingress[0].toPorts[0].ports[0].endPort: cannot be used with a named port' },
   { name: 'missing port', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {protocol: TCP}'), want: 'spec.ingress[0].toPorts[0].ports[0].port: is required' },
   { name: 'endPort below port', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: "80", endPort: 79}'), want: 'spec.ingress[0].toPorts[0].ports[0].endPort: 79 is below port 80' },
   { name: 'endPort too large', text: BASE(EP + 'ingress:\n- toPorts:\n  - ports:\n    - {port: "80", endPort: 65536}'), want: 'spec.ingress[0].toPorts[0].ports[0].endPort: 65536 is not a port' },
@@ -165,7 +166,7 @@ const BAD: { name: string; text: string; want: string }[] = [
   { name: 'list item bad', text: 'apiVersion: v1\nkind: List\nitems:\n- apiVersion: cilium.io/v2\n  kind: Nope\n', want: 'document 1: items[0].kind: "Nope" is not a policy kind' },
   { name: 'duplicate policy', text: BASE(EP) + '---\n' + BASE(EP), want: 'policy "p" is defined twice' },
   { name: 'invalid YAML', text: 'apiVersion: [unclosed\n', want: 'document 1: is not valid YAML or JSON' },
-  { name: 'np named port', text: 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: http}]\n', want: 'spec.ingress[0].ports[0].port: named port "http" is not supported' },
+  { name: 'np named port', text: 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: http, endPort: 90}]\n', want: 'spec.ingress[0].ports[0].endPort: cannot be used with a named port' },
   { name: 'np ipBlock with podSelector', text: 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]\n', want: 'spec.ingress[0].from[0]: ipBlock cannot be combined' },
   { name: 'np policy type', text: 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  policyTypes: [Inbound]\n', want: 'spec.policyTypes[0]: "Inbound" is not a policy type' },
   { name: 'np protocol case', text: 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  egress:\n  - ports: [{port: 80, protocol: tcp}]\n', want: 'spec.egress[0].ports[0].protocol: "tcp" is not a protocol' },
@@ -256,4 +257,40 @@ test('non-UTF-8 policy bytes are refused with the byte offset', () => {
     assert.throws(() => decodePolicyBytes(Uint8Array.from(bytes), 'p.yaml'), { message: new RegExp(`^p\\.yaml: is not UTF-8: invalid byte 0x[0-9a-f]{2} at byte offset ${off}$`) }, name);
   }
   assert.equal(firstInvalidUtf8(Buffer.from('héllo ✓ 😀')), -1, 'valid UTF-8 flagged');
+});
+test('accepted as Cilium\'s CRD schema accepts it: description, reserved: and reserved. keys, specs, authentication disabled', () => {
+  const text = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+description: "L3 policy from Cilium's examples"
+metadata: {name: p, namespace: x}
+specs:
+- description: first
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {"reserved:host": ""}}, {matchLabels: {"reserved.init": ""}}]
+    authentication: {mode: disabled}
+- endpointSelector: {matchLabels: {"reserved.init": ""}}
+  egress:
+  - toEntities: [world]
+`;
+  const [p] = parsePolicyFile(text, 'ok.yaml');
+  assert.equal(p?.rules.length, 2, `rules got ${p?.rules.length}, want 2`);
+  const peers = p!.rules[0]!.ingress[0]!.peers!.map((x) => (x.kind === 'selector' && x.selector.kind === 'labels' ? `${x.selector.clusterOnly}${x.selector.selector.canonical}` : '?'));
+  assert.deepEqual(peers, ['false{reserved:host in ()}', 'false{reserved:init in ()}'], `peers got ${JSON.stringify(peers)}`);
+  assert.equal(p!.rules[1]!.subject.canonical, '{k8s:io.kubernetes.pod.namespace in (x), reserved:init in ()}');
+});
+
+test('refused with path and reason: an unknown reserved name, authentication that cannot be enforced', () => {
+  const cases: { text: string; want: string }[] = [
+    { text: BASE(EP + 'ingress:\n- fromEndpoints: [{matchLabels: {"reserved:hots": ""}}]'), want: 'spec.ingress[0].fromEndpoints[0].matchLabels["reserved:hots"]: "reserved:hots" is not a reserved identity' },
+    { text: BASE('endpointSelector: {matchLabels: {"reserved.nit": ""}}'), want: 'spec.endpointSelector.matchLabels["reserved.nit"]: "reserved.nit" is not a reserved identity' },
+    { text: BASE(EP + 'ingress:\n- fromEntities: [world]\n  authentication: {mode: required}'), want: 'spec.ingress[0].authentication.mode: "required" is not supported' },
+  ];
+  for (const c of cases) {
+    assert.throws(
+      () => parsePolicyFile(c.text, 'bad.yaml'),
+      (e: Error) => e.message.includes(c.want),
+      `want an error containing ${c.want}`,
+    );
+  }
 });

@@ -96,7 +96,12 @@ test('driver over HTTP: activate, capabilities, network, endpoint, join, leave, 
     const ep = agent.getEndpoint('web');
     assert.equal(ep.ipv4, '10.77.0.2', `endpoint ipv4: got ${ep.ipv4}, want the engine's 10.77.0.2`);
     assert.equal(ep.netns, '/var/run/docker/netns/abc', `endpoint netns: got ${ep.netns}`);
-    assert.deepEqual(ep.labels, ['container:app=web', 'container:com.docker.compose.project=shop', 'container:com.docker.compose.service=web'], `labels: got ${ep.labels.join(',')}`);
+    // Plus the labels of its namespace (default), as every endpoint gets.
+    assert.deepEqual(
+      ep.labels.filter((l) => !l.includes('namespace')),
+      ['container:app=web', 'container:com.docker.compose.project=shop', 'container:com.docker.compose.service=web'],
+      `labels: got ${ep.labels.join(',')}`,
+    );
     assert.equal(ports.attached.get(1)?.handoff, true, 'the port was made for handoff (left in the switch namespace)');
 
     // A second project with the same service name: the endpoint falls back to the container name.

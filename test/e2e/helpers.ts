@@ -83,6 +83,9 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 export interface NodeSpec {
   name: string;
   labels: Record<string, string>;
+  /** Kubernetes namespace (declared in LabOptions.namespaces). */
+  namespace?: string;
+  ports?: { name: string; port: number; protocol: string }[];
 }
 
 export interface LabOptions {
@@ -96,9 +99,10 @@ export interface LabOptions {
   env?: Record<string, string>;
   /**
    * Another test's own pool (default POOL4/POOL6): the first three octets of the IPv4 /24 and
-   * the IPv6 /64 prefix ending in "::", e.g. '10.94.0' and 'fd00:94::'.
+   * the IPv6 /64 prefix ending in "::", e.g. '10.94.0' and 'fd00:94::'; and its lab name prefix.
    */
-  pool?: { v4: string; v6: string };
+  pool?: { v4: string; v6: string; prefix?: string };
+  namespaces?: Record<string, Record<string, string>>;
 }
 
 /** Every lab and temp dir alive in this process, so an exit handler can remove them. */
@@ -151,7 +155,8 @@ export class Lab {
   private readonly bg = new Set<ChildProcess>();
 
   constructor(readonly opts: LabOptions) {
-    assert.match(opts.name, /^(e2e|rl94)[a-z0-9-]{0,6}$/, `lab name ${opts.name} must start with e2e (or a test's own prefix) and have at most 10 characters`);
+    const prefix = opts.pool?.prefix ?? (opts.pool ? 'rl94' : 'e2e');
+    assert.ok(opts.name.startsWith(prefix) && /^[a-z0-9-]{1,10}$/.test(opts.name), `lab name ${opts.name} must start with ${prefix} and have at most 10 characters`);
     this.dir = tempDir(`tunswitch-${opts.name}-`);
     this.socket = join(this.dir, 'api.sock');
     this.configFile = join(this.dir, 'lab.yaml');
@@ -193,8 +198,12 @@ export class Lab {
       this.opts.pool ? `pool: { ipv4: ${this.opts.pool.v4}.0/24, ipv6: "${this.opts.pool.v6}/64" }` : `pool: { ipv4: ${POOL4}, ipv6: "${POOL6}" }`,
       `workers: ${this.opts.workers ?? 2}`,
       `offload: ${this.opts.offload === true}`,
+      ...(this.opts.namespaces ? ['namespaces:', ...Object.entries(this.opts.namespaces).map(([ns, l]) => `  ${ns}: { labels: ${JSON.stringify(l)} }`)] : []),
       'nodes:',
-      ...this.opts.nodes.map((n) => `  ${n.name}: { labels: ${JSON.stringify(n.labels)} }`),
+      ...this.opts.nodes.map((n) => {
+        const extra = `${n.namespace ? `, namespace: ${n.namespace}` : ''}${n.ports ? `, ports: ${JSON.stringify(n.ports)}` : ''}`;
+        return `  ${n.name}: { labels: ${JSON.stringify(n.labels)}${extra} }`;
+      }),
       ...(this.opts.extraConfig ?? []),
     ];
     writeFileSync(this.configFile, lines.join('\n') + '\n');

@@ -64,9 +64,11 @@ import {
   type PolicyConfig,
   type PolicyKind,
   type PolicyRule,
+  type NamedPort,
   type PortSpec,
   type Section,
 } from './types.js';
+import { parsePrefix, type Prefix } from '../cidr.js';
 
 export const COOKIE_NONE = 0;
 export const COOKIE_DEFAULT_ALLOW = 1;
@@ -129,6 +131,10 @@ export interface CompilerEndpoint {
   readonly index: number;
   /** Its security identity; must exist in the allocator. */
   readonly identity: number;
+  /** Named ports it declares (resolve `port: <name>` rules). */
+  readonly ports?: readonly NamedPort[];
+  /** Its addresses (ipBlock selectors that match pods select its identity by them). */
+  readonly addrs?: readonly string[];
 }
 
 export const DEFAULT_ALLOW_RULE: RuleInfo = {
@@ -237,6 +243,8 @@ interface CompiledElement {
   readonly selectorKeys: readonly string[];
   /** null = any protocol and port. */
   readonly l4: readonly L4Key[] | null;
+  /** Named ports, resolved per remote identity (egress) or per subject identity (ingress). */
+  readonly named: readonly { readonly name: string; readonly protocol: PortSpec['protocol'] }[];
 }
 
 interface CompiledRule {
@@ -303,6 +311,11 @@ export class PolicyCompiler {
   private readonly ruleSubjects = new Map<CompiledRule, Set<number>>();
 
   private readonly endpoints = new Map<number, number>(); // ep index -> identity
+  /** Named ports and addresses per endpoint index (only endpoints that have any). */
+  private readonly epPorts = new Map<number, readonly NamedPort[]>();
+  private readonly epAddrs = new Map<number, readonly Prefix[]>();
+  /** Rule elements with named ports currently compiled (a ports change then recomputes all). */
+  private namedElements = 0;
   private readonly epsByIdentity = new Map<number, Set<number>>();
   private readonly matching = new Map<number, Set<CompiledRule>>(); // endpoint identity -> rules selecting it
   private readonly idPolicy = new Map<number, IdentityPolicy>();
@@ -342,7 +355,7 @@ export class PolicyCompiler {
       throw new TunswitchError('ECONFIG_INVALID', `policy.enforcement: ${JSON.stringify(c.enforcement)} is not a mode (want default, always or never)`);
     }
     if (typeof c.audit !== 'boolean') throw new TunswitchError('ECONFIG_INVALID', `policy.audit: ${JSON.stringify(c.audit)} is not true or false`);
-    return { enforcement: c.enforcement, audit: c.audit };
+    return { enforcement: c.enforcement, audit: c.audit, cidrMatchPods: c.cidrMatchPods === true };
   }
 
   /** The selector cache: every peer selector in use and the identities it selects. */
@@ -365,6 +378,11 @@ export class PolicyCompiler {
   // Public mutations
 
   upsertPolicy(policy: Policy): PolicyDiff {
+    this.replacePolicy(policy);
+    return this.finish();
+  }
+
+  private replacePolicy(policy: Policy): void {
     const old = this.policies.get(policy.key);
     const compiled = this.compilePolicy(policy, old);
     // New CIDR identities first, so selections include them; old ones are released after.
@@ -372,7 +390,6 @@ export class PolicyCompiler {
     this.attachRules(compiled);
     this.policies.set(policy.key, compiled);
     if (old !== undefined) this.detachPolicy(old, compiled);
-    return this.finish();
   }
 
   /** Deletes by repository key (`Policy.key`). Throws EPOLICY_NOT_FOUND when absent. */
@@ -389,6 +406,7 @@ export class PolicyCompiler {
     const ident = this.cache.identity(ep.identity);
     if (ident === undefined) throw new TunswitchError('EIDENTITY_NOT_FOUND', `endpoint ${ep.index}: identity ${ep.identity} does not exist`);
     const prevId = this.endpoints.get(ep.index);
+    this.setEndpointFacts(ep.index, prevId, ep.identity, ep.ports ?? [], (ep.addrs ?? []).map((a) => parsePrefix(a)));
     if (prevId === ep.identity) return this.finish();
     const before = prevId === undefined ? EMPTY_POLICY : (this.idPolicy.get(prevId) ?? EMPTY_POLICY);
     if (prevId !== undefined) this.detachEndpoint(ep.index, prevId);
@@ -415,12 +433,86 @@ export class PolicyCompiler {
     const before = this.idPolicy.get(id) ?? EMPTY_POLICY;
     this.detachEndpoint(index, id);
     this.endpoints.delete(index);
+    this.setEndpointFacts(index, id, null, [], []);
     this.recordEndpoint(index, before, null);
     return this.finish();
   }
 
+  /**
+   * Records an endpoint's named ports and addresses. Named ports resolve per identity, so a
+   * change recomputes every identity while a policy uses named ports. Addresses feed the
+   * ipBlock selectors that match pods: the identities before and after get their address
+   * lists recomputed in the selector cache.
+   */
+  private setEndpointFacts(index: number, prevId: number | undefined, id: number | null, ports: readonly NamedPort[], addrs: readonly Prefix[]): void {
+    const hadPorts = this.epPorts.has(index);
+    if (ports.length > 0) this.epPorts.set(index, ports);
+    else this.epPorts.delete(index);
+    if ((hadPorts || ports.length > 0) && this.namedElements > 0) for (const x of this.epsByIdentity.keys()) this.dirty.add(x);
+    const hadAddrs = this.epAddrs.has(index);
+    if (addrs.length > 0) this.epAddrs.set(index, addrs);
+    else this.epAddrs.delete(index);
+    if (!hadAddrs && addrs.length === 0) return;
+    // Endpoint -> identity is updated by the caller; compute from the map as it will be.
+    const idsToUpdate = new Set<number>();
+    if (prevId !== undefined) idsToUpdate.add(prevId);
+    if (id !== null) idsToUpdate.add(id);
+    for (const x of idsToUpdate) {
+      const list: Prefix[] = [];
+      for (const [ep, a] of this.epAddrs) {
+        const epId = ep === index ? id : this.endpoints.get(ep);
+        if (epId === x) list.push(...a);
+      }
+      this.markSelectors(this.cache.setAddresses(x, list), x);
+    }
+  }
+
+  /** The L4 keys of a named port on the endpoints of `identity` (0: on every endpoint). */
+  private namedKeys(el: CompiledElement, identity: number): L4Key[] {
+    const out: L4Key[] = [];
+    for (const [ep, ports] of this.epPorts) {
+      if (identity !== 0 && this.endpoints.get(ep) !== identity) continue;
+      for (const n of el.named) {
+        for (const p of ports) {
+          if (p.name !== n.name || (n.protocol !== 'ANY' && n.protocol !== p.protocol)) continue;
+          out.push([p.protocol === 'TCP' ? IPPROTO.TCP : p.protocol === 'UDP' ? IPPROTO.UDP : IPPROTO.SCTP, p.port, 24]);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** An element's L4 keys toward `remote` for the policy of `subject` (named ports resolved). */
+  private keysFor(el: CompiledElement, subject: number, remote: number): readonly L4Key[] {
+    if (el.named.length === 0) return el.l4 ?? ANY_L4;
+    return [...(el.l4 ?? []), ...this.namedKeys(el, el.dir === 'ingress' ? subject : remote)];
+  }
+
+  /** Every named port in use with the numbers it resolves to per identity (for `policy selectors`). */
+  namedPortList(): { name: string; protocol: string; identities: { identity: number; ports: number[] }[] }[] {
+    const seen = new Map<string, { name: string; protocol: string }>();
+    for (const cp of this.policies.values()) for (const cr of cp.rules) for (const el of cr.elements) for (const n of el.named) seen.set(`${n.name}/${n.protocol}`, n);
+    return [...seen.values()].map((n) => {
+      const byId = new Map<number, Set<number>>();
+      for (const [ep, ports] of this.epPorts) {
+        const id = this.endpoints.get(ep);
+        if (id === undefined) continue;
+        for (const p of ports) {
+          if (p.name !== n.name || (n.protocol !== 'ANY' && n.protocol !== p.protocol)) continue;
+          let s = byId.get(id);
+          if (s === undefined) byId.set(id, (s = new Set()));
+          s.add(p.port);
+        }
+      }
+      return { name: n.name, protocol: n.protocol, identities: [...byId].sort((a, b) => a[0] - b[0]).map(([identity, s]) => ({ identity, ports: [...s].sort((a, b) => a - b) })) };
+    });
+  }
+
   setConfig(config: PolicyConfig): PolicyDiff {
+    const before = this.config.cidrMatchPods === true;
     this.config = PolicyCompiler.checkConfig(config);
+    // CIDR selectors change meaning: recompile every policy (its selectors are re-acquired).
+    if (before !== (this.config.cidrMatchPods === true)) for (const cp of [...this.policies.values()]) this.replacePolicy(cp.policy);
     for (const id of this.epsByIdentity.keys()) this.dirty.add(id);
     return this.finish();
   }
@@ -507,7 +599,9 @@ export class PolicyCompiler {
                 wildcard = true;
                 continue;
               }
-              for (const s of sels) {
+              for (const given of sels) {
+                // Cilium's CIDR rules select pods too only with the cidrMatchPods setting.
+                const s = given.kind === 'cidr' && given.pods !== true && this.config.cidrMatchPods === true ? { ...given, pods: true } : given;
                 if (s.kind === 'cidr') {
                   if (s.cidr.bits > 0) prefixes.add(s.cidr.text);
                   for (const e of s.except) if (e.bits > 0) prefixes.add(e.text);
@@ -518,9 +612,10 @@ export class PolicyCompiler {
               }
             }
           }
-          const l4 = el.ports === null ? null : el.ports.flatMap(l4KeysOf);
+          const l4 = el.ports === null ? null : el.ports.filter((p) => p.name === undefined).flatMap(l4KeysOf);
+          const named = el.ports === null ? [] : el.ports.filter((p) => p.name !== undefined).map((p) => ({ name: p.name as string, protocol: p.protocol }));
           const rank = `${policy.key}\u0000${String(rule.index).padStart(6, '0')}|${SECTIONS.indexOf(section)}|${String(i).padStart(6, '0')}`;
-          elements.push({ cookie, rank, dir: sectionDirection(section), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4 });
+          elements.push({ cookie, rank, dir: sectionDirection(section), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4, named });
         });
       }
       rules.push({ policyKey: policy.key, rule, elements, selectorKeys: keys });
@@ -546,6 +641,7 @@ export class PolicyCompiler {
 
   private attachRules(cp: CompiledPolicy): void {
     for (const cr of cp.rules) {
+      for (const el of cr.elements) if (el.named.length > 0) this.namedElements++;
       for (const k of cr.selectorKeys) {
         let s = this.rulesBySelector.get(k);
         if (s === undefined) this.rulesBySelector.set(k, (s = new Set()));
@@ -567,6 +663,7 @@ export class PolicyCompiler {
   /** Removes an old compiled policy; `replacement` keeps the cookies it reuses. */
   private detachPolicy(old: CompiledPolicy, replacement: CompiledPolicy | null): void {
     for (const cr of old.rules) {
+      for (const el of cr.elements) if (el.named.length > 0) this.namedElements--;
       for (const id of this.ruleSubjects.get(cr) ?? []) {
         this.matching.get(id)?.delete(cr);
         this.dirty.add(id);
@@ -691,14 +788,13 @@ export class PolicyCompiler {
         if (el.none) continue;
         if ((el.dir === 'ingress' && !ingress) || (el.dir === 'egress' && !egress)) continue;
         if (!el.wildcard) selective.push(el);
-        const l4 = el.l4 ?? ANY_L4;
         if (el.wildcard) {
-          for (const k of l4) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
+          for (const k of this.keysFor(el, id, 0)) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
           continue;
         }
         const ids = new Set<number>();
         for (const sk of el.selectorKeys) for (const x of this.cache.selections(sk)) ids.add(x);
-        for (const x of ids) for (const k of l4) put(el.dir, x, k, el.deny, el.cookie, el.rank);
+        for (const x of ids) for (const k of this.keysFor(el, id, x)) put(el.dir, x, k, el.deny, el.cookie, el.rank);
       }
     }
     if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
@@ -708,7 +804,7 @@ export class PolicyCompiler {
   }
 
   /** Recomputes the entries of `pol` for one remote identity (its selections changed). */
-  private computeSlice(pol: IdentityPolicy, remote: number): Slice | null {
+  private computeSlice(pol: IdentityPolicy, subject: number, remote: number): Slice | null {
     let slice: Slice | null = null;
     for (const el of pol.selective) {
       let hit = false;
@@ -720,7 +816,7 @@ export class PolicyCompiler {
       }
       if (!hit) continue;
       if (slice === null) slice = new Map();
-      for (const k of el.l4 ?? ANY_L4) {
+      for (const k of this.keysFor(el, subject, remote)) {
         const key = entryKey(el.dir, remote, k[0], k[1], k[2]);
         const prev = slice.get(key);
         // Same precedence as computeIdentity: deny first, then the lowest rank.
@@ -787,7 +883,7 @@ export class PolicyCompiler {
       const pol = this.idPolicy.get(id);
       if (eps === undefined || pol === undefined) continue;
       for (const remote of remotes) {
-        const fresh = this.computeSlice(pol, remote);
+        const fresh = this.computeSlice(pol, id, remote);
         const old = pol.byRemote.get(remote) ?? EMPTY_SLICE;
         for (const ep of eps) this.recordSlice(ep, old, fresh ?? EMPTY_SLICE);
         if (fresh === null) pol.byRemote.delete(remote);

@@ -22,6 +22,7 @@ import { parseAllDocuments } from 'yaml';
 import { TunswitchError } from '../errors.js';
 import { labelKeyProblem, labelValueProblem, splitSource, type LabelSource } from '../labels.js';
 import { tryParsePrefix, prefixContains, type Prefix } from '../cidr.js';
+import { RESERVED_IDENTITY } from '../identity.js';
 import { LabelSelector, SELECTOR_OPERATORS, type Requirement, type SelectorOperator, type PeerSelector } from './selector.js';
 import {
   ENTITIES,
@@ -156,15 +157,25 @@ class Ctx {
 // ---------------------------------------------------------------------------------------
 // Selectors
 
+/** Cilium's dotted form of a reserved selector key (`reserved.init`), used where ':' is awkward. */
+const RESERVED_DOT = 'reserved.';
+
+/**
+ * A selector key: `[source:]key`, or `reserved.<name>`. A reserved key must name a reserved
+ * identity, so a typo is an error rather than a selector that silently selects nothing.
+ */
 function parseSelectorKey(ctx: Ctx, text: string, path: string): { source: LabelSource; key: string } {
   let r: { source: LabelSource; rest: string };
   try {
-    r = splitSource(text, 'any');
+    r = text.startsWith(RESERVED_DOT) ? { source: 'reserved', rest: text.slice(RESERVED_DOT.length) } : splitSource(text, 'any');
   } catch (e) {
     return ctx.fail(path, (e as Error).message);
   }
   const kp = labelKeyProblem(r.rest);
   if (kp !== null) ctx.fail(path, `label key ${JSON.stringify(text)} ${kp}`);
+  if (r.source === 'reserved' && !Object.hasOwn(RESERVED_IDENTITY, r.rest)) {
+    ctx.fail(path, `${JSON.stringify(text)} is not a reserved identity (want reserved:${Object.keys(RESERVED_IDENTITY).join(', reserved:')})`);
+  }
   return { source: r.source, key: r.rest };
 }
 
@@ -260,6 +271,16 @@ function cidrSetPeer(ctx: Ctx, v: unknown, path: string): Peer {
   return { kind: 'selector', selector: { kind: 'cidr', cidr, except } };
 }
 
+/** A port number, or a port name (IANA_SVC_NAME: 1-15 of a-z, 0-9, "-", with a letter). */
+function parsePortOrName(ctx: Ctx, v: unknown, path: string): number | string {
+  if (typeof v === 'string' && /[a-zA-Z]/.test(v)) {
+    const s = v.trim();
+    if (!/^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(s) || s.includes('--')) ctx.fail(path, `${JSON.stringify(v)} is not a port (1-65535) or a port name (1-15 of a-z, 0-9 and "-")`);
+    return s;
+  }
+  return parsePortNumber(ctx, v, path);
+}
+
 function parsePortNumber(ctx: Ctx, v: unknown, path: string): number {
   let n: number;
   if (typeof v === 'number') {
@@ -268,8 +289,6 @@ function parsePortNumber(ctx: Ctx, v: unknown, path: string): number {
     const s = v.trim();
     if (/^[0-9]+$/.test(s)) {
       n = Number(s);
-    } else if (/^[a-zA-Z0-9-]+$/.test(s) && /[a-zA-Z]/.test(s)) {
-      return ctx.fail(path, `named port ${JSON.stringify(v)} is not supported: use the port number`);
     } else {
       return ctx.fail(path, `${JSON.stringify(v)} is not a port (1-65535)`);
     }
@@ -292,9 +311,15 @@ function parseCiliumPort(ctx: Ctx, v: unknown, path: string): PortSpec {
   const o = ctx.obj(v, path);
   ctx.fields(o, path, ['port', 'endPort', 'protocol']);
   if (o.port === undefined || o.port === null) ctx.fail(join(path, 'port'), 'is required (use "0" for every port)');
-  const port = parsePortNumber(ctx, o.port, join(path, 'port'));
+  const port = parsePortOrName(ctx, o.port, join(path, 'port'));
   const protocol = o.protocol === undefined || o.protocol === null ? 'ANY' : parseProtocol(ctx, o.protocol, join(path, 'protocol'), ['TCP', 'UDP', 'SCTP', 'ANY'], true);
+  if (typeof port === 'string') return namedPortSpec(ctx, o, protocol, port, path);
   return { protocol, port, endPort: parseEndPort(ctx, o.endPort, port, join(path, 'endPort')) };
+}
+
+function namedPortSpec(ctx: Ctx, o: Obj, protocol: L4Protocol, name: string, path: string): PortSpec {
+  if (o.endPort !== undefined && o.endPort !== null && o.endPort !== 0) ctx.fail(join(path, 'endPort'), 'cannot be used with a named port');
+  return { protocol, port: 0, endPort: 0, name };
 }
 
 function parseEndPort(ctx: Ctx, v: unknown, port: number, path: string): number {
@@ -380,7 +405,6 @@ const INGRESS_UNSUPPORTED: Record<string, string> = {
   fromRequires: 'fromRequires is deprecated in Cilium and not implemented',
   fromNodes: NO_NODES,
   fromGroups: 'cloud provider groups are not implemented; use fromCIDRSet',
-  authentication: 'mutual authentication is not implemented',
 };
 const EGRESS_UNSUPPORTED: Record<string, string> = {
   toRequires: 'toRequires is deprecated in Cilium and not implemented',
@@ -388,8 +412,16 @@ const EGRESS_UNSUPPORTED: Record<string, string> = {
   toGroups: 'cloud provider groups are not implemented; use toCIDRSet',
   toServices: 'service selectors are not implemented; use toEndpoints or toCIDR',
   toFQDNs: 'DNS-based policy needs the DNS proxy, which tunswitch does not have',
-  authentication: 'mutual authentication is not implemented',
 };
+
+/** `authentication: {mode: disabled}` (the default) is accepted; any other mode cannot be enforced. */
+function parseAuthentication(ctx: Ctx, v: unknown, path: string): void {
+  if (v === undefined || v === null) return;
+  const o = ctx.obj(v, path);
+  ctx.fields(o, path, ['mode']);
+  const mode = o.mode === undefined || o.mode === null ? 'disabled' : ctx.str(o.mode, join(path, 'mode'));
+  if (mode !== 'disabled') ctx.fail(join(path, 'mode'), `${JSON.stringify(mode)} is not supported: mutual authentication is not implemented (only "disabled")`);
+}
 
 function parseElement(ctx: Ctx, v: unknown, path: string, section: Section, namespace: string | null): RuleElement {
   const o = ctx.obj(v, path);
@@ -397,7 +429,8 @@ function parseElement(ctx: Ctx, v: unknown, path: string, section: Section, name
   const pre = ingress ? 'from' : 'to';
   const l3 = [`${pre}Endpoints`, `${pre}CIDR`, `${pre}CIDRSet`, `${pre}Entities`];
   const unsupported = ingress ? INGRESS_UNSUPPORTED : EGRESS_UNSUPPORTED;
-  ctx.fields(o, path, [...l3, 'toPorts', 'icmps'], unsupported);
+  ctx.fields(o, path, [...l3, 'toPorts', 'icmps', 'authentication'], unsupported);
+  parseAuthentication(ctx, o.authentication, join(path, 'authentication'));
 
   const given = l3.filter((k) => Array.isArray(o[k]) && (o[k] as unknown[]).length > 0);
   if (given.length > 1) ctx.fail(path, `combining ${given[0]} and ${given[1]} in one rule is not supported (as in Cilium); write them as two rules`);
@@ -473,7 +506,9 @@ function parseK8sPort(ctx: Ctx, v: unknown, path: string): PortSpec {
   const o = ctx.obj(v, path);
   ctx.fields(o, path, ['port', 'endPort', 'protocol']);
   const protocol = o.protocol === undefined || o.protocol === null ? 'TCP' : parseProtocol(ctx, o.protocol, join(path, 'protocol'), ['TCP', 'UDP', 'SCTP'], false);
-  const port = o.port === undefined || o.port === null ? 0 : parsePortNumber(ctx, o.port, join(path, 'port'));
+  const given = o.port === undefined || o.port === null ? 0 : parsePortOrName(ctx, o.port, join(path, 'port'));
+  if (typeof given === 'string') return namedPortSpec(ctx, o, protocol, given, path);
+  const port = given;
   if (o.port !== undefined && o.port !== null && port === 0) ctx.fail(join(path, 'port'), `${JSON.stringify(o.port)} is not a port (1-65535)`);
   if (port === 0 && o.endPort !== undefined && o.endPort !== null) ctx.fail(join(path, 'endPort'), 'needs port to be set');
   return { protocol, port, endPort: parseEndPort(ctx, o.endPort, port, join(path, 'endPort')) };
@@ -491,7 +526,9 @@ function parseK8sPeer(ctx: Ctx, v: unknown, path: string, namespace: string | nu
     const p = join(path, 'ipBlock');
     const b = ctx.obj(o.ipBlock, p);
     ctx.fields(b, p, ['cidr', 'except']);
-    return cidrSetPeer(ctx, b, p);
+    // Kubernetes: an ipBlock also selects pods whose addresses fall in it.
+    const peer = cidrSetPeer(ctx, b, p);
+    return peer.kind === 'selector' && peer.selector.kind === 'cidr' ? { kind: 'selector', selector: { ...peer.selector, pods: true } } : peer;
   }
   const pod = hasPod ? parseLabelSelector(ctx, o.podSelector, join(path, 'podSelector')) : LabelSelector.ALL;
   if (!hasNs) return endpointPeer(pod, namespace);
@@ -600,11 +637,14 @@ function parsePolicyObject(ctx: Ctx, v: unknown, path: string, out: Policy[]): v
   const { name, namespace } = parseMetadata(ctx, doc, clusterwide);
   const rules: PolicyRule[] = [];
   if (pk === 'NetworkPolicy') {
-    ctx.fields(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'status']);
+    ctx.fields(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'status', 'description']);
+    if (doc.description !== undefined && doc.description !== null) ctx.str(doc.description, 'description');
     if (doc.spec === undefined || doc.spec === null) ctx.fail('spec', 'is required');
     rules.push(parseK8sSpec(ctx, doc.spec, 'spec', namespace));
   } else {
-    ctx.fields(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status']);
+    // A top-level description is common in Cilium's example policies; it is kept as text only.
+    ctx.fields(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status', 'description']);
+    if (doc.description !== undefined && doc.description !== null) ctx.str(doc.description, 'description');
     const hasSpec = doc.spec !== undefined && doc.spec !== null;
     const specs = ctx.optList(doc, 'specs', '');
     if (!hasSpec && specs.length === 0) ctx.fail('spec', 'is required (or specs)');

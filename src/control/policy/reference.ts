@@ -22,13 +22,15 @@
  */
 import type { LabelSet } from '../labels.js';
 import { parsePrefix, prefixContains, type Prefix } from '../cidr.js';
-import { IPPROTO, type Direction, type Peer, type Policy, type PolicyConfig, type PortSpec, type RuleElement } from './types.js';
+import { IPPROTO, type Direction, type NamedPort, type Peer, type Policy, type PolicyConfig, type PortSpec, type RuleElement } from './types.js';
 
 export interface FlowEnd {
   readonly identity: number;
   readonly labels: LabelSet;
   /** The address, when known; CIDR rules then match on it. */
   readonly ip?: string;
+  /** Named ports the endpoint declares (used when it is the destination). */
+  readonly ports?: readonly NamedPort[];
 }
 
 export interface Verdict {
@@ -47,7 +49,11 @@ function hasReserved(p: FlowEnd, name: string): boolean {
   return p.labels.has(name, 'reserved');
 }
 
-function cidrMatches(cidr: Prefix, except: readonly Prefix[], peer: FlowEnd): boolean {
+function cidrMatches(cidr: Prefix, except: readonly Prefix[], peer: FlowEnd, pods: boolean): boolean {
+  if (pods && isWorkload(peer) && peer.ip !== undefined) {
+    const a = parsePrefix(peer.ip);
+    return prefixContains(cidr, a) && !except.some((e) => prefixContains(e, a));
+  }
   let addr: Prefix | null = null;
   if (peer.ip !== undefined && !isWorkload(peer)) addr = parsePrefix(peer.ip);
   else {
@@ -77,10 +83,16 @@ function peerMatches(peer: Peer, p: FlowEnd): boolean {
   }
   const s = peer.selector;
   if (s.kind === 'labels') return (!s.clusterOnly || isWorkload(p)) && s.selector.matches(p.labels);
-  return cidrMatches(s.cidr, s.except, p);
+  return cidrMatches(s.cidr, s.except, p, s.pods === true);
 }
 
-function portMatches(spec: PortSpec, proto: number, port: number): boolean {
+/** `dst`: the flow's destination, whose declared names resolve a named port. */
+function portMatches(spec: PortSpec, proto: number, port: number, dst: FlowEnd): boolean {
+  if (spec.name !== undefined) {
+    const protoName = proto === IPPROTO.TCP ? 'TCP' : proto === IPPROTO.UDP ? 'UDP' : proto === IPPROTO.SCTP ? 'SCTP' : '';
+    if (spec.protocol !== 'ANY' && spec.protocol !== protoName) return false;
+    return (dst.ports ?? []).some((np) => np.name === spec.name && np.protocol === protoName && np.port === port);
+  }
   switch (spec.protocol) {
     case 'ICMP':
       return proto === IPPROTO.ICMP && port === spec.port;
@@ -102,10 +114,10 @@ function portMatches(spec: PortSpec, proto: number, port: number): boolean {
   return spec.port === 0 || (port >= spec.port && port <= spec.endPort);
 }
 
-function elementMatches(el: RuleElement, peer: FlowEnd, proto: number, port: number): boolean {
+function elementMatches(el: RuleElement, peer: FlowEnd, proto: number, port: number, dst: FlowEnd): boolean {
   if (el.peers === null && el.ports === null) return false;
   const l3 = el.peers === null || el.peers.some((p) => peerMatches(p, peer));
-  const l4 = el.ports === null || el.ports.some((s) => portMatches(s, proto, port));
+  const l4 = el.ports === null || el.ports.some((s) => portMatches(s, proto, port, dst));
   return l3 && l4;
 }
 
@@ -138,8 +150,8 @@ export function evaluate(
       }
       const allows = dir === 'ingress' ? r.ingress : r.egress;
       const denies = dir === 'ingress' ? r.ingressDeny : r.egressDeny;
-      if (denies.some((el) => elementMatches(el, peer, proto, port))) deny = true;
-      if (allows.some((el) => elementMatches(el, peer, proto, port))) allow = true;
+      if (denies.some((el) => elementMatches(el, peer, proto, port, dst))) deny = true;
+      if (allows.some((el) => elementMatches(el, peer, proto, port, dst))) allow = true;
     }
   }
   if (!enforced) return { allowed: true, deny: false, enforced: false };

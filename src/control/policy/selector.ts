@@ -121,19 +121,34 @@ export class LabelSelector {
 
 export type PeerSelector =
   | { readonly kind: 'labels'; readonly selector: LabelSelector; readonly clusterOnly: boolean }
-  | { readonly kind: 'cidr'; readonly cidr: Prefix; readonly except: readonly Prefix[] };
+  | {
+      readonly kind: 'cidr';
+      readonly cidr: Prefix;
+      readonly except: readonly Prefix[];
+      /**
+       * Also selects workload identities that have an endpoint address inside the prefix
+       * (and outside the excepts): Kubernetes ipBlock semantics. Off for Cilium's CIDR rules
+       * unless the `cidrMatchPods` setting is on.
+       */
+      readonly pods?: boolean;
+    };
 
 export function peerSelectorKey(p: PeerSelector): string {
   if (p.kind === 'labels') return `${p.clusterOnly ? 'cluster' : 'any'}${p.selector.canonical}`;
   const ex = p.except.map((e) => e.text).sort();
-  return ex.length === 0 ? `cidr(${p.cidr.text})` : `cidr(${p.cidr.text} except ${ex.join(' ')})`;
+  const head = p.pods === true ? 'cidr+pods' : 'cidr';
+  return ex.length === 0 ? `${head}(${p.cidr.text})` : `${head}(${p.cidr.text} except ${ex.join(' ')})`;
 }
 
-/** True when the peer selector selects this identity. */
-export function peerSelects(p: PeerSelector, ident: Identity): boolean {
+/** True when the peer selector selects this identity (`addrs`: its endpoints' addresses). */
+export function peerSelects(p: PeerSelector, ident: Identity, addrs?: readonly Prefix[]): boolean {
   if (p.kind === 'labels') {
     if (p.clusterOnly && ident.kind !== 'workload') return false;
     return p.selector.matches(ident.labels);
+  }
+  if (ident.kind === 'workload') {
+    if (p.pods !== true || addrs === undefined) return false;
+    return addrs.some((a) => prefixContains(p.cidr, a) && !p.except.some((e) => prefixContains(e, a)));
   }
   if (ident.kind === 'cidr' && ident.cidr !== null) {
     if (!prefixContains(p.cidr, ident.cidr)) return false;
@@ -152,13 +167,35 @@ interface CacheEntry {
 export class SelectorCache {
   private readonly entries = new Map<string, CacheEntry>();
   private readonly identities = new Map<number, Identity>();
+  /** Workload identity -> the addresses of its endpoints (for ipBlock selectors that match pods). */
+  private readonly addrs = new Map<number, readonly Prefix[]>();
+
+  /** Sets the endpoint addresses of an identity; returns the keys whose selection changed. */
+  setAddresses(id: number, addrs: readonly Prefix[]): string[] {
+    if (addrs.length === 0) this.addrs.delete(id);
+    else this.addrs.set(id, addrs);
+    const ident = this.identities.get(id);
+    const changed: string[] = [];
+    if (ident === undefined) return changed;
+    for (const [key, e] of this.entries) {
+      if (e.peer.kind !== 'cidr' || e.peer.pods !== true) continue;
+      const sel = peerSelects(e.peer, ident, addrs);
+      if (sel && !e.ids.has(id)) {
+        e.ids.add(id);
+        changed.push(key);
+      } else if (!sel && e.ids.delete(id)) {
+        changed.push(key);
+      }
+    }
+    return changed;
+  }
 
   /** Adds (or replaces) an identity; returns the keys whose selection changed. */
   addIdentity(ident: Identity): string[] {
     this.identities.set(ident.id, ident);
     const changed: string[] = [];
     for (const [key, e] of this.entries) {
-      const sel = peerSelects(e.peer, ident);
+      const sel = peerSelects(e.peer, ident, this.addrs.get(ident.id));
       if (sel && !e.ids.has(ident.id)) {
         e.ids.add(ident.id);
         changed.push(key);
@@ -198,7 +235,7 @@ export class SelectorCache {
       return key;
     }
     const ids = new Set<number>();
-    for (const ident of this.identities.values()) if (peerSelects(peer, ident)) ids.add(ident.id);
+    for (const ident of this.identities.values()) if (peerSelects(peer, ident, this.addrs.get(ident.id))) ids.add(ident.id);
     this.entries.set(key, { peer, ids, refs: 1 });
     return key;
   }

@@ -54,6 +54,19 @@ export interface PortSpec {
   readonly protocol: L4Protocol;
   readonly port: number;
   readonly endPort: number;
+  /**
+   * A named port (`port: http`): port and endPort are 0 and the number is resolved per
+   * endpoint, on the destination of the flow (the subject for ingress, each selected peer for
+   * egress), from the ports the endpoints declare. Unresolved, it matches nothing.
+   */
+  readonly name?: string;
+}
+
+/** A port an endpoint declares under a name (Kubernetes containerPort name). */
+export interface NamedPort {
+  readonly name: string;
+  readonly port: number;
+  readonly protocol: 'TCP' | 'UDP' | 'SCTP';
 }
 
 export interface RuleElement {
@@ -103,6 +116,8 @@ export interface PolicyConfig {
   readonly enforcement: 'default' | 'always' | 'never';
   /** Audit mode: verdicts are computed and reported, drops are not applied (datapath flag). */
   readonly audit: boolean;
+  /** Cilium CIDR rules also select workload identities by their endpoints' addresses (off by default). */
+  readonly cidrMatchPods?: boolean;
 }
 
 export const DEFAULT_POLICY_CONFIG: PolicyConfig = { enforcement: 'default', audit: false };
