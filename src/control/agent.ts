@@ -31,6 +31,7 @@ import type {
   FlowEvent,
   IdentityInfo,
   IpcacheInfo,
+  NodeInfo,
   PolicyImportResult,
   PolicyInfo,
   StatusInfo,
@@ -40,6 +41,8 @@ import type {
 import type { DatapathView } from './datapath-view.js';
 import { CONTROL_READER_SLOT, traceFlow, type TraceEnd, type TraceResult } from './trace.js';
 import type { CaptureController, CaptureHandle, CaptureRequest, CaptureSink } from './capture.js';
+import type { AgentHooks } from './agent-hooks.js';
+import { securityLabels } from './labels.js';
 
 export interface TraceRequest {
   src: { endpoint?: string; labels?: string[]; ip?: string };
@@ -140,6 +143,8 @@ export class Agent implements ControlApi {
   metricsText: () => Promise<string> = async () => '';
   /** Packet capture over the shards' capture rings; set by the control thread (null: none). */
   capturer: CaptureController | null = null;
+  /** Cluster mode (src/kvstore/cluster.ts) plugs in here; empty: a single switch. */
+  hooks: AgentHooks = {};
 
   constructor(
     readonly opts: AgentOptions,
@@ -325,7 +330,7 @@ export class Agent implements ControlApi {
       rec.port = att.port;
       rec.tun = att.tun;
       rec.ifname = att.ifname;
-      identity = this.allocator.allocate(labels);
+      identity = await this.allocateIdentity(labels);
       rec.identity = identity.id;
       rec.state = 'ready';
       // Publish: endpoint record, port mapping, ipcache entries, then policy for it.
@@ -334,18 +339,32 @@ export class Agent implements ControlApi {
       if (ipv4) this.tables.ipcache.upsert(`${ipv4}/32`, { identity: rec.identity, flags: 1 });
       if (ipv6) this.tables.ipcache.upsert(`${ipv6}/128`, { identity: rec.identity, flags: 1 });
       this.apply(this.compiler.upsertEndpoint({ index: id, identity: rec.identity }));
+      this.hooks.endpointReady?.(this.info(rec));
     } catch (e) {
       this.endpoints.delete(id);
       this.byName.delete(req.name);
       if (ipv4) this.ipam.release4(ipv4);
       if (ipv6) this.ipam.release6(ipv6);
-      if (identity) this.allocator.release(identity.id);
+      if (identity) this.releaseIdentity(identity.id, labels);
       if (rec.port >= 0) await this.ports.detach(rec.port).catch(() => undefined);
       throw e;
     }
     this.pendingRestore.delete(req.name);
     this.persist();
     return this.info(rec);
+  }
+
+  /** Local numbering, or the cluster's through hooks.identityNumber (kvstore mode). */
+  private async allocateIdentity(labels: LabelSet): Promise<Identity> {
+    const number = this.hooks.identityNumber;
+    if (!number) return this.allocator.allocate(labels);
+    const set = securityLabels(labels);
+    return this.allocator.allocateAs(set, await number(set.canonical));
+  }
+
+  private releaseIdentity(id: number, labels: LabelSet): boolean {
+    this.hooks.identityReleased?.(securityLabels(labels).canonical);
+    return this.allocator.release(id);
   }
 
   private find(idOrName: string): EndpointRec {
@@ -382,7 +401,8 @@ export class Agent implements ControlApi {
     if (rec.ipv6) this.tables.ipcache.delete(`${rec.ipv6}/128`);
     this.apply(diff);
     // Releasing the identity may remove it from other endpoints' selections: sync those.
-    if (this.allocator.release(rec.identity)) this.apply(this.compiler.sync());
+    this.hooks.endpointRemoved?.(this.info(rec));
+    if (this.releaseIdentity(rec.identity, rec.labels)) this.apply(this.compiler.sync());
     if (rec.ipv4) this.ipam.release4(rec.ipv4);
     if (rec.ipv6) this.ipam.release6(rec.ipv6);
     if (rec.port >= 0) await this.ports.detach(rec.port);
@@ -474,6 +494,7 @@ export class Agent implements ControlApi {
       this.policyRevision.set(p.key, rev);
     }
     this.persist();
+    this.hooks.policiesImported?.(text, fileName, pols.map((p) => ({ key: p.key, name: p.name })));
     return { revision: rev, policies: pols.map((p) => p.name) };
   }
 
@@ -504,13 +525,16 @@ export class Agent implements ControlApi {
     this.policySources.delete(p.key);
     this.policyRevision.delete(p.key);
     this.persist();
+    this.hooks.policiesDeleted?.([p.key]);
     return { revision: diff.revision, policies: [p.name] };
   }
 
   deleteAllPolicies(): PolicyImportResult {
     const names: string[] = [];
+    const keys: string[] = [];
     let rev = this.compiler.revision;
     for (const p of this.compiler.policyList()) {
+      keys.push(p.key);
       const diff = this.compiler.deletePolicy(p.key);
       this.apply(diff);
       rev = diff.revision;
@@ -519,6 +543,7 @@ export class Agent implements ControlApi {
       this.policyRevision.delete(p.key);
     }
     this.persist();
+    this.hooks.policiesDeleted?.(keys);
     return { revision: rev, policies: names };
   }
 
@@ -622,6 +647,11 @@ export class Agent implements ControlApi {
       source: local.has(e.cidr) ? 'endpoint' : this.apiCidrs.has(e.cidr) ? 'api' : e.identity === 1 ? 'host' : 'cidr-policy',
     };
     if (e.tunnel) out.tunnel = formatV4(e.tunnel);
+    const node = this.hooks.ipcacheNode?.(e.cidr);
+    if (node !== undefined) {
+      out.source = 'kvstore';
+      out.node = node;
+    }
     return out;
   }
 
@@ -753,7 +783,21 @@ export class Agent implements ControlApi {
       offload: this.opts.offload,
       config: this.getConfig(),
       counters: totals,
+      ...(this.hooks.status ? { kvstore: this.hooks.status() } : {}),
     };
+  }
+
+  /**
+   * Publishes what changed outside the agent's own calls: identities added or removed in the
+   * allocator by the kvstore (other nodes' numbers), remote ipcache entries. One revision.
+   */
+  resync(): void {
+    this.apply(this.compiler.sync());
+  }
+
+  /** Cluster nodes (kvstore mode); empty for a single switch. */
+  listNodes(): NodeInfo[] {
+    return this.hooks.listNodes ? this.hooks.listNodes() : [];
   }
 
   metrics(): Promise<string> {

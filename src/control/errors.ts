@@ -17,6 +17,8 @@ export const ERROR_CODES = {
   ECAPTURE_BUSY: 'a packet capture is already running (one at a time)',
   EIDENTITY_NOT_FOUND: 'no identity with that number exists',
   EIDENTITY_EXHAUSTED: 'the identity number space is used up',
+  EIDENTITY_CONFLICT: 'the kvstore gave a number or labels that disagree with a live local identity',
+  EKVSTORE: 'the kvstore (etcd) is unreachable or refused an operation',
   ELABEL_INVALID: 'a label or label selector is malformed',
   ECIDR_INVALID: 'an IP prefix is malformed',
   ECONFIG_INVALID: 'the agent configuration is invalid',

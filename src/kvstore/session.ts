@@ -13,6 +13,7 @@
  * next success. The datapath never waits on it: tables keep their last state meanwhile.
  */
 import { Etcd3, type Lease, type IKeyValue } from 'etcd3';
+import { ExponentialBackoff, type IBackoff } from 'cockatiel'; // the client calls .next() on it: a factory, whatever its type says
 
 export type KvState = 'connecting' | 'connected' | 'disconnected' | 'closed';
 
@@ -52,6 +53,8 @@ export class KvSession {
   private lease: Lease | null = null;
   private leaseId = '';
   private readonly owned = new Map<string, string>();
+  private readonly pending = new Map<string, { value: string | null; lease: boolean; op: string }>();
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly log: (msg: string) => void;
   private closed = false;
   private readonly stateListeners = new Set<(s: KvState) => void>();
@@ -62,7 +65,8 @@ export class KvSession {
     this.node = opts.node;
     this.leaseTtl = opts.leaseTtl;
     this.log = opts.log ?? (() => undefined);
-    this.client = new Etcd3({ hosts: this.url, dialTimeout: 3000 });
+    // Watch streams come back within 2 s of etcd returning (the client's default backoff grows to 30 s).
+    this.client = new Etcd3({ hosts: this.url, dialTimeout: 3000, faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as IBackoff<unknown> } });
   }
 
   /** Grants the first lease; rejects when etcd does not answer within `timeoutMs`. */
@@ -163,7 +167,10 @@ export class KvSession {
     while (!this.closed) {
       try {
         await this.newLease();
-        for (const [k, v] of this.owned) await this.client.put(k).value(v).lease(this.leaseId).exec();
+        for (const [k, v] of this.owned) {
+          this.pending.delete(k);
+          await this.client.put(k).value(v).lease(this.leaseId).exec();
+        }
         this.leaseRenewals++;
         this.log(`kvstore: lease renewed, ${this.owned.size} keys written again`);
         return;
@@ -175,16 +182,63 @@ export class KvSession {
     }
   }
 
-  /** Writes a key under the node's lease and remembers it (written again after a lease loss). */
+  /**
+   * Writes a key under the node's lease and remembers it (written again after a lease loss).
+   * A failed write is kept and retried (retryPending), so a write made while etcd is away
+   * lands when it returns; the promise still rejects so the caller can count it.
+   */
   async putOwned(key: string, value: string, op: string): Promise<void> {
     this.owned.set(key, value);
-    await this.op(op, () => this.client.put(key).value(value).lease(this.leaseId).exec());
+    this.pending.delete(key);
+    try {
+      await this.op(op, () => this.client.put(key).value(value).lease(this.leaseId).exec());
+    } catch (e) {
+      if (this.owned.get(key) === value) this.queue(key, { value, lease: true, op });
+      throw e;
+    }
   }
 
-  /** Forgets and deletes an owned key. */
+  /** Forgets and deletes an owned key (retried like putOwned when etcd is away). */
   async deleteOwned(key: string, op: string): Promise<void> {
     this.owned.delete(key);
-    await this.op(op, () => this.client.delete().key(key).exec());
+    await this.write(key, null, false, op);
+  }
+
+  /** A write without lease (policies), retried like putOwned when etcd is away. */
+  async write(key: string, value: string | null, lease: boolean, op: string): Promise<void> {
+    this.pending.delete(key);
+    try {
+      if (value === null) await this.op(op, () => this.client.delete().key(key).exec());
+      else await this.op(op, () => (lease ? this.client.put(key).value(value).lease(this.leaseId) : this.client.put(key).value(value)).exec());
+    } catch (e) {
+      this.queue(key, { value, lease, op });
+      throw e;
+    }
+  }
+
+  get pendingWrites(): number {
+    return this.pending.size;
+  }
+
+  private queue(key: string, w: { value: string | null; lease: boolean; op: string }): void {
+    this.pending.set(key, w);
+    if (this.retryTimer !== null || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.retryPending();
+    }, 500);
+    this.retryTimer.unref();
+  }
+
+  /** Writes every queued key again (latest value per key wins). */
+  private async retryPending(): Promise<void> {
+    const batch = [...this.pending];
+    for (const [key, w] of batch) {
+      if (this.closed) return;
+      if (this.pending.get(key) !== w) continue; // replaced meanwhile
+      this.pending.delete(key);
+      await this.write(key, w.value, w.lease, w.op).catch(() => undefined); // re-queued on failure
+    }
   }
 
   /** Records a key written under the lease by a transaction (identities.ts). */
@@ -204,6 +258,7 @@ export class KvSession {
   async close(revoke = true): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     const lease = this.lease;
     this.lease = null;
     if (lease) {
