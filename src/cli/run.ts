@@ -4,8 +4,46 @@
  */
 import type { Command } from 'commander';
 import { packageVersion, type CliContext } from './context.js';
-import { loadRunConfig } from '../runtime/config.js';
+import { checkKvstore, DEFAULT_LEASE_TTL, loadRunConfig, type RunConfig } from '../runtime/config.js';
 import { startSwitch } from '../runtime/switch.js';
+
+/** A bad flag value: exit 2 with one line naming the flag. */
+export class CliUsageError extends Error {}
+
+interface RunFlags {
+  config: string;
+  stateDir?: string;
+  metricsAddr: string;
+  metrics: boolean;
+  events: boolean;
+  docker?: boolean;
+  dockerSocket?: string;
+  kvstore?: string;
+  nodeName?: string;
+  nodeIp?: string;
+  leaseTtl?: string;
+}
+
+/** The command line's kvstore flags over the config's `kvstore:` (a usage error names the flag). */
+export function applyKvstoreFlags(cfg: RunConfig, o: Pick<RunFlags, 'kvstore' | 'nodeName' | 'nodeIp' | 'leaseTtl'>): RunConfig {
+  const any = o.kvstore !== undefined || o.nodeName !== undefined || o.nodeIp !== undefined || o.leaseTtl !== undefined;
+  if (!any) return cfg;
+  const base = cfg.kvstore;
+  if (o.kvstore === undefined && !base) throw new CliUsageError('--node-name, --node-ip and --lease-ttl need --kvstore (or kvstore: in the config)');
+  const flag: Record<string, string> = { url: '--kvstore', nodeName: '--node-name', nodeIp: '--node-ip', leaseTtl: '--lease-ttl' };
+  const kvstore = checkKvstore(
+    {
+      url: o.kvstore ?? base?.url,
+      nodeName: o.nodeName ?? base?.nodeName ?? cfg.name,
+      nodeIp: o.nodeIp ?? base?.nodeIp,
+      leaseTtl: o.leaseTtl !== undefined ? (/^[0-9]+$/.test(o.leaseTtl) ? Number(o.leaseTtl) : o.leaseTtl) : (base?.leaseTtl ?? DEFAULT_LEASE_TTL),
+    },
+    (field, msg) => {
+      throw new CliUsageError(`${flag[field] ?? field}: ${msg}`);
+    },
+  );
+  return { ...cfg, kvstore };
+}
 
 export function register(program: Command, ctx: CliContext): void {
   program
@@ -18,8 +56,18 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--no-events', 'do not emit trace and policy-verdict events (drops are always reported)')
     .option('--docker', 'attach running containers labelled tunswitch.enable=true and follow the engine (network_mode: none)')
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string }) => {
-      const cfg = loadRunConfig(o.config);
+    .option('--kvstore <url>', 'cluster mode: share identities, ipcache, nodes and policies through etcd (etcd://HOST:PORT)')
+    .option('--node-name <name>', 'this node\'s name in the cluster (default: the config\'s kvstore.nodeName, else its name)')
+    .option('--node-ip <ipv4>', 'this node\'s underlay address; other nodes send VXLAN (UDP 8472) to it')
+    .option('--lease-ttl <seconds>', 'kvstore lease TTL: a dead node\'s entries vanish after it')
+    .action(async (o: RunFlags, cmd: Command) => {
+      let cfg = loadRunConfig(o.config);
+      try {
+        cfg = applyKvstoreFlags(cfg, o);
+      } catch (e) {
+        if (e instanceof CliUsageError) cmd.error(e.message, { exitCode: 2, code: 'tunswitch.usage' });
+        throw e;
+      }
       if (o.metrics && !/^[0-9.]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$|^localhost:\d{1,5}$/i.test(o.metricsAddr)) {
         throw new Error(`--metrics-addr: ${JSON.stringify(o.metricsAddr)} is not host:port`);
       }

@@ -25,6 +25,8 @@ import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
 import { buildMetrics } from '../observe/metrics.js';
 import { CaptureController } from '../control/capture.js';
 import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
+import { KvCluster } from '../kvstore/cluster.js';
+import { registerKvMetrics } from '../kvstore/metrics.js';
 
 export interface ControlInit {
   cfg: RunConfig;
@@ -192,7 +194,7 @@ let stopping = false;
 async function main(): Promise<void> {
   const { cfg } = init;
   // Set once start-up reaches them; shutdown may run before (a start-up step failed).
-  const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> }; docker?: { stop(): Promise<void> } } = {};
+  const started: { timer?: ReturnType<typeof setInterval>; server?: { close(): Promise<void> }; docker?: { stop(): Promise<void> }; kv?: KvCluster } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings);
@@ -221,6 +223,14 @@ async function main(): Promise<void> {
     }
     else if (m.type === 'shutdown') void shutdown();
   });
+
+  // Cluster mode: join etcd before any endpoint, so endpoints get cluster-wide identities.
+  if (cfg.kvstore) {
+    const k = cfg.kvstore;
+    const kv = new KvCluster(agent, { url: k.url, node: k.nodeName, nodeIp: k.nodeIp, leaseTtl: k.leaseTtl, log });
+    started.kv = kv;
+    await kv.start(); // rejects (fatal) when etcd does not answer within 10 s
+  }
 
   // Host port: reserved:host traffic and the way to the world.
   if (cfg.hostPort) {
@@ -293,6 +303,7 @@ async function main(): Promise<void> {
   started.timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
 
   const metrics = buildMetrics(agent, view, init.rt.ioStats);
+  if (started.kv) registerKvMetrics(metrics.registry, started.kv);
   agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');
@@ -331,6 +342,8 @@ async function main(): Promise<void> {
     if (started.server) await started.server.close().catch(() => undefined);
     await agent.detachAll();
     await ports.closeAll();
+    // Leave the cluster: revoking the lease deletes this node's keys at once.
+    if (started.kv) await started.kv.stop(true).catch((e: unknown) => log(`kvstore: stop: ${(e as Error).message}`));
     send({ type: 'stopped' });
   }
 }
