@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { packageVersion, type CliContext } from './context.js';
-import { checkKvstore, DEFAULT_LEASE_TTL, loadRunConfig, type RunConfig } from '../runtime/config.js';
+import { checkKvstore, checkUnderlay, DEFAULT_LEASE_TTL, loadRunConfig, type RunConfig } from '../runtime/config.js';
 import { startSwitch } from '../runtime/switch.js';
 
 /** A bad flag value: exit 2 with one line naming the flag. */
@@ -29,7 +29,13 @@ export function applyKvstoreFlags(cfg: RunConfig, o: Pick<RunFlags, 'kvstore' | 
   const any = o.kvstore !== undefined || o.nodeName !== undefined || o.nodeIp !== undefined || o.leaseTtl !== undefined;
   if (!any) return cfg;
   const base = cfg.kvstore;
-  if (o.kvstore === undefined && !base) throw new CliUsageError('--node-name, --node-ip and --lease-ttl need --kvstore (or kvstore: in the config)');
+  if (o.kvstore === undefined && !base) {
+    // --node-ip alone: the VXLAN underlay without a kvstore (static tunnel entries).
+    if (o.nodeName !== undefined || o.leaseTtl !== undefined) throw new CliUsageError('--node-name and --lease-ttl need --kvstore (or kvstore: in the config)');
+    const ip = o.nodeIp as string;
+    if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(ip) || ip.split('.').some((x) => Number(x) > 255)) throw new CliUsageError(`--node-ip: ${JSON.stringify(ip)} is not an IPv4 address`);
+    return underlayOnly(cfg, ip);
+  }
   const flag: Record<string, string> = { url: '--kvstore', nodeName: '--node-name', nodeIp: '--node-ip', leaseTtl: '--lease-ttl' };
   const kvstore = checkKvstore(
     {
@@ -42,7 +48,20 @@ export function applyKvstoreFlags(cfg: RunConfig, o: Pick<RunFlags, 'kvstore' | 
       throw new CliUsageError(`${flag[field] ?? field}: ${msg}`);
     },
   );
-  return { ...cfg, kvstore };
+  const out = { ...cfg, kvstore, underlay: { ip: kvstore.nodeIp } };
+  try {
+    return checkUnderlay(out, '--kvstore');
+  } catch (e) {
+    throw new CliUsageError((e as Error).message);
+  }
+}
+
+function underlayOnly(cfg: RunConfig, ip: string): RunConfig {
+  try {
+    return checkUnderlay({ ...cfg, underlay: { ip } }, '--node-ip');
+  } catch (e) {
+    throw new CliUsageError((e as Error).message);
+  }
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -58,7 +77,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
     .option('--kvstore <url>', 'cluster mode: share identities, ipcache, nodes and policies through etcd (etcd://HOST:PORT)')
     .option('--node-name <name>', 'this node\'s name in the cluster (default: the config\'s kvstore.nodeName, else its name)')
-    .option('--node-ip <ipv4>', 'this node\'s underlay address; other nodes send VXLAN (UDP 8472) to it')
+    .option('--node-ip <ipv4>', 'this node\'s underlay address: VXLAN (UDP 8472) is sent from and received on it (without --kvstore: static tunnel entries only)')
     .option('--lease-ttl <seconds>', 'kvstore lease TTL: a dead node\'s entries vanish after it')
     .action(async (o: RunFlags, cmd: Command) => {
       let cfg = loadRunConfig(o.config);

@@ -9,6 +9,7 @@
  */
 import { Gauge, type Registry } from 'prom-client';
 import type { KvCluster } from './cluster.js';
+import { C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
 
 export function registerKvMetrics(registry: Registry, kv: KvCluster): void {
   new Gauge({
@@ -41,4 +42,34 @@ export function registerKvMetrics(registry: Registry, kv: KvCluster): void {
       },
     });
   }
+}
+
+/**
+ * VXLAN packets and bytes through the underlay port, summed over the shards' counters:
+ *   tunswitch_vxlan_packets_total{direction="tx"|"rx"}, tunswitch_vxlan_bytes_total{...}
+ * (bytes are UDP payload: VXLAN header, inner Ethernet, inner packet).
+ */
+export function registerVxlanMetrics(registry: Registry, counters: readonly SharedArrayBuffer[]): void {
+  const views = counters.map((c) => new Float64Array(c));
+  const sum = (slot: number): number => views.reduce((n, v) => n + (v[slot] as number), 0);
+  new Gauge({
+    name: 'tunswitch_vxlan_packets_total',
+    help: 'VXLAN packets sent to (tx) and received from (rx) other nodes',
+    labelNames: ['direction'],
+    registers: [registry],
+    collect() {
+      this.set({ direction: 'tx' }, sum(C_VXLAN_TX_PKTS));
+      this.set({ direction: 'rx' }, sum(C_VXLAN_RX_PKTS));
+    },
+  });
+  new Gauge({
+    name: 'tunswitch_vxlan_bytes_total',
+    help: 'VXLAN UDP payload bytes sent (tx) and received (rx)',
+    labelNames: ['direction'],
+    registers: [registry],
+    collect() {
+      this.set({ direction: 'tx' }, sum(C_VXLAN_TX_BYTES));
+      this.set({ direction: 'rx' }, sum(C_VXLAN_RX_BYTES));
+    },
+  });
 }

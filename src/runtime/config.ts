@@ -88,6 +88,19 @@ export interface RunConfig {
   file: string;
   /** Cluster mode through etcd (src/kvstore/cluster.ts); absent: a single switch. */
   kvstore?: KvstoreConfig;
+  /**
+   * The VXLAN underlay port (src/runtime/underlay.ts) on ip:8472: with kvstore, its nodeIp;
+   * or alone (run --node-ip without --kvstore) for static tunnel entries (PUT /v1/ipcache).
+   */
+  underlay?: { ip: string };
+}
+
+/** An underlay cannot carry GSO super-packets (no segmentation for the tunnel yet). */
+export function checkUnderlay(cfg: RunConfig, where: string): RunConfig {
+  if (cfg.underlay && cfg.offload) {
+    throw new TunswitchError('ECONFIG_INVALID', `${where}: offload: true with a VXLAN underlay (kvstore/node-ip) is not supported yet (GSO packets are not segmented for the tunnel); set offload: false`);
+  }
+  return cfg;
 }
 
 const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'kvstore'];
@@ -232,8 +245,8 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     );
   }
 
-  return {
-    ...(kvstore ? { kvstore } : {}),
+  return checkUnderlay({
+    ...(kvstore ? { kvstore, underlay: { ip: kvstore.nodeIp } } : {}),
     name,
     io,
     queue,
@@ -250,7 +263,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     policies,
     baseDir: dirname(file),
     file,
-  };
+  }, short);
 }
 
 /**

@@ -11,7 +11,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
+import { M_TUNNEL_PORT, TableSet, TableSetWriter, UNDERLAY_PORT, type TableSetShared } from '../tables/tableset.js';
+import { VXLAN_OVERHEAD } from '../datapath/vxlan.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
 import type { QueueSettings, RuntimeInfo } from '../api/types.js';
 import { TunswitchError } from '../control/errors.js';
@@ -26,7 +27,7 @@ import { buildMetrics } from '../observe/metrics.js';
 import { CaptureController } from '../control/capture.js';
 import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
 import { KvCluster } from '../kvstore/cluster.js';
-import { registerKvMetrics } from '../kvstore/metrics.js';
+import { registerKvMetrics, registerVxlanMetrics } from '../kvstore/metrics.js';
 
 export interface ControlInit {
   cfg: RunConfig;
@@ -117,7 +118,8 @@ class TunPorts implements PortManager {
         tun: dev.name,
         netns: spec.netns !== undefined ? { name: spec.netns } : { pid: spec.pid as number },
         ifname: 'eth0',
-        mtu: this.cfg.mtu,
+        // With a VXLAN underlay the endpoint MTU leaves room for the 50-byte encapsulation.
+        mtu: this.cfg.underlay ? this.cfg.mtu - VXLAN_OVERHEAD : this.cfg.mtu,
         txqueuelen: this.cfg.txqueuelen,
         routes: spec.routes,
         defaultRoute: spec.defaultRoute,
@@ -224,6 +226,13 @@ async function main(): Promise<void> {
     else if (m.type === 'shutdown') void shutdown();
   });
 
+  // VXLAN underlay port (opened by the main thread): packets to tunnel endpoints go there.
+  if (cfg.underlay) {
+    writer.setMeta(M_TUNNEL_PORT, UNDERLAY_PORT + 1);
+    writer.bumpPolicyRevision();
+    writer.commit();
+  }
+
   // Cluster mode: join etcd before any endpoint, so endpoints get cluster-wide identities.
   if (cfg.kvstore) {
     const k = cfg.kvstore;
@@ -304,6 +313,7 @@ async function main(): Promise<void> {
 
   const metrics = buildMetrics(agent, view, init.rt.ioStats);
   if (started.kv) registerKvMetrics(metrics.registry, started.kv);
+  if (cfg.underlay) registerVxlanMetrics(metrics.registry, init.rt.counters);
   agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');

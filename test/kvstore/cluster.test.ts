@@ -7,7 +7,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EtcdServer, etcdSkip } from './etcd-server.js';
-import { Agent, type PortManager, type PortSpec } from '../../src/control/agent.js';
+import { Agent } from '../../src/control/agent.js';
+import { MemPorts } from '../helpers/mem-ports.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
 import { DIR_INGRESS } from '../../src/tables/policy.js';
@@ -16,15 +17,6 @@ import { KvSession } from '../../src/kvstore/session.js';
 import { ipKey, type IpEntryValue } from '../../src/kvstore/keys.js';
 
 const skip = etcdSkip();
-
-class MemPorts implements PortManager {
-  next = 1;
-  async attach(_spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
-    const port = this.next++;
-    return { port, tun: `mem.${port}`, ifname: 'eth0' };
-  }
-  async detach(): Promise<void> {}
-}
 
 const ALLOW_WEB = `
 apiVersion: cilium.io/v2
