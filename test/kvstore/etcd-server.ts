@@ -31,22 +31,40 @@ export class EtcdServer {
   readonly url: string;
   readonly etcdUrl: string;
 
+  /** `netns`/`host`: run inside a network namespace, listening on `host` (e2e underlay). */
   constructor(
     readonly clientPort: number,
     readonly peerPort: number,
+    readonly opts: { netns?: string; host?: string } = {},
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'mn98-etcd-'));
-    this.url = `http://127.0.0.1:${clientPort}`;
-    this.etcdUrl = `etcd://127.0.0.1:${clientPort}`;
+    const host = opts.host ?? '127.0.0.1';
+    this.url = `http://${host}:${clientPort}`;
+    this.etcdUrl = `etcd://${host}:${clientPort}`;
+  }
+
+  private async healthy(): Promise<boolean> {
+    if (this.opts.netns === undefined) {
+      try {
+        const r = await fetch(`${this.url}/health`);
+        return ((await r.json()) as { health?: string }).health === 'true';
+      } catch {
+        return false;
+      }
+    }
+    const r = spawnSync('ip', ['netns', 'exec', this.opts.netns, 'etcdctl', '--endpoints', this.url, '--dial-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    return r.status === 0;
   }
 
   async start(): Promise<void> {
     const bin = etcdBinary();
     assert.ok(bin, 'got no etcd binary, want one');
     const peer = `http://127.0.0.1:${this.peerPort}`;
+    const pre = this.opts.netns !== undefined ? ['netns', 'exec', this.opts.netns, bin] : [];
     this.proc = spawn(
-      bin,
+      this.opts.netns !== undefined ? 'ip' : bin,
       [
+        ...pre,
         '--name', `mn98-${this.clientPort}`,
         '--data-dir', join(this.dir, 'data'),
         '--listen-client-urls', this.url,
@@ -66,13 +84,7 @@ export class EtcdServer {
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (this.proc.exitCode !== null) assert.fail(`got etcd exit ${this.proc.exitCode}, want it running: ${err}`);
-      try {
-        const r = await fetch(`${this.url}/health`);
-        const j = (await r.json()) as { health?: string };
-        if (j.health === 'true') return;
-      } catch {
-        /* not up yet */
-      }
+      if (await this.healthy()) return;
       if (Date.now() > deadline) assert.fail(`got no healthy etcd on ${this.url} within 15 s: ${err}`);
       await new Promise((r) => setTimeout(r, 100));
     }
