@@ -34,8 +34,13 @@ test('run --kvstore/--node-name/--node-ip/--lease-ttl over the config', () => {
     leaseTtl: 5,
   });
   assert.equal(applyKvstoreFlags(cfg, {}), cfg, 'no flags: the config unchanged');
+  const only = applyKvstoreFlags(cfg, { nodeIp: '10.99.0.1' });
+  assert.deepEqual([only.kvstore, only.underlay], [undefined, { ip: '10.99.0.1' }], '--node-ip alone: underlay without kvstore');
+  const off = parseRunConfig(`${BASE}offload: true\n`, '/x/lab.yaml');
+  assert.throws(() => applyKvstoreFlags(off, { nodeIp: '10.99.0.1' }), (e: unknown) => e instanceof CliUsageError && /offload: true with a VXLAN underlay/.test(e.message));
   const bad: [Parameters<typeof applyKvstoreFlags>[1], RegExp][] = [
-    [{ nodeIp: '10.99.0.1' }, /need --kvstore/],
+    [{ nodeName: 'h1' }, /^--node-name and --lease-ttl need --kvstore/],
+    [{ nodeIp: '10.99.0.300' }, /^--node-ip: "10\.99\.0\.300" is not an IPv4 address$/],
     [{ kvstore: 'etcd://h:99999', nodeIp: '10.99.0.1' }, /^--kvstore: "etcd:\/\/h:99999" is not etcd:\/\/HOST:PORT$/],
     [{ kvstore: 'etcd://h:1' }, /^--node-ip: undefined is not an IPv4 address/],
     [{ kvstore: 'etcd://h:1', nodeIp: '10.99.0.1', leaseTtl: 'x' }, /^--lease-ttl: "x" must be an integer/],
