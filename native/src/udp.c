@@ -3,7 +3,7 @@
  * Plain C against node_api.h. tun.c's init() calls udp_register() to add these functions:
  *
  *   udpOpen(ipv4: number, port: number, bufBytes?: number) -> fd
- *       socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC), SO_REUSEADDR, SO_RCVBUF /
+ *       socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC), SO_RCVBUF /
  *       SO_SNDBUF (bufBytes, default 4 MiB; SO_*BUFFORCE first when we may), IP_MTU_DISCOVER
  *       = IP_PMTUDISC_DONT (an encapsulated packet above the path MTU is fragmented by the
  *       kernel, never refused), bind(ipv4:port). ipv4 is the address as a u32 number.
@@ -116,8 +116,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     udp_throw_sys(env, errno, "socket(AF_INET, SOCK_DGRAM)");
     return NULL;
   }
-  int one = 1, b = (int)bytes, pmtu = IP_PMTUDISC_DONT;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  /* No SO_REUSEADDR: for UDP it would let a second switch bind the same address and share its traffic. */
+  int b = (int)bytes, pmtu = IP_PMTUDISC_DONT;
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
   setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
