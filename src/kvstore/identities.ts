@@ -1,18 +1,20 @@
 /**
  * Cluster-wide security identities in etcd, with Cilium's key layout (see keys.ts).
  *
- * Allocation of label set L by node N (a loop; each pass is one read and one transaction):
- *   1. read the labels index of L.
+ * Allocation of label set L by node N (a loop of transactions):
+ *   1. when the watch knows L, read its index (L has number X) and go to 2; else go to 3.
  *   2. index present (L has number X): transaction
  *        if id/X holds L  then  put value/L/N = X (N's lease), touch the index
  *      success: done. failure: id/X is gone (garbage-collected meanwhile): remove the stale
  *      index (compare its mod revision) and go to 1.
- *   3. index absent: pick a candidate X not known to be taken; transaction
+ *   3. pick a candidate X not known to be taken; transaction
  *        if id/X does not exist and the index of L does not exist
  *        then put id/X = L, put index(L) = X, put value/L/N = X (N's lease)
- *      success: done. failure: someone took X or numbered L first: go to 1.
+ *        else read the index of L
+ *      success: done (a new label set costs one transaction). failure: the index is there
+ *      (someone numbered L first): step 2 with it; else X was taken: step 3 with another X.
  *   Two nodes creating L at once both reach 3; etcd serialises the transactions, the second
- *   fails on "index of L does not exist", re-reads and takes step 2 with the winner's X.
+ *   fails on "index of L does not exist" and takes step 2 with the winner's X.
  *   Different label sets never share X: "id/X does not exist" fails for the second.
  *
  * References: one key per (label set, node) under the node's lease; a node with several
@@ -30,6 +32,7 @@
  * Watch: id/ is followed (list + watch) into `known`; `onChange` gets every number that
  * appears or disappears, from any node, so the local allocator and compiler see them all.
  */
+import type { IKeyValue } from 'etcd3';
 import { KvSession } from './session.js';
 import { PrefixWatch, type KvEvent } from './watch.js';
 import {
@@ -59,6 +62,8 @@ const MAX_ALLOCATE_PASSES = 64;
 export class KvIdentities {
   /** Every number in etcd: id -> canonical labels (from the watch). */
   readonly known = new Map<number, string>();
+  /** The same, labels -> id. */
+  private readonly byLabels = new Map<string, number>();
   /** This node's references: labels -> { id, local count }. */
   private readonly refs = new Map<string, { id: number; count: number }>();
   private readonly unreferencedSince = new Map<number, number>();
@@ -102,11 +107,16 @@ export class KvIdentities {
       if (ev.type === 'put') {
         seen?.add(id);
         if (old === ev.value) continue;
-        if (old !== undefined) removed.push([id, old]);
+        if (old !== undefined) {
+          removed.push([id, old]);
+          this.byLabels.delete(old);
+        }
         this.known.set(id, ev.value);
+        this.byLabels.set(ev.value, id);
         added.push([id, ev.value]);
       } else if (old !== undefined) {
         this.known.delete(id);
+        this.byLabels.delete(old);
         removed.push([id, old]);
       }
     }
@@ -115,6 +125,7 @@ export class KvIdentities {
       for (const [id, l] of this.known) {
         if (!seen.has(id)) {
           this.known.delete(id);
+          this.byLabels.delete(l);
           removed.push([id, l]);
         }
       }
@@ -145,10 +156,12 @@ export class KvIdentities {
     const idxKey = identityLabelsKey(labels);
     const refKey = identityRefKey(labels, s.node);
     const taken = new Set<number>();
+    // The watch usually knows the number of labels that exist: then one transaction (step 2).
+    // Otherwise try to create one at once; the failed transaction returns the index (step 1).
+    let idx: IKeyValue | undefined = this.byLabels.has(labels) ? (await s.op('identity-get', () => c.get(idxKey).exec())).kvs[0] : undefined;
     for (let pass = 0; pass < MAX_ALLOCATE_PASSES; pass++) {
-      const idx = await s.op('identity-get', () => c.get(idxKey).exec());
-      const kv = idx.kvs[0];
-      if (kv !== undefined) {
+      if (idx !== undefined) {
+        const kv = idx;
         const x = Number(kv.value.toString('utf8'));
         const r = await s.op('identity-ref', () =>
           c
@@ -162,6 +175,7 @@ export class KvIdentities {
         }
         // id/X no longer holds these labels: the index is stale; drop it unless it moved.
         await s.op('identity-gc', () => c.if(idxKey, 'Mod', '==', String(kv.mod_revision)).then(c.delete().key(idxKey)).commit());
+        idx = undefined;
         continue;
       }
       const x = this.pickCandidate(taken);
@@ -171,13 +185,16 @@ export class KvIdentities {
           .if(identityIdKey(x), 'Create', '==', 0)
           .and(idxKey, 'Create', '==', 0)
           .then(c.put(identityIdKey(x)).value(labels), c.put(idxKey).value(String(x)), c.put(refKey).value(String(x)).lease(s.currentLeaseId))
+          .else(c.get(idxKey))
           .commit(),
       );
       if (r.succeeded) {
         s.rememberOwned(refKey, String(x));
         return x;
       }
-      taken.add(x);
+      // Someone numbered these labels first (use theirs), or took X (try another).
+      idx = r.responses[0]?.response_range?.kvs[0];
+      if (idx === undefined) taken.add(x);
     }
     throw new Error(`kvstore: identity for "${labels}": no agreement after ${MAX_ALLOCATE_PASSES} transactions`);
   }
