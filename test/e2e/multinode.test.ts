@@ -6,7 +6,7 @@
  * vxlan device in mn98-kx (10.99.0.9) talks to the switch of h1 (interop).
  *
  *   h1 (10.99.0.1, pool 10.98.1.0/24): web 10.98.1.10 {app: web}, other 10.98.1.11 {app: other}
- *   h2 (10.99.0.2, pool 10.98.2.0/24): db 10.98.2.10 {app: db}
+ *   h2 (10.99.0.2, pool 10.98.2.0/24): db 10.98.2.10 {app: db}      (io: readwrite; h1: auto)
  *   kx (10.99.0.9): kernel vxlan, inner address 10.98.9.9
  *
  * Every name starts with mn98, every address is in 10.98/16 or 10.99.0/24. Run under the e2e
@@ -163,6 +163,8 @@ describe('multi-node: two switches over etcd and VXLAN', { timeout: 280_000 }, (
         `pool: { ipv4: ${h.pool} }`,
         'workers: 2',
         'hostPort: false',
+        // Both I/O engines carry the underlay: h1 takes io_uring where it runs, h2 read/write.
+        `io: ${h.name === 'h2' ? 'readwrite' : 'auto'}`,
         'nodes:',
         ...h.eps.map(([n, app, ip]) => `  ${n}: { labels: { app: ${app} }, ipv4: ${ip}, defaultRoute: true }`),
       ];
@@ -196,6 +198,10 @@ describe('multi-node: two switches over etcd and VXLAN', { timeout: 280_000 }, (
     const m2 = byLabels(ids2);
     for (const [l, id] of m1) assert.equal(m2.get(l), id, `identity of ${l}: got ${m2.get(l)} on h2, want ${id} (h1's)`);
     assert.ok(m1.size >= 3, `got ${m1.size} workload identities on h1, want >= 3 (web, other, db)`);
+    const e1 = (await cli<{ ioEngine: string }>(h1, ['status'])).ioEngine;
+    const e2 = (await cli<{ ioEngine: string }>(h2, ['status'])).ioEngine;
+    assert.equal(e2, 'readwrite', `h2 engine: got ${e2}, want readwrite`);
+    console.log(`# I/O engines: h1 ${e1}, h2 ${e2}`);
     const nodes = await cli<{ name: string; ip: string }[]>(h1, ['node', 'list']);
     assert.deepEqual(nodes.map((n) => [n.name, n.ip]), [['h1', '10.99.0.1'], ['h2', '10.99.0.2']]);
     const e = (await cli<{ cidr: string; tunnel?: string; node?: string; source: string }[]>(h1, ['ipcache', 'list'])).find((x) => x.cidr === `${DB}/32`);
