@@ -7,7 +7,8 @@
  *      and the conntrack tables (see bench/datapath/pipeline.ts, bench/tables/*.ts).
  *   2. The per-op benchmarks (one tinybench run): parse-v4, gso-coalesce-64,
  *      gso-coalesce-64-verify, gso-split-64 (bench/datapath/gso.ts), ipcache-v4-1M, ipcache-v6-1M,
- *      policy-lookup, ct-hit, ct-create, pipeline-established-v4, pipeline-new-flow-v4; and
+ *      policy-lookup, ct-hit, ct-create, pipeline-established-v4, pipeline-new-flow-v4,
+ *      vxlan-encap-decap-v4, vxlan-encap4-decap4-v4 (bench/datapath/vxlan.ts); and
  *      ipcache-v4-1M-hot, ipcache-v6-1M-hot, ct-hit-hot, the same ops on a small working set,
  *      which separate the cost of the op from the cost of its cache and TLB misses.
  *   3. publish-100k-policy (a second tinybench run with a few long iterations): one op is
@@ -49,6 +50,7 @@ import { runInNewContext } from 'node:vm';
 import { Bench, type Task } from 'tinybench';
 import { parseCases } from './datapath/parse.js';
 import { gsoCases } from './datapath/gso.js';
+import { vxlanCases } from './datapath/vxlan.js';
 import { PipelineScenario, pipelineCases } from './datapath/pipeline.js';
 import { loadIpcache, ipcacheCases } from './tables/ipcache.js';
 import { policyLookupCases, publishCases, populatePolicy } from './tables/policy.js';
@@ -183,6 +185,7 @@ export async function runMicro(cfg: MicroConfig, log: (s: string) => void = cons
   const cases: MicroCase[] = [
     ...parseCases(r, cfg.batch),
     ...gsoCases(new Rand(cfg.seed + 0x650)), // its own stream: the other cases keep their inputs
+    ...vxlanCases(new Rand(cfg.seed + 11), cfg.batch), // its own stream: the other cases keep their inputs
     ...ipcacheCases(tables.ipcache, ipc, r, cfg.batch),
     ...policyLookupCases(tables.policy, pol, r, cfg.batch),
     ...conntrackCases(r, cfg.batch, cfg.quick),

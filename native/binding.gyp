@@ -10,7 +10,7 @@
   "targets": [
     {
       "target_name": "tunswitch_tun",
-      "sources": ["src/tun.c", "src/uring.c"],
+      "sources": ["src/tun.c", "src/uring.c", "src/udp.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "conditions": [

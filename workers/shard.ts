@@ -44,6 +44,7 @@ import type { PacketInfo } from '../src/datapath/packet.js';
 import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
 import { GsoCoalescer } from '../src/datapath/gso.js';
 import { ARENA_BYTES } from '../src/runtime/shared.js';
+import { UnderlayShard, UNDERLAY_PORT } from '../src/runtime/underlay.js';
 
 export interface ShardTask {
   shard: number;
@@ -104,6 +105,7 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const capture = rt.capture !== undefined && rt.capture[k] !== undefined ? new CaptureRing(rt.capture[k] as SharedArrayBuffer) : null;
   const native: TunBinding = loadBinding();
   const uring = task.engine === 'uring' ? native.uringWriterOpen(TX_MAX) : null;
+  const underlay = new UnderlayShard(rt, hdr, counters); // underlay hook (src/runtime/underlay.ts)
 
   const txSlots = new Int32Array(TX_MAX);
   const txFd = new Int32Array(TX_MAX);
@@ -154,7 +156,7 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
         const off = slot * slotSize + hdr;
         const len = (lens[slot] as number) - hdr;
         if (faultMagic !== 0 && isFaultPacket(buf, off, len, faultMagic)) process.exit(70);
-        const out = pipeline.process(buf, dv, off, len, inPort[slot] as number);
+        const out = underlay.process(pipeline, buf, dv, slot, off, len, inPort[slot] as number); // underlay hook: VNI in, tunnel endpoint out
         if (capOn) (capture as CaptureRing).offer(buf, off, len, out, pipeline.outSrcEp, pipeline.outDstEp);
         if (out >= 0 && (portFd[out] as number) >= 0) {
           const qb = out * PQ_WORDS;
@@ -200,6 +202,12 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
           const code = egress.droppedWhy[d] === EGRESS_DROP_CODEL ? DROP_QUEUE_AQM : DROP_QUEUE_OVERLIMIT;
           pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, code, egress.slotSrcId(s), egress.slotDstId(s));
           ring.giveBack(s);
+        }
+        if (p === UNDERLAY_PORT) {
+          underlay.sendSlots(deq, got); // underlay hook: VXLAN encap + one sendmmsg
+          for (let j = 0; j < got; j++) ring.giveBack(deq[j] as number);
+          p = next;
+          continue;
         }
         const fd = portFd[p] as number;
         let big = 0;

@@ -972,7 +972,10 @@ void set_int(napi_env env, napi_value exports, const char *name, int32_t v) {
   napi_set_named_property(env, exports, name, n);
 }
 
+void udp_register(napi_env env, napi_value exports); /* udp.c: the underlay UDP socket */
+
 static napi_value init(napi_env env, napi_value exports) {
+  udp_register(env, exports);
   set_fn(env, exports, "open", js_open);
   set_fn(env, exports, "setOffload", js_set_offload);
   set_fn(env, exports, "readBatch", js_read_batch);

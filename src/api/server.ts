@@ -64,6 +64,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   EENDPOINT_EXISTS: 409,
   ECAPTURE_BUSY: 409,
   ENOT_SUPPORTED: 501,
+  EKVSTORE: 503,
 };
 
 /** HTTP status for a TunswitchError code (exported for tests and for the client's docs). */
@@ -342,6 +343,7 @@ function buildRoutes(api: ControlApi): Route[] {
   add('DELETE', '/v1/policy/*name', (c) => api.deletePolicy(p(c, 0)));
 
   add('GET', '/v1/ipcache', () => api.listIpcache());
+  add('GET', '/v1/nodes', () => (api.listNodes ? api.listNodes() : []));
   add('GET', '/v1/ipcache/:ip', (c) => {
     const ip = p(c, 0);
     if (isIP(ip) === 0) throw new HttpError(400, 'ECIDR_INVALID', `"${ip}" is not an IP address`);

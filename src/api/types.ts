@@ -82,6 +82,35 @@ export interface IpcacheInfo {
   source: 'endpoint' | 'host' | 'kvstore' | 'cidr-policy' | 'api';
   /** Every owner claiming this exact prefix, highest precedence first. */
   owners?: string[];
+  /** The node that published the entry (kvstore mode). */
+  node?: string;
+}
+
+/** A switch of the cluster (kvstore mode): GET /v1/nodes. */
+export interface NodeInfo {
+  name: string;
+  ip: string;
+  ipv4Cidr: string | null;
+  ipv6Cidr: string | null;
+  self: boolean;
+}
+
+/** The kvstore part of GET /v1/status (kvstore mode only). */
+export interface KvstoreStatus {
+  url: string;
+  node: string;
+  state: 'connecting' | 'connected' | 'disconnected' | 'closed';
+  lastError: string | null;
+  leaseTtl: number;
+  leaseRenewals: number;
+  nodes: number;
+  identities: number;
+  remoteIpcacheEntries: number;
+  /** Remote entries the shared-memory ipcache refused (full). */
+  remoteIpcacheRejected: number;
+  ownedKeys: number;
+  pendingWrites: number;
+  operations: Record<string, { ok: number; failed: number }>;
 }
 
 export interface CtEntryInfo {
@@ -119,6 +148,7 @@ export interface StatusInfo {
   offload: boolean;
   config: AgentConfig;
   counters: { forwarded: number; dropped: number };
+  kvstore?: KvstoreStatus;
 }
 
 export interface RuntimeInfo {
@@ -197,4 +227,6 @@ export interface ControlApi {
   /** Recent events (newest last), up to `last`; and a subscription for --follow. */
   recentEvents(last: number): FlowEvent[];
   subscribeEvents(fn: (e: FlowEvent) => void): () => void;
+  /** Cluster nodes (kvstore mode); absent or empty for a single switch. */
+  listNodes?(): NodeInfo[];
 }

@@ -9,6 +9,13 @@ import { formatKeyValues, formatTable } from './table.js';
 const WORLD_IDENTITY = 2;
 
 export function formatIpcache(es: readonly IpcacheInfo[]): string {
+  // Cluster mode: a NODE column names the node that published each remote entry.
+  if (es.some((e) => e.node !== undefined)) {
+    return formatTable(
+      ['PREFIX', 'IDENTITY', 'SOURCE', 'TUNNEL', 'NODE'],
+      es.map((e) => [e.cidr, e.identity, e.source, e.tunnel, e.node]),
+    );
+  }
   return formatTable(
     ['PREFIX', 'IDENTITY', 'SOURCE', 'TUNNEL', 'ALSO CLAIMED BY'],
     es.map((e) => [e.cidr, e.identity, e.source, e.tunnel, (e.owners ?? []).slice(1).join(',') || undefined]),
@@ -35,6 +42,7 @@ export function register(program: Command, ctx: CliContext): void {
               ['Source', e.source],
               ['Also claimed by', (e.owners ?? []).slice(1).join(', ') || undefined],
               ['Tunnel', e.tunnel],
+              ['Node', e.node],
             ])
           : `${ip}: no prefix matches (treated as world, identity ${WORLD_IDENTITY})\n`,
       );

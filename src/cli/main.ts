@@ -23,6 +23,7 @@ import { register as registerNamespace } from './namespace.js';
 import { register as registerIdentity } from './identity.js';
 import { register as registerPolicy } from './policy.js';
 import { register as registerIpcache } from './ipcache.js';
+import { register as registerNode } from './node.js';
 import { register as registerCt } from './ct.js';
 import { register as registerConfig } from './config.js';
 import { register as registerMetrics } from './metrics.js';
@@ -46,6 +47,7 @@ export const COMMAND_GROUPS: readonly RegisterFn[] = [
   registerIdentity,
   registerPolicy,
   registerIpcache,
+  registerNode,
   registerCt,
   registerObserve,
   registerMonitor,

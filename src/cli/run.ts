@@ -7,6 +7,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { listenSocket, packageVersion, UsageError, type CliContext } from './context.js';
 import { parseListen } from './hubble.js';
 import { makeLogger, parseLogFormat, parseLogLevel, type LogFormat, type LogLevel } from './log.js';
+import type { KvstoreFlags } from './run-kvstore.js';
 
 function parseDriverName(s: string): string {
   if (s !== 'none' && !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(s)) throw new InvalidArgumentError(`"${s}" is not a driver name (a-z, 0-9, ".", "_", "-").`);
@@ -26,15 +27,26 @@ export function register(program: Command, _ctx: CliContext): void {
     .option('--docker', 'Docker mode: serve the network driver "tunswitch" (/run/docker/plugins/tunswitch.sock), and attach containers labelled tunswitch.enable=true (network_mode: none)')
     .option('--docker-socket <path>', 'Docker engine API socket (implies --docker; default DOCKER_HOST, else /var/run/docker.sock)')
     .option('--docker-driver <name>', 'the network driver\'s name, the socket /run/docker/plugins/NAME.sock; "none": no driver (implies --docker)', parseDriverName)
+    .option('--kvstore <url>', 'cluster mode: share identities, ipcache, nodes and policies through etcd (etcd://HOST:PORT)')
+    .option('--node-name <name>', 'this node\'s name in the cluster (default: the config\'s kvstore.nodeName, else its name)')
+    .option('--node-ip <ipv4>', 'this node\'s underlay address: VXLAN (UDP 8472) is sent from and received on it (without --kvstore: static tunnel entries only)')
+    .option('--lease-ttl <seconds>', 'kvstore lease TTL: a dead node\'s entries vanish after it')
     .option('--hubble-listen <addr>', "also serve Hubble's Observer gRPC API there (unix:///path or host:port)", parseListen)
     .option('--log-level <level>', 'debug, info, warn or error', parseLogLevel, 'info')
     .option('--log-format <format>', 'text (<time> <LEVEL> <message>) or json (one object per line)', parseLogFormat, 'text')
-    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; dockerDriver?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat; forcePartialRestore?: boolean }) => {
+    .action(async (o: { config: string; stateDir?: string; metricsAddr: string; metrics: boolean; events: boolean; docker?: boolean; dockerSocket?: string; dockerDriver?: string; hubbleListen?: string; logLevel: LogLevel; logFormat: LogFormat; forcePartialRestore?: boolean } & KvstoreFlags, cmd: Command) => {
       const logger = makeLogger(o.logLevel, o.logFormat);
       // The runtime (Piscina, the native binding, prom-client) loads only for `run`.
       const { loadRunConfig } = await import('../runtime/config.js');
       const { startSwitch } = await import('../runtime/switch.js');
-      const cfg = loadRunConfig(o.config);
+      let cfg = loadRunConfig(o.config);
+      const { applyKvstoreFlags, CliUsageError } = await import('./run-kvstore.js');
+      try {
+        cfg = applyKvstoreFlags(cfg, o);
+      } catch (e) {
+        if (e instanceof CliUsageError) cmd.error(e.message, { exitCode: 2, code: 'tunswitch.usage' });
+        throw e;
+      }
       let docker: { socketPath?: string; driverName?: string | null } | null = null;
       if (o.docker || o.dockerSocket !== undefined || o.dockerDriver !== undefined) {
         docker = {};

@@ -1,6 +1,6 @@
 /** `tunswitch status`: one screen about the running agent, like `cilium status`. */
 import type { Command } from 'commander';
-import type { StatusInfo } from '../api/types.js';
+import type { KvstoreStatus, StatusInfo } from '../api/types.js';
 import { print, withOutput, type CliContext } from './context.js';
 import { formatKeyValues } from './table.js';
 
@@ -38,7 +38,19 @@ export function formatStatus(st: StatusInfo): string {
     ['Enforcement', st.config.enforcement],
     ['Audit', onOff(st.config.audit)],
     ['Packets', `forwarded ${st.counters.forwarded}, dropped ${st.counters.dropped}`],
+    ...(st.kvstore ? formatKvstoreRows(st.kvstore) : []),
   ]);
+}
+
+function formatKvstoreRows(k: KvstoreStatus): [string, string | number][] {
+  const failed = Object.values(k.operations).reduce((n, c) => n + c.failed, 0);
+  const ok = Object.values(k.operations).reduce((n, c) => n + c.ok, 0);
+  return [
+    ['Kvstore', `${k.state} ${k.url}${k.lastError ? ` (${k.lastError})` : ''}`],
+    ['Node', `${k.node} (${k.nodes} nodes, lease TTL ${k.leaseTtl} s, ${k.leaseRenewals} lease renewals)`],
+    ['Cluster', `${k.identities} identities, ${k.remoteIpcacheEntries} remote ipcache entries${k.remoteIpcacheRejected ? ` (${k.remoteIpcacheRejected} refused: table full)` : ''}`],
+    ['Kvstore ops', `${ok} ok, ${failed} failed, ${k.pendingWrites} queued`],
+  ];
 }
 
 export function register(program: Command, ctx: CliContext): void {

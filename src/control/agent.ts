@@ -34,6 +34,7 @@ import type {
   IpcacheInfo,
   LabelChangeRequest,
   NamedPort,
+  NodeInfo,
   PolicyImportResult,
   PolicyInfo,
   StatusInfo,
@@ -43,6 +44,8 @@ import type {
 import type { DatapathView } from './datapath-view.js';
 import { CONTROL_READER_SLOT, traceFlow, type TraceEnd, type TraceResult } from './trace.js';
 import type { CaptureController, CaptureHandle, CaptureRequest, CaptureSink } from './capture.js';
+import type { AgentHooks } from './agent-hooks.js';
+import { securityLabels } from './labels.js';
 
 export interface TraceRequest {
   src: { endpoint?: string; labels?: string[]; ip?: string };
@@ -151,6 +154,8 @@ export class Agent implements ControlApi {
   metricsText: () => Promise<string> = async () => '';
   /** Packet capture over the shards' capture rings; set by the control thread (null: none). */
   capturer: CaptureController | null = null;
+  /** Cluster mode (src/kvstore/cluster.ts) plugs in here; empty: a single switch. */
+  hooks: AgentHooks = {};
 
   constructor(
     readonly opts: AgentOptions,
@@ -360,7 +365,7 @@ export class Agent implements ControlApi {
       rec.port = att.port;
       rec.tun = att.tun;
       rec.ifname = att.ifname;
-      identity = this.allocator.allocate(rec.labels);
+      identity = await this.allocateIdentity(rec.labels);
       rec.identity = identity.id;
       rec.state = 'ready';
       // Publish: endpoint record, port mapping, ipcache entries, then policy for it.
@@ -369,18 +374,32 @@ export class Agent implements ControlApi {
       if (ipv4) this.ipc.set(`${ipv4}/32`, 'endpoint', { identity: rec.identity, flags: 1 });
       if (ipv6) this.ipc.set(`${ipv6}/128`, 'endpoint', { identity: rec.identity, flags: 1 });
       this.apply(this.compiler.upsertEndpoint(this.compilerEndpoint(rec)));
+      this.hooks.endpointReady?.(this.info(rec));
     } catch (e) {
       this.endpoints.delete(id);
       this.byName.delete(req.name);
       if (ipv4) this.ipam.release4(ipv4);
       if (ipv6) this.ipam.release6(ipv6);
-      if (identity) this.allocator.release(identity.id);
+      if (identity) this.releaseIdentity(identity.id, labels);
       if (rec.port >= 0) await this.ports.detach(rec.port).catch(() => undefined);
       throw e;
     }
     this.pendingRestore.delete(req.name);
     this.persist();
     return this.info(rec);
+  }
+
+  /** Local numbering, or the cluster's through hooks.identityNumber (kvstore mode). */
+  private async allocateIdentity(labels: LabelSet): Promise<Identity> {
+    const number = this.hooks.identityNumber;
+    if (!number) return this.allocator.allocate(labels);
+    const set = securityLabels(labels);
+    return this.allocator.allocateAs(set, await number(set.canonical));
+  }
+
+  private releaseIdentity(id: number, labels: LabelSet): boolean {
+    this.hooks.identityReleased?.(securityLabels(labels).canonical);
+    return this.allocator.release(id);
   }
 
   private find(idOrName: string): EndpointRec {
@@ -417,7 +436,8 @@ export class Agent implements ControlApi {
     if (rec.ipv6) this.ipc.clear(`${rec.ipv6}/128`, 'endpoint');
     this.apply(diff);
     // Releasing the identity may remove it from other endpoints' selections: sync those.
-    if (this.allocator.release(rec.identity)) this.apply(this.compiler.sync());
+    this.hooks.endpointRemoved?.(this.info(rec));
+    if (this.releaseIdentity(rec.identity, rec.labels)) this.apply(this.compiler.sync());
     if (rec.ipv4) this.ipam.release4(rec.ipv4);
     if (rec.ipv6) this.ipam.release6(rec.ipv6);
     if (rec.port >= 0) await this.ports.detach(rec.port);
@@ -639,6 +659,7 @@ export class Agent implements ControlApi {
       this.policyRevision.set(p.key, rev);
     }
     this.persist();
+    this.hooks.policiesImported?.(text, fileName, pols.map((p) => ({ key: p.key, name: p.name })));
     return { revision: rev, policies: pols.map((p) => p.name) };
   }
 
@@ -669,13 +690,16 @@ export class Agent implements ControlApi {
     this.policySources.delete(p.key);
     this.policyRevision.delete(p.key);
     this.persist();
+    this.hooks.policiesDeleted?.([p.key]);
     return { revision: diff.revision, policies: [p.name] };
   }
 
   deleteAllPolicies(): PolicyImportResult {
     const names: string[] = [];
+    const keys: string[] = [];
     let rev = this.compiler.revision;
     for (const p of this.compiler.policyList()) {
+      keys.push(p.key);
       const diff = this.compiler.deletePolicy(p.key);
       this.apply(diff);
       rev = diff.revision;
@@ -684,6 +708,7 @@ export class Agent implements ControlApi {
       this.policyRevision.delete(p.key);
     }
     this.persist();
+    this.hooks.policiesDeleted?.(keys);
     return { revision: rev, policies: names };
   }
 
@@ -838,6 +863,11 @@ export class Agent implements ControlApi {
     const owners = this.ipc.owners(e.cidr);
     const out: IpcacheInfo = { cidr: e.cidr, identity: e.identity, source: owners[0] ?? 'api', owners };
     if (e.tunnel) out.tunnel = formatV4(e.tunnel);
+    const node = this.hooks.ipcacheNode?.(e.cidr);
+    if (node !== undefined) {
+      out.source = 'kvstore';
+      out.node = node;
+    }
     return out;
   }
 
@@ -969,7 +999,21 @@ export class Agent implements ControlApi {
       offload: this.opts.offload,
       config: this.getConfig(),
       counters: totals,
+      ...(this.hooks.status ? { kvstore: this.hooks.status() } : {}),
     };
+  }
+
+  /**
+   * Publishes what changed outside the agent's own calls: identities added or removed in the
+   * allocator by the kvstore (other nodes' numbers), remote ipcache entries. One revision.
+   */
+  resync(): void {
+    this.apply(this.compiler.sync());
+  }
+
+  /** Cluster nodes (kvstore mode); empty for a single switch. */
+  listNodes(): NodeInfo[] {
+    return this.hooks.listNodes ? this.hooks.listNodes() : [];
   }
 
   metrics(): Promise<string> {

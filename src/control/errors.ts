@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   EIDENTITY_NOT_FOUND: 'no identity with that number exists',
   ENETNS_NOT_FOUND: 'the network namespace (or process) an endpoint names does not exist',
   EIDENTITY_EXHAUSTED: 'the identity number space is used up',
+  EIDENTITY_CONFLICT: 'the kvstore gave a number or labels that disagree with a live local identity',
+  EKVSTORE: 'the kvstore (etcd) is unreachable or refused an operation',
   ELABEL_INVALID: 'a label or label selector is malformed',
   ECIDR_INVALID: 'an IP prefix is malformed',
   ECONFIG_INVALID: 'the agent configuration is invalid',

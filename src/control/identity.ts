@@ -188,6 +188,30 @@ export class IdentityAllocator {
     return freeze(rec);
   }
 
+  /**
+   * Takes a reference on the identity for these labels with a number chosen elsewhere (the
+   * kvstore's cluster-wide allocation, src/kvstore/identities.ts). The number must be a
+   * workload number and must not be live with other labels.
+   */
+  allocateAs(labels: LabelSet | Iterable<Label | string>, id: number): Identity {
+    const set = securityLabels(labels instanceof LabelSet ? labels : LabelSet.from(labels));
+    if (!isWorkloadIdentity(id)) throw new TunswitchError('EINTERNAL', `identity ${id} for "${set.canonical}" is not a workload number (256-65535)`);
+    const existing = this.byLabels.get(set.canonical);
+    if (existing !== undefined) {
+      if (existing.id !== id) throw new TunswitchError('EIDENTITY_CONFLICT', `labels "${set.canonical}" have identity ${existing.id} here, not ${id}`);
+      existing.refs++;
+      return freeze(existing);
+    }
+    const other = this.byId.get(id);
+    if (other !== undefined) throw new TunswitchError('EIDENTITY_CONFLICT', `identity ${id} is "${other.labels.canonical}" here, not "${set.canonical}"`);
+    const rec: Rec = { id, labels: set, kind: 'workload', prefix: null, cidr: null, refs: 1 };
+    this.byId.set(id, rec);
+    this.byLabels.set(set.canonical, rec);
+    this.remember(set.canonical, id);
+    this.emit({ added: [freeze(rec)], removed: [] });
+    return freeze(rec);
+  }
+
   /** Takes a reference on the CIDR identity for a prefix (host bits are cleared first). */
   allocateCIDR(prefixText: string): Identity {
     const prefix = parsePrefix(prefixText);

@@ -25,11 +25,19 @@
  *                                   no slot (157 only when E is at its fragment quota)
  *  11. TTL / hop limit              <= 1: 196 TTL_EXCEEDED; else decrement (IPv4 checksum
  *                                   patched incrementally)
- *  12. output                       D's port; else the ipcache's tunnel endpoint (sent through
- *                                   the host port, marked); else the host port; else 151
+ *  12. output                       D's port; else the ipcache's tunnel endpoint through the
+ *                                   underlay port (VXLAN, when the switch has one: outTunnel
+ *                                   is the node to send to, outSrcId the VNI); else the host
+ *                                   port (a tunnel endpoint without underlay: marked in
+ *                                   outTunnel, sent as is); else 151
  *
  * A packet entering from the host port takes the same steps without 2 and 7: its source
  * identity comes from the ipcache (miss: world) and its destination must be a local endpoint.
+ * A packet from the underlay port (decapsulated VXLAN from another node) takes the host
+ * port's steps, but its source identity is the VNI the caller puts in `tunnelSrcId` (Cilium
+ * trusts the tunnel's identity the same way); a negative tunnelSrcId is the drop code the
+ * decapsulation found (183 INVALID_VNI, 166 UNSUPPORTED_L2, 134 INVALID). Its destination
+ * must be a local endpoint, whose ingress policy decides.
  * A packet from a port that is neither an endpoint's nor the host port is dropped at step 2
  * with 203 EP_NOT_READY.
  *
@@ -47,6 +55,7 @@ import {
   DROP_FRAG_NOSUPPORT,
   DROP_FRAG_NOT_FOUND,
   DROP_INVALID_SIP,
+  DROP_INVALID_VNI,
   DROP_TTL_EXCEEDED,
   DROP_UNROUTABLE,
 } from './drop.js';
@@ -58,6 +67,7 @@ import {
   M_CONFIG_FLAGS,
   M_HOST_PORT,
   M_POLICY_REVISION,
+  M_TUNNEL_PORT,
   NO_EP,
   type TableSet,
 } from '../tables/tableset.js';
@@ -125,6 +135,8 @@ export class Pipeline {
   outIpcacheMiss = 0;
   /** Tunnel endpoint (IPv4) when the ipcache names one, else 0. */
   outTunnel = 0;
+  /** Input: source identity (the VNI) of the next packet from the underlay port, or a drop code. */
+  tunnelSrcId = 0;
 
   // ---- per-batch state ----
   private side = 0;
@@ -132,6 +144,8 @@ export class Pipeline {
   private nowMs = 0;
   private revision = 0;
   private cfg = 0;
+  /** Underlay port of this batch's tables, -1 without one. */
+  private tunnelPort = -1;
 
   /** The decision of the enforcement point being evaluated (egress, then ingress). */
   readonly decision: PolicyDecision;
@@ -158,6 +172,12 @@ export class Pipeline {
     this.nowMs = nowMs;
     this.revision = this.tables.meta[M_POLICY_REVISION] as number;
     this.cfg = this.tables.meta[M_CONFIG_FLAGS] as number;
+    this.tunnelPort = (this.tables.meta[M_TUNNEL_PORT] as number) - 1;
+  }
+
+  /** The underlay port of the current batch (-1: none); outputs equal to it go to outTunnel. */
+  get underlayPort(): number {
+    return this.tunnelPort;
   }
 
   endBatch(): void {
@@ -216,6 +236,10 @@ export class Pipeline {
         }
       }
       srcId = eps.identity(ep);
+    } else if (inPort === this.tunnelPort) {
+      // From another node: the VNI is the sender's identity; decap problems drop here.
+      srcId = this.tunnelSrcId;
+      if (srcId <= 0) return this.drop(srcId < 0 ? srcId : DROP_INVALID_VNI, len);
     } else {
       // Only the host port speaks for the host: a port mapped to no endpoint (attached before
       // its endpoint is published, or left over after a removal) must not borrow that role.
@@ -371,6 +395,8 @@ export class Pipeline {
     if (dstEp >= 0) {
       out = eps.port(dstEp);
       this.outDir = DIR_INGRESS;
+    } else if (this.outTunnel !== 0 && this.tunnelPort >= 0) {
+      out = this.tunnelPort; // the caller encapsulates: VNI outSrcId, to outTunnel
     } else if ((this.cfg & CFG_HOST_PORT) !== 0) {
       out = this.tables.meta[M_HOST_PORT] as number;
     } else {

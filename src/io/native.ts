@@ -174,6 +174,26 @@ export interface TunBinding {
   /** Stops watching and releases the handle (idempotent). */
   pollStop(handle: PollHandle): void;
   close(fd: number): void;
+  /** Underlay UDP socket (native/src/udp.c): non-blocking, bound to ipv4:port; returns the fd. */
+  udpOpen(ipv4: number, port: number, bufBytes?: number): number;
+  /**
+   * One recvmmsg: datagram i into slot slots[start+i] at slotOff, at most maxLen bytes;
+   * lens[slot] = length (0: longer than maxLen, dropped); srcs[i] = sender IPv4. Returns n.
+   */
+  udpRecvBatch(
+    fd: number,
+    slab: Uint8Array,
+    slotSize: number,
+    slots: Int32Array,
+    start: number,
+    count: number,
+    lens: Int32Array,
+    slotOff: number,
+    maxLen: number,
+    srcs?: Int32Array,
+  ): number;
+  /** sendmmsg of slab[offsets[i], +lens[i]) to dsts[i]:port; returns datagrams consumed (stops at EAGAIN). */
+  udpSendBatch(fd: number, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, dsts: Int32Array, start: number, count: number, port: number): number;
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

@@ -27,6 +27,11 @@
  *   gro: true                        # coalesce same-flow TCP segments into one GSO write
  *
  * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`.
+ *   kvstore:                         # cluster mode (optional; also run --kvstore/--node-name/--node-ip)
+ *     url: etcd://127.0.0.1:2379
+ *     nodeName: host1                # default: the config's name
+ *     nodeIp: 10.99.0.1              # underlay IPv4: other nodes tunnel to it (VXLAN, UDP 8472)
+ *     leaseTtl: 15                   # seconds; a dead node's entries vanish after this
  */
 import { readFileSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
@@ -65,6 +70,16 @@ export const DEFAULT_QUEUE: Readonly<QueueConfig> = Object.freeze({ limitBytes: 
  */
 export const DEFAULT_TXQUEUELEN = 64;
 
+export interface KvstoreConfig {
+  /** etcd://HOST:PORT */
+  url: string;
+  nodeName: string;
+  nodeIp: string;
+  leaseTtl: number;
+}
+
+export const DEFAULT_LEASE_TTL = 15;
+
 export interface RunConfig {
   name: string;
   pool: { ipv4: Prefix; ipv6?: Prefix };
@@ -90,9 +105,25 @@ export interface RunConfig {
   /** Directory of the config file (policy paths are relative to it). */
   baseDir: string;
   file: string;
+  /** Cluster mode through etcd (src/kvstore/cluster.ts); absent: a single switch. */
+  kvstore?: KvstoreConfig;
+  /**
+   * The VXLAN underlay port (src/runtime/underlay.ts) on ip:8472: with kvstore, its nodeIp;
+   * or alone (run --node-ip without --kvstore) for static tunnel entries (PUT /v1/ipcache).
+   */
+  underlay?: { ip: string };
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas'];
+/** An underlay cannot carry GSO super-packets (no segmentation for the tunnel yet). */
+export function checkUnderlay(cfg: RunConfig, where: string): RunConfig {
+  if (cfg.underlay && cfg.offload) {
+    throw new TunswitchError('ECONFIG_INVALID', `${where}: offload: true with a VXLAN underlay (kvstore/node-ip) is not supported yet (GSO packets are not segmented for the tunnel); set offload: false`);
+  }
+  return cfg;
+}
+
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas', 'kvstore'];
+const KVSTORE_KEYS = ['url', 'nodeName', 'nodeIp', 'leaseTtl'];
 const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'namespace', 'ports'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const QUOTA_KEYS = ['conntrack', 'fragments'];
@@ -284,8 +315,19 @@ export function parseRunConfig(text: string, file: string): RunConfig {
       quotas[k as 'conntrack' | 'fragments'] = v as number;
     }
   }
+  let kvstore: KvstoreConfig | undefined;
+  if (doc.kvstore !== undefined) {
+    const k = doc.kvstore;
+    if (!isObj(k)) fail(short, 'kvstore', `must be a mapping (known: ${KVSTORE_KEYS.join(', ')})`);
+    for (const key of Object.keys(k)) if (!KVSTORE_KEYS.includes(key)) fail(short, `kvstore.${key}`, `unknown field (known: ${KVSTORE_KEYS.join(', ')})`);
+    kvstore = checkKvstore(
+      { url: k.url, nodeName: k.nodeName ?? name, nodeIp: k.nodeIp, leaseTtl: k.leaseTtl ?? DEFAULT_LEASE_TTL },
+      (field, msg) => fail(short, `kvstore.${field}`, msg),
+    );
+  }
 
-  return {
+  return checkUnderlay({
+    ...(kvstore ? { kvstore, underlay: { ip: kvstore.nodeIp } } : {}),
     name,
     io,
     queue,
@@ -305,7 +347,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     quotas,
     baseDir: dirname(file),
     file,
-  };
+  }, short);
 }
 
 /**
@@ -349,4 +391,20 @@ export function parseBytes(v: unknown): number | null {
   if (!m) return null;
   const mult: Record<string, number> = { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30, KB: 1000, MB: 1e6, GB: 1e9, k: 1024, m: 1 << 20 };
   return Number(m[1]) * (m[2] ? (mult[m[2]] as number) : 1);
+}
+
+/**
+ * Checks cluster-mode settings, from the YAML or the command line; `bad(field, msg)` reports
+ * (and throws) with the caller's naming of the field.
+ */
+export function checkKvstore(k: { url: unknown; nodeName: unknown; nodeIp: unknown; leaseTtl: unknown }, bad: (field: string, msg: string) => never): KvstoreConfig {
+  const m = typeof k.url === 'string' ? /^etcd:\/\/([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$/.exec(k.url) : null;
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) bad('url', `${show(k.url)} is not etcd://HOST:PORT`);
+  if (typeof k.nodeName !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(k.nodeName)) {
+    bad('nodeName', `${show(k.nodeName)} must be 1-32 characters of a-z, 0-9 and "-"`);
+  }
+  const ip = typeof k.nodeIp === 'string' ? tryParsePrefix(k.nodeIp, true) : null;
+  if (!ip || ip.family !== 4 || ip.bits !== 32) bad('nodeIp', `${show(k.nodeIp)} is not an IPv4 address (the underlay address of this node)`);
+  if (!Number.isInteger(k.leaseTtl) || (k.leaseTtl as number) < 1 || (k.leaseTtl as number) > 3600) bad('leaseTtl', `${show(k.leaseTtl)} must be an integer from 1 to 3600 (seconds)`);
+  return { url: k.url as string, nodeName: k.nodeName as string, nodeIp: k.nodeIp as string, leaseTtl: k.leaseTtl as number };
 }

@@ -12,7 +12,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { existsSync, readFileSync } from 'node:fs';
 import type { ApiServerOptions } from '../api/server.js';
 import { resolve } from 'node:path';
-import { TableSet, TableSetWriter, type TableSetShared } from '../tables/tableset.js';
+import { M_TUNNEL_PORT, TableSet, TableSetWriter, UNDERLAY_PORT, type TableSetShared } from '../tables/tableset.js';
+import { VXLAN_OVERHEAD } from '../datapath/vxlan.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
 import type { QueueSettings, RuntimeInfo } from '../api/types.js';
 import { TunswitchError } from '../control/errors.js';
@@ -30,6 +31,8 @@ import type { DriverHost, NetworkSubnet } from '../docker/driver.js';
 import { buildMetrics } from '../observe/metrics.js';
 import { CaptureController } from '../control/capture.js';
 import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
+import { KvCluster } from '../kvstore/cluster.js';
+import { registerKvMetrics, registerVxlanMetrics } from '../kvstore/metrics.js';
 
 export interface ControlInit {
   cfg: RunConfig;
@@ -145,7 +148,8 @@ class TunPorts implements PortManager {
         tun: dev.name,
         netns: spec.netns !== undefined ? { name: spec.netns } : { pid: spec.pid as number },
         ifname: 'eth0',
-        mtu: this.cfg.mtu,
+        // With a VXLAN underlay the endpoint MTU leaves room for the 50-byte encapsulation.
+        mtu: this.cfg.underlay ? this.cfg.mtu - VXLAN_OVERHEAD : this.cfg.mtu,
         txqueuelen: this.cfg.txqueuelen,
         routes: spec.routes,
         defaultRoute: spec.defaultRoute,
@@ -237,6 +241,7 @@ async function main(): Promise<void> {
     docker?: { stop(): Promise<void> };
     driver?: { close(): Promise<void> };
     dns?: { close(): Promise<void> };
+    kv?: KvCluster;
   } = {};
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
@@ -272,6 +277,21 @@ async function main(): Promise<void> {
     const prefixes = [cfg.pool.ipv4.text];
     if (cfg.pool.ipv6) prefixes.push(cfg.pool.ipv6.text);
     poolClaims.push(claimPools(prefixes, `switch "${cfg.name}" (pid ${process.pid}, API ${init.socket})`));
+  }
+
+  // VXLAN underlay port (opened by the main thread): packets to tunnel endpoints go there.
+  if (cfg.underlay) {
+    writer.setMeta(M_TUNNEL_PORT, UNDERLAY_PORT + 1);
+    writer.bumpPolicyRevision();
+    writer.commit();
+  }
+
+  // Cluster mode: join etcd before any endpoint, so endpoints get cluster-wide identities.
+  if (cfg.kvstore) {
+    const k = cfg.kvstore;
+    const kv = new KvCluster(agent, { url: k.url, node: k.nodeName, nodeIp: k.nodeIp, leaseTtl: k.leaseTtl, log });
+    started.kv = kv;
+    await kv.start(); // rejects (fatal) when etcd does not answer within 10 s
   }
 
   // Host port: reserved:host traffic and the way to the world.
@@ -366,6 +386,8 @@ async function main(): Promise<void> {
   started.timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
 
   const metrics = buildMetrics(agent, view, init.rt.ioStats);
+  if (started.kv) registerKvMetrics(metrics.registry, started.kv);
+  if (cfg.underlay) registerVxlanMetrics(metrics.registry, init.rt.counters);
   agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');
@@ -491,6 +513,8 @@ async function main(): Promise<void> {
     await ports.closeAll();
     for (const c of poolClaims) c.release();
     for (const n of dockerNets.values()) n.claim?.release();
+    // Leave the cluster: revoking the lease deletes this node's keys at once.
+    if (started.kv) await started.kv.stop(true).catch((e: unknown) => log(`kvstore: stop: ${(e as Error).message}`));
     send({ type: 'stopped' });
   }
 }

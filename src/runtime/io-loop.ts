@@ -19,7 +19,7 @@
  * is free at all the loop stops reading and the kernel's TUN queue (small txqueuelen) fills.
  */
 import { loadBinding, type PollHandle, type TunBinding, type UringHandle } from '../io/native.js';
-import { MAX_PORTS } from '../tables/tableset.js';
+import { MAX_PORTS, UNDERLAY_PORT } from '../tables/tableset.js';
 import { ShardRing } from './ring.js';
 import {
   MAX_BATCH,
@@ -76,6 +76,9 @@ export class IoLoop {
 
   /** I/O thread counters (IO_* slots): shared so the control thread can export them. */
   readonly stats: Float64Array;
+
+  /** underlay hook: decapsulates datagrams read from UNDERLAY_PORT (null: no underlay). */
+  underlay: { decapSlot(slot: number, len: number): number } | null = null;
 
   constructor(
     readonly rt: RuntimeShared,
@@ -248,9 +251,11 @@ export class IoLoop {
     }
     for (let i = 0; i < n; i++) {
       const slot = sc[i] as number;
-      const len = this.scratchLen[i] as number;
+      const from = port >= 0 ? port : (this.scratchPort[i] as number);
+      // underlay hook: a VXLAN datagram becomes its inner packet in place (src/runtime/underlay.ts)
+      const len = from === UNDERLAY_PORT && this.underlay !== null ? this.underlay.decapSlot(slot, this.scratchLen[i] as number) : (this.scratchLen[i] as number);
       this.lens[slot] = len;
-      this.inPort[slot] = port >= 0 ? port : (this.scratchPort[i] as number);
+      this.inPort[slot] = from;
       this.rxMs[slot] = now;
       const off = slot * slotSize + this.hdr;
       const k = shardOf(this.buf, off, len - this.hdr, shards);

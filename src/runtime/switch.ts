@@ -17,6 +17,7 @@ import { ConntrackTable } from '../tables/conntrack.js';
 import { FragmentTable } from '../tables/fragments.js';
 import { EventRing, createCounters } from '../tables/events.js';
 import { IoLoop, type IoEngineName } from './io-loop.js';
+import { UnderlayReader, UNDERLAY_PORT } from './underlay.js';
 import { createRuntimeShared, IO_CRASH_DROPS, IO_CRASH_FREED, IO_FREE_SLOTS, IO_SLOTS, IO_STATS_SLOTS, type RuntimeShared } from './shared.js';
 import { EgressQueues } from './egress.js';
 import { ShardRing } from './ring.js';
@@ -97,6 +98,12 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
   }
 
   const io = new IoLoop(rt, VNET_HDR_LEN, engine);
+  // underlay hook: a UDP socket on node-ip:8472 read like a TUN port, decapsulated in dispatch
+  const underlay = cfg.underlay ? new UnderlayReader(rt, VNET_HDR_LEN, cfg.underlay.ip) : null;
+  if (underlay) {
+    io.underlay = underlay;
+    io.addPort(UNDERLAY_PORT, underlay.fd);
+  }
   const health = new Int32Array(rt.health);
   const control = tables.control;
 
@@ -211,6 +218,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
     stopping = true;
     clearInterval(slabTimer);
     io.stop();
+    underlay?.close();
     await sup.stop();
     await ctl.terminate();
   }

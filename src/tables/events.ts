@@ -161,7 +161,12 @@ export const C_POLICY_EVENTS = C_TRACE_EVENTS + 1;
 export const C_DROP_EVENTS = C_POLICY_EVENTS + 1;
 export const C_BATCH_HIST = C_DROP_EVENTS + 1;
 export const BATCH_HIST_BUCKETS = 12;
-export const COUNTER_SLOTS = C_BATCH_HIST + BATCH_HIST_BUCKETS;
+/** VXLAN packets and bytes (UDP payload) sent to / received from other nodes (src/runtime/underlay.ts). */
+export const C_VXLAN_TX_PKTS = C_BATCH_HIST + BATCH_HIST_BUCKETS;
+export const C_VXLAN_TX_BYTES = C_VXLAN_TX_PKTS + 1;
+export const C_VXLAN_RX_PKTS = C_VXLAN_TX_BYTES + 1;
+export const C_VXLAN_RX_BYTES = C_VXLAN_RX_PKTS + 1;
+export const COUNTER_SLOTS = C_VXLAN_RX_BYTES + 1;
 
 export function createCounters(): Float64Array {
   return new Float64Array(new SharedArrayBuffer(COUNTER_SLOTS * 8));

@@ -12,6 +12,8 @@
  *                        (ingress from reserved:host is allowed when no rule decides, as Cilium)
  *   2  HOST_PORT         output port index of the host port (valid when bit1 is set)
  *   3  HOST_IDENTITY     identity of the host port's own addresses (1, reserved:host)
+ *   4  TUNNEL_PORT       1 + the port index of the underlay (VXLAN) port; 0: no tunnel, and
+ *                        packets to a tunnel endpoint leave through the host port as before
  *
  * portToEp (u32 per port, MAX_PORTS entries): the endpoint index behind each input port,
  * 0xffffffff for the host port and for unused ports. The I/O thread tags each packet with
@@ -29,6 +31,9 @@ export const M_POLICY_REVISION = 0;
 export const M_CONFIG_FLAGS = 1;
 export const M_HOST_PORT = 2;
 export const M_HOST_IDENTITY = 3;
+export const M_TUNNEL_PORT = 4;
+/** The port index of the underlay UDP socket (src/runtime/underlay.ts): the last one. */
+export const UNDERLAY_PORT = MAX_PORTS - 1;
 export const META_WORDS = 16;
 
 export const CFG_AUDIT = 1;

@@ -23,6 +23,8 @@ const required = [
   'ct-create',
   'pipeline-established-v4',
   'pipeline-new-flow-v4',
+  'vxlan-encap-decap-v4',
+  'vxlan-encap4-decap4-v4',
   'publish-100k-policy',
   'heap-growth-per-packet',
 ];
