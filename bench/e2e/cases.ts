@@ -23,13 +23,9 @@ import { join } from 'node:path';
 import { Cleanup, nsRun, sleep } from './proc.js';
 import { BENCH_PORT, BENCH_PORT2, type Topology } from './systems.js';
 
-export type CaseId = 'tcp1' | 'tcp4' | 'udp64' | 'rtt1' | 'rtt4' | 'fair' | 'cpu';
-export const CASES: readonly CaseId[] = ['tcp1', 'tcp4', 'udp64', 'rtt1', 'rtt4', 'fair', 'cpu'];
-/** Other names accepted by --cases. */
-export const CASE_ALIASES: Readonly<Record<string, readonly CaseId[]>> = {
-  ping: ['rtt1'],
-  rtt: ['rtt1', 'rtt4'],
-};
+import { CASES, CASE_ALIASES, parseCases, type CaseId } from './options.js';
+export { CASES, CASE_ALIASES, parseCases, type CaseId };
+
 export const CASE_LABELS: Readonly<Record<CaseId, string>> = {
   tcp1: 'TCP 1 stream',
   tcp4: 'TCP 4 streams',
@@ -84,21 +80,6 @@ export interface Measurement {
   value: number;
   /** Supporting numbers (retransmits, offered rate, loss, samples, CPU seconds). */
   extra: Record<string, number>;
-}
-
-/** Case ids for a --cases list (aliases expanded, duplicates removed, in CASES order). */
-export function parseCases(s: string): CaseId[] {
-  const want = new Set<CaseId>();
-  for (const raw of s.split(',')) {
-    const v = raw.trim();
-    if (v === '') continue;
-    const alias = CASE_ALIASES[v];
-    if (alias) for (const c of alias) want.add(c);
-    else if ((CASES as readonly string[]).includes(v)) want.add(v as CaseId);
-    else throw new Error(`--cases: "${v}" is not one of ${[...CASES, ...Object.keys(CASE_ALIASES)].join(', ')}`);
-  }
-  if (want.size === 0) throw new Error('--cases: the list is empty');
-  return CASES.filter((c) => want.has(c));
 }
 
 /** UDP payload bytes so that the IPv4 packet is 64 bytes. */

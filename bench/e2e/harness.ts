@@ -36,7 +36,7 @@ import {
   type SystemOutcome,
   type Target,
 } from './report.js';
-import { BENCH_PORT, SYSTEMS, SystemUnavailable, buildCBinary, buildSystem, checkReach, systemById, type SystemSpec } from './systems.js';
+import { BENCH_PORT, SystemUnavailable, buildCBinary, buildSystem, checkReach, systemById, type SystemSpec } from './systems.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** <outDir>/bench/e2e -> the repository root. */
@@ -91,7 +91,8 @@ export interface BenchReport {
   profiles: Record<string, ProfileSummary[]>;
 }
 
-export const SYSTEM_IDS: readonly string[] = SYSTEMS.map((s) => s.id);
+export { SYSTEM_IDS } from './options.js';
+import { SYSTEM_IDS } from './options.js';
 export { CASES };
 
 async function uptime(): Promise<string> {

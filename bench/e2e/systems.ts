@@ -27,6 +27,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiClient } from '../../src/api/client.js';
 import { Cleanup, must, nsRun, sh, sleep, type Background } from './proc.js';
+import { SYSTEM_IDS } from './options.js';
 
 export type SystemKind = 'veth' | 'ovs' | 'fwd' | 'tunswitch';
 
@@ -71,6 +72,11 @@ export const SYSTEMS: readonly SystemSpec[] = [
   { id: 'ts-w1-noev', label: 'tunswitch w1 no events', kind: 'tunswitch', offload: false, workers: 1, short: 't1n', events: 'off', io: 'auto', colour: '#17becf' },
   { id: 'ts-w1-obs', label: 'tunswitch w1 observe -f', kind: 'tunswitch', offload: false, workers: 1, short: 't1f', events: 'follow', io: 'auto', colour: '#e377c2' },
 ];
+
+// The CLI lists system ids without loading this module (options.ts); keep the two equal.
+if (SYSTEMS.map((x) => x.id).join(',') !== SYSTEM_IDS.join(',')) {
+  throw new Error(`bench: SYSTEM_IDS in options.ts (${SYSTEM_IDS.join(',')}) differ from SYSTEMS (${SYSTEMS.map((x) => x.id).join(',')})`);
+}
 
 export function systemById(id: string): SystemSpec | undefined {
   return SYSTEMS.find((s) => s.id === id);

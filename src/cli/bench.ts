@@ -14,11 +14,8 @@ import type { CliContext } from './context.js';
 import { outputOf, parseNonNegativeInt, parsePositiveInt, UsageError, withOutput } from './context.js';
 // The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
 import type { BenchOptions } from '../../bench/e2e/harness.js';
-import { CASES, CASE_ALIASES, parseCases } from '../../bench/e2e/cases.js';
-import { DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, parseList } from '../../bench/e2e/options.js';
-import { SYSTEMS } from '../../bench/e2e/systems.js';
+import { CASES, CASE_ALIASES, DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, SYSTEM_IDS, parseCases, parseList } from '../../bench/e2e/options.js';
 
-const SYSTEM_IDS: readonly string[] = SYSTEMS.map((s) => s.id);
 
 
 interface BenchFlags {

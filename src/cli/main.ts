@@ -17,48 +17,57 @@ import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
 import { makeContext, packageVersion, UsageError, type CliContext, type RegisterFn } from './context.js';
 import { suggestionFor, userWords } from './errors.js';
 import { DiscoverError } from './discover.js';
-import { register as registerStatus } from './status.js';
-import { register as registerEndpoint } from './endpoint.js';
-import { register as registerNamespace } from './namespace.js';
-import { register as registerIdentity } from './identity.js';
-import { register as registerPolicy } from './policy.js';
-import { register as registerIpcache } from './ipcache.js';
-import { register as registerNode } from './node.js';
-import { register as registerCt } from './ct.js';
-import { register as registerConfig } from './config.js';
-import { register as registerMetrics } from './metrics.js';
-import { register as registerRun } from './run.js';
-import { register as registerLab } from './lab.js';
-import { register as registerObserve } from './observe.js';
-import { register as registerMonitor } from './monitor.js';
-import { register as registerCapture } from './capture.js';
-import { register as registerBench } from './bench.js';
-import { register as registerVersion } from './version.js';
-import { register as registerCompletion } from './completion.js';
-import { register as registerHubble } from './hubble.js';
-
-/** Command groups in help order. Add new groups here (run, lab, observe, monitor, capture, bench, trace). */
-export const COMMAND_GROUPS: readonly RegisterFn[] = [
-  registerRun,
-  registerLab,
-  registerStatus,
-  registerEndpoint,
-  registerNamespace,
-  registerIdentity,
-  registerPolicy,
-  registerIpcache,
-  registerNode,
-  registerCt,
-  registerObserve,
-  registerMonitor,
-  registerHubble,
-  registerCapture,
-  registerBench,
-  registerConfig,
-  registerMetrics,
-  registerVersion,
-  registerCompletion,
+/**
+ * Command groups in help order, each loaded only when needed: a command line that names one
+ * group loads that group alone (so `tunswitch observe ...` never loads the lab or bench code);
+ * top-level help, completion and an unknown command load them all. Add new groups here.
+ */
+export const COMMAND_GROUPS: readonly { name: string; load: () => Promise<{ register: RegisterFn }> }[] = [
+  { name: 'run', load: () => import('./run.js') },
+  { name: 'lab', load: () => import('./lab.js') },
+  { name: 'status', load: () => import('./status.js') },
+  { name: 'endpoint', load: () => import('./endpoint.js') },
+  { name: 'namespace', load: () => import('./namespace.js') },
+  { name: 'identity', load: () => import('./identity.js') },
+  { name: 'policy', load: () => import('./policy.js') },
+  { name: 'ipcache', load: () => import('./ipcache.js') },
+  { name: 'node', load: () => import('./node.js') },
+  { name: 'ct', load: () => import('./ct.js') },
+  { name: 'observe', load: () => import('./observe.js') },
+  { name: 'monitor', load: () => import('./monitor.js') },
+  { name: 'hubble', load: () => import('./hubble.js') },
+  { name: 'capture', load: () => import('./capture.js') },
+  { name: 'bench', load: () => import('./bench.js') },
+  { name: 'config', load: () => import('./config.js') },
+  { name: 'metrics', load: () => import('./metrics.js') },
+  { name: 'version', load: () => import('./version.js') },
+  { name: 'completion', load: () => import('./completion.js') },
 ];
+
+/** Options of the program itself that take a value (skipped when looking for the command). */
+const GLOBAL_VALUE_OPTIONS = new Set(['--socket', '--lab']);
+
+/**
+ * The groups a command line needs: the one it names, none for a bare --version, else all
+ * (top-level help, completion, an unknown command that wants a suggestion).
+ */
+export function groupsFor(argv: readonly string[]): readonly { name: string; load: () => Promise<{ register: RegisterFn }> }[] {
+  const args = argv.slice(2);
+  let first: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    first = a;
+    break;
+  }
+  if (first === undefined) return args.includes('-V') || args.includes('--version') ? [] : COMMAND_GROUPS;
+  const g = COMMAND_GROUPS.find((x) => x.name === first);
+  return g === undefined || g.name === 'completion' ? COMMAND_GROUPS : [g];
+}
 
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
@@ -68,11 +77,12 @@ export function oneLine(s: string): string {
   return s.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-export function buildProgram(): Command {
-  return buildProgramWithContext().program;
+/** The whole program, every group registered. */
+export async function buildProgram(): Promise<Command> {
+  return (await buildProgramWithContext(COMMAND_GROUPS)).program;
 }
 
-function buildProgramWithContext(): { program: Command; ctx: CliContext } {
+async function buildProgramWithContext(groups: readonly { load: () => Promise<{ register: RegisterFn }> }[]): Promise<{ program: Command; ctx: CliContext }> {
   const program = new Command('tunswitch');
   program
     .description('a userspace virtual switch with Cilium datapath semantics over TUN devices')
@@ -86,7 +96,8 @@ function buildProgramWithContext(): { program: Command; ctx: CliContext } {
       outputError: (str, write) => write(`Error: ${oneLine(str.replace(/^error:\s*/i, ''))}\n`),
     });
   const ctx = makeContext(program);
-  for (const reg of COMMAND_GROUPS) reg(program, ctx);
+  const mods = await Promise.all(groups.map((g) => g.load()));
+  for (const m of mods) m.register(program, ctx);
   return { program, ctx };
 }
 
@@ -101,7 +112,7 @@ export function exitCodeOf(e: unknown): number {
 
 /** Runs the CLI on `argv` (process.argv form) and returns the exit code. */
 export async function runCli(argv: readonly string[]): Promise<number> {
-  const { program, ctx } = buildProgramWithContext();
+  const { program, ctx } = await buildProgramWithContext(groupsFor(argv));
   try {
     await program.parseAsync(argv as string[]);
     return 0;

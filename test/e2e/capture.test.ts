@@ -115,7 +115,7 @@ describe('tunswitch capture (e2e, root)', () => {
         `import { buildProgram, oneLine } from ${JSON.stringify(pathToFileURL(CLI_MAIN).href)};`,
         `import { register } from ${JSON.stringify(pathToFileURL(CAPTURE_JS).href)};`,
         `import { makeContext } from ${JSON.stringify(pathToFileURL(CONTEXT_JS).href)};`,
-        'const p = buildProgram();',
+        'const p = await buildProgram();',
         "if (!p.commands.some((c) => c.name() === 'capture')) register(p, makeContext(p));",
         'try { await p.parseAsync(process.argv); } catch (e) {',
         "  if (e && e.name === 'CommanderError') process.exitCode = e.exitCode === 0 ? 0 : 2;",
