@@ -865,8 +865,10 @@ export class Agent implements ControlApi {
     if (e.tunnel) out.tunnel = formatV4(e.tunnel);
     const node = this.hooks.ipcacheNode?.(e.cidr);
     if (node !== undefined) {
+      // Remote entries are written by the kvstore watcher, outside the owner layer.
       out.source = 'kvstore';
       out.node = node;
+      if (owners.length === 0) delete out.owners;
     }
     return out;
   }

@@ -480,6 +480,7 @@ describe('writer on a worker thread', () => {
         const stats = new Int32Array(2);
         const n = b.uringWriteBatch(w, Int32Array.of(-1, -1), new Uint8Array(64), Int32Array.of(0, 32), Int32Array.of(20, 20), 0, 2, stats);
         parentPort.postMessage([n, stats[0], stats[1]]);
+        setInterval(() => undefined, 1000); // stay alive until terminated
       });`;
     const w = new Worker(code, { eval: true });
     try {
