@@ -21,7 +21,7 @@
  *   quotas:                          # percent of a shard's table one endpoint may hold
  *     conntrack: 50                  # (1-100, 100 = no quota; see tables/conntrack.ts)
  *     fragments: 50
- *   io: auto                         # I/O engine: auto (io_uring where it runs) | uring | readwrite
+ *   io: auto                         # I/O engine: auto (read/write, measured faster here) | uring | readwrite
  *   queue: { limitBytes: 4MiB, target: 5ms, interval: 100ms }   # egress queue of every port
  *   txqueuelen: 64                   # endpoint TUN queue (packets the kernel holds before we read)
  *   gro: true                        # coalesce same-flow TCP segments into one GSO write

@@ -163,8 +163,8 @@ describe('multi-node: two switches over etcd and VXLAN', { timeout: 280_000 }, (
         `pool: { ipv4: ${h.pool} }`,
         'workers: 2',
         'hostPort: false',
-        // Both I/O engines carry the underlay: h1 takes io_uring where it runs, h2 read/write.
-        `io: ${h.name === 'h2' ? 'readwrite' : 'auto'}`,
+        // Both I/O engines carry the underlay: h1 io_uring, h2 read/write.
+        `io: ${h.name === 'h2' ? 'readwrite' : 'uring'}`,
         'nodes:',
         ...h.eps.map(([n, app, ip]) => `  ${n}: { labels: { app: ${app} }, ipv4: ${ip}, defaultRoute: true }`),
       ];
