@@ -162,9 +162,10 @@ export class IoLoop {
     for (let k = 0; k < this.shards; k++) this.nFree = (this.rings[k] as ShardRing).reclaim(this.free, this.nFree, this.owner);
   }
 
-  /** After a shard's recovery put slots back on the free list. */
-  afterRecovery(): void {
+  /** Reclaims returned slots and, with io_uring, hands every free slot to the kernel. */
+  refill(): void {
     if (this.engine === 'uring') this.provideFree();
+    else this.reclaim();
   }
 
   /** Reclaims, then (uring) hands every free slot to the kernel. */

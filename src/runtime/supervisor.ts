@@ -64,7 +64,6 @@ interface ShardState {
   replacing: boolean;
   deaths: number[];
   timer: ReturnType<typeof setTimeout> | null;
-  lastReason: string;
   runningSince: number;
 }
 
@@ -78,7 +77,7 @@ export class Supervisor {
     private readonly h: SupervisorHooks,
   ) {
     for (let k = 0; k < shards; k++) {
-      this.st.push({ pool: null, done: null, generation: 0, startedAt: 0, lastAlive: 0, lastAliveAt: 0, replacing: false, deaths: [], timer: null, lastReason: '', runningSince: 0 });
+      this.st.push({ pool: null, done: null, generation: 0, startedAt: 0, lastAlive: 0, lastAliveAt: 0, replacing: false, deaths: [], timer: null, runningSince: 0 });
     }
   }
 
@@ -86,10 +85,6 @@ export class Supervisor {
     for (let k = 0; k < this.shards; k++) this.start(k);
     this.watch = setInterval(() => this.check(), WATCH_MS);
     this.watch.unref();
-  }
-
-  lastReason(k: number): string {
-    return (this.st[k] as ShardState).lastReason;
   }
 
   private start(k: number): void {
@@ -161,7 +156,6 @@ export class Supervisor {
       if (this.h.stopping()) return;
       const rep = this.h.recover(k);
       this.restarts++;
-      s.lastReason = reason;
       const now = Date.now();
       s.deaths.push(now);
       while (s.deaths.length > 0 && now - (s.deaths[0] as number) > CRASH_LOOP_WINDOW_MS) s.deaths.shift();

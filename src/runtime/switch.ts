@@ -69,7 +69,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
   const slots = cfg.offload ? 1024 : 8192;
   const ctCapacity = opts.ctCapacity ?? 1 << 17;
   const fragCapacity = 4096;
-  const engine = chooseEngine(cfg.io, log);
+  const engine = chooseEngine(cfg.io);
 
   const tables = TableSet.create();
   const base = createRuntimeShared({ shards, slots, slotSize, vnetHdr: true });
@@ -137,7 +137,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
       io.nFree = r.nFree;
       if (r.report.killer >= 0) io.stats[IO_CRASH_DROPS]++;
       io.stats[IO_CRASH_FREED] += r.report.freed;
-      io.afterRecovery();
+      io.refill();
       return r.report;
     },
     ring: (k) => io.rings[k] as ShardRing,
@@ -150,8 +150,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
   // Slab accounting for metrics: reclaim and sample the free slots ten times a second.
   io.stats[IO_SLOTS] = slots;
   const slabTimer = setInterval(() => {
-    io.reclaim();
-    io.afterRecovery();
+    io.refill();
     io.stats[IO_FREE_SLOTS] = io.freeSlots;
   }, 100);
   slabTimer.unref();
@@ -242,7 +241,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
  * 7.9), although io_uring makes 25x fewer system calls per packet (bench/io/uring.ts): the
  * reads move into task work on the same I/O thread. `io: uring` asks for io_uring.
  */
-export function chooseEngine(want: 'auto' | 'uring' | 'readwrite', _log: (m: string) => void): IoEngineName {
+export function chooseEngine(want: 'auto' | 'uring' | 'readwrite'): IoEngineName {
   if (want !== 'uring') return 'readwrite';
   const b = loadBinding();
   const probe = typeof b.uringProbe === 'function' ? b.uringProbe() : { available: false, reason: 'binding has no io_uring engine' };
