@@ -8,7 +8,10 @@
  *      the new generation (ring.ts), then RUNNING.
  *   2. watch (every WATCH_MS): a STARTING shard not ready within READY_TIMEOUT_MS, or a
  *      RUNNING shard whose ALIVE heartbeat has not moved for STUCK_MS, is replaced. A task
- *      that settles (the thread died, or the loop threw) is replaced at once.
+ *      that settles (the thread died, or the loop threw) is replaced at once. Time the watch
+ *      itself did not get to run (the main thread was starved: a loaded machine, a long GC)
+ *      is not held against a worker: both clocks move on by the gap, so a busy machine does
+ *      not turn slow start-ups into a restart loop.
  *   3. replace: destroy the old pool (its thread is gone when that resolves), then recover
  *      the shard's slots (ring.ts recover(): every slot is accounted for; only the packet
  *      being processed is dropped), then start again.
@@ -34,9 +37,16 @@ import {
 } from './shared.js';
 
 export const WATCH_MS = 100;
-export const READY_TIMEOUT_MS = 1000;
+/**
+ * A worker thread loads the shard loop's modules and attaches the tables before it is ready:
+ * about 100 ms on a quiet machine, seen above 1 s with the machine's two cores at load 11
+ * (the 1000 ms this was first restarted shards in a loop there).
+ */
+export const READY_TIMEOUT_MS = 5000;
 /** An idle worker beats every 100 ms (shard.ts IDLE_WAIT_MS); a busy one every loop. */
-export const STUCK_MS = 1000;
+export const STUCK_MS = 2000;
+/** A watch tick later than this after the previous one means the main thread was starved. */
+const WATCH_LATE_MS = 4 * WATCH_MS;
 export const CRASH_LOOP_DEATHS = 5;
 export const CRASH_LOOP_WINDOW_MS = 10_000;
 export const MAX_BACKOFF_MS = 2000;
@@ -52,6 +62,8 @@ export interface SupervisorHooks {
   log(msg: string): void;
   onRestart(k: number, total: number, reason: string, crashLoop: boolean): void;
   stopping(): boolean;
+  /** The clock (ms); Date.now unless a test drives it. */
+  now?(): number;
 }
 
 interface ShardState {
@@ -71,6 +83,7 @@ export class Supervisor {
   restarts = 0;
   private readonly st: ShardState[] = [];
   private watch: ReturnType<typeof setInterval> | null = null;
+  private lastCheckAt = 0;
 
   constructor(
     readonly shards: number,
@@ -81,10 +94,16 @@ export class Supervisor {
     }
   }
 
-  startAll(): void {
+  /** Starts every shard and, unless `watch` is false (a test calls check() itself), the watch. */
+  startAll(watch = true): void {
     for (let k = 0; k < this.shards; k++) this.start(k);
+    if (!watch) return;
     this.watch = setInterval(() => this.check(), WATCH_MS);
     this.watch.unref();
+  }
+
+  private now(): number {
+    return this.h.now ? this.h.now() : Date.now();
   }
 
   private start(k: number): void {
@@ -93,7 +112,7 @@ export class Supervisor {
     if (this.h.stopping()) return;
     const ring = this.h.ring(k);
     s.generation = (Atomics.load(ring.w, R_GENERATION) + 1) | 0;
-    s.startedAt = Date.now();
+    s.startedAt = this.now();
     s.lastAlive = Atomics.load(ring.w, R_ALIVE);
     s.lastAliveAt = s.startedAt;
     Atomics.store(this.h.health, k * HEALTH_WORDS + HEALTH_STATE, SHARD_STARTING);
@@ -110,12 +129,20 @@ export class Supervisor {
     );
   }
 
-  private check(): void {
+  /** One watch tick (see 2. above); the watch timer calls it every WATCH_MS. */
+  check(): void {
     if (this.h.stopping()) return;
-    const now = Date.now();
+    const now = this.now();
+    const gap = this.lastCheckAt === 0 ? 0 : now - this.lastCheckAt - WATCH_MS;
+    this.lastCheckAt = now;
     for (let k = 0; k < this.shards; k++) {
       const s = this.st[k] as ShardState;
       if (s.replacing || s.pool === null) continue;
+      if (gap > WATCH_LATE_MS - WATCH_MS) {
+        // the watch itself was starved: the workers (same machine) get the same grace
+        s.startedAt += gap;
+        s.lastAliveAt += gap;
+      }
       const w = this.h.ring(k).w;
       const hb = k * HEALTH_WORDS;
       const state = Atomics.load(this.h.health, hb + HEALTH_STATE);
@@ -156,7 +183,7 @@ export class Supervisor {
       if (this.h.stopping()) return;
       const rep = this.h.recover(k);
       this.restarts++;
-      const now = Date.now();
+      const now = this.now();
       s.deaths.push(now);
       while (s.deaths.length > 0 && now - (s.deaths[0] as number) > CRASH_LOOP_WINDOW_MS) s.deaths.shift();
       const looping = s.deaths.length >= CRASH_LOOP_DEATHS;
