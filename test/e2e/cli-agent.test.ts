@@ -88,11 +88,14 @@ describe('tunswitch run: logs, SIGHUP, stale socket', () => {
   it('a socket left by a crashed agent is replaced', async () => {
     const a = startAgent(dir, ['--log-level', 'warn']);
     agents.push(a);
-    await a.ready.catch(() => undefined);
-    // --log-level warn hides the info lines (ready is info), so wait for the socket instead.
+    // --log-level warn hides the info lines (ready is info), so wait until the API answers.
     const sock = join(dir, 'tunswitch.sock');
-    for (let i = 0; i < 300 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
-    assert.ok(existsSync(sock), `got no socket; log:\n${a.log()}`);
+    let up = false;
+    for (let i = 0; i < 300 && !up; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      up = existsSync(sock) && (await sh(process.execPath, [CLI_MAIN, '--socket', sock, 'status', '-o', 'json'])).code === 0;
+    }
+    assert.ok(up, `got no answering socket after 30 s; log:\n${a.log()}`);
     a.child.kill('SIGKILL');
     await a.exited;
     assert.ok(statSync(sock).isSocket(), 'the crashed agent left its socket behind (the case under test)');
