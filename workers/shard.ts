@@ -24,7 +24,8 @@ import { Pipeline } from '../src/datapath/pipeline.js';
 import { TableSet, type TableSetShared } from '../src/tables/tableset.js';
 import { ConntrackTable } from '../src/tables/conntrack.js';
 import { FragmentTable } from '../src/tables/fragments.js';
-import { EventRing, C_BATCHES, C_PACKETS, C_BUSY_NS, C_BATCH_HIST, BATCH_HIST_BUCKETS, C_DROP_PKTS, C_DROP_BYTES } from '../src/tables/events.js';
+import { EventRing, C_BATCHES, C_PACKETS, C_BUSY_NS, C_BATCH_HIST, BATCH_HIST_BUCKETS, countDrop } from '../src/tables/events.js';
+import { DIR_INGRESS } from '../src/proto/direction.js';
 import { MAX_BATCH, sharedNowMs, type RuntimeShared } from '../src/runtime/shared.js';
 import { ShardRing } from '../src/runtime/ring.js';
 import { MAX_PORTS } from '../src/tables/tableset.js';
@@ -297,7 +298,5 @@ function histBucket(n: number): number {
 }
 
 function countTxDrops(counters: Float64Array, n: number, bytes: number): void {
-  const reason = -DROP_WRITE_ERROR;
-  counters[C_DROP_PKTS + reason * 2 + 0] += n;
-  counters[C_DROP_BYTES + reason * 2 + 0] += bytes;
+  countDrop(counters, DROP_WRITE_ERROR, DIR_INGRESS, n, bytes);
 }

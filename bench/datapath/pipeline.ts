@@ -24,7 +24,7 @@ import { EventRing, createCounters } from '../../src/tables/events.js';
 import { EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../../src/tables/endpoints.js';
 import { TableSetWriter, type TableSet } from '../../src/tables/tableset.js';
 import { MAX_BATCH } from '../../src/runtime/shared.js';
-import { TCP_ACK, TCP_PSH, TCP_SYN } from '../../src/datapath/packet.js';
+import { TCP_ACK, TCP_PSH, TCP_SYN } from '../../src/proto/ip.js';
 import { PacketSlab, ipv4Tcp } from '../../test/helpers/packets.js';
 import type { MicroCase } from '../micro.js';
 

@@ -15,7 +15,8 @@
  * Like the pipeline, both use one reused PacketInfo: each op first copies its 5-tuple and TCP
  * flags (5 words) from a typed array into it, as parsePacket would from the packet (~1-2 ns).
  */
-import { PacketInfo, IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../../src/datapath/packet.js';
+import { PacketInfo } from '../../src/datapath/packet.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../../src/proto/ip.js';
 import { ConntrackTable } from '../../src/tables/conntrack.js';
 import type { Rand } from '../../test/helpers/rand.js';
 import type { MicroCase } from '../micro.js';

@@ -16,15 +16,8 @@
  *                        entries are built beforehand (compiling is not publishing); the table,
  *                        log and writer are made fresh in beforeEach, untimed.
  */
-import {
-  DIR_EGRESS,
-  DIR_INGRESS,
-  L4_FULL_PREFIX,
-  L4_PROTO_PREFIX,
-  PolicyTable,
-  PolicyTableWriter,
-  type PolicyEntry,
-} from '../../src/tables/policy.js';
+import { L4_FULL_PREFIX, L4_PROTO_PREFIX, PolicyTable, PolicyTableWriter, type PolicyEntry } from '../../src/tables/policy.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import { PublishControl, WriteLog } from '../../src/tables/publish.js';
 import type { TableSetWriter } from '../../src/tables/tableset.js';
 import type { Rand } from '../../test/helpers/rand.js';

@@ -21,23 +21,8 @@
 import { TunswitchError } from './errors.js';
 import { LabelSet, makeLabel, securityLabels, type Label } from './labels.js';
 import { parsePrefix, type Prefix } from './cidr.js';
+import { RESERVED_IDENTITY, MIN_WORKLOAD_IDENTITY, MAX_WORKLOAD_IDENTITY, LOCAL_IDENTITY_FLAG } from '../proto/identity.js';
 
-export const RESERVED_IDENTITY = {
-  host: 1,
-  world: 2,
-  unmanaged: 3,
-  health: 4,
-  init: 5,
-  'remote-node': 6,
-  'kube-apiserver': 7,
-  ingress: 8,
-} as const;
-export type ReservedName = keyof typeof RESERVED_IDENTITY;
-
-export const MIN_WORKLOAD_IDENTITY = 256;
-export const MAX_WORKLOAD_IDENTITY = 65535;
-/** Bit 24 marks a local-scope identity (here: CIDR identities). */
-export const LOCAL_IDENTITY_FLAG = 1 << 24;
 export const MAX_LOCAL_IDENTITY = LOCAL_IDENTITY_FLAG + 0xffffff;
 
 export type IdentityKind = 'reserved' | 'workload' | 'cidr';

@@ -6,7 +6,8 @@
  * endpoints involved.
  */
 import { COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, type TableSet } from '../tables/tableset.js';
-import { DIR_EGRESS, DIR_INGRESS, POLICY_MATCH_NAMES } from '../tables/policy.js';
+import { POLICY_MATCH_NAMES } from '../tables/policy.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../proto/direction.js';
 import { NO_INDEX } from '../tables/events.js';
 import { dropReasonText } from '../datapath/drop.js';
 import { PolicyDecision } from '../datapath/policy-decision.js';
@@ -107,4 +108,3 @@ export function traceFlow(
   return out;
 }
 
-export { DIR_INGRESS };

@@ -15,8 +15,10 @@
  *   230..255     tunswitch's own reasons (things that only exist in a userspace switch:
  *                shard queues, TUN writes). Cilium does not use this range today.
  *
- * All codes fit in a byte, so counter arrays are MAX_DROP_CODE (256) long.
+ * All codes fit in a byte, so counter arrays are MAX_DROP_CODE (256, defined with the counter
+ * layout in src/tables/events.ts) long.
  */
+import { MAX_DROP_CODE } from '../tables/events.js';
 
 export interface DropReason {
   /** Positive reason code, 0..MAX_DROP_CODE-1. */
@@ -27,8 +29,6 @@ export interface DropReason {
   readonly text: string;
 }
 
-/** Counter arrays indexed by reason code are this long. Every code is < MAX_DROP_CODE. */
-export const MAX_DROP_CODE = 256;
 
 export const DROP_OK = 0;
 export const DROP_GENERIC = -2;

@@ -61,7 +61,8 @@
  * here.
  */
 import { csumFold, csumPartial32, ipv4HeaderChecksum, pseudoHeaderSum4, pseudoHeaderSum6 } from './checksum.js';
-import { IPPROTO_TCP, IPPROTO_UDP, PacketInfo, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH } from './packet.js';
+import { PacketInfo } from './packet.js';
+import { IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH } from '../proto/ip.js';
 import {
   IPV4_MIN_HLEN,
   IPV6_HLEN,

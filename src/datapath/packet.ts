@@ -1,3 +1,5 @@
+import type { FlowTuple } from '../proto/tuple.js';
+
 /**
  * PacketInfo: the parsed view of one packet, filled in place by the parser.
  *
@@ -5,11 +7,13 @@
  * start-up and reused for every packet: the hot path never allocates. Every field is a
  * number and is initialised here so the object keeps one hidden class. -1 means "absent".
  *
+ * It is the flow tuple (src/proto/tuple.ts) that conntrack and the fragment table take.
+ *
  * Addresses: IPv4 lives in src0/dst0 as an unsigned 32-bit number in network order
  * (10.0.0.1 = 0x0a000001) with src1..3/dst1..3 = 0. IPv6 uses all four words, word 0 the
  * most significant, each an unsigned 32-bit number.
  */
-export class PacketInfo {
+export class PacketInfo implements FlowTuple {
   /** 4 or 6; 0 before a successful parse. */
   family = 0;
   /** Offset of the IP header in the buffer. */
@@ -58,18 +62,3 @@ export class PacketInfo {
     this.isFragment = 0; this.fragOffset = 0; this.moreFragments = 0; this.ipId = 0;
   }
 }
-
-export const IPPROTO_ICMP = 1;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
-export const IPPROTO_ICMPV6 = 58;
-export const IPPROTO_SCTP = 132;
-
-export const TCP_FIN = 0x01;
-export const TCP_SYN = 0x02;
-export const TCP_RST = 0x04;
-export const TCP_PSH = 0x08;
-export const TCP_ACK = 0x10;
-export const TCP_URG = 0x20;
-export const TCP_ECE = 0x40;
-export const TCP_CWR = 0x80;

@@ -22,14 +22,8 @@
  * by design (RFC 792 quotes the IP header plus 8 bytes): its stated length may exceed the
  * bytes present and only the first 8 bytes of its L4 header (the ports) are required.
  */
-import {
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_SCTP,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-  type PacketInfo,
-} from './packet.js';
+import { type PacketInfo } from './packet.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../proto/ip.js';
 import { DROP_CT_INVALID_HDR, DROP_INVALID, DROP_INVALID_EXTHDR, DROP_UNKNOWN_L3 } from './drop.js';
 
 /*

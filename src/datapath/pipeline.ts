@@ -44,9 +44,12 @@
  * Result: `process()` returns the output port (>= 0) or a negative drop code, and leaves
  * the details in the out* fields. Nothing is allocated per packet.
  */
-import { PacketInfo, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet.js';
+import { PacketInfo } from './packet.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../proto/direction.js';
+import { ID_WORLD } from '../proto/identity.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, isIcmp } from '../proto/ip.js';
 import { parsePacket, parseInner } from './parse.js';
-import { ID_HOST, PolicyDecision } from './policy-decision.js';
+import { PolicyDecision } from './policy-decision.js';
 import { decrementTtl4, decrementHopLimit6 } from './checksum.js';
 import {
   DROP_CT_CREATE_FAILED,
@@ -74,47 +77,22 @@ import {
 import {
   C_AUDITED,
   C_CT_CREATE_FAILED,
-  C_DROP_BYTES,
   C_DROP_EVENTS,
-  C_DROP_PKTS,
-  C_FWD_BYTES,
-  C_FWD_PKTS,
   C_POLICY_EVENTS,
   C_TRACE_EVENTS,
   EV_DROP,
   EV_POLICY,
   EV_TRACE,
-  E_BITS,
-  E_COOKIE,
-  E_DIR,
-  E_DST,
-  E_DST_EP,
-  E_DST_ID,
-  E_L3L4,
-  E_LENGTH,
-  E_PORTS,
-  E_REASON,
-  E_SRC,
-  E_SRC_EP,
-  E_SRC_ID,
-  E_TIME_MS,
-  E_TIME_S,
-  E_TYPE,
-  E_VERDICT,
+  EventWriter,
   NO_INDEX,
   V_AUDIT,
   V_DROPPED,
   V_FORWARDED,
+  countDrop,
+  countForward,
   type EventRing,
 } from '../tables/events.js';
 
-export { ID_HOST };
-export const ID_WORLD = 2;
-export const DIR_INGRESS = 0;
-export const DIR_EGRESS = 1;
-
-/** Events are sampled: a trace at most once per flow per this many seconds (new TCP flags excepted). */
-export const TRACE_INTERVAL_S = 5;
 
 export class Pipeline {
   readonly pi = new PacketInfo();
@@ -153,6 +131,9 @@ export class Pipeline {
   /** Emit policy-verdict and trace events (drops are always reported). */
   eventsEnabled = true;
 
+  /** The encoder of this shard's event records. */
+  private readonly ew: EventWriter;
+
   constructor(
     readonly tables: TableSet,
     readonly ct: ConntrackTable,
@@ -162,6 +143,7 @@ export class Pipeline {
     readonly readerSlot: number,
   ) {
     this.decision = new PolicyDecision(tables);
+    this.ew = new EventWriter(events);
   }
 
   /** Claims one consistent revision of the published tables for a batch. */
@@ -290,8 +272,7 @@ export class Pipeline {
     if (fromHost && dstEp < 0) return this.drop(DROP_UNROUTABLE, len);
 
     // L4 "port" used by policy: ICMP rules carry the ICMP type in the port field.
-    const isIcmp = proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6;
-    const dport = isIcmp ? pi.icmpType : pi.dport;
+    const dport = isIcmp(proto) ? pi.icmpType : pi.dport;
 
     // 6. conntrack
     const ct = this.ct;
@@ -403,8 +384,7 @@ export class Pipeline {
       return this.drop(DROP_UNROUTABLE, len);
     }
     const c = this.counters;
-    c[C_FWD_PKTS + this.outDir]++;
-    c[C_FWD_BYTES + this.outDir] += len;
+    countForward(c, this.outDir, len);
     if (this.eventsEnabled && idx >= 0 && ct.shouldTrace(idx, state === CT_REPLY ? 1 : 0, pi.tcpFlags, this.now)) {
       this.emit(EV_TRACE, 0, this.outAudited !== 0 ? V_AUDIT : V_FORWARDED, len);
       c[C_TRACE_EVENTS]++;
@@ -443,13 +423,10 @@ export class Pipeline {
   }
 
   private drop(code: number, len: number): number {
-    const reason = -code & 0xff;
-    const c = this.counters;
-    c[C_DROP_PKTS + reason * 2 + this.outDir]++;
-    c[C_DROP_BYTES + reason * 2 + this.outDir] += len;
+    countDrop(this.counters, code, this.outDir, 1, len);
     this.outReason = -code;
     this.emit(EV_DROP, -code, V_DROPPED, len);
-    c[C_DROP_EVENTS]++;
+    this.counters[C_DROP_EVENTS]++;
     return code;
   }
 
@@ -476,44 +453,14 @@ export class Pipeline {
   }
 
   private emit(type: number, reason: number, verdict: number, len: number): void {
-    const ev = this.events;
-    const b = ev.reserve();
-    if (b < 0) return;
-    const r = ev.rec;
+    const w = this.ew;
+    if (!w.begin(type, this.now, this.nowMs)) return;
     const pi = this.pi;
-    r[b + E_TYPE] = type;
-    r[b + E_TIME_S] = this.now;
-    r[b + E_TIME_MS] = this.nowMs;
-    r[b + E_REASON] = reason;
-    r[b + E_VERDICT] = verdict;
-    r[b + E_DIR] = this.outDir;
-    r[b + E_SRC_ID] = this.outSrcId;
-    r[b + E_DST_ID] = this.outDstId;
-    r[b + E_L3L4] = (pi.family << 8) | pi.proto;
-    const isIcmp = pi.proto === IPPROTO_ICMP || pi.proto === IPPROTO_ICMPV6;
-    r[b + E_PORTS] = isIcmp
-      ? (((pi.icmpId < 0 ? 0 : pi.icmpId) << 16) | ((pi.icmpType & 0xff) << 8) | (pi.icmpCode & 0xff)) >>> 0
-      : ((pi.sport << 16) | pi.dport) >>> 0;
-    r[b + E_SRC] = pi.src0;
-    r[b + E_SRC + 1] = pi.src1;
-    r[b + E_SRC + 2] = pi.src2;
-    r[b + E_SRC + 3] = pi.src3;
-    r[b + E_DST] = pi.dst0;
-    r[b + E_DST + 1] = pi.dst1;
-    r[b + E_DST + 2] = pi.dst2;
-    r[b + E_DST + 3] = pi.dst3;
-    r[b + E_BITS] =
-      (pi.tcpFlags & 0xff) |
-      ((this.outCtState & 0xf) << 8) |
-      ((this.outMatchType & 0xf) << 12) |
-      ((this.outCtState === CT_REPLY ? 1 : 0) << 16) |
-      (this.outIpcacheMiss << 17) |
-      (this.outAudited << 18);
-    r[b + E_COOKIE] = this.outCookie;
-    r[b + E_SRC_EP] = this.outSrcEp < 0 ? NO_INDEX : this.outSrcEp;
-    r[b + E_DST_EP] = this.outDstEp < 0 ? NO_INDEX : this.outDstEp;
-    r[b + E_LENGTH] = pi.totalLen > 0 ? pi.totalLen : len;
-    ev.commit();
+    w.verdict(reason, verdict, this.outDir);
+    w.peers(this.outSrcId, this.outDstId, this.outSrcEp, this.outDstEp);
+    w.flow(pi);
+    w.state(pi.tcpFlags, this.outCtState, this.outMatchType, this.outCtState === CT_REPLY, this.outIpcacheMiss, this.outAudited, this.outCookie);
+    w.commit(pi.totalLen > 0 ? pi.totalLen : len);
   }
 }
 

@@ -16,12 +16,11 @@
  */
 import { DROP_POLICY, DROP_POLICY_DENY } from './drop.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../tables/endpoints.js';
-import { DIR_INGRESS, POLICY_MATCH_L3_ONLY, POLICY_MATCH_NONE } from '../tables/policy.js';
+import { POLICY_MATCH_L3_ONLY, POLICY_MATCH_NONE } from '../tables/policy.js';
+import { DIR_INGRESS } from '../proto/direction.js';
+import { ID_HOST } from '../proto/identity.js';
 import { CFG_ALLOW_LOCALHOST, CFG_AUDIT, COOKIE_ALLOW_LOCALHOST, type TableSet } from '../tables/tableset.js';
 import { NO_INDEX } from '../tables/events.js';
-
-/** reserved:host */
-export const ID_HOST = 1;
 
 export class PolicyDecision {
   /** Rule cookie that decided (NO_INDEX: none). */

@@ -19,23 +19,12 @@
 import type { FlowEvent } from '../api/types.js';
 import { formatTable as alignedTable, type Cell } from '../cli/table.js';
 import { getFlowsResponse, toProtoJson } from './hubble.js';
+import { PROTO_NUMBERS } from '../proto/ip.js';
+import { reservedName as reservedIdentityName } from '../proto/identity.js';
 
 type Side = FlowEvent['source'];
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-
-/** Names of the reserved identities (Cilium's numbering). */
-const RESERVED_IDENTITIES: Readonly<Record<number, string>> = {
-  1: 'host',
-  2: 'world',
-  3: 'unmanaged',
-  4: 'health',
-  5: 'init',
-  6: 'remote-node',
-};
-
-/** IP protocol numbers by the l4.protocol names toFlow writes. */
-const PROTO_NUMBERS: Readonly<Record<string, number>> = { ICMPv4: 1, TCP: 6, UDP: 17, ICMPv6: 58, SCTP: 132 };
 
 const ICMP4_TYPES: Readonly<Record<number, string>> = {
   0: 'EchoReply',
@@ -86,7 +75,7 @@ function reservedName(side: Side): string | null {
   if (side.identity <= 0 || side.identity >= 256) return null;
   const label = side.labels.find((l) => l.startsWith('reserved:'));
   if (label !== undefined) return label.slice('reserved:'.length).split('=')[0] as string;
-  return RESERVED_IDENTITIES[side.identity] ?? null;
+  return reservedIdentityName(side.identity) ?? null;
 }
 
 function isIcmp(e: FlowEvent): boolean {

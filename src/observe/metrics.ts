@@ -10,12 +10,12 @@ import {
   C_BATCHES,
   C_BATCH_HIST,
   C_BUSY_NS,
-  C_DROP_BYTES,
-  C_DROP_PKTS,
-  C_FWD_BYTES,
-  C_FWD_PKTS,
   C_PACKETS,
-  MAX_REASON,
+  MAX_DROP_CODE,
+  dropBytesSlot,
+  dropPacketsSlot,
+  forwardBytesSlot,
+  forwardPacketsSlot,
 } from '../tables/events.js';
 import { dropReasonText } from '../datapath/drop.js';
 import type { DatapathView } from '../control/datapath-view.js';
@@ -69,18 +69,18 @@ export function buildMetrics(agent: Agent, view: DatapathView, ioStats?: SharedA
     dropBytes.reset();
     fwdCount.reset();
     fwdBytes.reset();
-    for (let r = 1; r < MAX_REASON; r++) {
+    for (let r = 1; r < MAX_DROP_CODE; r++) {
       for (let d = 0; d < 2; d++) {
-        const n = view.sum(C_DROP_PKTS + r * 2 + d);
+        const n = view.sum(dropPacketsSlot(r, d));
         if (n === 0) continue;
         const labels = { reason: dropReasonText(r), direction: DIRS[d] as string };
         dropCount.inc(labels, n);
-        dropBytes.inc(labels, view.sum(C_DROP_BYTES + r * 2 + d));
+        dropBytes.inc(labels, view.sum(dropBytesSlot(r, d)));
       }
     }
     for (let d = 0; d < 2; d++) {
-      fwdCount.inc({ direction: DIRS[d] as string }, view.sum(C_FWD_PKTS + d));
-      fwdBytes.inc({ direction: DIRS[d] as string }, view.sum(C_FWD_BYTES + d));
+      fwdCount.inc({ direction: DIRS[d] as string }, view.sum(forwardPacketsSlot(d)));
+      fwdBytes.inc({ direction: DIRS[d] as string }, view.sum(forwardBytesSlot(d)));
     }
     const st = agent.status();
     if (st.policyRevision > lastRev) {

@@ -20,6 +20,7 @@ import { TunswitchError } from '../control/errors.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
 import { decodePolicyBytes } from '../control/policy/parse.js';
 import { DatapathView } from '../control/datapath-view.js';
+import { toFlow } from '../observe/flow.js';
 import { TunDevice } from '../io/tun.js';
 import { addHostPortNetwork, attachEndpoint, netnsExists, prepareHandoff, removeHostPortNetwork, setupHostPort } from '../io/netns.js';
 import type { NodeConfig, QueueConfig, RunConfig } from './config.js';
@@ -383,7 +384,7 @@ async function main(): Promise<void> {
     ruleName: (c: number) => agent.ruleName(c),
     defaultDenyBy: (ep: number, dir: 'ingress' | 'egress') => agent.defaultDenyBy(ep, dir),
   };
-  started.timer = setInterval(() => view.drainEvents(names, (e) => agent.pushEvent(e)), 100);
+  started.timer = setInterval(() => view.drainEvents((r) => agent.pushEvent(toFlow(r, names))), 100);
 
   const metrics = buildMetrics(agent, view, init.rt.ioStats);
   if (started.kv) registerKvMetrics(metrics.registry, started.kv);

@@ -41,7 +41,8 @@ import { DROP_FRAG_NEEDED, DROP_INVALID, DROP_WRITE_ERROR } from '../datapath/dr
 import { VXLAN_PAYLOAD_HDR, VXLAN_PORT, VxlanResult, vxlanDecapPayload, vxlanEncapPayload } from '../datapath/vxlan.js';
 import type { Pipeline } from '../datapath/pipeline.js';
 import { UNDERLAY_PORT } from '../tables/tableset.js';
-import { C_DROP_BYTES, C_DROP_PKTS, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
+import { countDrop, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
+import { DIR_EGRESS } from '../proto/direction.js';
 import { MAX_BATCH, type RuntimeShared } from './shared.js';
 
 export { UNDERLAY_PORT };
@@ -212,8 +213,6 @@ export class UnderlayShard {
   }
 
   private countDrop(code: number, len: number): void {
-    const reason = -code & 0xff;
-    this.counters[C_DROP_PKTS + reason * 2 + 1]++;
-    this.counters[C_DROP_BYTES + reason * 2 + 1] += len;
+    countDrop(this.counters, code, DIR_EGRESS, 1, len);
   }
 }

@@ -98,7 +98,8 @@
  *   owner counts: OWNER_SLOTS words after the entries, entries held per owner slot
  * ---------------------------------------------------------------------------------------------
  */
-import { PacketInfo, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../datapath/packet.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../proto/ip.js';
+import type { FlowTuple } from '../proto/tuple.js';
 
 export const CT_NEW = 0;
 export const CT_ESTABLISHED = 1;
@@ -397,7 +398,7 @@ export class ConntrackTable {
   // ---- key handling --------------------------------------------------------------------------
 
   /** Fill the scratch keys from pi: kb in pi's orientation, kr reversed. */
-  private loadKeys(pi: PacketInfo): void {
+  private loadKeys(pi: FlowTuple): void {
     const kb = this.kb;
     const kr = this.kr;
     const k0 = (pi.family << 8) | (pi.proto & 0xff);
@@ -455,7 +456,7 @@ export class ConntrackTable {
    * one home slot (ctHashSym), so this is a single probe. Expired entries count as misses; they
    * stay in place until create() reuses them or gc() collects them. Read-only on the table.
    */
-  lookup(pi: PacketInfo, now: number): number {
+  lookup(pi: FlowTuple, now: number): number {
     this.loadKeys(pi);
     const h = ctHashSym(this.kb);
     this.lastHash = h;
@@ -470,7 +471,7 @@ export class ConntrackTable {
    * 1 when the inner packet matches the entry's original orientation (the error goes back to
    * the originator), 0 otherwise. Returns -1 when there is no live entry.
    */
-  lookupRelated(inner: PacketInfo, now: number): number {
+  lookupRelated(inner: FlowTuple, now: number): number {
     this.loadKeys(inner);
     const idx = this.find(ctHashSym(this.kb), now);
     if (idx >= 0) this.lastDir = 1 - this.probeDir;
@@ -486,7 +487,7 @@ export class ConntrackTable {
    * replaces one of its own entries. Returns -1 and counts createFailed when nothing could be
    * evicted (the pipeline's drop 155 CT_CREATE_FAILED).
    */
-  create(pi: PacketInfo, srcIdentity: number, now: number, owner = OWNER_HOST): number {
+  create(pi: FlowTuple, srcIdentity: number, now: number, owner = OWNER_HOST): number {
     this.loadKeys(pi);
     return this.createLoaded(pi, ctHashSym(this.kb), srcIdentity, now, owner);
   }
@@ -495,11 +496,11 @@ export class ConntrackTable {
    * create() for the packet whose lookup() just missed, with no other call on this table in
    * between: reuses the keys and hash that lookup loaded (bench/micro: pipeline-new-flow-v4).
    */
-  createAfterMiss(pi: PacketInfo, srcIdentity: number, now: number, owner = OWNER_HOST): number {
+  createAfterMiss(pi: FlowTuple, srcIdentity: number, now: number, owner = OWNER_HOST): number {
     return this.createLoaded(pi, this.lastHash, srcIdentity, now, owner);
   }
 
-  private createLoaded(pi: PacketInfo, h: number, srcIdentity: number, now: number, owner: number): number {
+  private createLoaded(pi: FlowTuple, h: number, srcIdentity: number, now: number, owner: number): number {
     const w = this.w;
     const quota = w[H_QUOTA] as number;
     if (quota !== 0 && (w[this.own + owner] as number) >= quota && !this.evictNear(h & this.mask, now, owner)) {
@@ -618,7 +619,7 @@ export class ConntrackTable {
    * arrives on a TCP entry that a FIN or RST had started to close: the flags start afresh and
    * the cached policy verdict is dropped (the pipeline treats the flow like a new one).
    */
-  update(idx: number, pi: PacketInfo, dir: number, now: number): number {
+  update(idx: number, pi: FlowTuple, dir: number, now: number): number {
     const w = this.w;
     const b = HEADER_WORDS + (idx << ENTRY_SHIFT);
     let f = w[b + E_FLAGS] as number;

@@ -33,6 +33,8 @@
  *   22 LENGTH    packet length in bytes
  *   23 SEQ       producer sequence number (low 32 bits)
  */
+import type { FlowTuple } from '../proto/tuple.js';
+import { isIcmp } from '../proto/ip.js';
 
 export const EVENT_WORDS = 24;
 export const EV_DROP = 1;
@@ -43,24 +45,33 @@ export const V_DROPPED = 1;
 export const V_AUDIT = 2;
 export const NO_INDEX = 0xffffffff;
 
-export const E_TYPE = 0;
-export const E_TIME_S = 1;
-export const E_TIME_MS = 2;
-export const E_REASON = 3;
-export const E_VERDICT = 4;
-export const E_DIR = 5;
-export const E_SRC_ID = 6;
-export const E_DST_ID = 7;
-export const E_L3L4 = 8;
-export const E_PORTS = 9;
-export const E_SRC = 10;
-export const E_DST = 14;
-export const E_BITS = 18;
-export const E_COOKIE = 19;
-export const E_SRC_EP = 20;
-export const E_DST_EP = 21;
-export const E_LENGTH = 22;
-export const E_SEQ = 23;
+// Record word offsets: private to this file. Everyone else writes through EventWriter and
+// reads through EventReader.
+const E_TYPE = 0;
+const E_TIME_S = 1;
+const E_TIME_MS = 2;
+const E_REASON = 3;
+const E_VERDICT = 4;
+const E_DIR = 5;
+const E_SRC_ID = 6;
+const E_DST_ID = 7;
+const E_L3L4 = 8;
+const E_PORTS = 9;
+const E_SRC = 10;
+const E_DST = 14;
+const E_BITS = 18;
+const E_COOKIE = 19;
+const E_SRC_EP = 20;
+const E_DST_EP = 21;
+const E_LENGTH = 22;
+const E_SEQ = 23;
+
+// E_BITS fields.
+const B_CT_SHIFT = 8;
+const B_MATCH_SHIFT = 12;
+const B_REPLY = 1 << 16;
+const B_IPCACHE_MISS = 1 << 17;
+const B_AUDITED = 1 << 18;
 
 const kHead = 0;
 const kTail = 1;
@@ -136,6 +147,157 @@ export class EventRing {
 }
 
 /**
+ * Writes event records into a ring: the one encoder of the record layout above. One writer
+ * per producer, made at start-up; writing allocates nothing. Use:
+ *
+ *     if (w.begin(EV_DROP, nowS, nowMs)) { w.verdict(...); w.flow(...); ... ; w.commit(); }
+ *
+ * Fields not set keep what the slot held before, so a producer sets every one.
+ */
+export class EventWriter {
+  private readonly r: Uint32Array;
+  private b = -1;
+
+  constructor(readonly ring: EventRing) {
+    this.r = ring.rec;
+  }
+
+  /** Reserves a record and writes its type and time; false when the ring is full (counted lost). */
+  begin(type: number, timeS: number, timeMs: number): boolean {
+    const b = this.ring.reserve();
+    this.b = b;
+    if (b < 0) return false;
+    const r = this.r;
+    r[b + E_TYPE] = type;
+    r[b + E_TIME_S] = timeS;
+    r[b + E_TIME_MS] = timeMs;
+    return true;
+  }
+
+  /** Drop reason (positive code or 0), verdict (V_*) and direction (DIR_*). */
+  verdict(reason: number, verdict: number, dir: number): void {
+    const r = this.r;
+    const b = this.b;
+    r[b + E_REASON] = reason;
+    r[b + E_VERDICT] = verdict;
+    r[b + E_DIR] = dir;
+  }
+
+  /** Source and destination identity and endpoint index (-1: none). */
+  peers(srcId: number, dstId: number, srcEp: number, dstEp: number): void {
+    const r = this.r;
+    const b = this.b;
+    r[b + E_SRC_ID] = srcId;
+    r[b + E_DST_ID] = dstId;
+    r[b + E_SRC_EP] = srcEp < 0 ? NO_INDEX : srcEp;
+    r[b + E_DST_EP] = dstEp < 0 ? NO_INDEX : dstEp;
+  }
+
+  /** Family, protocol, ports (ICMP: type, code, echo id) and addresses of the packet. */
+  flow(t: FlowTuple): void {
+    const r = this.r;
+    const b = this.b;
+    r[b + E_L3L4] = (t.family << 8) | t.proto;
+    r[b + E_PORTS] = isIcmp(t.proto)
+      ? (((t.icmpId < 0 ? 0 : t.icmpId) << 16) | ((t.icmpType & 0xff) << 8) | (t.icmpCode & 0xff)) >>> 0
+      : ((t.sport << 16) | t.dport) >>> 0;
+    r[b + E_SRC] = t.src0;
+    r[b + E_SRC + 1] = t.src1;
+    r[b + E_SRC + 2] = t.src2;
+    r[b + E_SRC + 3] = t.src3;
+    r[b + E_DST] = t.dst0;
+    r[b + E_DST + 1] = t.dst1;
+    r[b + E_DST + 2] = t.dst2;
+    r[b + E_DST + 3] = t.dst3;
+  }
+
+  /** TCP flags, conntrack state, policy match type, the three flags, and the rule cookie. */
+  state(tcpFlags: number, ctState: number, matchType: number, isReply: boolean, ipcacheMiss: number, audited: number, cookie: number): void {
+    const r = this.r;
+    const b = this.b;
+    r[b + E_BITS] =
+      (tcpFlags & 0xff) |
+      ((ctState & 0xf) << B_CT_SHIFT) |
+      ((matchType & 0xf) << B_MATCH_SHIFT) |
+      (isReply ? B_REPLY : 0) |
+      (ipcacheMiss !== 0 ? B_IPCACHE_MISS : 0) |
+      (audited !== 0 ? B_AUDITED : 0);
+    r[b + E_COOKIE] = cookie;
+  }
+
+  /** Packet length in bytes; publishes the record. */
+  commit(length: number): void {
+    this.r[this.b + E_LENGTH] = length;
+    this.ring.commit();
+  }
+}
+
+/**
+ * Reads event records: the one decoder of the record layout above. `at(base)` points it at a
+ * record (a base word from EventRing.peek); the accessors then read its fields.
+ */
+export class EventReader {
+  private readonly r: Uint32Array;
+  private b = 0;
+
+  constructor(readonly ring: EventRing) {
+    this.r = ring.rec;
+  }
+
+  at(base: number): this {
+    if (base < 0 || base + EVENT_WORDS > this.r.length || base % EVENT_WORDS !== 0) throw new RangeError(`event record at word ${base} is not in the ring`);
+    this.b = base;
+    return this;
+  }
+
+  private w(i: number): number {
+    return this.r[this.b + i] as number;
+  }
+
+  get type(): number { return this.w(E_TYPE); }
+  get timeS(): number { return this.w(E_TIME_S); }
+  get timeMs(): number { return this.w(E_TIME_MS); }
+  get reason(): number { return this.w(E_REASON); }
+  get verdict(): number { return this.w(E_VERDICT); }
+  get dir(): number { return this.w(E_DIR); }
+  get srcId(): number { return this.w(E_SRC_ID); }
+  get dstId(): number { return this.w(E_DST_ID); }
+  get family(): number { return this.w(E_L3L4) >>> 8; }
+  get proto(): number { return this.w(E_L3L4) & 0xff; }
+  /** The raw ports word (sport << 16 | dport; ICMP: id << 16 | type << 8 | code). */
+  get ports(): number { return this.w(E_PORTS); }
+  get sport(): number { return this.w(E_PORTS) >>> 16; }
+  get dport(): number { return this.w(E_PORTS) & 0xffff; }
+  get icmpType(): number { return (this.w(E_PORTS) >>> 8) & 0xff; }
+  get icmpCode(): number { return this.w(E_PORTS) & 0xff; }
+  get icmpId(): number { return this.w(E_PORTS) >>> 16; }
+  /** Source address word i (0..3; IPv4 in word 0). */
+  src(i: number): number { return this.w(E_SRC + i); }
+  dst(i: number): number { return this.w(E_DST + i); }
+  get tcpFlags(): number { return this.w(E_BITS) & 0xff; }
+  get ctState(): number { return (this.w(E_BITS) >>> B_CT_SHIFT) & 0xf; }
+  get matchType(): number { return (this.w(E_BITS) >>> B_MATCH_SHIFT) & 0xf; }
+  get isReply(): boolean { return (this.w(E_BITS) & B_REPLY) !== 0; }
+  get ipcacheMiss(): boolean { return (this.w(E_BITS) & B_IPCACHE_MISS) !== 0; }
+  get audited(): boolean { return (this.w(E_BITS) & B_AUDITED) !== 0; }
+  get cookie(): number { return this.w(E_COOKIE); }
+  /** Source endpoint index, NO_INDEX for none. */
+  get srcEp(): number { return this.w(E_SRC_EP); }
+  get dstEp(): number { return this.w(E_DST_EP); }
+  get length(): number { return this.w(E_LENGTH); }
+  get seq(): number { return this.w(E_SEQ); }
+
+  /** Hands each unread record to `fn` (this reader, positioned at it), then consumes them. */
+  drain(fn: (r: EventReader) => void): number {
+    const ring = this.ring;
+    const n = ring.available();
+    for (let k = 0; k < n; k++) fn(this.at(ring.peek(k)));
+    if (n > 0) ring.consume(n);
+    return n;
+  }
+}
+
+/**
  * Per-shard counters (Float64Array over shared memory; one writer, the shard's worker).
  * Readers sum the shards. Layout (f64 slots):
  *
@@ -146,10 +308,11 @@ export class EventRing {
  *   RT_*                               runtime counters (see the constants)
  *   BATCH_HIST  + bucket               batch sizes, bucket b counts sizes in (2^(b-1), 2^b]
  */
-export const MAX_REASON = 256;
+/** Drop reason codes (src/datapath/drop.ts) are below this: the counters' reason dimension. */
+export const MAX_DROP_CODE = 256;
 export const C_DROP_PKTS = 0;
-export const C_DROP_BYTES = C_DROP_PKTS + MAX_REASON * 2;
-export const C_FWD_PKTS = C_DROP_BYTES + MAX_REASON * 2;
+export const C_DROP_BYTES = C_DROP_PKTS + MAX_DROP_CODE * 2;
+export const C_FWD_PKTS = C_DROP_BYTES + MAX_DROP_CODE * 2;
 export const C_FWD_BYTES = C_FWD_PKTS + 2;
 export const C_BATCHES = C_FWD_BYTES + 2;
 export const C_PACKETS = C_BATCHES + 1;
@@ -167,6 +330,46 @@ export const C_VXLAN_TX_BYTES = C_VXLAN_TX_PKTS + 1;
 export const C_VXLAN_RX_PKTS = C_VXLAN_TX_BYTES + 1;
 export const C_VXLAN_RX_BYTES = C_VXLAN_RX_PKTS + 1;
 export const COUNTER_SLOTS = C_VXLAN_RX_BYTES + 1;
+
+/** Slot of the dropped-packets counter for a reason (positive code) and direction. */
+export function dropPacketsSlot(reason: number, dir: number): number {
+  return C_DROP_PKTS + reason * 2 + dir;
+}
+
+/** Slot of the dropped-bytes counter for a reason (positive code) and direction. */
+export function dropBytesSlot(reason: number, dir: number): number {
+  return C_DROP_BYTES + reason * 2 + dir;
+}
+
+/** Slot of the forwarded-packets counter for a direction. */
+export function forwardPacketsSlot(dir: number): number {
+  return C_FWD_PKTS + dir;
+}
+
+/** Slot of the forwarded-bytes counter for a direction. */
+export function forwardBytesSlot(dir: number): number {
+  return C_FWD_BYTES + dir;
+}
+
+/** Counts `pkts` dropped packets of `bytes` bytes under drop code `code` (negative or positive). */
+export function countDrop(c: Float64Array, code: number, dir: number, pkts: number, bytes: number): void {
+  const reason = (code < 0 ? -code : code) & 0xff;
+  c[C_DROP_PKTS + reason * 2 + dir] += pkts;
+  c[C_DROP_BYTES + reason * 2 + dir] += bytes;
+}
+
+/** Counts one forwarded packet of `bytes` bytes in direction `dir`. */
+export function countForward(c: Float64Array, dir: number, bytes: number): void {
+  c[C_FWD_PKTS + dir]++;
+  c[C_FWD_BYTES + dir] += bytes;
+}
+
+/** Dropped packets in `c`, over every reason and direction. */
+export function totalDropped(c: Float64Array): number {
+  let n = 0;
+  for (let i = 0; i < MAX_DROP_CODE * 2; i++) n += c[C_DROP_PKTS + i] as number;
+  return n;
+}
 
 export function createCounters(): Float64Array {
   return new Float64Array(new SharedArrayBuffer(COUNTER_SLOTS * 8));

@@ -59,7 +59,7 @@
  *   owner counts: OWNER_SLOTS words after the entries, slots held per owner (live or expired)
  * ---------------------------------------------------------------------------------------------
  */
-import { PacketInfo } from '../datapath/packet.js';
+import type { FlowTuple } from '../proto/tuple.js';
 import { hashKey10, OWNER_HOST, OWNER_SLOTS } from './conntrack.js';
 
 const MAGIC = 0x46523032; // 'FR02'
@@ -178,7 +178,7 @@ export class FragmentTable {
   /** Key word k (0..9: family/proto, id, src, dst) of slot i. */
   keyWordAt(i: number, k: number): number { return this.w[FRAG_HEADER_WORDS + (i << ENTRY_SHIFT) + k] as number; }
 
-  private loadKey(pi: PacketInfo): void {
+  private loadKey(pi: FlowTuple): void {
     const kb = this.kb;
     kb[0] = (pi.family << 8) | (pi.proto & 0xff);
     kb[1] = pi.ipId;
@@ -200,7 +200,7 @@ export class FragmentTable {
    * overwrites the oldest (see "Pressure"). Returns false (and counts recordFailed) only when
    * the owner is at its quota with none of its records in the window.
    */
-  record(pi: PacketInfo, now: number, owner = OWNER_HOST): boolean {
+  record(pi: FlowTuple, now: number, owner = OWNER_HOST): boolean {
     this.loadKey(pi);
     const h = hashKey10(this.kb);
     const w = this.w;
@@ -264,7 +264,7 @@ export class FragmentTable {
    * For a later fragment: find the live record of its datagram and copy the ports into
    * pi.sport / pi.dport. Returns false (pi untouched) when there is none.
    */
-  lookup(pi: PacketInfo, now: number): boolean {
+  lookup(pi: FlowTuple, now: number): boolean {
     this.loadKey(pi);
     const h = hashKey10(this.kb);
     const w = this.w;

@@ -1,7 +1,7 @@
 /**
  * ipcache: longest-prefix match from an IPv4 or IPv6 address to a leaf (security identity,
  * tunnel endpoint, flags). A miss means `world` (identity 2): the reader returns leaf 0 and
- * the pipeline maps it to IDENTITY_WORLD and notes that the lookup missed the ipcache.
+ * the pipeline maps it to ID_WORLD (src/proto/identity.ts) and notes that the lookup missed the ipcache.
  *
  * Published left-right through a shared WriteLog (publish.ts): every array below exists twice
  * (side 0, side 1); the control thread writes the inactive side through the log, and one
@@ -68,11 +68,9 @@
  */
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
+import { formatPrefix, prefixOrReason, type Prefix } from '../proto/prefix.js';
 
 // ---- constants ----
-
-/** The identity a miss maps to (Cilium's reserved `world`). */
-export const IDENTITY_WORLD = 2;
 
 /** Leaf flag: the prefix is an endpoint on this switch. */
 export const IPCACHE_FLAG_LOCAL = 1 << 0;
@@ -319,141 +317,17 @@ export class Ipcache {
   }
 }
 
-// ---- CIDR text ----
-
-export interface Cidr {
-  family: 4 | 6;
-  /** One word for IPv4, four for IPv6 (word 0 most significant); host bits cleared. */
-  words: number[];
-  len: number;
-}
-
-function badCidr(text: string, why: string): IpcacheError {
-  return new IpcacheError('ERR_IPCACHE_BAD_CIDR', `ipcache: "${text}" is not a CIDR (${why})`);
-}
-
-const reDec = /^(0|[1-9][0-9]{0,2})$/;
-const reHex = /^[0-9a-fA-F]{1,4}$/;
-
-function parseV4(text: string, s: string): number {
-  const parts = s.split('.');
-  if (parts.length !== 4) throw badCidr(text, 'an IPv4 address has four dotted parts');
-  let a = 0;
-  for (const p of parts) {
-    if (!reDec.test(p)) throw badCidr(text, `bad IPv4 part "${p}"`);
-    const v = Number(p);
-    if (v > 255) throw badCidr(text, `IPv4 part ${v} is above 255`);
-    a = a * 256 + v;
-  }
-  return a;
-}
-
-function parseV6(text: string, s: string): number[] {
-  if (s.includes('%')) throw badCidr(text, 'zone ids are not allowed');
-  const dc = s.indexOf('::');
-  if (dc >= 0 && s.indexOf('::', dc + 1) >= 0) throw badCidr(text, '"::" appears twice');
-  const headText = dc >= 0 ? s.slice(0, dc) : s;
-  const tailText = dc >= 0 ? s.slice(dc + 2) : '';
-  const head = headText === '' ? [] : headText.split(':');
-  const tail = tailText === '' ? [] : tailText.split(':');
-  if (dc < 0 && headText === '') throw badCidr(text, 'empty address');
-  const groups = (parts: string[], lastMayBeV4: boolean): number[] => {
-    const out: number[] = [];
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i] as string;
-      if (lastMayBeV4 && i === parts.length - 1 && p.includes('.')) {
-        const v4 = parseV4(text, p);
-        out.push(Math.floor(v4 / 65536), v4 & 0xffff);
-      } else if (reHex.test(p)) {
-        out.push(parseInt(p, 16));
-      } else {
-        throw badCidr(text, `bad IPv6 group "${p}"`);
-      }
-    }
-    return out;
-  };
-  const hg = groups(head, dc < 0);
-  const tg = groups(tail, dc >= 0);
-  let all: number[];
-  if (dc < 0) {
-    if (hg.length !== 8) throw badCidr(text, `an IPv6 address without "::" has 8 groups, got ${hg.length}`);
-    all = hg;
-  } else {
-    const zeros = 8 - hg.length - tg.length;
-    if (zeros < 1) throw badCidr(text, 'too many groups around "::"');
-    all = [...hg, ...new Array<number>(zeros).fill(0), ...tg];
-  }
-  const w: number[] = [];
-  for (let i = 0; i < 4; i++) w.push(((all[2 * i] as number) * 65536 + (all[2 * i + 1] as number)) >>> 0);
-  return w;
-}
+// ---- CIDR text (the one prefix type, src/proto/prefix.ts) ----
 
 /**
  * Parses "10.0.0.0/8", "10.1.2.3" (= /32), "fd00::/64", "::1" (= /128), "::ffff:1.2.3.4/128".
  * Host bits are cleared (10.1.2.3/8 -> 10.0.0.0/8). Throws IpcacheError ERR_IPCACHE_BAD_CIDR
  * naming the text.
  */
-export function parseCidr(text: string): Cidr {
-  if (typeof text !== 'string') throw badCidr(String(text), 'not a string');
-  const slash = text.indexOf('/');
-  const addrText = slash < 0 ? text : text.slice(0, slash);
-  const family: 4 | 6 = addrText.includes(':') ? 6 : 4;
-  const max = family === 4 ? 32 : 128;
-  let len = max;
-  if (slash >= 0) {
-    const lt = text.slice(slash + 1);
-    if (!reDec.test(lt)) throw badCidr(text, `bad prefix length "${lt}"`);
-    len = Number(lt);
-    if (len > max) throw badCidr(text, `prefix length ${len} is above ${max}`);
-  }
-  if (family === 4) {
-    if (addrText === '') throw badCidr(text, 'empty address');
-    return { family, words: [(parseV4(text, addrText) & mask4(len)) >>> 0], len };
-  }
-  const w = parseV6(text, addrText);
-  for (let i = 0; i < 4; i++) w[i] = ((w[i] as number) & (MASKS6[len * 4 + i] as number)) >>> 0;
-  return { family, words: w, len };
-}
-
-function formatV4(a: number): string {
-  return `${(a >>> 24) & 0xff}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
-}
-
-function formatV6(w: ArrayLike<number>): string {
-  const g: number[] = [];
-  for (let i = 0; i < 4; i++) {
-    const v = (w[i] as number) >>> 0;
-    g.push(v >>> 16, v & 0xffff);
-  }
-  // IPv4-mapped addresses keep the dotted quad (RFC 5952 section 5).
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    return `::ffff:${formatV4((w[3] as number) >>> 0)}`;
-  }
-  // Compress the longest run of two or more zero groups (the first one on a tie).
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (xs: number[]): string => xs.map((x) => x.toString(16)).join(':');
-  if (best < 0) return hex(g);
-  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
-}
-
-/** Formats a prefix as text; IPv6 in RFC 5952 form. */
-export function formatCidr(c: { family: 4 | 6; words: ArrayLike<number>; len: number }): string {
-  if (c.family === 4) return `${formatV4((c.words[0] as number) >>> 0)}/${c.len}`;
-  return `${formatV6(c.words)}/${c.len}`;
+export function parseCidr(text: string): Prefix {
+  const p = prefixOrReason(text);
+  if (typeof p === 'string') throw new IpcacheError('ERR_IPCACHE_BAD_CIDR', `ipcache: "${typeof text === 'string' ? text : String(text)}" is not a CIDR (${p})`);
+  return p;
 }
 
 // ---- writer ----
@@ -618,20 +492,20 @@ export class IpcacheWriter {
   /** Inserts or replaces a prefix given as text ("10.0.0.0/8", "10.1.2.3", "fd00::/64"). */
   upsert(cidr: string, v: { identity: number; tunnel?: number; flags?: number }): void {
     const c = parseCidr(cidr);
-    if (c.family === 4) this.upsert4(c.words[0] as number, c.len, v.identity, v.tunnel ?? 0, v.flags ?? 0);
-    else this.upsert6(c.words, c.len, v.identity, v.tunnel ?? 0, v.flags ?? 0);
+    if (c.family === 4) this.upsert4(c.words[0] as number, c.bits, v.identity, v.tunnel ?? 0, v.flags ?? 0);
+    else this.upsert6(c.words, c.bits, v.identity, v.tunnel ?? 0, v.flags ?? 0);
   }
 
   /** Deletes a prefix given as text; returns whether it was present. */
   delete(cidr: string): boolean {
     const c = parseCidr(cidr);
-    return c.family === 4 ? this.delete4(c.words[0] as number, c.len) : this.delete6(c.words, c.len);
+    return c.family === 4 ? this.delete4(c.words[0] as number, c.bits) : this.delete6(c.words, c.bits);
   }
 
   /** The value stored for exactly this prefix (not a longest match), or undefined. */
   get(cidr: string): IpcacheValue | undefined {
     const c = parseCidr(cidr);
-    const leaf = c.family === 4 ? this.find4(c.words[0] as number, c.len) : this.find6(c.words, c.len);
+    const leaf = c.family === 4 ? this.find4(c.words[0] as number, c.bits) : this.find6(c.words, c.bits);
     return leaf === 0 ? undefined : this.readLeaf(leaf);
   }
 
@@ -652,8 +526,8 @@ export class IpcacheWriter {
       return x.len - y.len;
     });
     const out: IpcacheEntry[] = [];
-    for (const e of v4) out.push({ cidr: formatCidr({ family: 4, words: [e.a], len: e.len }), ...this.readLeaf(e.leaf) });
-    for (const e of v6) out.push({ cidr: formatCidr({ family: 6, words: e.w, len: e.len }), ...this.readLeaf(e.leaf) });
+    for (const e of v4) out.push({ cidr: formatPrefix(4, [e.a], e.len), ...this.readLeaf(e.leaf) });
+    for (const e of v6) out.push({ cidr: formatPrefix(6, e.w, e.len), ...this.readLeaf(e.leaf) });
     return out;
   }
 
@@ -674,9 +548,9 @@ export class IpcacheWriter {
       return;
     }
     // Check capacity before changing anything.
-    if (this.nFreeLeaves === 0) this.noLeaf({ family: 4, words: [a], len });
+    if (this.nFreeLeaves === 0) this.noLeaf(4, [a], len);
     if (len > 24 && (this.s24[a >>> 8] as number) < TBL24_GROUP_BIT && this.nFreeGroups === 0) {
-      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free tbl8 group for ${formatCidr({ family: 4, words: [a], len })} (tbl8Groups ${this.groups})`);
+      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free tbl8 group for ${formatPrefix(4, [a], len)} (tbl8Groups ${this.groups})`);
     }
     const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
     this.writeLeaf(leaf, identity, tunnel, flags, len);
@@ -862,8 +736,8 @@ export class IpcacheWriter {
     this.nPendingLeaves = 0;
   }
 
-  private noLeaf(c: Cidr): never {
-    throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatCidr(c)} (leaves ${this.ipcache.shared.leaves})`);
+  private noLeaf(family: 4 | 6, words: ArrayLike<number>, len: number): never {
+    throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatPrefix(family, words, len)} (leaves ${this.ipcache.shared.leaves})`);
   }
 
   // ---- IPv6 fast path ----
@@ -896,9 +770,9 @@ export class IpcacheWriter {
     }
     const cap = this.ipcache.shared.v6Capacity;
     if (this.hw.size + 1 > (cap * 7) / 8) {
-      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: IPv6 table full at ${formatCidr({ family: 6, words: k, len })} (v6Capacity ${cap})`);
+      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: IPv6 table full at ${formatPrefix(6, k, len)} (v6Capacity ${cap})`);
     }
-    if (this.nFreeLeaves === 0) this.noLeaf({ family: 6, words: k.slice(0, 4), len });
+    if (this.nFreeLeaves === 0) this.noLeaf(6, k, len);
     const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
     this.writeLeaf(leaf, identity, tunnel, flags, prefixWord);
     this.value6[0] = leaf;

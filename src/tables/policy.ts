@@ -74,8 +74,6 @@
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
 
-export const DIR_INGRESS = 0;
-export const DIR_EGRESS = 1;
 
 // Cilium's POLICY_MATCH_* (bpf/lib/policy.h).
 export const POLICY_MATCH_NONE = 0;

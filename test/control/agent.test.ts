@@ -13,7 +13,7 @@ import { Agent } from '../../src/control/agent.js';
 import { TableSet, TableSetWriter, M_POLICY_REVISION } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
 import { EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS } from '../../src/tables/endpoints.js';
-import { DIR_EGRESS, DIR_INGRESS } from '../../src/tables/policy.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import { isTunswitchError } from '../../src/control/errors.js';
 import { MemPorts } from '../helpers/mem-ports.js';
 

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IdentityAllocator, RESERVED_IDENTITY, LOCAL_IDENTITY_FLAG, type IdentityChange } from '../../src/control/identity.js';
+import { IdentityAllocator, type IdentityChange } from '../../src/control/identity.js';
+import { RESERVED_IDENTITY, LOCAL_IDENTITY_FLAG } from '../../src/proto/identity.js';
 import { LabelSet } from '../../src/control/labels.js';
 import { isTunswitchError } from '../../src/control/errors.js';
 import { Rand } from '../helpers/rand.js';

@@ -12,7 +12,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { dropReasonText, isKnownDropCode } from '../../src/datapath/drop.js';
-import { PacketInfo, TCP_ACK, TCP_SYN } from '../../src/datapath/packet.js';
+import { PacketInfo } from '../../src/datapath/packet.js';
+import { TCP_ACK, TCP_SYN } from '../../src/proto/ip.js';
 import { parseInner, parsePacket } from '../../src/datapath/parse.js';
 import { Rand } from '../helpers/rand.js';
 import {

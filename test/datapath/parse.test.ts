@@ -1,18 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as drop from '../../src/datapath/drop.js';
-import {
-  DROP_CT_INVALID_HDR,
-  DROP_INVALID,
-  DROP_INVALID_EXTHDR,
-  DROP_REASONS,
-  DROP_UNKNOWN_L3,
-  MAX_DROP_CODE,
-  dropReasonName,
-  dropReasonText,
-  isKnownDropCode,
-} from '../../src/datapath/drop.js';
-import { PacketInfo, TCP_ACK, TCP_SYN } from '../../src/datapath/packet.js';
+import { DROP_CT_INVALID_HDR, DROP_INVALID, DROP_INVALID_EXTHDR, DROP_REASONS, DROP_UNKNOWN_L3, dropReasonName, dropReasonText, isKnownDropCode } from '../../src/datapath/drop.js';
+import { MAX_DROP_CODE } from '../../src/tables/events.js';
+import { PacketInfo } from '../../src/datapath/packet.js';
+import { TCP_ACK, TCP_SYN } from '../../src/proto/ip.js';
 import { parseInner, parsePacket } from '../../src/datapath/parse.js';
 import {
   type Ext6,

@@ -9,8 +9,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isKnownDropCode } from '../../src/datapath/drop.js';
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../src/datapath/packet.js';
-import { DIR_EGRESS, DIR_INGRESS } from '../../src/datapath/pipeline.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../src/proto/ip.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import {
   icmpError4,
   icmpError6,

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { makeWorld, type World } from '../helpers/world.js';
 import { ip4, ipv4Tcp, ipv4Udp, PROTO_TCP } from '../helpers/packets.js';
 import { M_TUNNEL_PORT, UNDERLAY_PORT } from '../../src/tables/tableset.js';
-import { DIR_EGRESS, DIR_INGRESS } from '../../src/tables/policy.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import { CT_ESTABLISHED, CT_NEW, CT_REPLY } from '../../src/datapath/pipeline.js';
 import { DROP_INVALID_VNI, DROP_POLICY, DROP_UNROUTABLE, DROP_UNSUPPORTED_L2 } from '../../src/datapath/drop.js';
 

@@ -26,10 +26,11 @@ import {
   DROP_UNKNOWN_L3,
   DROP_UNROUTABLE,
 } from '../../src/datapath/drop.js';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from '../../src/datapath/packet.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from '../../src/proto/ip.js';
 import { ownerSlot } from '../../src/tables/conntrack.js';
 import { ipv4HeaderChecksum } from '../../src/datapath/checksum.js';
-import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REPLY, DIR_EGRESS, DIR_INGRESS } from '../../src/datapath/pipeline.js';
+import { CT_ESTABLISHED, CT_NEW, CT_RELATED, CT_REPLY } from '../../src/datapath/pipeline.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import {
   POLICY_MATCH_ALL,
   POLICY_MATCH_L3_L4,

@@ -20,29 +20,14 @@ import { ConntrackTable, type ConntrackOptions } from '../../src/tables/conntrac
 import { FragmentTable, type FragmentOptions } from '../../src/tables/fragments.js';
 import { EP_AUDIT, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS } from '../../src/tables/endpoints.js';
 import {
-  C_DROP_BYTES,
-  C_DROP_PKTS,
-  C_FWD_BYTES,
-  C_FWD_PKTS,
-  E_BITS,
-  E_COOKIE,
-  E_DIR,
-  E_DST,
-  E_DST_EP,
-  E_DST_ID,
-  E_L3L4,
-  E_LENGTH,
-  E_PORTS,
-  E_REASON,
-  E_SRC,
-  E_SRC_EP,
-  E_SRC_ID,
-  E_TIME_S,
-  E_TYPE,
-  E_VERDICT,
-  EVENT_WORDS,
+  EventReader,
   EventRing,
   createCounters,
+  dropBytesSlot,
+  dropPacketsSlot,
+  forwardBytesSlot,
+  forwardPacketsSlot,
+  totalDropped,
 } from '../../src/tables/events.js';
 import { IPCACHE_FLAG_HOST, IPCACHE_FLAG_LOCAL } from '../../src/tables/ipcache.js';
 import { L4_FULL_PREFIX, type PolicyEntry } from '../../src/tables/policy.js';
@@ -59,8 +44,9 @@ import {
 } from '../../src/tables/tableset.js';
 import { ip4, ip6 } from './packets.js';
 
-export const ID_HOST = 1;
-export const ID_WORLD = 2;
+import { ID_HOST, ID_WORLD } from '../../src/proto/identity.js';
+
+export { ID_HOST, ID_WORLD };
 
 /** Small tables: the ipcache's tbl24 is fixed-size, everything else is kept tiny. */
 export const SMALL_TABLES: TableSetOptions = {
@@ -357,26 +343,24 @@ export class World {
   // ---- counters and events ----
 
   drops(reason: number, dir: number): number {
-    return this.counters[C_DROP_PKTS + (Math.abs(reason) & 0xff) * 2 + dir] as number;
+    return this.counters[dropPacketsSlot(Math.abs(reason) & 0xff, dir)] as number;
   }
 
   dropBytes(reason: number, dir: number): number {
-    return this.counters[C_DROP_BYTES + (Math.abs(reason) & 0xff) * 2 + dir] as number;
+    return this.counters[dropBytesSlot(Math.abs(reason) & 0xff, dir)] as number;
   }
 
   /** All drops, any reason and direction. */
   totalDrops(): number {
-    let n = 0;
-    for (let i = 0; i < 512; i++) n += this.counters[C_DROP_PKTS + i] as number;
-    return n;
+    return totalDropped(this.counters);
   }
 
   forwards(dir: number): number {
-    return this.counters[C_FWD_PKTS + dir] as number;
+    return this.counters[forwardPacketsSlot(dir)] as number;
   }
 
   forwardBytes(dir: number): number {
-    return this.counters[C_FWD_BYTES + dir] as number;
+    return this.counters[forwardBytesSlot(dir)] as number;
   }
 
   counter(slot: number): number {
@@ -385,43 +369,37 @@ export class World {
 
   /** Reads and consumes every pending event. */
   drainEvents(): EventView[] {
-    const ev = this.events;
-    const n = ev.available();
     const out: EventView[] = [];
-    for (let k = 0; k < n; k++) out.push(decodeEvent(ev.rec, ev.peek(k)));
-    ev.consume(n);
+    new EventReader(this.events).drain((r) => out.push(decodeEvent(r)));
     return out;
   }
 }
 
-export function decodeEvent(r: Uint32Array, b: number): EventView {
-  const bits = r[b + E_BITS] as number;
-  const l3l4 = r[b + E_L3L4] as number;
-  const word = (i: number): number => r[b + i] as number;
-  if (b + EVENT_WORDS > r.length) throw new RangeError(`event at ${b} outside the ring`);
+/** A plain-object copy of the record the reader is positioned at. */
+export function decodeEvent(r: EventReader): EventView {
   return {
-    type: word(E_TYPE),
-    timeS: word(E_TIME_S),
-    reason: word(E_REASON),
-    verdict: word(E_VERDICT),
-    dir: word(E_DIR),
-    srcId: word(E_SRC_ID),
-    dstId: word(E_DST_ID),
-    family: l3l4 >>> 8,
-    proto: l3l4 & 0xff,
-    ports: word(E_PORTS),
-    src: [word(E_SRC), word(E_SRC + 1), word(E_SRC + 2), word(E_SRC + 3)],
-    dst: [word(E_DST), word(E_DST + 1), word(E_DST + 2), word(E_DST + 3)],
-    tcpFlags: bits & 0xff,
-    ctState: (bits >>> 8) & 0xf,
-    matchType: (bits >>> 12) & 0xf,
-    isReply: (bits >>> 16) & 1,
-    ipcacheMiss: (bits >>> 17) & 1,
-    audited: (bits >>> 18) & 1,
-    cookie: word(E_COOKIE),
-    srcEp: word(E_SRC_EP),
-    dstEp: word(E_DST_EP),
-    length: word(E_LENGTH),
+    type: r.type,
+    timeS: r.timeS,
+    reason: r.reason,
+    verdict: r.verdict,
+    dir: r.dir,
+    srcId: r.srcId,
+    dstId: r.dstId,
+    family: r.family,
+    proto: r.proto,
+    ports: r.ports,
+    src: [r.src(0), r.src(1), r.src(2), r.src(3)],
+    dst: [r.dst(0), r.dst(1), r.dst(2), r.dst(3)],
+    tcpFlags: r.tcpFlags,
+    ctState: r.ctState,
+    matchType: r.matchType,
+    isReply: r.isReply ? 1 : 0,
+    ipcacheMiss: r.ipcacheMiss ? 1 : 0,
+    audited: r.audited ? 1 : 0,
+    cookie: r.cookie,
+    srcEp: r.srcEp,
+    dstEp: r.dstEp,
+    length: r.length,
   };
 }
 

@@ -11,7 +11,7 @@ import { Agent } from '../../src/control/agent.js';
 import { MemPorts } from '../helpers/mem-ports.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
-import { DIR_INGRESS } from '../../src/tables/policy.js';
+import { DIR_INGRESS } from '../../src/proto/direction.js';
 import { KvCluster } from '../../src/kvstore/cluster.js';
 import { KvSession } from '../../src/kvstore/session.js';
 import { ipKey, type IpEntryValue } from '../../src/kvstore/keys.js';

@@ -1,9 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  PacketInfo, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-  TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
-} from '../../src/datapath/packet.js';
+import { PacketInfo } from '../../src/datapath/packet.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../../src/proto/ip.js';
 import {
   ConntrackTable, CT_ESTABLISHED, CT_REOPENED, CT_REPLY, ctStateName,
   CTF_REPLY_SEEN, CTF_RX_CLOSING, CTF_SEEN_NON_SYN, CTF_TX_CLOSING, EVICT_WINDOW,

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PacketInfo, IPPROTO_TCP, IPPROTO_UDP } from '../../src/datapath/packet.js';
+import { PacketInfo } from '../../src/datapath/packet.js';
+import { IPPROTO_TCP, IPPROTO_UDP } from '../../src/proto/ip.js';
 import { FragmentTable, PROBE_WINDOW } from '../../src/tables/fragments.js';
 import { ownerSlot } from '../../src/tables/conntrack.js';
 import { Rand } from '../helpers/rand.js';

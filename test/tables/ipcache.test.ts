@@ -5,14 +5,15 @@ import {
   Ipcache,
   IpcacheError,
   IpcacheWriter,
-  IDENTITY_WORLD,
   IPCACHE_FLAG_LOCAL,
-  formatCidr,
   mask4,
   parseCidr,
   type IpcacheOptions,
 } from '../../src/tables/ipcache.js';
 import { Rand } from '../helpers/rand.js';
+import { ID_WORLD as IDENTITY_WORLD, formatPrefix, type Prefix } from '../../src/proto/index.js';
+
+const formatCidr = (c: Prefix): string => formatPrefix(c.family, c.words, c.bits);
 
 function setup(opts: IpcacheOptions = { tbl8Groups: 256, leaves: (1 << 14) + 1, v6Capacity: 1 << 12 }) {
   const ctl = PublishControl.create();
@@ -62,7 +63,7 @@ function ip4(s: string): number {
 }
 
 function ip6(s: string): number[] {
-  return parseCidr(s).words;
+  return parseCidr(s).words.slice();
 }
 
 // ---- CIDR text ----
@@ -354,7 +355,7 @@ function expectSame4(ipc: Ipcache, ctl: PublishControl, model: Map<string, Ref4>
   const got = read4(ipc, ctl, addr);
   const g = got === undefined ? 'miss' : `${got.identity}/${got.tunnel}/${got.flags} len ${got.len}`;
   const x = want === undefined ? 'miss' : `${want.identity}/${want.tunnel}/${want.flags} len ${want.len}`;
-  if (g !== x) assert.fail(`${label}: lookup4 ${formatCidr({ family: 4, words: [addr], len: 32 })} got ${g}, want ${x}`);
+  if (g !== x) assert.fail(`${label}: lookup4 ${formatPrefix(4, [addr], 32)} got ${g}, want ${x}`);
 }
 
 test('IPv4 DIR-24-8 agrees with a naive longest match on seeded random churn', () => {
@@ -470,7 +471,7 @@ test('IPv6 hash LPM agrees with a naive longest match on seeded random churn', (
       const a = randomAddr();
       const len = r.bool(0.2) ? r.range(0, 128) : r.pick(lens);
       const c = { family: 6 as const, words: mask6(a, len), len };
-      const key = formatCidr(c);
+      const key = formatPrefix(6, c.words, len);
       if (r.bool(0.6) && model.size < 300) {
         const identity = 256 + r.int(1000);
         w.upsert6(a, len, identity);
@@ -490,7 +491,7 @@ test('IPv6 hash LPM agrees with a naive longest match on seeded random churn', (
           const got = read6(ipc, ctl, addr);
           const g = got === undefined ? 'miss' : `${got.identity} len ${got.len}`;
           const x = best === undefined ? 'miss' : `${best.identity} len ${best.len}`;
-          if (g !== x) assert.fail(`seed ${seed} op ${i} pass ${pass}: lookup6 ${formatCidr({ family: 6, words: addr, len: 128 })} got ${g}, want ${x}`);
+          if (g !== x) assert.fail(`seed ${seed} op ${i} pass ${pass}: lookup6 ${formatPrefix(6, addr, 128)} got ${g}, want ${x}`);
         }
       }
     }
@@ -574,7 +575,7 @@ test('1M IPv4 + 1M IPv6 prefixes: bulk load, commit, sampled check against a per
     const got = read6(ipc, ctl, a);
     const gotId = got === undefined ? 0 : got.identity;
     const gotLen = got === undefined ? -1 : got.len;
-    if (gotId !== want || gotLen !== wantLen) assert.fail(`lookup6 ${formatCidr({ family: 6, words: a, len: 128 })}: got ${gotId} len ${gotLen}, want ${want} len ${wantLen}`);
+    if (gotId !== want || gotLen !== wantLen) assert.fail(`lookup6 ${formatPrefix(6, a, 128)}: got ${gotId} len ${gotLen}, want ${want} len ${wantLen}`);
   }
   assert.equal(w.size, w.leavesInUse, `size ${w.size} vs leaves ${w.leavesInUse}`);
   // Informational timings (the test asserts correctness only).

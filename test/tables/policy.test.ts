@@ -1,21 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PublishControl, WriteLog } from '../../src/tables/publish.js';
-import {
-  DIR_EGRESS,
-  DIR_INGRESS,
-  POLICY_MATCH_ALL,
-  POLICY_MATCH_L3_L4,
-  POLICY_MATCH_L3_ONLY,
-  POLICY_MATCH_L3_PROTO,
-  POLICY_MATCH_L4_ONLY,
-  POLICY_MATCH_NONE,
-  POLICY_MATCH_PROTO_ONLY,
-  PolicyTable,
-  PolicyTableWriter,
-  portRangeToPrefixes,
-  type PolicyEntry,
-} from '../../src/tables/policy.js';
+import { POLICY_MATCH_ALL, POLICY_MATCH_L3_L4, POLICY_MATCH_L3_ONLY, POLICY_MATCH_L3_PROTO, POLICY_MATCH_L4_ONLY, POLICY_MATCH_NONE, POLICY_MATCH_PROTO_ONLY, PolicyTable, PolicyTableWriter, portRangeToPrefixes, type PolicyEntry } from '../../src/tables/policy.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import { Rand } from '../helpers/rand.js';
 
 const TCP = 6;

@@ -51,23 +51,8 @@ import { TunswitchError } from '../errors.js';
 import type { IdentityAllocator, Identity } from '../identity.js';
 import { makeLabel, type LabelSet } from '../labels.js';
 import { LabelSelector, SelectorCache, type PeerSelector } from './selector.js';
-import {
-  DEFAULT_POLICY_CONFIG,
-  IPPROTO,
-  SECTIONS,
-  sectionDirection,
-  sectionIsDeny,
-  type Direction,
-  type Entity,
-  type Peer,
-  type Policy,
-  type PolicyConfig,
-  type PolicyKind,
-  type PolicyRule,
-  type NamedPort,
-  type PortSpec,
-  type Section,
-} from './types.js';
+import { DEFAULT_POLICY_CONFIG, SECTIONS, sectionDirection, sectionIsDeny, type Direction, type Entity, type Peer, type Policy, type PolicyConfig, type PolicyKind, type PolicyRule, type NamedPort, type PortSpec, type Section } from './types.js';
+import { IPPROTO } from '../../proto/ip.js';
 import { parsePrefix, type Prefix } from '../cidr.js';
 
 export const COOKIE_NONE = 0;

@@ -22,7 +22,7 @@ import { parseAllDocuments } from 'yaml';
 import { TunswitchError } from '../errors.js';
 import { labelKeyProblem, labelValueProblem, splitSource, type LabelSource } from '../labels.js';
 import { tryParsePrefix, prefixContains, type Prefix } from '../cidr.js';
-import { RESERVED_IDENTITY } from '../identity.js';
+import { RESERVED_IDENTITY } from '../../proto/identity.js';
 import { LabelSelector, SELECTOR_OPERATORS, type Requirement, type SelectorOperator, type PeerSelector } from './selector.js';
 import {
   ENTITIES,

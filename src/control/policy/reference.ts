@@ -22,7 +22,8 @@
  */
 import type { LabelSet } from '../labels.js';
 import { parsePrefix, prefixContains, type Prefix } from '../cidr.js';
-import { IPPROTO, type Direction, type NamedPort, type Peer, type Policy, type PolicyConfig, type PortSpec, type RuleElement } from './types.js';
+import { type Direction, type NamedPort, type Peer, type Policy, type PolicyConfig, type PortSpec, type RuleElement } from './types.js';
+import { IPPROTO } from '../../proto/ip.js';
 
 export interface FlowEnd {
   readonly identity: number;

@@ -11,8 +11,9 @@
  * An empty array (e.g. `toPorts: [{ports: []}]`) is "given but empty" and matches nothing.
  */
 import type { LabelSelector, PeerSelector } from './selector.js';
+import type { Direction } from '../../proto/direction.js';
 
-export type Direction = 'ingress' | 'egress';
+export type { Direction };
 export type Section = 'ingress' | 'egress' | 'ingressDeny' | 'egressDeny';
 export const SECTIONS: readonly Section[] = ['ingress', 'egress', 'ingressDeny', 'egressDeny'];
 
@@ -43,8 +44,6 @@ export type Peer =
   | { readonly kind: 'entity'; readonly entity: Entity };
 
 export type L4Protocol = 'TCP' | 'UDP' | 'SCTP' | 'ANY' | 'ICMP' | 'ICMPv6';
-
-export const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, SCTP: 132 } as const;
 
 /**
  * One port item. For TCP/UDP/SCTP/ANY: port 0 means every port, else port..endPort
