@@ -20,7 +20,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { CaptureFormat, CaptureRequest, CaptureVerdict } from '../control/capture.js';
 import { parsePositiveInt, type CliContext } from './context.js';
 import { durationParser } from './duration.js';
-import { fitLine } from './width.js';
+import { fitLine } from '../text/width.js';
 
 
 export function parseVerdict(s: string): CaptureVerdict {

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { AgentConfig } from '../api/types.js';
 import { TunswitchError } from '../control/errors.js';
 import { print, withOutput, type CliContext } from './context.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 
 const BOOL_WORDS: Readonly<Record<string, boolean>> = { on: true, off: false, true: true, false: false };
 const ENFORCEMENT = ['default', 'always', 'never'] as const;

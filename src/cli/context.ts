@@ -9,7 +9,7 @@ import { ApiClient } from '../api/client.js';
 import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
 import { LAB_RUN_ROOT } from '../lab/root.js';
 import { discoverSocket } from './discover.js';
-export { cliName, commandName } from './hint.js';
+export { cliName, commandName } from '../text/hint.js';
 
 export type OutputFormat = 'table' | 'json';
 

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { CtEntryInfo } from '../api/types.js';
 import { print, withOutput, type CliContext } from './context.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 
 export function formatCt(es: readonly CtEntryInfo[]): string {
   return formatTable(

@@ -3,7 +3,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { EndpointAddRequest, EndpointInfo, QueueSettings } from '../api/types.js';
 import { collect, parseIPv4, parseIPv6, parsePositiveInt, print, UsageError, withOutput, type CliContext } from './context.js';
-import { formatKeyValues, formatTable } from './table.js';
+import { formatKeyValues, formatTable } from '../text/table.js';
 import { TunswitchError } from '../control/errors.js';
 
 function enforcement(on: boolean, audit: boolean): string {

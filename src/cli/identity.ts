@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { IdentityInfo } from '../api/types.js';
 import { parseNonNegativeInt, print, withOutput, type CliContext } from './context.js';
-import { formatKeyValues, formatTable } from './table.js';
+import { formatKeyValues, formatTable } from '../text/table.js';
 
 export function formatIdentities(ids: readonly IdentityInfo[]): string {
   return formatTable(

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { IpcacheInfo } from '../api/types.js';
 import { parseIP, print, withOutput, type CliContext } from './context.js';
-import { formatKeyValues, formatTable } from './table.js';
+import { formatKeyValues, formatTable } from '../text/table.js';
 
 /** Identity of `world`: what the datapath uses for an address no prefix covers. */
 const WORLD_IDENTITY = 2;

@@ -10,7 +10,7 @@ import { DEFAULT_OUTSIDE_CIDR, parseOutsideCidr } from '../lab/outside.js';
 import type { LabState } from '../lab/state.js';
 import { cliName, print, withOutput, type CliContext } from './context.js';
 import { registerDemo } from './demo.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 import { didYouMean } from './suggest.js';
 import { durationParser } from './duration.js';
 

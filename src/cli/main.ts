@@ -17,6 +17,7 @@ import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
 import { makeContext, packageVersion, UsageError, type CliContext, type RegisterFn } from './context.js';
 import { suggestionFor, userWords } from './errors.js';
 import { DiscoverError } from './discover.js';
+import { oneLine } from '../text/oneline.js';
 /**
  * Command groups in help order, each loaded only when needed: a command line that names one
  * group loads that group alone (so `tunswitch observe ...` never loads the lab or bench code);
@@ -72,10 +73,7 @@ export function groupsFor(argv: readonly string[]): readonly { name: string; loa
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
 
-/** Squeezes a message onto one line. */
-export function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, ' ').trim();
-}
+export { oneLine };
 
 /** The whole program, every group registered. */
 export async function buildProgram(): Promise<Command> {

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { print, withOutput, type CliContext } from './context.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 
 export interface Sample {
   name: string;

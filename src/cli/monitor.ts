@@ -15,7 +15,7 @@ import type { FilterOptions } from '../observe/filter.js';
 import { formatJson, formatMonitor } from '../observe/format.js';
 import { collect, type CliContext } from './context.js';
 import { filtersOf, followEvents } from './observe.js';
-import { fitLine } from './width.js';
+import { fitLine } from '../text/width.js';
 
 /** Endpoint names for `--from/--to/--related-to` values that may be indices. */
 async function endpointNames(ctx: CliContext, values: readonly string[]): Promise<string[]> {

@@ -4,7 +4,7 @@ import { apiPath } from '../api/client.js';
 import type { NamespaceInfo } from '../control/namespaces.js';
 import { labelChangesOrUsage } from './endpoint.js';
 import { print, withOutput, type CliContext } from './context.js';
-import { formatKeyValues, formatTable } from './table.js';
+import { formatKeyValues, formatTable } from '../text/table.js';
 
 function labelList(n: NamespaceInfo): string[] {
   return Object.entries(n.labels).map(([k, v]) => `${k}=${v}`);

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { NodeInfo } from '../api/types.js';
 import { print, withOutput, type CliContext } from './context.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 
 export function formatNodes(ns: readonly NodeInfo[]): string {
   if (ns.length === 0) return 'no nodes (the switch does not run in cluster mode: run --kvstore etcd://HOST:PORT)\n';

@@ -16,7 +16,7 @@ import { FILTER_FLAGS, FilterError, parseFilters, type FilterKey, type FilterOpt
 import { formatCompact, formatDict, formatJson, formatJsonpb, formatTable, formatTableLine } from '../observe/format.js';
 import { collect, parseNonNegativeInt, parsePositiveInt, type CliContext } from './context.js';
 import { timeArg } from './duration.js';
-import { fitLine, fitTable } from './width.js';
+import { fitLine, fitTable } from '../text/width.js';
 
 /** Events asked for when filtering history on the client: the API's largest `last`. */
 export const HISTORY_LAST = 100_000;

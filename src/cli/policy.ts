@@ -15,7 +15,7 @@ import { expandPolicyPaths } from '../control/policy/files.js';
 
 export { expandPolicyPaths };
 import { print, withOutput, type CliContext } from './context.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 
 async function readText(file: string): Promise<string> {
   try {

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { KvstoreStatus, StatusInfo } from '../api/types.js';
 import { print, withOutput, type CliContext } from './context.js';
-import { formatKeyValues } from './table.js';
+import { formatKeyValues } from '../text/table.js';
 
 /** 3725 → "1h 2m 5s". */
 export function formatDuration(seconds: number): string {

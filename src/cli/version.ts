@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { ApiClient } from '../api/client.js';
 import type { StatusInfo } from '../api/types.js';
 import { packageVersion, print, withOutput, type CliContext } from './context.js';
-import { formatKeyValues } from './table.js';
+import { formatKeyValues } from '../text/table.js';
 
 /** The I/O engine a switch's status reports; older switches only had read/write. */
 export const DEFAULT_IO_ENGINE = 'readwrite';

@@ -33,6 +33,7 @@
  * A container that cannot be attached gets one log line; the watcher goes on.
  */
 import type { EndpointAddRequest } from '../api/types.js';
+import { oneLine } from '../text/oneline.js';
 
 /** What the watcher needs from the agent (src/control/agent.ts's Agent satisfies it). */
 export interface DockerAgent {
@@ -172,10 +173,10 @@ function namedPortsLabel(v: string): NonNullable<EndpointAddRequest['ports']> {
 }
 
 /** One line from any error (Docker's JSON messages and multi-line texts included). */
-function oneLine(e: unknown): string {
+function errorLine(e: unknown): string {
   const err = e as { json?: { message?: string }; message?: string };
   const msg = err?.json?.message ?? err?.message ?? String(e);
-  return msg.trim().replace(/\s*\n\s*/g, '; ');
+  return oneLine(msg, '; ');
 }
 
 function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
@@ -235,7 +236,7 @@ export async function watchDocker(agent: DockerAgent, opts: DockerWatchOptions &
   try {
     await withTimeout(client.ping(), 'ping');
   } catch (e) {
-    throw new Error(`docker: cannot reach the engine at ${where}: ${oneLine(e)}`);
+    throw new Error(`docker: cannot reach the engine at ${where}: ${errorLine(e)}`);
   }
   const w = new Watcher(agent, client, opts);
   await w.start();
@@ -290,7 +291,7 @@ class Watcher {
   }
 
   private enqueue(fn: () => Promise<void>): void {
-    this.queue = this.queue.then(fn).catch((e: unknown) => this.log(`internal error: ${oneLine(e)}`));
+    this.queue = this.queue.then(fn).catch((e: unknown) => this.log(`internal error: ${errorLine(e)}`));
   }
 
   /** Opens the events stream; throws if the engine refuses. */
@@ -306,7 +307,7 @@ class Watcher {
     this.stream = s;
     this.partial = '';
     s.on('data', (chunk: Buffer | string) => this.onData(chunk));
-    s.on('error', (e: unknown) => this.broken(oneLine(e)));
+    s.on('error', (e: unknown) => this.broken(errorLine(e)));
     s.on('end', () => this.broken('the engine closed the events stream'));
   }
 
@@ -331,7 +332,7 @@ class Watcher {
           this.enqueue(() => this.resync());
         },
         (e: unknown) => {
-          this.log(`reconnect failed: ${oneLine(e)}; next try in ${Math.min(this.retryMs, MAX_RETRY_MS) / 1000} s`);
+          this.log(`reconnect failed: ${errorLine(e)}; next try in ${Math.min(this.retryMs, MAX_RETRY_MS) / 1000} s`);
           this.scheduleReconnect();
         },
       );
@@ -382,7 +383,7 @@ class Watcher {
     try {
       running = await withTimeout(this.client.listContainers({ filters: { label: [ENABLE_FILTER], status: ['running'] } }), 'list');
     } catch (e) {
-      this.log(`cannot list containers: ${oneLine(e)}`);
+      this.log(`cannot list containers: ${errorLine(e)}`);
       return;
     }
     const ids = new Set(running.map((c) => c.Id));
@@ -397,7 +398,7 @@ class Watcher {
     try {
       facts = factsFromInspect(await withTimeout(this.client.getContainer(id).inspect(), 'inspect'));
     } catch (e) {
-      this.log(`container ${short}: not attached: inspect failed: ${oneLine(e)}`);
+      this.log(`container ${short}: not attached: inspect failed: ${errorLine(e)}`);
       return;
     }
     if (!facts.running) return; // it died before we got to it; its die event follows
@@ -406,7 +407,7 @@ class Watcher {
     try {
       req = endpointRequestFor(facts);
     } catch (e) {
-      this.log(`${who}: not attached: ${oneLine(e)}`);
+      this.log(`${who}: not attached: ${errorLine(e)}`);
       return;
     }
     try {
@@ -424,7 +425,7 @@ class Watcher {
       const addr = [info?.ipv4, info?.ipv6].filter((x) => x).join(' ');
       this.log(`${who}: attached as endpoint ${req.name} pid ${facts.pid}${addr ? ` ${addr}` : ''}${info?.identity !== undefined ? ` identity ${info.identity}` : ''}`);
     } catch (e) {
-      this.log(`${who}: not attached as endpoint ${req.name}: ${oneLine(e)}`);
+      this.log(`${who}: not attached as endpoint ${req.name}: ${errorLine(e)}`);
     }
   }
 
@@ -436,7 +437,7 @@ class Watcher {
       await this.agent.deleteEndpoint(name);
       this.log(`container ${id.slice(0, 12)} ${why}: endpoint ${name} removed`);
     } catch (e) {
-      this.log(`container ${id.slice(0, 12)} ${why}: endpoint ${name}: ${oneLine(e)}`);
+      this.log(`container ${id.slice(0, 12)} ${why}: endpoint ${name}: ${errorLine(e)}`);
     }
   }
 }

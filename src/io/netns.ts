@@ -18,7 +18,8 @@
  * Every failure is a NetnsError with a stable code and a one-line message naming the ip
  * command and its stderr.
  */
-import { execFile } from 'node:child_process';
+import { runCommand } from './exec.js';
+import { oneLine } from '../text/oneline.js';
 import { isIPv4, isIPv6 } from 'node:net';
 
 /** Where a command runs: a named namespace (ip netns), or the namespace of a process. */
@@ -117,39 +118,21 @@ interface RunResult {
   command: string;
 }
 
-function run(ns: NetnsRef | null, args: readonly string[]): Promise<RunResult> {
+async function run(ns: NetnsRef | null, args: readonly string[]): Promise<RunResult> {
   const [file, argv] = argvFor(ns, args);
-  const command = [file, ...argv].join(' ');
-  return new Promise((resolve, reject) => {
-    execFile(file, argv, { timeout: COMMAND_TIMEOUT_MS, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err === null) {
-        resolve({ ok: true, stdout, stderr, command });
-        return;
-      }
-      const e = err as NodeJS.ErrnoException & { killed?: boolean };
-      if (e.code === 'ENOENT') {
-        const pkg = file === IP ? 'iproute2' : 'util-linux';
-        reject(new NetnsError('ERR_NETNS_TOOL_MISSING', `netns: "${file}" is not installed (apt-get install ${pkg})`, command));
-        return;
-      }
-      if (e.killed === true) {
-        reject(new NetnsError('ERR_NETNS_COMMAND', `netns: ${command}: timed out after ${COMMAND_TIMEOUT_MS} ms`, command));
-        return;
-      }
-      resolve({ ok: false, stdout, stderr, command });
-    });
-  });
-}
-
-function oneLine(s: string): string {
-  const t = s.trim().replace(/\s*\n\s*/g, '; ');
-  return t === '' ? 'failed with no message' : t;
+  const r = await runCommand(file, argv, COMMAND_TIMEOUT_MS);
+  if (r.missing) {
+    const pkg = file === IP ? 'iproute2' : 'util-linux';
+    throw new NetnsError('ERR_NETNS_TOOL_MISSING', `netns: "${file}" is not installed (apt-get install ${pkg})`, r.command);
+  }
+  if (r.timedOut) throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: timed out after ${COMMAND_TIMEOUT_MS} ms`, r.command);
+  return { ok: r.code === 0, stdout: r.stdout, stderr: r.stderr, command: r.command };
 }
 
 /** Runs ip and throws a NetnsError naming the command and its stderr on failure. */
 async function ip(ns: NetnsRef | null, args: readonly string[]): Promise<string> {
   const r = await run(ns, args);
-  if (!r.ok) throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: ${oneLine(r.stderr)}`, r.command, r.stderr);
+  if (!r.ok) throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: ${oneLine(r.stderr, '; ') || 'failed with no message'}`, r.command, r.stderr);
   return r.stdout;
 }
 
@@ -260,7 +243,7 @@ export async function linkExists(ns: NetnsRef | null, ifname: string): Promise<b
   const r = await run(ns, ['-o', 'link', 'show', 'dev', ifname]);
   if (r.ok) return true;
   if (/does not exist|Cannot find device/i.test(r.stderr)) return false;
-  throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: ${oneLine(r.stderr)}`, r.command, r.stderr);
+  throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: ${oneLine(r.stderr, '; ') || 'failed with no message'}`, r.command, r.stderr);
 }
 
 /**

@@ -17,7 +17,7 @@
  * the processes left in the lab's namespaces; delete the namespaces, hosts files, the outside
  * veth and the run directory; restore net.ipv4.ip_forward.
  */
-import { cliName } from '../cli/hint.js';
+import { cliName } from '../text/hint.js';
 import { checkPools } from '../runtime/pools.js';
 import { spawn } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, statSync, mkdirSync } from 'node:fs';

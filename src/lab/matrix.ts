@@ -8,7 +8,7 @@
  */
 import { ApiClient } from '../api/client.js';
 import type { FlowEvent } from '../api/types.js';
-import { formatTable } from '../cli/table.js';
+import { formatTable } from '../text/table.js';
 import { pingProbe, tcpProbe, type ProbeResult } from './probe.js';
 import type { LabState } from './state.js';
 import { sleep } from './sys.js';

@@ -14,7 +14,7 @@
  * Hosts with a firewall that drops forwarded packets (Docker sets the FORWARD policy to DROP)
  * need `iptables -I FORWARD -i <lab>.h -j ACCEPT` and the same for `-o <lab>.h`.
  */
-import { cliName } from '../cli/hint.js';
+import { cliName } from '../text/hint.js';
 import { LabError, ip, rootLinkExists, run } from './sys.js';
 import type { LabOutside } from './state.js';
 

@@ -3,7 +3,8 @@
  * sysctl files. Everything the lab changes on the machine goes through here, so the list of
  * side effects is short and readable.
  */
-import { execFile } from 'node:child_process';
+import { runCommand } from '../io/exec.js';
+import { oneLine } from '../text/oneline.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 
 /** Stable codes of lab errors (the CLI prints the message; scripts may branch on the code). */
@@ -37,18 +38,9 @@ export interface RunResult {
 const COMMAND_TIMEOUT_MS = 15_000;
 
 /** Runs a command without a shell; never rejects because of the exit code. */
-export function run(cmd: string, args: readonly string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, args as string[], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      let code = 0;
-      if (err) {
-        const c = (err as NodeJS.ErrnoException & { code?: unknown }).code;
-        code = typeof c === 'number' ? c : 127;
-        if (stderr === '' && typeof c === 'string') stderr = `${cmd}: ${err.message}`;
-      }
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
+export async function run(cmd: string, args: readonly string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<RunResult> {
+  const r = await runCommand(cmd, args, timeoutMs);
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Runs `ip ARGS` and returns stdout; a non-zero exit is an ELAB_COMMAND error naming the command. */
@@ -56,10 +48,6 @@ export async function ip(args: readonly string[]): Promise<string> {
   const r = await run('ip', args);
   if (r.code !== 0) throw new LabError('ELAB_COMMAND', `ip ${args.join(' ')}: ${oneLine(r.stderr) || `exit ${r.code}`}`);
   return r.stdout;
-}
-
-export function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, ' ').trim();
 }
 
 /** The names `ip netns list` shows. */

@@ -17,7 +17,7 @@
  *      drop that no rule decided, ` policy=none (<why>)`.
  */
 import type { FlowEvent } from '../api/types.js';
-import { formatTable as alignedTable, type Cell } from '../cli/table.js';
+import { formatTable as alignedTable, type Cell } from '../text/table.js';
 import { getFlowsResponse, toProtoJson } from './hubble.js';
 import { PROTO_NUMBERS } from '../proto/ip.js';
 import { reservedName as reservedIdentityName } from '../proto/identity.js';

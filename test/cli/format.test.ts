@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatKeyValues, formatTable, type Cell } from '../../src/cli/table.js';
+import { formatKeyValues, formatTable, type Cell } from '../../src/text/table.js';
 import { parsePrometheus, metricsObject, type Sample } from '../../src/cli/metrics.js';
 import { parseConfigPairs } from '../../src/cli/config.js';
 import { formatDuration } from '../../src/cli/status.js';

@@ -13,11 +13,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiServer, type ApiServer } from '../../src/api/server.js';
 import { DiscoverError, discoverSocket } from '../../src/cli/discover.js';
-import { commandName } from '../../src/cli/hint.js';
+import { commandName } from '../../src/text/hint.js';
 import { userWords } from '../../src/cli/errors.js';
 import { didYouMean } from '../../src/cli/suggest.js';
 import { durationMs, timeArg } from '../../src/cli/duration.js';
-import { fitTable, truncate, wrapWords } from '../../src/cli/width.js';
+import { fitTable, truncate, wrapWords } from '../../src/text/width.js';
 import { FakeApi } from '../api/fake-api.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -284,7 +284,7 @@ describe('agent log lines', () => {
 
 describe('tables fit the terminal', () => {
   test('the last column wraps at word boundaries; unchanged without a width', async () => {
-    const { formatTable } = await import('../../src/cli/table.js');
+    const { formatTable } = await import('../../src/text/table.js');
     const rows = [['frontend', 'db', 'Policy denied at frontend egress: no rule allows this flow; the source endpoint is default-deny']];
     const plain = formatTable(['FROM', 'TO', 'REASON'], rows, null);
     assert.equal(plain.split('\n').length, 3, `no width: got ${JSON.stringify(plain)}, want header, one row, end`);

@@ -7,8 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { makeContext } from '../../src/cli/context.js';
 import { register as registerObserve } from '../../src/cli/observe.js';
 import { register as registerMonitor } from '../../src/cli/monitor.js';
-
-const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ').trim();
+import { oneLine } from '../../src/text/oneline.js';
 
 const program = new Command('tunswitch')
   .option('--socket <path>', 'API socket of the running agent')
