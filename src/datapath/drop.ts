@@ -112,13 +112,10 @@ export const DROP_NO_EGRESS_IP = -204;
 export const DROP_PUNT_PROXY = -205;
 export const DROP_NO_DEVICE = -206;
 
-// tunswitch's own codes (230..255).
+// tunswitch's own codes (230..255). A failed write counts as Cilium's 141 WRITE_ERROR; a
+// destination without an output port as 151 UNROUTABLE.
 /** A shard's input queue had no room; the I/O thread applied backpressure by dropping. */
 export const DROP_QUEUE_FULL = -230;
-/** write() to the destination TUN device / host port failed (EAGAIN, EIO, device gone). */
-export const DROP_TX_FAILED = -231;
-/** The verdict forwards the packet but no output port is attached for the destination. */
-export const DROP_NO_OUTPUT = -232;
 /** The output port's egress queue dropped it: CoDel saw a standing queue (sojourn above target for an interval). */
 export const DROP_QUEUE_AQM = -233;
 /** The output port's egress queue was over its byte limit: dropped from the head of the fattest flow. */
@@ -208,8 +205,6 @@ export const DROP_REASONS: readonly DropReason[] = Object.freeze([
   r(205, 'PUNT_PROXY', 'Punt to proxy'),
   r(206, 'NO_DEVICE', 'No device'),
   r(230, 'QUEUE_FULL', 'tunswitch: shard queue full (backpressure)'),
-  r(231, 'TX_FAILED', 'tunswitch: write to output device failed'),
-  r(232, 'NO_OUTPUT', 'tunswitch: no output port'),
   r(233, 'QUEUE_AQM', 'tunswitch: egress queue AQM drop (CoDel)'),
   r(234, 'QUEUE_OVERLIMIT', 'tunswitch: egress queue over its byte limit'),
   r(235, 'WORKER_CRASH', 'tunswitch: shard worker died on this packet'),

@@ -5,8 +5,8 @@ import { Rand } from '../helpers/rand.js';
 import { IdentityAllocator } from '../../src/control/identity.js';
 import { LabelSet } from '../../src/control/labels.js';
 import { parsePolicyFile } from '../../src/control/policy/parse.js';
-import { PolicyCompiler, compileAll, portRangeBlocks, COOKIE_DEFAULT_ALLOW, type PolicyEntry, type RuleInfo, type EndpointEnforcement } from '../../src/control/policy/compile.js';
-import { evaluate, type FlowEnd } from '../../src/control/policy/reference.js';
+import { PolicyCompiler, compileAll, l4KeysOf, COOKIE_DEFAULT_ALLOW, type PolicyEntry, type RuleInfo, type EndpointEnforcement } from '../../src/control/policy/compile.js';
+import { evaluate, type FlowEnd } from './policy-reference.js';
 import { DEFAULT_POLICY_CONFIG, type Direction, type Policy, type PolicyConfig } from '../../src/control/policy/types.js';
 import { EntryIndex, IPS, PROTOS, fixture, randomLabels, randomPolicyDoc, randomPort, resolveIp } from './support.js';
 
@@ -16,29 +16,10 @@ const SCTP = 132;
 const ICMP = 1;
 const ICMP6 = 58;
 
-test('port ranges become the fewest aligned blocks', () => {
-  assert.deepEqual(portRangeBlocks(8080, 8090), [
-    [8080, 13],
-    [8088, 15],
-    [8090, 16],
-  ]);
-  assert.deepEqual(portRangeBlocks(0, 65535), [[0, 0]]);
-  assert.deepEqual(portRangeBlocks(80, 80), [[80, 16]]);
-  const r = new Rand(7);
-  for (let i = 0; i < 300; i++) {
-    const lo = r.range(1, 65535);
-    const hi = r.range(lo, Math.min(65535, lo + r.pick([0, 3, 100, 5000, 65535])));
-    const blocks = portRangeBlocks(lo, hi);
-    let next = lo;
-    for (const [base, bits] of blocks) {
-      const size = 2 ** (16 - bits);
-      assert.equal(base, next, `range ${lo}-${hi}: block starts at ${base}, want ${next}`);
-      assert.equal(base % size, 0, `range ${lo}-${hi}: block ${base}/${bits} is not aligned`);
-      next = base + size;
-    }
-    assert.equal(next, hi + 1, `range ${lo}-${hi}: blocks end at ${next - 1}, want ${hi}`);
-    assert.ok(blocks.length <= 32, `range ${lo}-${hi}: ${blocks.length} blocks, want at most 32`);
-  }
+test('a port range compiles to the fewest aligned blocks (tables/policy.ts portRangeToPrefixes)', () => {
+  const got = l4KeysOf({ protocol: 'TCP', port: 8080, endPort: 8090 });
+  const want = [[TCP, 8080, 8 + 13], [TCP, 8088, 8 + 15], [TCP, 8090, 8 + 16]];
+  assert.deepEqual(got, want, `got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
 });
 
 // ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeTestAgent } from './agent-support.js';
 import { CASES, NAMED_PORTS, NAMESPACES, PODS, fillPolicy } from './k8s-cases.js';
-import { evaluate, type FlowEnd } from '../../src/control/policy/reference.js';
+import { evaluate, type FlowEnd } from './policy-reference.js';
 import { LabelSet } from '../../src/control/labels.js';
 import { parsePolicyFile } from '../../src/control/policy/parse.js';
 

@@ -363,8 +363,6 @@ describe('drop reasons', () => {
     [181, 'POLICY_DENY', 'Policy denied by denylist'],
     [196, 'TTL_EXCEEDED', 'TTL exceeded'],
     [230, 'QUEUE_FULL', 'tunswitch: shard queue full (backpressure)'],
-    [231, 'TX_FAILED', 'tunswitch: write to output device failed'],
-    [232, 'NO_OUTPUT', 'tunswitch: no output port'],
   ];
   it('known codes have Cilium names and texts, for both signs', () => {
     for (const [code, name, text] of cilium) {

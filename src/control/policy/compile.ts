@@ -53,6 +53,7 @@ import { makeLabel, type LabelSet } from '../labels.js';
 import { LabelSelector, SelectorCache, type PeerSelector } from './selector.js';
 import { DEFAULT_POLICY_CONFIG, SECTIONS, sectionDirection, sectionIsDeny, type Direction, type Entity, type Peer, type Policy, type PolicyConfig, type PolicyKind, type PolicyRule, type NamedPort, type PortSpec, type Section } from './types.js';
 import { IPPROTO } from '../../proto/ip.js';
+import { portRangeToPrefixes } from '../../tables/policy.js';
 import { parsePrefix, type Prefix } from '../cidr.js';
 
 export const COOKIE_NONE = 0;
@@ -141,23 +142,6 @@ export const DEFAULT_ALLOW_RULE: RuleInfo = {
 /** [proto, port, prefixLen] */
 export type L4Key = readonly [number, number, number];
 
-/** Splits lo..hi into the fewest aligned power-of-two blocks: [base, prefixLen within 16 bits]. */
-export function portRangeBlocks(lo: number, hi: number): [number, number][] {
-  const out: [number, number][] = [];
-  let p = lo;
-  while (p <= hi) {
-    let size = 1;
-    let bits = 16;
-    while (bits > 0 && p % (size * 2) === 0 && p + size * 2 - 1 <= hi) {
-      size *= 2;
-      bits--;
-    }
-    out.push([p, bits]);
-    p += size;
-  }
-  return out;
-}
-
 export function l4KeysOf(spec: PortSpec): L4Key[] {
   if (spec.protocol === 'ICMP') return [[IPPROTO.ICMP, spec.port, 24]];
   if (spec.protocol === 'ICMPv6') return [[IPPROTO.ICMPV6, spec.port, 24]];
@@ -165,7 +149,7 @@ export function l4KeysOf(spec: PortSpec): L4Key[] {
   const out: L4Key[] = [];
   for (const proto of protos) {
     if (spec.port === 0) out.push([proto, 0, 8]);
-    else for (const [base, bits] of portRangeBlocks(spec.port, spec.endPort)) out.push([proto, base, 8 + bits]);
+    else for (const b of portRangeToPrefixes(spec.port, spec.endPort)) out.push([proto, b.port, 8 + b.prefixLen]);
   }
   return out;
 }

@@ -1,7 +1,7 @@
 /**
  * The internal, validated form of a policy. parse.ts produces it from CiliumNetworkPolicy,
- * CiliumClusterwideNetworkPolicy and Kubernetes NetworkPolicy; compile.ts and reference.ts
- * consume it. Namespace scoping has already been applied to every selector here.
+ * CiliumClusterwideNetworkPolicy and Kubernetes NetworkPolicy; compile.ts consumes it, and so
+ * does the tests' reference evaluator (test/control/policy-reference.ts). Namespace scoping has already been applied to every selector here.
  *
  * Rule element semantics (one item of ingress/egress/ingressDeny/egressDeny):
  *   peers === null && ports === null  -> selects no traffic (`ingress: [{}]`: default deny only)

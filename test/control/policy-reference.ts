@@ -20,10 +20,10 @@
  * or by its `cidr:` label, inside the prefix and outside every except; a /0 item also matches
  * world. Entities match the reserved labels they name; `cluster` also matches workloads.
  */
-import type { LabelSet } from '../labels.js';
-import { parsePrefix, prefixContains, type Prefix } from '../cidr.js';
-import { type Direction, type NamedPort, type Peer, type Policy, type PolicyConfig, type PortSpec, type RuleElement } from './types.js';
-import { IPPROTO } from '../../proto/ip.js';
+import type { LabelSet } from '../../src/control/labels.js';
+import { parsePrefix, prefixContains, type Prefix } from '../../src/control/cidr.js';
+import { type Direction, type NamedPort, type Peer, type Policy, type PolicyConfig, type PortSpec, type RuleElement } from '../../src/control/policy/types.js';
+import { IPPROTO } from '../../src/proto/ip.js';
 
 export interface FlowEnd {
   readonly identity: number;
