@@ -55,6 +55,20 @@ int get_packet_batch(napi_env env, napi_value *argv, packet_batch *b);
 /* fds (an Int32Array) covers entries [b->start, b->start + b->count). */
 int get_batch_fds(napi_env env, napi_value v, const packet_batch *b, int32_t **fds);
 
+/* (slab: Uint8Array, slotSize) at argv[0..1]: a slab cut into slots of slot_size >= 1 bytes,
+ * shared by readBatch, readBatchSlots and uringReaderOpen. */
+typedef struct slotted_slab {
+  uint8_t *slab;
+  size_t slab_len;
+  int64_t slot_size;
+} slotted_slab;
+int get_slotted_slab(napi_env env, napi_value *argv, slotted_slab *s);
+/* Slots [first, first+count) lie inside the slab and, when lens_len >= 0, inside lens. */
+int check_slot_range(napi_env env, const slotted_slab *s, const char *what, int64_t first,
+                     int64_t count, int64_t lens_len);
+/* The return value of a batch call: n as a JS number, or NULL when n < 0 (already thrown). */
+napi_value int32_result(napi_env env, int32_t n);
+
 /*
  * slots[start .. start+count) each name a slot inside the slab (slot * slot_size + slot_size
  * <= slab_len) and, when lens_len >= 0, inside lens (slot < lens_len).

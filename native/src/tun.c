@@ -281,6 +281,44 @@ int get_batch_fds(napi_env env, napi_value v, const packet_batch *b, int32_t **f
   return 0;
 }
 
+int get_slotted_slab(napi_env env, napi_value *argv, slotted_slab *s) {
+  if (get_typed(env, argv[0], napi_uint8_array, "slab", "a Uint8Array", (void **)&s->slab,
+                &s->slab_len) != 0)
+    return -1;
+  return get_int(env, argv[1], "slotSize", 1, INT32_MAX, &s->slot_size);
+}
+
+int check_slot_range(napi_env env, const slotted_slab *s, const char *what, int64_t first,
+                     int64_t count, int64_t lens_len) {
+  /* In 64-bit so nothing overflows: every slot used must sit inside the slab. */
+  int64_t end = first + count;
+  char buf[224];
+  if (count <= 0) return 0;
+  if (end * s->slot_size > (int64_t)s->slab_len) {
+    snprintf(buf, sizeof buf,
+             "tun: argument %s: slots [%lld, %lld) of %lld bytes need %lld bytes, slab has %zu",
+             what, (long long)first, (long long)end, (long long)s->slot_size,
+             (long long)(end * s->slot_size), s->slab_len);
+    throw_range(env, buf);
+    return -1;
+  }
+  if (lens_len >= 0 && end > lens_len) {
+    snprintf(buf, sizeof buf,
+             "tun: argument \"lens\" has %lld elements, slots up to %lld are needed",
+             (long long)lens_len, (long long)end);
+    throw_range(env, buf);
+    return -1;
+  }
+  return 0;
+}
+
+napi_value int32_result(napi_env env, int32_t n) {
+  napi_value r;
+  if (n < 0) return NULL;
+  napi_create_int32(env, n, &r);
+  return r;
+}
+
 int check_slots(napi_env env, const int32_t *slots, int64_t start, int64_t count,
                 size_t slots_len, int64_t slot_size, size_t slab_len, int64_t lens_len) {
   if (count > 0 && start + count > (int64_t)slots_len) {
@@ -550,48 +588,25 @@ static int32_t read_loop(napi_env env, int fd, uint8_t *slab, int64_t slot_size,
 static napi_value js_read_batch(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   int fd;
-  int64_t slot_size, first, max_slots;
-  uint8_t *slab;
+  slotted_slab s;
+  int64_t first, max_slots;
   int32_t *lens, *stats = NULL;
-  size_t slab_len, lens_len;
+  size_t lens_len;
 
   if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
   if (get_fd(env, argv[0], &fd) != 0) return NULL;
-  if (get_typed(env, argv[1], napi_uint8_array, "slab", "a Uint8Array", (void **)&slab,
-                &slab_len) != 0)
-    return NULL;
-  if (get_int(env, argv[2], "slotSize", 1, INT32_MAX, &slot_size) != 0) return NULL;
+  if (get_slotted_slab(env, argv + 1, &s) != 0) return NULL;
   if (get_int(env, argv[3], "firstSlot", 0, INT32_MAX, &first) != 0) return NULL;
   if (get_int(env, argv[4], "maxSlots", 0, INT32_MAX, &max_slots) != 0) return NULL;
   if (get_typed(env, argv[5], napi_int32_array, "lens", "an Int32Array", (void **)&lens,
                 &lens_len) != 0)
     return NULL;
   if (get_stats(env, argv[6], 2, &stats, NULL) != 0) return NULL;
-  /* Bounds, in 64-bit so nothing overflows: every slot used must sit inside the slab. */
-  int64_t end_slot = first + max_slots;
-  if (max_slots > 0 && end_slot * slot_size > (int64_t)slab_len) {
-    char buf[224];
-    snprintf(buf, sizeof buf,
-             "tun: argument \"firstSlot\"/\"maxSlots\": slots [%lld, %lld) of %lld bytes need "
-             "%lld bytes, slab has %zu", (long long)first, (long long)end_slot,
-             (long long)slot_size, (long long)(end_slot * slot_size), slab_len);
-    throw_range(env, buf);
+  if (check_slot_range(env, &s, "\"firstSlot\"/\"maxSlots\"", first, max_slots,
+                       (int64_t)lens_len) != 0)
     return NULL;
-  }
-  if (max_slots > 0 && end_slot > (int64_t)lens_len) {
-    char buf[160];
-    snprintf(buf, sizeof buf,
-             "tun: argument \"lens\" has %zu elements, slots up to %lld are needed", lens_len,
-             (long long)end_slot);
-    throw_range(env, buf);
-    return NULL;
-  }
-
-  int32_t count = read_loop(env, fd, slab, slot_size, NULL, first, max_slots, lens, stats);
-  if (count < 0) return NULL;
-  napi_value r;
-  napi_create_int32(env, count, &r);
-  return r;
+  return int32_result(env, read_loop(env, fd, s.slab, s.slot_size, NULL, first, max_slots,
+                                     lens, stats));
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -606,17 +621,14 @@ static napi_value js_read_batch(napi_env env, napi_callback_info info) {
 static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   int fd;
-  int64_t slot_size, start, count;
-  uint8_t *slab;
+  slotted_slab s;
+  int64_t start, count;
   int32_t *slots, *lens, *stats;
-  size_t slab_len, slots_len, lens_len;
+  size_t slots_len, lens_len;
 
   if (get_args(env, info, 7, 8, argv, NULL) != 0) return NULL;
   if (get_fd(env, argv[0], &fd) != 0) return NULL;
-  if (get_typed(env, argv[1], napi_uint8_array, "slab", "a Uint8Array", (void **)&slab,
-                &slab_len) != 0)
-    return NULL;
-  if (get_int(env, argv[2], "slotSize", 1, INT32_MAX, &slot_size) != 0) return NULL;
+  if (get_slotted_slab(env, argv + 1, &s) != 0) return NULL;
   if (get_typed(env, argv[3], napi_int32_array, "slots", "an Int32Array", (void **)&slots,
                 &slots_len) != 0)
     return NULL;
@@ -626,14 +638,11 @@ static napi_value js_read_batch_slots(napi_env env, napi_callback_info info) {
                 &lens_len) != 0)
     return NULL;
   if (get_stats(env, argv[7], 2, &stats, NULL) != 0) return NULL;
-  if (check_slots(env, slots, start, count, slots_len, slot_size, slab_len, (int64_t)lens_len) != 0)
+  if (check_slots(env, slots, start, count, slots_len, s.slot_size, s.slab_len,
+                  (int64_t)lens_len) != 0)
     return NULL;
-
-  int32_t n = read_loop(env, fd, slab, slot_size, slots, start, count, lens, stats);
-  if (n < 0) return NULL;
-  napi_value res;
-  napi_create_int32(env, n, &res);
-  return res;
+  return int32_result(env, read_loop(env, fd, s.slab, s.slot_size, slots, start, count, lens,
+                                     stats));
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -709,11 +718,7 @@ static napi_value js_write_batch(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
   if (get_fd(env, argv[0], &fd) != 0) return NULL;
   if (get_packet_batch(env, argv + 1, &b) != 0) return NULL;
-  int32_t done = write_loop(env, fd, NULL, &b);
-  if (done < 0) return NULL;
-  napi_value r;
-  napi_create_int32(env, done, &r);
-  return r;
+  return int32_result(env, write_loop(env, fd, NULL, &b));
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -731,11 +736,7 @@ static napi_value js_write_batch_fds(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 6, 7, argv, NULL) != 0) return NULL;
   if (get_packet_batch(env, argv + 1, &b) != 0) return NULL;
   if (get_batch_fds(env, argv[0], &b, &fds) != 0) return NULL;
-  int32_t done = write_loop(env, -1, fds, &b);
-  if (done < 0) return NULL;
-  napi_value r;
-  napi_create_int32(env, done, &r);
-  return r;
+  return int32_result(env, write_loop(env, -1, fds, &b));
 }
 
 /* ---------------------------------------------------------------------------------------- */

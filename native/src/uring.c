@@ -373,14 +373,13 @@ static int get_reader(napi_env env, napi_value v, ur_reader **out) {
 /* uringReaderOpen(slab: Uint8Array, slotSize, ringEntries) -> handle */
 static napi_value js_reader_open(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  uint8_t *slab;
-  size_t slab_len;
-  int64_t slot_size, entries;
+  slotted_slab s;
+  int64_t entries;
   if (get_args(env, info, 3, 3, argv, NULL) != 0) return NULL;
-  if (get_typed(env, argv[0], napi_uint8_array, "slab", "a Uint8Array", (void **)&slab,
-                &slab_len) != 0)
-    return NULL;
-  if (get_int(env, argv[1], "slotSize", 1, INT32_MAX, &slot_size) != 0) return NULL;
+  if (get_slotted_slab(env, argv, &s) != 0) return NULL;
+  uint8_t *slab = s.slab;
+  size_t slab_len = s.slab_len;
+  int64_t slot_size = s.slot_size;
   if (get_int(env, argv[2], "ringEntries", 1, 32768, &entries) != 0) return NULL;
   if ((entries & (entries - 1)) != 0) {
     char buf[128];
@@ -703,9 +702,7 @@ static napi_value js_reader_reap(napi_env env, napi_callback_info info) {
     stats[RS_ERRNO] = last_errno;
     if (stats_len > RS_STALE) stats[RS_STALE] = stale;
   }
-  napi_value res;
-  napi_create_int32(env, n, &res);
-  return res;
+  return int32_result(env, n);
 }
 
 /* uringReaderClose(r): idempotent. */
@@ -886,9 +883,7 @@ static napi_value js_write_batch_uring(napi_env env, napi_callback_info info) {
     b.stats[0] = dropped;
     b.stats[1] = drop_errno;
   }
-  napi_value r;
-  napi_create_int32(env, consumed, &r);
-  return r;
+  return int32_result(env, consumed);
 }
 
 /* uringWriterClose(w): idempotent. */
