@@ -236,6 +236,21 @@ test('ipcache entries from the API: bulk add, longest match, bad entries named',
   assert.equal(agent.getIpcache('172.20.0.1'), null);
 });
 
+test('an API-added IPv4-mapped prefix lists under its own text, with source api', () => {
+  const { agent } = makeAgent();
+  // The same prefix in hex and dotted spelling: one canonical text, so the owner the API
+  // recorded is found when the ipcache lists the entry (the two used to print it differently).
+  assert.deepEqual(agent.upsertIpcache({ entries: [{ cidr: '::ffff:a00:0/104', identity: 300 }] }), { added: 1 });
+  const cases: [string, string, number][] = [['::ffff:a00:0/104', '::ffff:10.0.0.0/104', 300]];
+  for (const [given, want, id] of cases) {
+    const got = agent.listIpcache().find((e) => e.identity === id);
+    assert.equal(got?.cidr, want, `${given}: listed as ${got?.cidr}, want ${want}`);
+    assert.equal(got?.source, 'api', `${given}: source got ${got?.source}, want api`);
+    assert.deepEqual(got?.owners, ['api'], `${given}: owners got ${JSON.stringify(got?.owners)}, want ["api"]`);
+  }
+  assert.deepEqual(agent.deleteIpcache('::ffff:10.0.0.0/104'), { deleted: true }, 'deleting by the dotted text removes the API claim');
+});
+
 test('restored endpoints that are not attached yet stay in the state file', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tunswitch-state-'));
   try {
