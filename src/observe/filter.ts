@@ -17,6 +17,7 @@ import type { FlowEvent } from '../api/types.js';
 import { TunswitchError } from '../control/errors.js';
 import { DROP_REASONS, dropReasonName } from '../datapath/drop.js';
 import { HUBBLE_DROP_REASONS, TCP_FLAG_NAMES } from './hubble.js';
+import { IPPROTO_ICMP, PROTO_NAMES } from '../proto/ip.js';
 
 /** A predicate over flow events; true means "show it". */
 export type FlowPredicate = (e: FlowEvent) => boolean;
@@ -75,12 +76,8 @@ export const EVENT_TYPES: readonly FlowEvent['event_type'][] = ['drop', 'trace',
 
 /** --protocol value → the l4.protocol name toFlow writes. */
 const PROTOCOLS: Readonly<Record<string, string>> = {
-  tcp: 'TCP',
-  udp: 'UDP',
-  icmp: 'ICMPv4',
-  icmpv4: 'ICMPv4',
-  icmpv6: 'ICMPv6',
-  sctp: 'SCTP',
+  ...Object.fromEntries(Object.values(PROTO_NAMES).map((n) => [n.toLowerCase(), n])),
+  icmp: PROTO_NAMES[IPPROTO_ICMP] as string,
 };
 
 /** All names a drop code answers to (upper case, without DROP_). */

@@ -32,6 +32,9 @@
  *   21 DST_EP    destination endpoint index (0xffffffff: not local)
  *   22 LENGTH    packet length in bytes
  *   23 SEQ       producer sequence number (low 32 bits)
+ *
+ * EventWriter (the pipeline's) and EventReader (the control thread's) below are the only code
+ * that knows these offsets; the E_* constants are private to this file.
  */
 import type { FlowTuple } from '../proto/tuple.js';
 import { isIcmp } from '../proto/ip.js';
