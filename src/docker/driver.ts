@@ -37,6 +37,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EndpointAddRequest } from '../api/types.js';
 import { endpointNameFor, identityLabelsFor, sanitizeEndpointName, type ContainerFacts } from './watcher.js';
+import { oneLine } from '../text/oneline.js';
 
 export const DEFAULT_DRIVER_NAME = 'tunswitch';
 export const PLUGIN_DIR = '/run/docker/plugins';
@@ -149,7 +150,7 @@ export class NetworkDriver {
     const p = this.queue.then(() => this.dispatch(method, body));
     this.queue = p.catch(() => undefined);
     return p.catch((e: unknown) => {
-      const msg = `${this.driverName}: ${((e as Error).message ?? String(e)).trim().replace(/\s*\n\s*/g, '; ')}`;
+      const msg = `${this.driverName}: ${oneLine((e as Error).message ?? String(e), '; ')}`;
       this.log(`docker driver: ${method}: ${msg}`);
       return { Err: msg };
     });
