@@ -179,6 +179,7 @@ describe('exit codes and messages against a switch', () => {
       { args: ['--lab', 'cl96-none', 'status'], code: 2, match: /^Error: --lab cl96-none: no such lab/ },
       { args: ['observe', '--since', 'soon'], code: 2, match: /^Error: .*"soon" is neither a duration/ },
       { args: ['bench', '--systems', 'nope'], code: 2, match: /^Error: --systems: "nope" is not one of/ },
+      { args: ['bench', '-t', '2x'], code: 2, match: /^Error: .*"2x" is not a duration \(e\.g\. 500ms, 10s/ },
       { args: ['run', '-c', '/nonexistent.yaml', '--metrics-addr', 'x'], code: 1, match: /^Error: / },
       { args: ['nosuchcommand'], code: 2, match: /^Error: unknown command/ },
     ];
