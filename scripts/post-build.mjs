@@ -5,3 +5,5 @@ import { chmodSync, writeFileSync } from 'node:fs';
 
 chmodSync('dist/src/cli/main.js', 0o755);
 writeFileSync('dist/.build-stamp', new Date().toISOString() + '\n');
+// The CLI's stored help, completion and version texts (src/cli/static-help.ts).
+await import('./static-help.mjs');

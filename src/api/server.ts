@@ -24,7 +24,8 @@ import { TunswitchError, type ErrorCode } from '../control/errors.js';
 import type { AgentConfig, ControlApi, EndpointAddRequest, QueueSettings } from './types.js';
 import { MAX_API_BODY_BYTES, type ApiErrorBody } from './extra-types.js';
 import { firstInvalidUtf8 } from '../control/policy/parse.js';
-import { CaptureBusyError, checkCaptureRequest, serveCapture, type CaptureHandle, type CaptureRequest, type CaptureSink } from '../control/capture.js';
+import { CaptureBusyError, type CaptureHandle, type CaptureRequest, type CaptureSink } from '../control/capture.js';
+import { checkCaptureRequest, serveCapture } from './capture-stream.js';
 
 export interface ApiServerOptions {
   /** Path of the unix socket, e.g. /run/tunswitch/tunswitch.sock. */
@@ -376,7 +377,7 @@ function buildRoutes(api: ControlApi): Route[] {
     return STREAMED;
   });
 
-  // Packet capture: a pcap stream until count/duration or the client goes away (src/control/capture.ts).
+  // Packet capture: a pcap stream until count/duration or the client goes away (src/api/capture-stream.ts).
   add('POST', '/v1/capture', async (c) => {
     const f = (api as Partial<{ capture(r: CaptureRequest, s: CaptureSink): CaptureHandle }>).capture;
     if (typeof f !== 'function') throw new HttpError(501, 'ENOT_SUPPORTED', 'packet capture is not available');

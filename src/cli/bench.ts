@@ -9,9 +9,10 @@
  *   tunswitch bench --systems fwd,ts-w1 --cases tcp1 -t 5 -o json
  *   tunswitch bench --cpu-prof /tmp/prof  # also profile the agent, summarise self time
  */
+import { durationParser } from './duration.js';
 import { Option, type Command } from 'commander';
 import type { CliContext } from './context.js';
-import { outputOf, parseNonNegativeInt, parsePositiveInt, UsageError, withOutput } from './context.js';
+import { outputOf, parseNonNegativeInt, UsageError, withOutput } from './context.js';
 // The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
 import type { BenchOptions } from '../../bench/e2e/harness.js';
 import { CASES, CASE_ALIASES, DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, SYSTEM_IDS, parseCases, parseList } from '../../bench/e2e/options.js';
@@ -50,7 +51,7 @@ export function register(program: Command, ctx: CliContext): void {
   const cmd = program
     .command('bench')
     .description('measure tunswitch end to end against kernel veth, OVS userspace and a C TUN forwarder (root)')
-    .option('-t, --time <seconds>', `seconds per case (default ${DEFAULT_SECONDS}, ${QUICK.seconds} with --quick)`, parsePositiveInt)
+    .option('-t, --time <duration>', `time per case, whole seconds: 10s, 1m (a bare number is in seconds; default ${DEFAULT_SECONDS}s, ${QUICK.seconds}s with --quick)`, (v: string) => Math.max(1, Math.ceil(durationParser('s')(v) / 1000)))
     .option('--quick', `${QUICK.seconds} s per case, systems ${QUICK.systems.join(',')}, cases ${QUICK.cases.join(',')}`)
     .option('--systems <list>', `comma-separated systems (${SYSTEM_IDS.join(', ')})`)
     .option(

@@ -10,10 +10,9 @@ import {
   PCAP_RECORD_HEADER_BYTES,
   PCAPNG_EPB,
   PCAPNG_SHB,
-  TRAILER_LOST,
-  TRAILER_PACKETS,
   type CaptureRequest,
 } from '../control/capture.js';
+import { TRAILER_LOST, TRAILER_PACKETS } from '../api/capture-stream.js';
 
 /**
  * Splits a pcap byte stream at record boundaries: push() returns the bytes that complete

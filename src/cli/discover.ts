@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { didYouMean } from './suggest.js';
 
 export const SOCKET_NAME = 'tunswitch.sock';
+/** A lab's state file in its run directory (src/lab/state.ts writes it). */
+export const LAB_STATE_FILE = 'lab.json';
 
 export interface DiscoverInput {
   /** --socket, when given on the command line. */
@@ -67,11 +69,16 @@ export function runningSwitches(root: string): RunningSwitch[] {
   return out;
 }
 
+/** True when root/name is a lab's run directory (its state file or socket), not another tunswitch directory such as the pool registry. */
+function isLabDir(root: string, name: string): boolean {
+  return existsSync(join(root, name, LAB_STATE_FILE)) || isSocket(join(root, name, SOCKET_NAME));
+}
+
 /** Lab names with a run directory under root (running or not). */
 function labNames(root: string): string[] {
   try {
     return readdirSync(root, { withFileTypes: true })
-      .filter((d) => d.isDirectory())
+      .filter((d) => d.isDirectory() && isLabDir(root, d.name))
       .map((d) => d.name);
   } catch {
     return [];
@@ -87,7 +94,7 @@ export function discoverSocket(i: DiscoverInput): string {
   if (i.socket !== undefined && i.socket !== '') return i.socket;
   if (i.lab !== undefined && i.lab !== '') {
     const s = join(i.root, i.lab, SOCKET_NAME);
-    if (existsSync(join(i.root, i.lab))) return s;
+    if (isLabDir(i.root, i.lab)) return s;
     const known = labNames(i.root);
     const list = known.length > 0 ? `; labs: ${known.sort().join(', ')}` : '; no labs are running ("tunswitch lab status")';
     throw new DiscoverError(`--lab ${i.lab}: no such lab${didYouMean(i.lab, known)}${list}`);

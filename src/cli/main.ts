@@ -10,6 +10,7 @@
  *   2  a usage error: unknown command or option, a bad option value, a bad flag combination
  * Errors are one line on stderr: `Error: <message>`.
  */
+import './static-help.js'; // first: serves --help, completion and --version from stored text, before the rest loads
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';

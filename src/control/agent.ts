@@ -1026,7 +1026,7 @@ export class Agent implements ControlApi {
 
   /**
    * Starts a packet capture at an endpoint (name or index); the pcap bytes go to `sink`.
-   * Throws EENDPOINT_NOT_FOUND, CaptureBusyError (one capture at a time), ENOT_SUPPORTED.
+   * Throws EENDPOINT_NOT_FOUND, CaptureBusyError (all capture slots taken), ENOT_SUPPORTED.
    */
   capture(req: CaptureRequest, sink: CaptureSink): CaptureHandle {
     const cap = this.capturer;

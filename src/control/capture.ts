@@ -1,17 +1,24 @@
 /**
- * Packet capture, control-thread side: arms the shards' capture rings (src/tables/capture.ts),
- * drains them, and produces pcap bytes for `POST /v1/capture` and `tunswitch capture`.
+ * Packet capture, control-thread side: arms capture slots in the shards' capture rings
+ * (src/tables/capture.ts), drains the rings, and produces pcap or pcapng bytes for each
+ * running capture. Up to MAX_CAPTURES (8) captures run at once, each with its own endpoint,
+ * verdict filter, snap length, format and limits; a packet several of them match is
+ * delivered to each. Transport-neutral: a capture writes to a CaptureSink (callbacks);
+ * src/api/capture-stream.ts serves it over HTTP.
  *
  * A capture, step by step:
- *   1. start(): refuse if one already runs (CaptureBusyError, HTTP 409); remember each ring's
- *      LOST counter; arm every ring with a new session number and the filter; emit the pcap
- *      global header.
- *   2. every DRAIN_INTERVAL_MS: read each ring's records of this session (others are skipped),
- *      order them by time (shards run in parallel), emit at most the packets still wanted as
- *      one chunk. While the sink is not ready (a slow client), skip the drain: the rings fill
- *      and count what they lose, the server never buffers without bound.
- *   3. stop on `count` packets, on `durationS`, or on stop() (client gone): disarm every
- *      ring, drain what is left (up to `count`), and report packets and lost records.
+ *   1. start(): take a free slot (none: CaptureBusyError, HTTP 409); write the slot's filter
+ *      into every ring, then publish a new ARMED word (new generation, the slot's bit set);
+ *      remember the slot's LOST counters; emit the pcap/pcapng header.
+ *   2. every DRAIN_INTERVAL_MS, one drain for all captures: read each ring's records; give
+ *      each record to the capture of every slot it matched, if that capture was armed at or
+ *      before the record's generation (a late record of a slot's previous capture goes to
+ *      nobody); per capture, order its records by time (shards run in parallel) and emit at
+ *      most the packets still wanted as one chunk. A capture whose sink is not ready (a slow
+ *      client) does not hold up the others: its records are counted lost, never buffered.
+ *   3. stop on `count` packets, on `durationS`, or on stop() (Ctrl-C, client gone): publish
+ *      ARMED without the slot's bit, drain once more (up to `count`), free the slot, and
+ *      report packets and lost records. The timer runs only while a capture does.
  *
  * pcap format (libpcap 2.4, little-endian, microsecond timestamps):
  *   global header, 24 bytes: magic 0xa1b2c3d4, version 2.4, thiszone 0, sigfigs 0, snaplen,
@@ -20,46 +27,46 @@
  */
 import { TunswitchError } from './errors.js';
 import {
+  armedAtOrBefore,
+  armedWord,
   CaptureRing,
   CR_CAP_LEN,
   CR_ORIG_LEN,
-  CR_SESSION,
+  CR_TAG,
   CR_TS_SEC,
   CR_TS_USEC,
   CR_VERDICT,
   CR_SRC_EP,
   CR_DST_EP,
   CR_DROPPED,
+  GENERATION_MAX,
+  MAX_CAPTURES,
   NO_EP_INDEX,
+  SLOT_BITS,
+  tagGeneration,
   VERDICT_ANY,
   VERDICT_DROPPED_BIT,
   VERDICT_FORWARDED_BIT,
 } from '../tables/capture.js';
-import type { ServerResponse } from 'node:http';
 import { dropReasonText } from '../datapath/drop.js';
 
+export { MAX_CAPTURES };
 export const PCAP_MAGIC = 0xa1b2c3d4;
 export const PCAP_VERSION_MAJOR = 2;
 export const PCAP_VERSION_MINOR = 4;
 export const LINKTYPE_RAW = 101;
 export const PCAP_GLOBAL_HEADER_BYTES = 24;
 export const PCAP_RECORD_HEADER_BYTES = 16;
-export const PCAP_CONTENT_TYPE = 'application/vnd.tcpdump.pcap';
-/** HTTP trailers the API sends when a capture ends. */
-export const TRAILER_PACKETS = 'x-tunswitch-capture-packets';
-export const TRAILER_LOST = 'x-tunswitch-capture-lost';
 
 /** Drain period. With DEFAULT_CAPTURE_SLOTS (512) a shard can capture ~25k packets/s without loss. */
 export const DRAIN_INTERVAL_MS = 20;
 /** Largest count and duration a request may ask for. */
 export const MAX_CAPTURE_COUNT = 10_000_000;
 export const MAX_CAPTURE_DURATION_S = 86_400;
-/** Unsent response bytes above which the server skips drains (the rings count the loss). */
-export const CAPTURE_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 
 export type CaptureVerdict = 'FORWARDED' | 'DROPPED';
 
-/** The API request body, checked by checkCaptureRequest. */
+/** The API request body (checked in src/api/capture-stream.ts). */
 export interface CaptureRequest {
   /** Endpoint name or index. */
   endpoint: string;
@@ -92,16 +99,19 @@ export type CaptureEndReason = 'count' | 'duration' | 'stopped';
 
 export interface CaptureSummary {
   packets: number;
-  /** Matching packets whose record was lost because a ring was full. */
+  /**
+   * Matching packets not delivered: their record was lost because a ring was full, or the
+   * sink was not ready when they were drained.
+   */
   lost: number;
   reason: CaptureEndReason;
 }
 
-/** Where a capture sends its bytes. */
+/** Where a capture sends its bytes (an HTTP response, a file, a test's memory). */
 export interface CaptureSink {
   data(chunk: Buffer): void;
   end(summary: CaptureSummary): void;
-  /** False while the consumer cannot take more (drains are skipped). Default: always ready. */
+  /** False while the consumer cannot take more (its packets are counted lost). Default: always ready. */
   ready?(): boolean;
 }
 
@@ -111,11 +121,11 @@ export interface CaptureHandle {
   readonly done: Promise<CaptureSummary>;
 }
 
-/** A second capture while one runs. The API answers 409. */
+/** Every capture slot is taken. The API answers 409. */
 export class CaptureBusyError extends TunswitchError {
   readonly status = 409;
   constructor() {
-    super('ECAPTURE_BUSY', 'a capture is already running (one at a time); stop it first');
+    super('ECAPTURE_BUSY', `all ${MAX_CAPTURES} capture slots are busy (${MAX_CAPTURES} captures run at once); stop one (Ctrl-C) and try again`);
   }
 }
 
@@ -148,55 +158,6 @@ export function pcapRecord(tsSec: number, tsUsec: number, data: Uint8Array, orig
   writePcapRecordHeader(b, 0, tsSec, tsUsec, data.length, origLen);
   b.set(data, PCAP_RECORD_HEADER_BYTES);
   return b;
-}
-
-// ---------------------------------------------------------------------------------------------
-// request checks
-
-function bad(msg: string): never {
-  throw new TunswitchError('EBAD_REQUEST', msg);
-}
-
-const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
-
-/** Checks a POST /v1/capture body; errors name the field (code EBAD_REQUEST). */
-export function checkCaptureRequest(v: unknown): CaptureRequest {
-  if (v === undefined) bad('body: expected a JSON object, got an empty body');
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`body: expected a JSON object, got ${Array.isArray(v) ? 'an array' : show(v)}`);
-  const o = v as Record<string, unknown>;
-  const known = ['endpoint', 'count', 'verdict', 'duration', 'snaplen', 'format'];
-  for (const k of Object.keys(o)) if (!known.includes(k)) bad(`body.${k}: unknown field (known: ${known.join(', ')})`);
-  let endpoint: string;
-  if (typeof o.endpoint === 'string' && o.endpoint !== '') endpoint = o.endpoint;
-  else if (typeof o.endpoint === 'number' && Number.isInteger(o.endpoint) && o.endpoint >= 0) endpoint = String(o.endpoint);
-  else if (o.endpoint === undefined) bad('body.endpoint: is required (an endpoint name or index)');
-  else bad(`body.endpoint: must be an endpoint name or index, got ${show(o.endpoint)}`);
-  const req: CaptureRequest = { endpoint };
-  if (o.count !== undefined) {
-    if (typeof o.count !== 'number' || !Number.isInteger(o.count) || o.count < 1 || o.count > MAX_CAPTURE_COUNT) {
-      bad(`body.count: must be an integer from 1 to ${MAX_CAPTURE_COUNT}, got ${show(o.count)}`);
-    }
-    req.count = o.count;
-  }
-  if (o.verdict !== undefined) {
-    if (o.verdict !== 'FORWARDED' && o.verdict !== 'DROPPED') bad(`body.verdict: must be "FORWARDED" or "DROPPED", got ${show(o.verdict)}`);
-    req.verdict = o.verdict;
-  }
-  if (o.duration !== undefined) {
-    if (typeof o.duration !== 'number' || !Number.isFinite(o.duration) || o.duration <= 0 || o.duration > MAX_CAPTURE_DURATION_S) {
-      bad(`body.duration: must be a number of seconds above 0 and at most ${MAX_CAPTURE_DURATION_S}, got ${show(o.duration)}`);
-    }
-    req.duration = o.duration;
-  }
-  if (o.snaplen !== undefined) {
-    if (typeof o.snaplen !== 'number' || !Number.isInteger(o.snaplen) || o.snaplen < 1 || o.snaplen > 65535) bad(`body.snaplen: must be an integer from 1 to 65535, got ${show(o.snaplen)}`);
-    req.snaplen = o.snaplen;
-  }
-  if (o.format !== undefined) {
-    if (o.format !== 'pcap' && o.format !== 'pcapng') bad(`body.format: must be "pcap" or "pcapng", got ${show(o.format)}`);
-    req.format = o.format;
-  }
-  return req;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,12 +246,38 @@ interface Pending {
   rec: Buffer;
 }
 
+/** One running capture: its slot, the generation it was armed at, its filter and progress. */
+interface Session {
+  readonly slot: number;
+  readonly armedGen: number;
+  readonly endpoint: number;
+  readonly snaplen: number;
+  readonly ng: boolean;
+  readonly limit: number;
+  readonly sink: CaptureSink;
+  /** Each ring's LOST word of this slot when the capture started. */
+  readonly lostAt: number[];
+  packets: number;
+  /** Records drained while the sink was not ready. */
+  unready: number;
+  finished: boolean;
+  /** Records of the current drain (emptied after each). */
+  got: Pending[];
+  deadline: ReturnType<typeof setTimeout> | null;
+  handle: CaptureHandle;
+  resolveDone: (s: CaptureSummary) => void;
+}
+
 export class CaptureController {
   readonly rings: CaptureRing[];
-  private session = 0;
-  private running: { stop(): void } | null = null;
   /** Snap length used when a capture asks for none (the rings' slot size). */
   readonly maxSnaplen: number;
+  /** Capture slot i's session, or null when the slot is free. */
+  private readonly slots: (Session | null)[] = new Array<Session | null>(MAX_CAPTURES).fill(null);
+  /** Bit i set while slot i is armed (what the rings' ARMED word carries). */
+  private armedSlots = 0;
+  private generation = 0;
+  private timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
     sabs: readonly SharedArrayBuffer[],
@@ -302,140 +289,150 @@ export class CaptureController {
     for (const r of this.rings) r.disarm();
   }
 
+  /** Captures running now. */
+  get active(): number {
+    let n = 0;
+    for (const s of this.slots) if (s !== null) n++;
+    return n;
+  }
+
+  /** True when every slot is taken (start() would throw CaptureBusyError). */
   get busy(): boolean {
-    return this.running !== null;
+    return this.active === MAX_CAPTURES;
   }
 
   /**
-   * Starts a capture. Throws CaptureBusyError when one runs. The global header goes to the
-   * sink before start() returns; sink.end() is called exactly once.
+   * Starts a capture. Throws CaptureBusyError when all slots are taken. The header goes to
+   * the sink before start() returns; sink.end() is called exactly once.
    */
   start(opts: CaptureOptions, sink: CaptureSink): CaptureHandle {
-    if (this.running !== null) throw new CaptureBusyError();
     if (this.rings.length === 0) throw new TunswitchError('ENOT_SUPPORTED', 'packet capture is not available (no capture rings)');
-    const limit = opts.count ?? Infinity;
+    const slot = this.slots.indexOf(null);
+    if (slot < 0) throw new CaptureBusyError();
     const snaplen = opts.snaplen !== undefined && opts.snaplen > 0 && opts.snaplen < this.maxSnaplen ? opts.snaplen : this.maxSnaplen;
     const mask = opts.verdict === 'FORWARDED' ? VERDICT_FORWARDED_BIT : opts.verdict === 'DROPPED' ? VERDICT_DROPPED_BIT : VERDICT_ANY;
-    this.session = this.session >= 0x7ffffffe ? 1 : this.session + 1;
-    const session = this.session;
-    const lostAt = this.rings.map((r) => r.lost());
-    let packets = 0;
-    let finished = false;
+    for (const r of this.rings) r.setSlot(slot, opts.endpoint, mask, snaplen);
+    const armedGen = this.publish(this.armedSlots | (1 << slot));
     let resolveDone!: (s: CaptureSummary) => void;
     const done = new Promise<CaptureSummary>((res) => {
       resolveDone = res;
     });
+    const s: Session = {
+      slot,
+      armedGen,
+      endpoint: opts.endpoint,
+      snaplen,
+      ng: opts.format === 'pcapng',
+      limit: opts.count ?? Infinity,
+      sink,
+      lostAt: this.rings.map((r) => r.slotLost(slot)),
+      packets: 0,
+      unready: 0,
+      finished: false,
+      got: [],
+      deadline: null,
+      handle: { stop: () => this.finish(s, 'stopped'), done },
+      resolveDone,
+    };
+    this.slots[slot] = s;
+    sink.data(s.ng ? pcapngHeader(snaplen) : pcapGlobalHeader(snaplen));
+    if (opts.durationS !== undefined) s.deadline = setTimeout(() => this.finish(s, 'duration'), opts.durationS * 1000);
+    if (this.timer === null) this.timer = setInterval(() => this.tick(), this.drainMs);
+    return s.handle;
+  }
 
-    // Drops records of earlier sessions that nobody read.
+  /** Ends every running capture (shutdown). */
+  stopAll(): void {
+    for (const s of this.slots) if (s !== null) this.finish(s, 'stopped');
+  }
+
+  /** Publishes the set of armed slots under a new generation; returns the generation. */
+  private publish(slots: number): number {
+    this.generation = this.generation >= GENERATION_MAX ? 1 : this.generation + 1;
+    this.armedSlots = slots & SLOT_BITS;
+    const word = armedWord(this.generation, this.armedSlots);
+    for (const r of this.rings) r.publish(word);
+    return this.generation;
+  }
+
+  private tick(): void {
+    this.drain();
+    for (const s of this.slots) if (s !== null && !s.finished && s.packets >= s.limit) this.finish(s, 'count');
+  }
+
+  /** One pass over every ring: each record to the captures it belongs to, then emit per capture. */
+  private drain(): void {
     for (const r of this.rings) {
       const n = r.available();
-      if (n > 0) r.consume(n);
-    }
-    for (const r of this.rings) r.arm(session, opts.endpoint, mask, snaplen);
-    const ng = opts.format === 'pcapng';
-    sink.data(ng ? pcapngHeader(snaplen) : pcapGlobalHeader(snaplen));
-
-    const drain = (): void => {
-      const got: Pending[] = [];
-      for (const r of this.rings) {
-        const n = r.available();
-        for (let k = 0; k < n; k++) {
-          const w = r.peek(k);
-          const words = r.words;
-          if ((words[w + CR_SESSION] as number) !== session) continue;
-          const cap = words[w + CR_CAP_LEN] as number;
-          const sec = words[w + CR_TS_SEC] as number;
-          const usec = words[w + CR_TS_USEC] as number;
-          const d = r.dataOffset(w);
-          if (ng) {
-            const comment = packetComment(words[w + CR_VERDICT] as number, words[w + CR_SRC_EP] as number, words[w + CR_DST_EP] as number, opts.endpoint, dropReasonText);
-            got.push({ sec, usec, rec: pcapngPacket(sec, usec, r.bytes.subarray(d, d + cap), words[w + CR_ORIG_LEN] as number, comment) });
+      const words = r.words;
+      for (let k = 0; k < n; k++) {
+        const w = r.peek(k);
+        const tag = words[w + CR_TAG] as number;
+        const g = tagGeneration(tag);
+        for (let i = 0; i < MAX_CAPTURES; i++) {
+          if ((tag & (1 << i)) === 0) continue;
+          const s = this.slots[i];
+          if (s === null || s === undefined || !armedAtOrBefore(s.armedGen, g)) continue;
+          if (s.packets >= s.limit) continue;
+          if (s.sink.ready !== undefined && !s.sink.ready()) {
+            s.unready++;
             continue;
           }
-          const rec = Buffer.alloc(PCAP_RECORD_HEADER_BYTES + cap);
-          writePcapRecordHeader(rec, 0, sec, usec, cap, words[w + CR_ORIG_LEN] as number);
-          rec.set(r.bytes.subarray(d, d + cap), PCAP_RECORD_HEADER_BYTES);
-          got.push({ sec, usec, rec });
+          s.got.push(this.record(r, w, s));
         }
-        if (n > 0) r.consume(n);
       }
-      if (got.length === 0) return;
+      if (n > 0) r.consume(n);
+    }
+    for (const s of this.slots) {
+      if (s === null || s.got.length === 0) continue;
+      const got = s.got;
+      s.got = [];
       got.sort((a, b) => a.sec - b.sec || a.usec - b.usec);
-      const take = Math.min(got.length, limit - packets);
-      if (take <= 0) return;
-      packets += take;
-      sink.data(take === 1 ? (got[0] as Pending).rec : Buffer.concat(got.slice(0, take).map((p) => p.rec)));
-    };
-
-    const finish = (reason: CaptureEndReason): void => {
-      if (finished) return;
-      finished = true;
-      clearInterval(timer);
-      if (deadline) clearTimeout(deadline);
-      for (const r of this.rings) r.disarm();
-      if (packets < limit) drain();
-      let lost = 0;
-      this.rings.forEach((r, i) => {
-        lost += (r.lost() - (lostAt[i] as number)) >>> 0;
-      });
-      if (this.running === handle) this.running = null;
-      const summary: CaptureSummary = { packets, lost, reason };
-      sink.end(summary);
-      resolveDone(summary);
-    };
-
-    const timer = setInterval(() => {
-      if (sink.ready && !sink.ready()) return;
-      drain();
-      if (packets >= limit) finish('count');
-    }, this.drainMs);
-    const deadline = opts.durationS !== undefined ? setTimeout(() => finish('duration'), opts.durationS * 1000) : null;
-    const handle: CaptureHandle = { stop: () => finish('stopped'), done };
-    this.running = handle;
-    return handle;
+      const take = Math.min(got.length, s.limit - s.packets);
+      s.packets += take;
+      s.sink.data(take === 1 ? (got[0] as Pending).rec : Buffer.concat(got.slice(0, take).map((p) => p.rec)));
+    }
   }
 
-  /** Ends a running capture, if any (shutdown). */
-  stopAll(): void {
-    this.running?.stop();
+  /** The pcap or pcapng record of ring record `w` for capture `s` (cut to its snap length). */
+  private record(r: CaptureRing, w: number, s: Session): Pending {
+    const words = r.words;
+    const stored = words[w + CR_CAP_LEN] as number;
+    const cap = stored < s.snaplen ? stored : s.snaplen;
+    const sec = words[w + CR_TS_SEC] as number;
+    const usec = words[w + CR_TS_USEC] as number;
+    const orig = words[w + CR_ORIG_LEN] as number;
+    const d = r.dataOffset(w);
+    if (s.ng) {
+      const comment = packetComment(words[w + CR_VERDICT] as number, words[w + CR_SRC_EP] as number, words[w + CR_DST_EP] as number, s.endpoint, dropReasonText);
+      return { sec, usec, rec: pcapngPacket(sec, usec, r.bytes.subarray(d, d + cap), orig, comment) };
+    }
+    const rec = Buffer.alloc(PCAP_RECORD_HEADER_BYTES + cap);
+    writePcapRecordHeader(rec, 0, sec, usec, cap, orig);
+    rec.set(r.bytes.subarray(d, d + cap), PCAP_RECORD_HEADER_BYTES);
+    return { sec, usec, rec };
   }
-}
 
-/**
- * Serves one capture on an HTTP response: 200 with the pcap content type, the bytes as they
- * come, then trailers with the packet and lost counts. The capture stops when the client
- * goes away. `start` may throw (busy, unknown endpoint) before anything is sent.
- */
-export function serveCapture(start: (sink: CaptureSink) => CaptureHandle, res: ServerResponse): CaptureHandle {
-  let headed = false;
-  const head = (): void => {
-    if (headed) return;
-    headed = true;
-    res.writeHead(200, { 'content-type': PCAP_CONTENT_TYPE, 'cache-control': 'no-store', trailer: `${TRAILER_PACKETS}, ${TRAILER_LOST}` });
-  };
-  const sink: CaptureSink = {
-    data(chunk) {
-      if (res.destroyed) return;
-      head();
-      res.write(chunk);
-    },
-    end(s) {
-      if (res.destroyed) return;
-      head();
-      res.addTrailers({ [TRAILER_PACKETS]: String(s.packets), [TRAILER_LOST]: String(s.lost) });
-      res.end();
-    },
-    ready: () => res.writableLength < CAPTURE_HIGH_WATER_BYTES,
-  };
-  const h = start(sink);
-  head();
-  res.flushHeaders();
-  const gone = (): void => {
-    if (!res.writableEnded) h.stop();
-  };
-  // The response's 'close' (the connection went away, or the end was sent), not the
-  // request's: that one fires as soon as the request body has been read.
-  res.on('close', gone);
-  res.on('error', gone);
-  return h;
+  private finish(s: Session, reason: CaptureEndReason): void {
+    if (s.finished) return;
+    s.finished = true;
+    if (s.deadline !== null) clearTimeout(s.deadline);
+    this.publish(this.armedSlots & ~(1 << s.slot));
+    // What the rings hold now still goes to every capture (this one included, up to its count).
+    this.drain();
+    this.slots[s.slot] = null;
+    let lost = s.unready;
+    this.rings.forEach((r, i) => {
+      lost += (r.slotLost(s.slot) - (s.lostAt[i] as number)) >>> 0;
+    });
+    if (this.armedSlots === 0 && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+    const summary: CaptureSummary = { packets: s.packets, lost, reason };
+    s.sink.end(summary);
+    s.resolveDone(summary);
+    // The last drain may have completed other captures' counts.
+    for (const o of this.slots) if (o !== null && !o.finished && o.packets >= o.limit) this.finish(o, 'count');
+  }
 }

@@ -15,7 +15,7 @@ export const ERROR_CODES = {
   EENDPOINT_NOT_FOUND: 'no endpoint with that index or name exists',
   ENAMESPACE_NOT_FOUND: 'no namespace with that name exists',
   EENDPOINT_EXISTS: 'an endpoint with that index or name already exists',
-  ECAPTURE_BUSY: 'a packet capture is already running (one at a time)',
+  ECAPTURE_BUSY: 'every capture slot is taken (8 captures run at once)',
   EIDENTITY_NOT_FOUND: 'no identity with that number exists',
   ENETNS_NOT_FOUND: 'the network namespace (or process) an endpoint names does not exist',
   EIDENTITY_EXHAUSTED: 'the identity number space is used up',

@@ -75,6 +75,17 @@ describe('switch discovery', () => {
       (e: unknown) => e instanceof DiscoverError && /--lab cl96c: no such lab \(did you mean "cl96a" or "cl96b"/.test(e.message),
       'unknown lab: want did you mean',
     );
+    // Other directories under the run root (the pool registry) are not labs.
+    mkdirSync(join(root, 'pools'));
+    mkdirSync(join(root, 'cl96d'));
+    writeFileSync(join(root, 'cl96d', 'lab.json'), '{}');
+    assert.throws(
+      () => discoverSocket({ root, lab: 'nosuch' }),
+      (e: unknown) => e instanceof DiscoverError && /no such lab; labs: cl96a, cl96b, cl96d$/.test(e.message),
+      'unknown lab: want the labs listed without "pools"',
+    );
+    assert.equal(discoverSocket({ root, lab: 'cl96d' }), join(root, 'cl96d', 'tunswitch.sock'), 'a lab that is down (state file, no socket): want its socket path');
+    assert.throws(() => discoverSocket({ root, lab: 'pools' }), DiscoverError, '--lab pools: got a socket, want no such lab');
   });
 });
 
@@ -168,6 +179,7 @@ describe('exit codes and messages against a switch', () => {
       { args: ['--lab', 'cl96-none', 'status'], code: 2, match: /^Error: --lab cl96-none: no such lab/ },
       { args: ['observe', '--since', 'soon'], code: 2, match: /^Error: .*"soon" is neither a duration/ },
       { args: ['bench', '--systems', 'nope'], code: 2, match: /^Error: --systems: "nope" is not one of/ },
+      { args: ['bench', '-t', '2x'], code: 2, match: /^Error: .*"2x" is not a duration \(e\.g\. 500ms, 10s/ },
       { args: ['run', '-c', '/nonexistent.yaml', '--metrics-addr', 'x'], code: 1, match: /^Error: / },
       { args: ['nosuchcommand'], code: 2, match: /^Error: unknown command/ },
     ];

@@ -1,8 +1,9 @@
 /**
  * Capture ring (src/tables/capture.ts) and the control side that turns it into pcap
- * (src/control/capture.ts): layout, filter, full ring, snap length, a naive reference model on
- * seeded random input, a producer in another thread, the pcap bytes (parsed back with the
- * small reader below), the controller's stop conditions and the request checks.
+ * (src/control/capture.ts): layout, filter, full ring, snap length, several capture slots at
+ * once, a naive reference model on seeded random input, a producer in another thread, the pcap
+ * bytes (parsed back with the small reader below), the controller's slots and stop conditions,
+ * and the request checks (src/api/capture-stream.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import {
   CR_DROPPED,
   CR_DST_EP,
   CR_ORIG_LEN,
-  CR_SESSION,
+  CR_TAG,
   CR_SRC_EP,
   CR_TS_SEC,
   CR_TS_USEC,
@@ -25,10 +26,14 @@ import {
   VERDICT_ANY,
   VERDICT_DROPPED_BIT,
   VERDICT_FORWARDED_BIT,
+  MAX_CAPTURES,
+  armedWord,
   kArmed,
   kCapacity,
   kFilterEp,
+  kSlotBase,
   kSlotData,
+  kSlotWords,
   kSnaplen,
   kVerdictMask,
 } from '../../src/tables/capture.js';
@@ -36,13 +41,20 @@ import {
   CaptureBusyError,
   CaptureController,
   LINKTYPE_RAW,
-  checkCaptureRequest,
   pcapGlobalHeader,
   pcapRecord,
   type CaptureSink,
   type CaptureSummary,
 } from '../../src/control/capture.js';
+import { checkCaptureRequest } from '../../src/api/capture-stream.js';
 import { TunswitchError } from '../../src/control/errors.js';
+
+/** Arms slot 0 alone under generation `gen` (what the controller does for one capture). */
+function arm(r: CaptureRing, gen: number, ep: number, mask: number, snap: number): void {
+  r.publish(0);
+  r.setSlot(0, ep, mask, snap);
+  r.publish(armedWord(gen, 1));
+}
 
 // ------------------------------------------------------------------------------ helpers
 
@@ -96,7 +108,7 @@ function memorySink(): CaptureSink & { chunks: Buffer[]; summary: CaptureSummary
 }
 
 /** Reads every unread record of `ring` (consumer side), as plain objects. */
-function drainAll(ring: CaptureRing): { session: number; orig: number; cap: number; verdict: number; src: number; dst: number; data: Buffer; sec: number; usec: number }[] {
+function drainAll(ring: CaptureRing): { tag: number; orig: number; cap: number; verdict: number; src: number; dst: number; data: Buffer; sec: number; usec: number }[] {
   const out = [];
   const n = ring.available();
   for (let k = 0; k < n; k++) {
@@ -105,7 +117,7 @@ function drainAll(ring: CaptureRing): { session: number; orig: number; cap: numb
     const cap = r[w + CR_CAP_LEN] as number;
     const d = ring.dataOffset(w);
     out.push({
-      session: r[w + CR_SESSION] as number,
+      tag: r[w + CR_TAG] as number,
       orig: r[w + CR_ORIG_LEN] as number,
       cap,
       verdict: r[w + CR_VERDICT] as number,
@@ -143,15 +155,16 @@ test('capture ring: create writes the documented header and sizes', () => {
     const want = HEADER_BYTES + c.slots * (RECORD_HEADER_BYTES + c.data);
     assert.equal(r.sab.byteLength, want, `slots ${c.slots} data ${c.data}: got ${r.sab.byteLength} bytes, want ${want}`);
     assert.equal(CaptureRing.bytesFor(c.slots, c.data), want, `bytesFor: got ${CaptureRing.bytesFor(c.slots, c.data)}, want ${want}`);
-    const h = new Int32Array(r.sab, 0, 16);
+    const h = new Int32Array(r.sab, 0, HEADER_BYTES / 4);
     const fields: [string, number, number][] = [
       ['ARMED', h[kArmed] as number, 0],
-      ['FILTER_EP', h[kFilterEp] as number, -1],
-      ['VERDICT_MASK', h[kVerdictMask] as number, 0],
-      ['SNAPLEN', h[kSnaplen] as number, c.data],
       ['CAPACITY', h[kCapacity] as number, c.slots],
       ['SLOT_DATA', h[kSlotData] as number, c.data],
     ];
+    for (let i = 0; i < MAX_CAPTURES; i++) {
+      const b = kSlotBase + i * kSlotWords;
+      fields.push([`slot ${i} FILTER_EP`, h[b + kFilterEp] as number, -1], [`slot ${i} VERDICT_MASK`, h[b + kVerdictMask] as number, 0], [`slot ${i} SNAPLEN`, h[b + kSnaplen] as number, c.data]);
+    }
     for (const [name, got, w] of fields) assert.equal(got, w, `slots ${c.slots}: ${name} got ${got}, want ${w}`);
     // A second view over the same memory (another thread) sees the same geometry.
     const again = new CaptureRing(r.sab);
@@ -168,9 +181,9 @@ test('capture ring: disarmed, beginBatch is false and nothing is recorded', () =
   assert.equal(r.beginBatch(), false, 'got armed, want disarmed after create');
   assert.equal(r.offer(p, 0, p.length, 1, 0, 1), 0, 'offer while disarmed: got recorded, want 0');
   assert.equal(r.available(), 0, `available: got ${r.available()}, want 0`);
-  r.arm(3, -1, VERDICT_ANY, 0);
+  arm(r, 3, -1, VERDICT_ANY, 0);
   assert.equal(r.beginBatch(), true, 'got disarmed, want armed after arm()');
-  r.disarm();
+  r.publish(0);
   // The batch that began armed still records (documented); the next one does not.
   assert.equal(r.offer(p, 0, p.length, 1, 0, 1), 1, 'offer in a batch begun armed: got not recorded, want 1');
   assert.equal(r.beginBatch(), false, 'got armed, want disarmed after disarm()');
@@ -196,7 +209,7 @@ test('capture ring: endpoint and verdict filter', () => {
   ];
   for (const c of cases) {
     const r = CaptureRing.create(4, 64);
-    r.arm(1, c.ep, c.mask, 0);
+    arm(r, 1, c.ep, c.mask, 0);
     r.beginBatch();
     const p = packet(60, 9);
     const got = r.offer(p, 0, p.length, c.verdict, c.src, c.dst);
@@ -221,7 +234,7 @@ test('capture ring: a full ring loses records and counts them, then recovers', (
   ];
   for (const c of cases) {
     const r = CaptureRing.create(c.slots, 64);
-    r.arm(1, -1, VERDICT_ANY, 0);
+    arm(r, 1, -1, VERDICT_ANY, 0);
     r.beginBatch();
     let recorded = 0;
     for (let i = 0; i < c.offers; i++) {
@@ -250,7 +263,7 @@ test('capture ring: snap length truncates, original length is kept', () => {
   ];
   for (const c of cases) {
     const r = CaptureRing.create(4, c.slotData);
-    r.arm(1, -1, VERDICT_ANY, c.snap);
+    arm(r, 1, -1, VERDICT_ANY, c.snap);
     r.beginBatch();
     const buf = new Uint8Array(c.len + 10);
     const p = packet(c.len, 5);
@@ -264,53 +277,73 @@ test('capture ring: snap length truncates, original length is kept', () => {
   }
 });
 
-test('capture ring: matches a naive queue model on seeded random input', () => {
+test('capture ring: several slots match a naive queue model on seeded random input', () => {
   for (const seed of [1, 2, 3, 42, 1234]) {
     const rnd = new Rand(seed);
     const slots = rnd.pick([2, 4, 8, 16]);
     const slotData = rnd.pick([16, 64, 256]);
     const r = CaptureRing.create(slots, slotData);
-    // model
-    const queue: { session: number; orig: number; data: Buffer; verdict: number; src: number; dst: number }[] = [];
+    // model: per capture slot its filter, the ARMED word, what the current batch cached
+    type Cfg = { ep: number; mask: number; snap: number };
+    const cfg: Cfg[] = [];
+    for (let i = 0; i < MAX_CAPTURES; i++) cfg.push({ ep: -1, mask: 0, snap: slotData });
+    const queue: { tag: number; orig: number; data: Buffer; verdict: number; src: number; dst: number }[] = [];
     let lost = 0;
-    let armed = 0;
-    let cfg = { ep: -1, mask: VERDICT_ANY, snap: slotData };
-    let batchSession = 0;
-    let batchCfg = cfg;
-    let session = 0;
-    for (let step = 0; step < 3000; step++) {
-      const op = rnd.int(10);
-      if (op === 0) {
-        session++;
-        const ep = rnd.bool(0.3) ? -1 : rnd.int(4);
-        const mask = rnd.int(4);
-        const snap = rnd.pick([0, 8, slotData, slotData * 2]);
-        r.arm(session, ep, mask, snap);
-        armed = session;
-        cfg = { ep, mask, snap: snap > 0 && snap < slotData ? snap : slotData };
-      } else if (op === 1) {
-        r.disarm();
-        armed = 0;
+    const slotLost = new Array<number>(MAX_CAPTURES).fill(0);
+    let gen = 0;
+    let armedSlots = 0;
+    let batchWord = 0;
+    let batchCfg: Cfg[] = [];
+    for (let step = 0; step < 4000; step++) {
+      const op = rnd.int(12);
+      if (op <= 1) {
+        // arm a free slot, or free an armed one
+        const i = rnd.int(MAX_CAPTURES);
+        if ((armedSlots & (1 << i)) === 0) {
+          const ep = rnd.bool(0.3) ? -1 : rnd.int(4);
+          const mask = rnd.int(4);
+          const snap = rnd.pick([0, 8, slotData, slotData * 2]);
+          r.setSlot(i, ep, mask, snap);
+          cfg[i] = { ep, mask, snap: snap > 0 && snap < slotData ? snap : slotData };
+          armedSlots |= 1 << i;
+        } else {
+          assert.throws(() => r.setSlot(i, 0, 0, 0), /is armed/, `seed ${seed} step ${step}: setSlot on armed slot ${i}: got no error`);
+          armedSlots &= ~(1 << i);
+        }
+        gen++;
+        r.publish(armedWord(gen, armedSlots));
       } else if (op === 2) {
         const on = r.beginBatch();
-        assert.equal(on, armed !== 0, `seed ${seed} step ${step}: beginBatch got ${on}, want ${armed !== 0}`);
-        batchSession = armed;
-        batchCfg = cfg;
-      } else if (op <= 7) {
+        assert.equal(on, armedSlots !== 0, `seed ${seed} step ${step}: beginBatch got ${on}, want ${armedSlots !== 0}`);
+        batchWord = armedWord(gen, armedSlots);
+        batchCfg = cfg.map((c) => ({ ...c }));
+      } else if (op <= 9) {
         const len = rnd.int(slotData * 2);
         const p = rnd.bytes(len);
         const src = rnd.int(5) - 1;
         const dst = rnd.int(5) - 1;
         const verdict = rnd.bool(0.4) ? -rnd.range(130, 255) : rnd.int(8);
         const got = r.offer(p, 0, len, verdict, src, dst);
-        let want = 0;
         const bit = verdict < 0 ? VERDICT_DROPPED_BIT : VERDICT_FORWARDED_BIT;
-        if (batchSession !== 0 && (batchCfg.ep < 0 || src === batchCfg.ep || dst === batchCfg.ep) && (batchCfg.mask & bit) !== 0) {
+        let match = 0;
+        let snap = 0;
+        for (let i = 0; i < MAX_CAPTURES; i++) {
+          if ((batchWord & (1 << i)) === 0) continue;
+          const c = batchCfg[i]!;
+          if ((c.ep < 0 || src === c.ep || dst === c.ep) && (c.mask & bit) !== 0) {
+            match |= 1 << i;
+            snap = Math.max(snap, c.snap);
+          }
+        }
+        let want = 0;
+        if (match !== 0) {
           if (queue.length >= slots) {
             lost++;
+            for (let i = 0; i < MAX_CAPTURES; i++) if ((match & (1 << i)) !== 0) slotLost[i]!++;
             want = -1;
           } else {
-            queue.push({ session: batchSession, orig: len, data: Buffer.from(p.subarray(0, Math.min(len, batchCfg.snap))), verdict: verdict < 0 ? CR_DROPPED | -verdict : 0, src: src < 0 ? NO_EP_INDEX : src, dst: dst < 0 ? NO_EP_INDEX : dst });
+            const tag = ((batchWord & ~0xff) | match) >>> 0;
+            queue.push({ tag, orig: len, data: Buffer.from(p.subarray(0, Math.min(len, snap))), verdict: verdict < 0 ? CR_DROPPED | -verdict : 0, src: src < 0 ? NO_EP_INDEX : src, dst: dst < 0 ? NO_EP_INDEX : dst });
             want = 1;
           }
         }
@@ -321,21 +354,22 @@ test('capture ring: matches a naive queue model on seeded random input', () => {
         recs.forEach((rec, i) => {
           const m = queue[i]!;
           assert.deepEqual(
-            { session: rec.session, orig: rec.orig, cap: rec.cap, verdict: rec.verdict, src: rec.src, dst: rec.dst, data: rec.data },
-            { session: m.session, orig: m.orig, cap: m.data.length, verdict: m.verdict, src: m.src, dst: m.dst, data: m.data },
+            { tag: rec.tag, orig: rec.orig, cap: rec.cap, verdict: rec.verdict, src: rec.src, dst: rec.dst, data: rec.data },
+            { tag: m.tag, orig: m.orig, cap: m.data.length, verdict: m.verdict, src: m.src, dst: m.dst, data: m.data },
             `seed ${seed} step ${step}: record ${i} differs from the model`,
           );
         });
         queue.length = 0;
       }
       assert.equal(r.lost(), lost, `seed ${seed} step ${step}: lost got ${r.lost()}, want ${lost}`);
+      for (let i = 0; i < MAX_CAPTURES; i++) assert.equal(r.slotLost(i), slotLost[i], `seed ${seed} step ${step}: slot ${i} lost got ${r.slotLost(i)}, want ${slotLost[i]}`);
     }
   }
 });
 
 test('capture ring: a producer in another thread, a consumer here; every offer arrives intact or is counted lost', async () => {
   const ring = CaptureRing.create(64, 256);
-  ring.arm(7, -1, VERDICT_ANY, 0);
+  arm(ring, 7, -1, VERDICT_ANY, 0);
   const N = 20000;
   const modUrl = new URL('../../src/tables/capture.js', import.meta.url).href;
   const code = `
@@ -433,7 +467,7 @@ test('capture controller: count stops the capture, disarms, and the pcap parses 
   const ctl = new CaptureController(prod.map((r) => r.sab), 5);
   const sink = memorySink();
   const h = ctl.start({ endpoint: 2, count: 5 }, sink);
-  assert.ok(ctl.busy, 'got not busy after start, want busy');
+  assert.equal(ctl.active, 1, `active got ${ctl.active} after start, want 1`);
   prod.forEach((r, i) => assert.equal(r.armed() !== 0, true, `ring ${i}: got disarmed after start, want armed`));
   // Three packets on each shard, one of them of another endpoint (filtered in the producer).
   const sent: Buffer[] = [];
@@ -456,7 +490,7 @@ test('capture controller: count stops the capture, disarms, and the pcap parses 
   prod[0]!.offer(extra, 0, extra.length, 1, 2, 1); // beyond count: not emitted
   const sum = await h.done;
   assert.deepEqual(sum, { packets: 5, lost: 0, reason: 'count' }, `summary got ${JSON.stringify(sum)}`);
-  assert.equal(ctl.busy, false, 'got busy after the end, want idle');
+  assert.equal(ctl.active, 0, `active got ${ctl.active} after the end, want 0`);
   prod.forEach((r, i) => assert.equal(r.armed(), 0, `ring ${i}: got armed after the end, want disarmed`));
   const f = readPcap(sink.bytes());
   assert.equal(f.magic, 0xa1b2c3d4, `magic got ${f.magic.toString(16)}`);
@@ -477,12 +511,11 @@ test('capture controller: count stops the capture, disarms, and the pcap parses 
   }
 });
 
-test('capture controller: one capture at a time; stop(), duration and lost records', async () => {
+test('capture controller: stop(), duration and lost records; a late record of the old capture is not the next one\'s', async () => {
   const prod = producers(1, 4, 64);
   const ctl = new CaptureController(prod.map((r) => r.sab), 5);
   const s1 = memorySink();
   const h1 = ctl.start({ endpoint: -1 }, s1);
-  assert.throws(() => ctl.start({ endpoint: -1 }, memorySink()), (e: unknown) => e instanceof CaptureBusyError && e.status === 409, 'second start: got no CaptureBusyError (409)');
   // Overflow the 4-slot ring before a drain: 4 kept, 6 lost.
   const r = prod[0]!;
   r.beginBatch();
@@ -494,12 +527,14 @@ test('capture controller: one capture at a time; stop(), duration and lost recor
   const sum1 = await h1.done;
   assert.deepEqual(sum1, { packets: 4, lost: 6, reason: 'stopped' }, `summary got ${JSON.stringify(sum1)}`);
   assert.equal(readPcap(s1.bytes()).records.length, 4, 'pcap records: want 4');
+  assert.equal(ctl.active, 0, `active got ${ctl.active}, want 0 after the end`);
 
-  // Records a late batch writes under the old session are not part of the next capture.
-  r.offer(packet(20, 50), 0, 20, 1, 0, 1);
+  // A record the late batch writes under the old capture's generation lands after the next
+  // capture took the same slot: it is not part of the next capture.
   const s2 = memorySink();
   const t0 = Date.now();
   const h2 = ctl.start({ endpoint: -1, durationS: 0.1, verdict: 'DROPPED' }, s2);
+  r.offer(packet(20, 50), 0, 20, -181, 0, 1); // the batch begun under capture 1
   r.beginBatch();
   r.offer(packet(20, 60), 0, 20, 1, 0, 1); // forwarded: filtered
   r.offer(packet(24, 61), 0, 24, -181, 0, 1); // dropped: kept
@@ -509,6 +544,103 @@ test('capture controller: one capture at a time; stop(), duration and lost recor
   assert.ok(ms >= 90 && ms < 2000, `duration 0.1 s ended after ${ms} ms`);
   const f = readPcap(s2.bytes());
   assert.deepEqual(f.records.map((x) => x.data), [Buffer.from(packet(24, 61))], 'got other records than the one dropped packet');
+});
+
+test('capture controller: captures at once each get exactly their packets; a packet both match goes to both', async () => {
+  const prod = producers(2, 64, 256);
+  const ctl = new CaptureController(prod.map((r) => r.sab), 5);
+  const cases = [
+    { name: 'endpoint 1, all', opts: { endpoint: 1 } },
+    { name: 'endpoint 2, dropped, snaplen 20', opts: { endpoint: 2, verdict: 'DROPPED' as const, snaplen: 20 } },
+    { name: 'endpoint 3, forwarded, count 2', opts: { endpoint: 3, verdict: 'FORWARDED' as const, count: 2 } },
+  ];
+  const sinks = cases.map(() => memorySink());
+  const handles = cases.map((c, i) => ctl.start(c.opts, sinks[i]!));
+  assert.equal(ctl.active, 3, `active got ${ctl.active}, want 3`);
+  // Packets: [src, dst, verdict]. The reference decides who wants each, independently.
+  const pkts: [number, number, number][] = [
+    [1, 2, 1],
+    [2, 1, -133],
+    [3, 4, 1],
+    [3, 2, -181],
+    [4, 3, 2],
+    [1, 3, 3],
+    [5, 6, 1],
+    [2, 5, -133],
+  ];
+  const want: Buffer[][] = cases.map(() => []);
+  pkts.forEach(([src, dst, verdict], k) => {
+    const r = prod[k % 2]!;
+    r.beginBatch();
+    const p = packet(60 + k, k);
+    assert.notEqual(r.offer(p, 0, p.length, verdict, src, dst), -1, `packet ${k}: got lost, want recorded or filtered`);
+    cases.forEach((c, i) => {
+      const o = c.opts as { endpoint: number; verdict?: string; snaplen?: number; count?: number };
+      const v = verdict < 0 ? 'DROPPED' : 'FORWARDED';
+      if ((src === o.endpoint || dst === o.endpoint) && (o.verdict === undefined || o.verdict === v) && want[i]!.length < (o.count ?? Infinity)) {
+        want[i]!.push(Buffer.from(p.subarray(0, o.snaplen ?? p.length)));
+      }
+    });
+  });
+  await handles[2]!.done; // count 2
+  handles[0]!.stop();
+  handles[1]!.stop();
+  const sums = await Promise.all(handles.map((h) => h.done));
+  cases.forEach((c, i) => {
+    const f = readPcap(sinks[i]!.bytes());
+    const got = f.records.map((x) => x.data.toString('hex')).sort();
+    const w = want[i]!.map((b) => b.toString('hex')).sort();
+    assert.deepEqual(got, w, `${c.name}: got ${got.length} packets, want ${w.length} (${JSON.stringify(got)} vs ${JSON.stringify(w)})`);
+    assert.equal(sums[i]!.packets, w.length, `${c.name}: summary packets got ${sums[i]!.packets}, want ${w.length}`);
+    if (c.opts.snaplen !== undefined) {
+      assert.equal(f.snaplen, c.opts.snaplen, `${c.name}: file snaplen got ${f.snaplen}, want ${c.opts.snaplen}`);
+      assert.ok(f.records.every((x) => x.orig > x.incl), `${c.name}: got records not cut at the snap length`);
+    }
+  });
+  assert.equal(ctl.active, 0, `active got ${ctl.active}, want 0`);
+  prod.forEach((r, i) => assert.equal(r.armed(), 0, `ring ${i}: got armed after every capture ended, want 0`));
+});
+
+test('capture controller: slot exhaustion is CaptureBusyError (409); an ended capture frees its slot', async () => {
+  const prod = producers(1);
+  const ctl = new CaptureController(prod.map((r) => r.sab), 5);
+  const handles = [];
+  for (let i = 0; i < MAX_CAPTURES; i++) handles.push(ctl.start({ endpoint: i }, memorySink()));
+  assert.equal(ctl.busy, true, 'got not busy with every slot taken');
+  assert.throws(
+    () => ctl.start({ endpoint: -1 }, memorySink()),
+    (e: unknown) => e instanceof CaptureBusyError && e.status === 409 && e.code === 'ECAPTURE_BUSY' && /all 8 capture slots are busy/.test(e.message),
+    'start #9: got no CaptureBusyError (409, "all 8 capture slots are busy")',
+  );
+  handles[3]!.stop();
+  assert.deepEqual(await handles[3]!.done, { packets: 0, lost: 0, reason: 'stopped' });
+  assert.equal(ctl.busy, false, 'got busy after one capture ended');
+  const s = memorySink();
+  const h = ctl.start({ endpoint: 42, count: 1 }, s);
+  const r = prod[0]!;
+  r.beginBatch();
+  r.offer(packet(30, 1), 0, 30, 1, 42, 7);
+  assert.deepEqual(await h.done, { packets: 1, lost: 0, reason: 'count' }, 'capture in the freed slot: got another summary');
+  ctl.stopAll();
+  const all = await Promise.all(handles.map((x) => x.done));
+  assert.ok(all.every((x) => x.reason === 'stopped'), 'stopAll: got captures that did not stop');
+  assert.equal(ctl.active, 0, `active got ${ctl.active} after stopAll, want 0`);
+  assert.equal(r.armed(), 0, 'ring still armed after stopAll');
+});
+
+test('capture controller: a sink that is not ready loses its packets (counted) and holds up no other capture', async () => {
+  const prod = producers(1);
+  const ctl = new CaptureController(prod.map((r) => r.sab), 5);
+  const slow = Object.assign(memorySink(), { ready: () => false });
+  const fast = memorySink();
+  const hs = ctl.start({ endpoint: 1 }, slow);
+  const hf = ctl.start({ endpoint: 1, count: 3 }, fast);
+  const r = prod[0]!;
+  r.beginBatch();
+  for (let i = 0; i < 3; i++) r.offer(packet(40, i), 0, 40, 1, 1, 2);
+  assert.deepEqual(await hf.done, { packets: 3, lost: 0, reason: 'count' }, 'fast capture: got another summary');
+  hs.stop();
+  assert.deepEqual(await hs.done, { packets: 0, lost: 3, reason: 'stopped' }, 'slow capture: got another summary');
 });
 
 test('capture controller: with no rings, start is ENOT_SUPPORTED', () => {
