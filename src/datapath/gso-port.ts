@@ -6,9 +6,11 @@
  * A port is "offload" (its TUN offers TSO, and USO where the kernel has it, to the endpoint's
  * kernel) or "plain" (TUNSETOFFLOAD 0: the endpoint's kernel sends MTU-sized packets). Every
  * port has IFF_VNET_HDR. Linux takes a GSO write (TCPV4/TCPV6, UDP_L4) on any IFF_VNET_HDR
- * TUN whatever its TUNSETOFFLOAD flags (measured on 6.18: test/e2e/offload-ports.test.ts and
- * the plain-port cases of test/e2e/gso.test.ts): those flags only say what the kernel may
- * hand us on read. So "plain" is a choice about what the endpoint sees, not a kernel limit.
+ * TUN whatever its TUNSETOFFLOAD flags (measured on 6.18: test/e2e/offload-ports.test.ts
+ * writes coalesced TCP to plain ports byte-exact; test/e2e/gso.test.ts with its vnet device
+ * opened without offload passed every TSO and USO case, in a one-off run): those flags only
+ * say what the kernel may hand us on read. So "plain" is a choice about what the endpoint
+ * sees, not a kernel limit.
  *
  * The rules, per packet of the batch, in order (GsoPortWriter.write repeats the numbers):
  *
