@@ -14,7 +14,9 @@
  *      queue (flow-fair DRR + CoDel, src/runtime/egress.ts), anything else goes back at once.
  *      Taking the whole backlog first is what puts the queue where CoDel sees it.
  *   3. transmit: up to TX_BATCH packets from every port with a backlog, ECN CE marks
- *      applied, written with one native call for the batch (io_uring: one submission)
+ *      applied, GSO packets split or kept and same-flow packets coalesced by what the port
+ *      offers (src/datapath/gso-port.ts), written with one native call for the batch
+ *      (io_uring: one submission; a batch whose splits fill the arena is written in parts)
  *   4. hand the slots back; sleep on the ring when there is nothing to do (collecting
  *      expired conntrack entries on each idle wake-up)
  * Nothing waits to fill a batch: whatever is there is processed and sent.
@@ -24,7 +26,7 @@ import { Pipeline } from '../src/datapath/pipeline.js';
 import { TableSet, type TableSetShared } from '../src/tables/tableset.js';
 import { ConntrackTable } from '../src/tables/conntrack.js';
 import { FragmentTable } from '../src/tables/fragments.js';
-import { EventRing, C_BATCHES, C_PACKETS, C_BUSY_NS, C_BATCH_HIST, BATCH_HIST_BUCKETS, countDrop } from '../src/tables/events.js';
+import { EventRing, C_BATCHES, C_PACKETS, C_BUSY_NS, C_BATCH_HIST, BATCH_HIST_BUCKETS, countDrop, C_GSO_SPLIT_PKTS, C_GSO_SPLIT_SEGS, C_GRO_TCP_BUILT, C_GRO_UDP_BUILT, C_GRO_MERGED } from '../src/tables/events.js';
 import { DIR_INGRESS } from '../src/proto/direction.js';
 import { MAX_BATCH, sharedNowMs, type RuntimeShared } from '../src/runtime/shared.js';
 import { ShardRing } from '../src/runtime/ring.js';
@@ -38,12 +40,12 @@ import {
   PQ_TARGET,
   PQ_WORDS,
 } from '../src/runtime/egress.js';
-import { VNET_HDR_LEN } from '../src/io/tun.js';
-import { DROP_QUEUE_AQM, DROP_QUEUE_OVERLIMIT, DROP_WRITE_ERROR } from '../src/datapath/drop.js';
+import { VNET_HDR_LEN, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 } from '../src/io/tun.js';
+import { DROP_GSO_SPLIT, DROP_QUEUE_AQM, DROP_QUEUE_OVERLIMIT, DROP_WRITE_ERROR } from '../src/datapath/drop.js';
 import { ecnBits, setEcnCe } from '../src/datapath/checksum.js';
 import type { PacketInfo } from '../src/datapath/packet.js';
 import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
-import { GsoCoalescer } from '../src/datapath/gso.js';
+import { GsoPortWriter } from '../src/datapath/gso-port.js';
 import { ARENA_BYTES } from '../src/runtime/shared.js';
 import { UnderlayShard, UNDERLAY_PORT } from '../src/runtime/underlay.js';
 
@@ -63,8 +65,10 @@ export interface ShardTask {
   engine: 'uring' | 'readwrite';
   /** Egress queue defaults for ports whose portQueue words are 0. */
   queue: { limitBytes: number; targetMs: number; intervalMs: number };
-  /** Coalesce same-flow TCP segments of a transmit batch into one GSO write (GRO on write). */
+  /** Coalesce same-flow TCP segments (UDP towards USO ports) of a transmit batch into one GSO write. */
   gro: boolean;
+  /** Endpoint MTU: the largest segment when a GSO packet is split for a plain port. */
+  mtu: number;
   /** Avoid the GSO shapes Linux 6.6.44 refused on TUN writes (gso.ts rule 9); false on kernels without that check. */
   gsoLinux6644Safe: boolean;
 }
@@ -76,8 +80,10 @@ const INGEST_MAX = 256;
 /** Packets dequeued per port per loop, and written per native call at most. */
 const TX_BATCH = 64;
 const TX_MAX = 256;
-/** Packets below this size are never worth a coalescing pass (acks, pings, 64-byte UDP). */
-const GRO_MIN_LEN = 256;
+/** Packets written per native call at most, split segments included. */
+const TX_OUT_MAX = 1024;
+const TSO = TUN_F_TSO4 | TUN_F_TSO6;
+const USO = TUN_F_USO4 | TUN_F_USO6;
 
 export default function shardLoop(task: ShardTask): { shard: number; batches: number } {
   const rt = task.rt;
@@ -92,6 +98,7 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const rxMs = new Float64Array(rt.rxMs);
   const portFd = new Int32Array(rt.portFd);
   const portQueue = new Float64Array(rt.portQueue);
+  const portOffload = new Int32Array(rt.portOffload);
 
   const tables = TableSet.attach(task.tables);
   // The constructors adopt an existing region (a restarted worker keeps the shard's state).
@@ -109,14 +116,14 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const underlay = new UnderlayShard(rt, hdr, counters); // underlay hook (src/runtime/underlay.ts)
 
   const txSlots = new Int32Array(TX_MAX);
-  const txFd = new Int32Array(TX_MAX);
-  const txOff = new Int32Array(TX_MAX);
-  const txLen = new Int32Array(TX_MAX);
+  const txFd = new Int32Array(TX_OUT_MAX);
+  const txOff = new Int32Array(TX_OUT_MAX);
+  const txLen = new Int32Array(TX_OUT_MAX);
   const deq = new Int32Array(TX_BATCH);
   const txStats = new Int32Array(4);
-  // GRO on write: same-flow TCP segments of one port's batch become one GSO packet, built in
-  // this shard's arena of the slab (every port has a virtio header, so any port takes it).
-  const gro = task.gro ? new GsoCoalescer(TX_BATCH, { linux6644Safe: task.gsoLinux6644Safe }) : null;
+  // Per port: GSO packets split or kept, same-flow packets coalesced (src/datapath/gso-port.ts),
+  // built in this shard's arena of the slab.
+  const gso = new GsoPortWriter(TX_OUT_MAX, { gro: task.gro, mtu: task.mtu, linux6644Safe: task.gsoLinux6644Safe });
   const groOff = new Int32Array(TX_BATCH);
   const groLen = new Int32Array(TX_BATCH);
   const arenaBase = rt.arenaOff + k * ARENA_BYTES;
@@ -211,39 +218,46 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
           continue;
         }
         const fd = portFd[p] as number;
-        let big = 0;
+        const offl = portOffload[p] as number;
         for (let j = 0; j < got; j++) {
           const s = deq[j] as number;
           if (egress.outMark[j] === EGRESS_MARK_CE) setEcnCe(buf, dv, s * slotSize + hdr);
           txSlots[m + j] = s;
           groOff[j] = s * slotSize;
           groLen[j] = lens[s] as number;
-          if ((groLen[j] as number) >= GRO_MIN_LEN) big++;
         }
-        let outN = got;
-        let outOff: Int32Array = groOff;
-        let outLen: Int32Array = groLen;
-        if (gro !== null && big >= 2) {
-          outN = gro.coalesce(buf, groOff, groLen, got, arenaBase + arenaUsed, ARENA_BYTES - arenaUsed, false);
-          outOff = gro.outOff;
-          outLen = gro.outLen;
-          for (let j = 0; j < outN; j++) {
-            const o = outOff[j] as number;
-            if (o >= arenaBase && o + (outLen[j] as number) - arenaBase > arenaUsed) arenaUsed = o + (outLen[j] as number) - arenaBase;
+        // txSlots[m..m+got) are the slots to return; tx[nOut..) the packets to write. When the
+        // port's splits fill the arena or tx, what is there is written first (gso-port.ts rule 5).
+        let done = 0;
+        for (;;) {
+          done += gso.write(buf, groOff, groLen, done, got - done, (offl & TSO) !== 0, (offl & USO) !== 0, arenaBase + arenaUsed, ARENA_BYTES - arenaUsed, TX_OUT_MAX - nOut);
+          for (let j = 0; j < gso.m; j++) {
+            txFd[nOut] = fd;
+            txOff[nOut] = gso.outOff[j] as number;
+            txLen[nOut] = gso.outLen[j] as number;
+            nOut++;
           }
-        }
-        // txSlots[m..m+got) are the slots to return; tx[mOut..) the packets to write
-        for (let j = 0; j < outN; j++) {
-          txFd[nOut] = fd;
-          txOff[nOut] = outOff[j] as number;
-          txLen[nOut] = outLen[j] as number;
-          nOut++;
+          arenaUsed += gso.arenaUsed;
+          for (let d = 0; d < gso.nDropped; d++) {
+            const s = deq[gso.dropped[d] as number] as number;
+            pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, DROP_GSO_SPLIT, egress.slotSrcId(s), egress.slotDstId(s));
+          }
+          if (done >= got) break;
+          transmit(nOut);
+          nOut = 0;
+          arenaUsed = 0;
         }
         m += got;
         p = next;
       }
       if (nOut > 0) transmit(nOut);
       for (let j = 0; j < m; j++) ring.giveBack(txSlots[j] as number);
+      counters[C_GSO_SPLIT_PKTS] += gso.gsoPacketsSplit;
+      counters[C_GSO_SPLIT_SEGS] += gso.gsoSegmentsMade;
+      counters[C_GRO_TCP_BUILT] += gso.tcpPacketsBuilt;
+      counters[C_GRO_UDP_BUILT] += gso.udpPacketsBuilt;
+      counters[C_GRO_MERGED] += gso.packetsCoalesced;
+      gso.gsoPacketsSplit = gso.gsoSegmentsMade = gso.tcpPacketsBuilt = gso.udpPacketsBuilt = gso.packetsCoalesced = 0;
     }
     ring.flushReturns();
     if (taken > 0 || m > 0) {

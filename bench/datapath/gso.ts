@@ -6,11 +6,17 @@
  *   gso-coalesce-64-verify  the same with full checksums, verified before merging (a plain port)
  *   gso-split-64            one TCPv4 GSO packet of 64 x 1000-byte segments -> 64 segments
  *                           with full checksums (a port without offload)
- * One op = one segment.
+ *   gso-port-udp64          GsoPortWriter.write (src/datapath/gso-port.ts) of 64 UDP datagrams
+ *                           of 64 bytes, 16 flows, to a port with USO: what the transmit step
+ *                           adds per packet to `tunswitch bench`'s udp64 (nothing coalesces)
+ *   gso-port-uso-64         64 UDP datagrams of 1200 bytes, 2 flows, full checksums verified,
+ *                           to a port with USO -> 2 USO packets
+ * One op = one segment (one packet).
  */
 import { pathToFileURL } from 'node:url';
 import { GsoCoalescer, GsoSplitter } from '../../src/datapath/gso.js';
-import { ipv4Tcp } from '../../test/helpers/packets.js';
+import { GsoPortWriter } from '../../src/datapath/gso-port.js';
+import { ipv4Tcp, ipv4Udp } from '../../test/helpers/packets.js';
 import type { Rand } from '../../test/helpers/rand.js';
 import type { MicroCase } from '../micro.js';
 
@@ -84,8 +90,39 @@ function splitCase(r: Rand): MicroCase {
   };
 }
 
+function portCase(r: Rand, size: number, flows: number): MicroCase {
+  const arenaLen = 1 << 20;
+  const buf = new Uint8Array(SEGS * SLOT + arenaLen);
+  const off = new Int32Array(SEGS);
+  const len = new Int32Array(SEGS);
+  for (let i = 0; i < SEGS; i++) {
+    const f = i % flows;
+    const payload = new Uint8Array(size - 28);
+    for (let k = 0; k < payload.length; k++) payload[k] = r.u32() & 0xff;
+    const p = ipv4Udp({ src: '10.92.0.1', dst: `10.92.0.${2 + f}`, sport: 40000 + f, dport: 9, ipId: i, payload });
+    buf.set(p, i * SLOT + VH);
+    off[i] = i * SLOT;
+    len[i] = p.length + VH;
+  }
+  const w = new GsoPortWriter(1024, { gro: true, mtu: 1500, linux6644Safe: false });
+  let outs = 0;
+  let calls = 0;
+  const want = size >= 256 ? flows : SEGS;
+  return {
+    name: size >= 256 ? 'gso-port-uso-64' : 'gso-port-udp64',
+    opsPerCall: SEGS,
+    fn: () => {
+      w.write(buf, off, len, 0, SEGS, true, true, SEGS * SLOT, arenaLen, 1024);
+      outs += w.m;
+      calls++;
+    },
+    check: () => (calls > 0 && outs / calls === want ? '' : `got ${outs / calls} outputs per call, want ${want}`),
+    note: `${SEGS} IPv4/UDP datagrams of ${size} bytes, ${flows} flows, to a port with TSO and USO (gro on); one op = one datagram`,
+  };
+}
+
 export function gsoCases(r: Rand): MicroCase[] {
-  return [coalesceCase(r, false), coalesceCase(r, true), splitCase(r)];
+  return [coalesceCase(r, false), coalesceCase(r, true), splitCase(r), portCase(r, 64, 16), portCase(r, 1200, 2)];
 }
 
 /** Runs only these cases (node dist/bench/datapath/gso.js), briefly: the machine is shared. */

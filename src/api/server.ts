@@ -145,7 +145,7 @@ function optString(o: Record<string, unknown>, k: string): string | undefined {
 
 /** Checks an EndpointAddRequest; returns a copy without unknown fields. */
 export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
-  const o = expectObject(v, ['name', 'labels', 'netns', 'pid', 'ipv4', 'ipv6', 'defaultRoute', 'namespace', 'ports']);
+  const o = expectObject(v, ['name', 'labels', 'netns', 'pid', 'ipv4', 'ipv6', 'defaultRoute', 'namespace', 'ports', 'offload']);
   const name = optString(o, 'name');
   if (name === undefined || name === '') bad('body.name: is required (a non-empty string)');
   const req: EndpointAddRequest = { name };
@@ -191,6 +191,10 @@ export function checkEndpointAddRequest(v: unknown): EndpointAddRequest {
   if (o.defaultRoute !== undefined) {
     if (typeof o.defaultRoute !== 'boolean') bad(`body.defaultRoute: must be true or false, got ${show(o.defaultRoute)}`);
     req.defaultRoute = o.defaultRoute;
+  }
+  if (o.offload !== undefined) {
+    if (typeof o.offload !== 'boolean') bad(`body.offload: must be true or false, got ${show(o.offload)}`);
+    req.offload = o.offload;
   }
   const namespace = optString(o, 'namespace');
   if (namespace !== undefined) req.namespace = namespace;

@@ -24,6 +24,10 @@ export interface EndpointInfo {
   namespace?: string;
   /** Named ports the endpoint declares (for policies written with `port: http`). */
   ports?: NamedPort[];
+  /** The port offers TSO/USO to the endpoint's kernel (false: a plain port). */
+  offload?: boolean;
+  /** The TUN_F_* flags in force, by name: csum, tso4, tso6, uso4, uso6 ([] when plain). */
+  offloadFlags?: string[];
 }
 
 export interface NamedPort {
@@ -43,6 +47,8 @@ export interface EndpointAddRequest {
   /** Kubernetes namespace; `default` when left out. */
   namespace?: string;
   ports?: NamedPort[];
+  /** Offer TSO/USO to the endpoint's kernel; left out: the switch's `offload`. */
+  offload?: boolean;
 }
 
 /** Body of POST /v1/endpoint/:id/labels and /v1/namespace/:name/labels. */

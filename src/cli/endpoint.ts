@@ -13,7 +13,7 @@ function enforcement(on: boolean, audit: boolean): string {
 
 export function formatEndpoints(eps: readonly EndpointInfo[]): string {
   return formatTable(
-    ['ENDPOINT', 'NAME', 'POLICY (ingress)', 'POLICY (egress)', 'IDENTITY', 'LABELS', 'IPv4', 'IPv6', 'STATUS'],
+    ['ENDPOINT', 'NAME', 'POLICY (ingress)', 'POLICY (egress)', 'IDENTITY', 'LABELS', 'IPv4', 'IPv6', 'OFFLOAD', 'STATUS'],
     eps.map((e) => [
       e.id,
       e.name,
@@ -23,6 +23,7 @@ export function formatEndpoints(eps: readonly EndpointInfo[]): string {
       e.labels,
       e.ipv4,
       e.ipv6,
+      e.offload === undefined ? undefined : e.offload ? 'on' : 'plain',
       e.state,
     ]),
   );
@@ -42,10 +43,25 @@ export function formatEndpoint(e: EndpointInfo): string {
     ['Interface', e.ifname],
     ['TUN', e.tun],
     ['Port', e.port],
+    ['Offload', offloadText(e)],
     ['Ingress policy', enforcement(e.policy.ingress, e.policy.audit)],
     ['Egress policy', enforcement(e.policy.egress, e.policy.audit)],
     ['State', e.state],
   ]);
+}
+
+/** "on (csum tso4 tso6 uso4 uso6)" or "plain (no TSO/USO offered)". */
+function offloadText(e: EndpointInfo): string | undefined {
+  if (e.offload === undefined) return undefined;
+  return e.offload ? `on (${(e.offloadFlags ?? []).join(' ')})` : 'plain (no TSO/USO offered)';
+}
+
+/** `--offload` values: true|false (also on|off, yes|no). */
+export function parseOffloadArg(s: string): boolean {
+  const v = s.toLowerCase();
+  if (v === 'true' || v === 'on' || v === 'yes') return true;
+  if (v === 'false' || v === 'off' || v === 'no') return false;
+  throw new InvalidArgumentError(`"${s}" is not true or false.`);
 }
 
 /** `--label` values: `key=value` or `source:key=value`, or a bare key; no spaces. */
@@ -135,7 +151,8 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--default-route', "route everything the namespace sends through the switch (default routes for IPv4 and IPv6)")
       .option('--no-default-route', 'no default route, only the pool\'s prefix (the default)')
       .option('-n, --namespace <name>', 'Kubernetes namespace (default: default)')
-      .option('--port <name=port/proto>', 'a named port, e.g. http=80/TCP (repeat for more)', collect(parseNamedPortArg)),
+      .option('--port <name=port/proto>', 'a named port, e.g. http=80/TCP (repeat for more)', collect(parseNamedPortArg))
+      .option('--offload <true|false>', "offer TSO/USO to the endpoint's kernel (default: the switch's offload); false: a plain port", parseOffloadArg),
   ).action(async (name: string, o: Record<string, unknown>, cmd: Command) => {
     if (o.netns === undefined && o.pid === undefined) throw new UsageError('endpoint add: give the network namespace with --netns NAME or --pid PID');
     const req: EndpointAddRequest = { name };
@@ -147,6 +164,7 @@ export function register(program: Command, ctx: CliContext): void {
     if (o.ipv4 !== undefined) req.ipv4 = o.ipv4 as string;
     if (o.ipv6 !== undefined) req.ipv6 = o.ipv6 as string;
     if (cmd.getOptionValueSource('defaultRoute') === 'cli') req.defaultRoute = o.defaultRoute as boolean;
+    if (o.offload !== undefined) req.offload = o.offload as boolean;
     const e = await ctx.client().put<EndpointInfo>('/v1/endpoint', req);
     print(ctx, cmd, e, () => formatEndpoint(e));
   });

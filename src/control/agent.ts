@@ -74,11 +74,13 @@ export interface PortSpec {
    * unaddressed; the engine moves it into the container, renames and addresses it.
    */
   handoff?: boolean;
+  /** Offer TSO/USO to the endpoint's kernel; absent: the switch's default. */
+  offload?: boolean;
 }
 
 export interface PortManager {
   /** Creates the endpoint's TUN, moves it into its namespace, addresses it; returns its port. */
-  attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }>;
+  attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string; offload?: string[] }>;
   detach(port: number): Promise<void>;
   /** The egress queue settings in force at a port, and a change to them. */
   getQueue(port: number): QueueSettings;
@@ -105,6 +107,9 @@ interface EndpointRec {
   namespace: string;
   own: LabelSet;
   ports: NamedPort[];
+  /** TUN_F_* flag names the port offers ([]: plain); `offloadAsked`: the request's choice (persisted). */
+  offloadFlags: string[];
+  offloadAsked?: boolean;
 }
 
 /** How restore() treats entries it cannot restore. */
@@ -338,7 +343,9 @@ export class Agent implements ControlApi {
       namespace: placed.namespace,
       own: placed.own,
       ports,
+      offloadFlags: [],
     };
+    if (req.offload !== undefined) rec.offloadAsked = req.offload;
     if (ipv4) rec.ipv4 = ipv4;
     if (ipv6) rec.ipv6 = ipv6;
     if (req.pid !== undefined) rec.pid = req.pid;
@@ -359,12 +366,14 @@ export class Agent implements ControlApi {
       if (req.netns !== undefined) spec.netns = req.netns;
       if (req.pid !== undefined) spec.pid = req.pid;
       if (handoff) spec.handoff = true;
+      if (req.offload !== undefined) spec.offload = req.offload;
       if (ipv4) spec.ipv4 = ipv4;
       if (ipv6) spec.ipv6 = ipv6;
       const att = await this.ports.attach(spec);
       rec.port = att.port;
       rec.tun = att.tun;
       rec.ifname = att.ifname;
+      rec.offloadFlags = att.offload ?? [];
       identity = await this.allocateIdentity(rec.labels);
       rec.identity = identity.id;
       rec.state = 'ready';
@@ -474,6 +483,8 @@ export class Agent implements ControlApi {
     if (rec.ipv6) out.ipv6 = rec.ipv6;
     out.namespace = rec.namespace;
     if (rec.ports.length > 0) out.ports = rec.ports;
+    out.offload = rec.offloadFlags.some((f) => f.startsWith('tso'));
+    out.offloadFlags = rec.offloadFlags;
     return out;
   }
 
@@ -1078,6 +1089,7 @@ export class Agent implements ControlApi {
         if (r.ipv6) e.ipv6 = r.ipv6;
         if (r.pid !== undefined) e.pid = r.pid;
         else e.netns = r.netns;
+        if (r.offloadAsked !== undefined) e.offload = r.offloadAsked;
         return e;
       }),
       policies: Object.fromEntries(this.policySources),

@@ -34,6 +34,8 @@ export interface StateEndpoint {
   netns?: string;
   pid?: number;
   defaultRoute: boolean;
+  /** Offload asked for when the endpoint was added (absent: the switch's default). */
+  offload?: boolean;
 }
 
 export interface PolicySource {
@@ -152,6 +154,7 @@ export class StateStore {
       }
       if (e.pid !== undefined && (!Number.isInteger(e.pid) || (e.pid as number) < 1)) this.fail(`${at2}.pid`, 'must be a positive integer');
       if (e.netns === undefined && e.pid === undefined) this.fail(at2, 'has neither netns nor pid');
+      if (e.offload !== undefined && typeof e.offload !== 'boolean') this.fail(`${at2}.offload`, 'must be true or false');
     });
     if (!isObj(doc.policies)) this.fail('policies', 'must be an object of policy key to source');
     for (const [key, src] of Object.entries(doc.policies)) {

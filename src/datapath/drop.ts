@@ -122,6 +122,8 @@ export const DROP_QUEUE_AQM = -233;
 export const DROP_QUEUE_OVERLIMIT = -234;
 /** The shard worker died while processing this packet (the packet is dropped so the restart cannot loop). */
 export const DROP_WORKER_CRASH = -235;
+/** A GSO packet for a port that does not take it whole could not be segmented (malformed, or too many segments). */
+export const DROP_GSO_SPLIT = -236;
 
 /** The table. Sorted by code. Texts are tunswitch's wording of Cilium's meanings. */
 export const DROP_REASONS: readonly DropReason[] = Object.freeze([
@@ -208,6 +210,7 @@ export const DROP_REASONS: readonly DropReason[] = Object.freeze([
   r(233, 'QUEUE_AQM', 'tunswitch: egress queue AQM drop (CoDel)'),
   r(234, 'QUEUE_OVERLIMIT', 'tunswitch: egress queue over its byte limit'),
   r(235, 'WORKER_CRASH', 'tunswitch: shard worker died on this packet'),
+  r(236, 'GSO_SPLIT', 'tunswitch: GSO packet could not be segmented for a port without offload'),
 ]);
 
 function r(code: number, name: string, text: string): DropReason {

@@ -162,6 +162,8 @@ export class GsoCoalescer {
   /** Counters since construction (noun + event). packetsMerged: input packets inside built GSO packets. */
   packetsMerged = 0;
   groupsBuilt = 0;
+  /** Of groupsBuilt, the UDP (USO) ones. */
+  udpGroupsBuilt = 0;
   /** Groups (or tails) emitted unmerged because of rule 9 or a full arena. */
   groupsSplitForLinux6644 = 0;
   groupsUnmergedArenaFull = 0;
@@ -544,6 +546,7 @@ export class GsoCoalescer {
     const seed = v4 ? pseudoHeaderSum4(buf, l3, l4Len, proto) : pseudoHeaderSum6(buf, l3, l4Len, proto);
     dv.setUint16(l4 + csumOff, csumFold(seed));
     const gsoType = tcp ? (v4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6) : VNET_GSO_UDP_L4;
+    if (!tcp) this.udpGroupsBuilt++;
     vnetWrite(buf, at, VNET_F_NEEDS_CSUM, gsoType, hl, this.gSeg[g]!, iph, csumOff);
     return j;
   }

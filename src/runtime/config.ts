@@ -5,7 +5,7 @@
  *   name: demo                       # namespaces are <name>-<node>
  *   pool: { ipv4: 10.42.0.0/16, ipv6: "fd00:42::/64" }
  *   workers: 2                       # shard workers (Piscina threads)
- *   offload: true                    # IFF_VNET_HDR + TSO/CSUM offload on every TUN
+ *   offload: true                    # TSO/USO offered to every endpoint's kernel (default false)
  *   mtu: 1500
  *   hostPort: true                   # a TUN in the switch's namespace for host and world traffic
  *   enforcement: default             # default | always | never
@@ -26,7 +26,8 @@
  *   txqueuelen: 64                   # endpoint TUN queue (packets the kernel holds before we read)
  *   gro: true                        # coalesce same-flow TCP segments into one GSO write
  *
- * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`.
+ * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`, and the offload:
+ * `nodes.web.offload: false` (a plain port; see src/runtime/offload.ts, src/datapath/gso-port.ts).
  *   kvstore:                         # cluster mode (optional; also run --kvstore/--node-name/--node-ip)
  *     url: etcd://127.0.0.1:2379
  *     nodeName: host1                # default: the config's name
@@ -52,6 +53,8 @@ export interface NodeConfig {
   /** Kubernetes namespace (declared under `namespaces`, or `default`). */
   namespace: string;
   ports: { name: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[];
+  /** This node's port offers TSO/USO (absent: the config's `offload`). */
+  offload?: boolean;
 }
 
 /** Egress queue settings (src/runtime/egress.ts). */
@@ -116,7 +119,7 @@ export interface RunConfig {
 
 /** An underlay cannot carry GSO super-packets (no segmentation for the tunnel yet). */
 export function checkUnderlay(cfg: RunConfig, where: string): RunConfig {
-  if (cfg.underlay && cfg.offload) {
+  if (cfg.underlay && (cfg.offload || cfg.nodes.some((n) => n.offload === true))) {
     throw new TunswitchError('ECONFIG_INVALID', `${where}: offload: true with a VXLAN underlay (kvstore/node-ip) is not supported yet (GSO packets are not segmented for the tunnel); set offload: false`);
   }
   return cfg;
@@ -124,7 +127,7 @@ export function checkUnderlay(cfg: RunConfig, where: string): RunConfig {
 
 const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas', 'kvstore'];
 const KVSTORE_KEYS = ['url', 'nodeName', 'nodeIp', 'leaseTtl'];
-const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'namespace', 'ports'];
+const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'namespace', 'ports', 'offload'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const QUOTA_KEYS = ['conntrack', 'fragments'];
 const NS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -287,6 +290,10 @@ export function parseRunConfig(text: string, file: string): RunConfig {
       node.defaultRoute = n.defaultRoute;
     }
     if (n.queue !== undefined) node.queue = parseQueue(short, `${at}.queue`, n.queue);
+    if (n.offload !== undefined) {
+      if (typeof n.offload !== 'boolean') fail(short, `${at}.offload`, `${show(n.offload)} must be true or false`);
+      node.offload = n.offload;
+    }
     nodes.push(node);
   }
 

@@ -34,6 +34,8 @@ import { CaptureController } from '../control/capture.js';
 import { decodeMessage, postEncoded, type MainToControl, type ControlToMain } from './messages.js';
 import { KvCluster } from '../kvstore/cluster.js';
 import { registerKvMetrics, registerVxlanMetrics } from '../kvstore/metrics.js';
+import { registerGsoMetrics } from '../observe/gso-metrics.js';
+import { offloadFlagNames, offloadWanted } from './offload.js';
 
 export interface ControlInit {
   cfg: RunConfig;
@@ -68,12 +70,15 @@ class TunPorts implements PortManager {
   private next = 1; // port 0 is the host port
 
   private readonly portQueue: Float64Array;
+  private readonly portOffload: Int32Array;
 
   constructor(
     private readonly cfg: RunConfig,
     portQueue: SharedArrayBuffer,
+    portOffload: SharedArrayBuffer,
   ) {
     this.portQueue = new Float64Array(portQueue);
+    this.portOffload = new Int32Array(portOffload);
   }
 
   allocPort(): number {
@@ -81,9 +86,14 @@ class TunPorts implements PortManager {
     return this.next++;
   }
 
-  /** Every port carries a virtio-net header; `offload` decides whether the kernel may send GSO. */
-  open(name: string): TunDevice {
-    return TunDevice.open(name, { vnetHdr: true, offload: this.cfg.offload });
+  /**
+   * Every port carries a virtio-net header; offload (the port's, else the config's) decides
+   * whether the endpoint's kernel may send GSO. The worker reads the flags from portOffload.
+   */
+  open(name: string, p: number, offload?: boolean): TunDevice {
+    const dev = TunDevice.open(name, { vnetHdr: true, offload: offloadWanted(this.cfg, offload) });
+    Atomics.store(this.portOffload, p, dev.offload);
+    return dev;
   }
 
   /** Egress queue settings of port p (0 words: the runtime's defaults, cfg.queue). */
@@ -115,7 +125,7 @@ class TunPorts implements PortManager {
     return next;
   }
 
-  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string }> {
+  async attach(spec: PortSpec): Promise<{ port: number; tun: string; ifname: string; offload: string[] }> {
     if (spec.netns !== undefined && !(await netnsExists(spec.netns))) {
       throw new TunswitchError('ENETNS_NOT_FOUND', `endpoint "${spec.name}": network namespace "${spec.netns}" does not exist (ip netns list)`);
     }
@@ -124,7 +134,7 @@ class TunPorts implements PortManager {
     }
     const p = this.allocPort();
     const tunName = `${this.cfg.name}.${p}`;
-    const dev = this.open(tunName);
+    const dev = this.open(tunName, p, spec.offload);
     this.devs.set(p, dev);
     if (spec.handoff === true) {
       // Docker network driver: the engine moves, renames and addresses the device.
@@ -142,7 +152,7 @@ class TunPorts implements PortManager {
       }
       this.initQueue(p, undefined);
       send({ type: 'addPort', port: p, fd: dev.fd });
-      return { port: p, tun: dev.name, ifname: 'eth0' };
+      return { port: p, tun: dev.name, ifname: 'eth0', offload: offloadFlagNames(dev.offload) };
     }
     try {
       const opts: Parameters<typeof attachEndpoint>[0] = {
@@ -180,7 +190,7 @@ class TunPorts implements PortManager {
     }
     this.initQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
     send({ type: 'addPort', port: p, fd: dev.fd });
-    return { port: p, tun: tunName, ifname: 'eth0' };
+    return { port: p, tun: tunName, ifname: 'eth0', offload: offloadFlagNames(dev.offload) };
   }
 
   /** The host port's device name, or null when there is none. */
@@ -190,7 +200,7 @@ class TunPorts implements PortManager {
 
   async addHostPort(addrs: { ipv4: string; ipv6?: string }, routes: string[]): Promise<{ port: number; fd: number; name: string }> {
     const name = `${this.cfg.name}.h`;
-    const dev = this.open(name);
+    const dev = this.open(name, 0);
     this.devs.set(0, dev);
     const ho: Parameters<typeof setupHostPort>[1] = { ipv4: `${addrs.ipv4}/32`, routes };
     if (addrs.ipv6) ho.ipv6 = `${addrs.ipv6}/128`;
@@ -247,7 +257,7 @@ async function main(): Promise<void> {
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings, init.rt.fragments);
-  const ports = new TunPorts(cfg, init.rt.portQueue);
+  const ports = new TunPorts(cfg, init.rt.portQueue, init.rt.portOffload);
   const agentOpts: ConstructorParameters<typeof Agent>[0] = {
     name: cfg.name,
     pool4: cfg.pool.ipv4,
@@ -325,7 +335,7 @@ async function main(): Promise<void> {
   const restored = agent.restore({ forcePartial: init.forcePartialRestore === true, log });
   // Namespaces first: endpoints take their labels from them.
   for (const [ns, labels] of Object.entries(cfg.namespaces)) agent.putNamespace(ns, { labels });
-  type Wanted = { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string; namespace?: string; ports?: NodeConfig['ports'] };
+  type Wanted = { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string; namespace?: string; ports?: NodeConfig['ports']; offload?: boolean };
   const wanted = new Map<string, Wanted>();
   for (const n of cfg.nodes) {
     const w: Wanted = {
@@ -337,11 +347,13 @@ async function main(): Promise<void> {
     };
     if (n.ipv4) w.ipv4 = n.ipv4;
     if (n.ipv6) w.ipv6 = n.ipv6;
+    if (n.offload !== undefined) w.offload = n.offload;
     wanted.set(n.name, w);
   }
   for (const e of restored) {
     if (wanted.has(e.name) || !e.netns) continue;
-    const w: { labels: string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string } = { labels: e.labels, defaultRoute: e.defaultRoute, netns: e.netns };
+    const w: Wanted = { labels: e.labels, defaultRoute: e.defaultRoute, netns: e.netns };
+    if (e.offload !== undefined) w.offload = e.offload;
     if (e.ipv4) w.ipv4 = e.ipv4;
     if (e.ipv6) w.ipv6 = e.ipv6;
     wanted.set(e.name, w);
@@ -359,6 +371,7 @@ async function main(): Promise<void> {
       if (w.ports !== undefined && w.ports.length > 0) req.ports = w.ports;
       if (w.ipv4) req.ipv4 = w.ipv4;
       if (w.ipv6) req.ipv6 = w.ipv6;
+      if (w.offload !== undefined) req.offload = w.offload;
       const info = await agent.addEndpoint(req);
       log(`endpoint ${info.name}: ${info.ipv4 ?? ''}${info.ipv6 ? ` ${info.ipv6}` : ''} identity ${info.identity} port ${info.port}`);
     } catch (e) {
@@ -389,6 +402,7 @@ async function main(): Promise<void> {
   const metrics = buildMetrics(agent, view, init.rt.ioStats);
   if (started.kv) registerKvMetrics(metrics.registry, started.kv);
   if (cfg.underlay) registerVxlanMetrics(metrics.registry, init.rt.counters);
+  registerGsoMetrics(metrics.registry, init.rt.counters);
   agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');

@@ -17,6 +17,10 @@
  * Ports (MAX_PORTS):
  *   portFd[port]               Int32    the TUN fd to write to, -1 when unused
  *   portQueue[port*PQ_WORDS+i]  Float64  egress queue settings (egress.ts PQ_*), 0 = default
+ *   portOffload[port]          Int32    TUN_F_* flags the port's TUN offers (src/io/tun.ts),
+ *                                        0 = plain; written by the control thread before the
+ *                                        port's fd reaches the I/O thread, read per batch by the
+ *                                        transmitting worker (src/datapath/gso-port.ts)
  *
  * Health (Int32, per shard HEALTH_WORDS, written by the supervisor on the main thread):
  *   STATE (SHARD_*), RESTARTS, LAST_RESTART_S (unix seconds), CRASH_LOOP (1 while backing off)
@@ -82,6 +86,7 @@ export interface RuntimeShared {
   rxMs: SharedArrayBuffer;
   portFd: SharedArrayBuffer;
   portQueue: SharedArrayBuffer;
+  portOffload: SharedArrayBuffer;
   rings: SharedArrayBuffer[];
   egress: SharedArrayBuffer[];
   health: SharedArrayBuffer;
@@ -113,6 +118,7 @@ export function createRuntimeShared(opts: { shards: number; slots: number; slotS
     rxMs: new SharedArrayBuffer(opts.slots * 8),
     portFd,
     portQueue: new SharedArrayBuffer(MAX_PORTS * PQ_WORDS * 8),
+    portOffload: new SharedArrayBuffer(MAX_PORTS * 4),
     rings,
     health: new SharedArrayBuffer(opts.shards * HEALTH_WORDS * 4),
   };

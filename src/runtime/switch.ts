@@ -29,6 +29,8 @@ import { decodeMessage, postEncoded, type ControlToMain, type MainToControl } fr
 import type { ControlInit } from './control-thread.js';
 import type { ShardTask } from '../../workers/shard.js';
 import { VNET_HDR_LEN } from '../io/tun.js';
+import { gsoSlots } from './offload.js';
+import { VXLAN_OVERHEAD } from '../datapath/vxlan.js';
 import { CaptureRing } from '../tables/capture.js';
 
 export interface RunOptions {
@@ -63,10 +65,11 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
   const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));
   const shards = cfg.workers;
   // Every port carries a virtio-net header (IFF_VNET_HDR), offload or not, so that any port
-  // can take a coalesced GSO write. Slots: with offload a packet may be a 64 KiB GSO
-  // super-packet plus its header; without, one MTU-sized packet.
-  const slotSize = cfg.offload ? 65536 + 64 : Math.ceil((cfg.mtu + VNET_HDR_LEN + 64) / 64) * 64;
-  const slots = cfg.offload ? 1024 : 8192;
+  // can take a coalesced GSO write. Slots: when any port may have offload a packet may be a
+  // 64 KiB GSO super-packet plus its header; otherwise one MTU-sized packet.
+  const big = gsoSlots(cfg);
+  const slotSize = big ? 65536 + 64 : Math.ceil((cfg.mtu + VNET_HDR_LEN + 64) / 64) * 64;
+  const slots = big ? 1024 : 8192;
   const ctCapacity = opts.ctCapacity ?? 1 << 17;
   const fragCapacity = 4096;
   const engine = chooseEngine(cfg.io);
@@ -125,6 +128,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
         engine,
         queue: cfg.queue,
         gro: cfg.gro,
+        mtu: cfg.underlay ? cfg.mtu - VXLAN_OVERHEAD : cfg.mtu,
         gsoLinux6644Safe: gsoLinux6644Safe(),
       };
       return { pool, done: pool.run(task) };

@@ -332,7 +332,16 @@ export const C_VXLAN_TX_PKTS = C_BATCH_HIST + BATCH_HIST_BUCKETS;
 export const C_VXLAN_TX_BYTES = C_VXLAN_TX_PKTS + 1;
 export const C_VXLAN_RX_PKTS = C_VXLAN_TX_BYTES + 1;
 export const C_VXLAN_RX_BYTES = C_VXLAN_RX_PKTS + 1;
-export const COUNTER_SLOTS = C_VXLAN_RX_BYTES + 1;
+/**
+ * GSO on transmit (src/datapath/gso-port.ts): GSO packets split for a port and the segments
+ * made; GSO packets built by coalescing, TCP and UDP (USO), and the packets merged into them.
+ */
+export const C_GSO_SPLIT_PKTS = C_VXLAN_RX_BYTES + 1;
+export const C_GSO_SPLIT_SEGS = C_GSO_SPLIT_PKTS + 1;
+export const C_GRO_TCP_BUILT = C_GSO_SPLIT_SEGS + 1;
+export const C_GRO_UDP_BUILT = C_GRO_TCP_BUILT + 1;
+export const C_GRO_MERGED = C_GRO_UDP_BUILT + 1;
+export const COUNTER_SLOTS = C_GRO_MERGED + 1;
 
 /** Slot of the dropped-packets counter for a reason (positive code) and direction. */
 export function dropPacketsSlot(reason: number, dir: number): number {

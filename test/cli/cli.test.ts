@@ -100,7 +100,7 @@ describe('tunswitch CLI', () => {
     assert.equal(r.code, 0, `got exit ${r.code} (${r.stderr})`);
     const lines = r.stdout.trimEnd().split('\n');
     const header = lines[0]!;
-    assert.match(header, /^ENDPOINT\s+NAME\s+POLICY \(ingress\)\s+POLICY \(egress\)\s+IDENTITY\s+LABELS\s+IPv4\s+IPv6\s+STATUS$/, `got header ${header}`);
+    assert.match(header, /^ENDPOINT\s+NAME\s+POLICY \(ingress\)\s+POLICY \(egress\)\s+IDENTITY\s+LABELS\s+IPv4\s+IPv6\s+OFFLOAD\s+STATUS$/, `got header ${header}`);
     const wantLines = 1 + fake.endpoints.reduce((n, e) => n + Math.max(1, e.labels.length), 0);
     assert.equal(lines.length, wantLines, `got ${lines.length} lines, want ${wantLines}:\n${r.stdout}`);
     const starts = columnStarts(header);

@@ -86,6 +86,8 @@ export interface NodeSpec {
   /** Kubernetes namespace (declared in LabOptions.namespaces). */
   namespace?: string;
   ports?: { name: string; port: number; protocol: string }[];
+  /** The node's own offload (absent: the lab's). */
+  offload?: boolean;
 }
 
 export interface LabOptions {
@@ -201,7 +203,7 @@ export class Lab {
       ...(this.opts.namespaces ? ['namespaces:', ...Object.entries(this.opts.namespaces).map(([ns, l]) => `  ${ns}: { labels: ${JSON.stringify(l)} }`)] : []),
       'nodes:',
       ...this.opts.nodes.map((n) => {
-        const extra = `${n.namespace ? `, namespace: ${n.namespace}` : ''}${n.ports ? `, ports: ${JSON.stringify(n.ports)}` : ''}`;
+        const extra = `${n.namespace ? `, namespace: ${n.namespace}` : ''}${n.ports ? `, ports: ${JSON.stringify(n.ports)}` : ''}${n.offload !== undefined ? `, offload: ${n.offload}` : ''}`;
         return `  ${n.name}: { labels: ${JSON.stringify(n.labels)}${extra} }`;
       }),
       ...(this.opts.extraConfig ?? []),

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRunConfig } from '../../src/runtime/config.js';
+import { gsoSlots, offloadFlagNames, offloadWanted } from '../../src/runtime/offload.js';
 
 const BASE = 'name: rl\npool: { ipv4: 10.94.0.0/24, ipv6: "fd00:94::/64" }\n';
 
@@ -46,4 +47,46 @@ test('config: node addresses are checked against the pool, the host port and eac
     }, `${yaml}: accepted, want refused`);
   }
   assert.doesNotThrow(() => parseRunConfig(`${BASE}nodes: { a: { ipv4: 10.94.0.7, ipv6: "fd00:94::7" } }\n`, '/tmp/lab.yaml'));
+});
+
+test('config: per-node offload overrides the switch-wide one and sizes the slots', () => {
+  // [yaml, nodes' offload as parsed, gsoSlots]
+  const cases: [string, Record<string, boolean | undefined>, boolean][] = [
+    ['nodes: { a: {}, b: {} }', { a: undefined, b: undefined }, false],
+    ['offload: true\nnodes: { a: {}, b: { offload: false } }', { a: undefined, b: false }, true],
+    ['nodes: { a: { offload: true }, b: {} }', { a: true, b: undefined }, true],
+    ['nodes: { a: { offload: false } }', { a: false }, false],
+  ];
+  for (const [yaml, want, slots] of cases) {
+    const c = parseRunConfig(`${BASE}${yaml}\n`, '/tmp/lab.yaml');
+    const got = Object.fromEntries(c.nodes.map((n) => [n.name, n.offload]));
+    assert.deepEqual(got, want, `${yaml}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+    assert.equal(gsoSlots(c), slots, `${yaml}: gsoSlots got ${gsoSlots(c)}, want ${slots}`);
+  }
+});
+
+test('config: a bad node offload, and node offload with an underlay, name the field', () => {
+  const cases: [string, RegExp][] = [
+    ['nodes: { a: { offload: "yes" } }', /^lab\.yaml: nodes\.a\.offload: "yes" must be true or false$/],
+    ['kvstore: { url: "etcd://127.0.0.1:2379", nodeIp: 10.99.0.1 }\nnodes: { a: { offload: true } }', /^lab\.yaml: offload: true with a VXLAN underlay/],
+  ];
+  for (const [yaml, re] of cases) {
+    assert.throws(() => parseRunConfig(`${BASE}${yaml}\n`, '/tmp/lab.yaml'), (e: Error & { code?: string }) => {
+      assert.match(e.message, re, `${yaml}: got ${e.message}, want ${re}`);
+      assert.equal(e.code, 'ECONFIG_INVALID', `${yaml}: code got ${e.code}`);
+      return true;
+    });
+  }
+});
+
+test('offload of a new port: the request, else the config; refused where it cannot work', () => {
+  const small = parseRunConfig(`${BASE}nodes: { a: {} }\n`, '/tmp/lab.yaml');
+  const big = parseRunConfig(`${BASE}offload: true\n`, '/tmp/lab.yaml');
+  assert.equal(offloadWanted(small), false);
+  assert.equal(offloadWanted(small, false), false);
+  assert.equal(offloadWanted(big), true);
+  assert.equal(offloadWanted(big, false), false);
+  assert.throws(() => offloadWanted(small, true), /^TunswitchError: body\.offload: true needs a switch whose packet slots hold 64 KiB GSO packets|body\.offload: true needs a switch/);
+  assert.deepEqual(offloadFlagNames(0), [], 'plain port');
+  assert.deepEqual(offloadFlagNames(0x01 | 0x02 | 0x04 | 0x20 | 0x40), ['csum', 'tso4', 'tso6', 'uso4', 'uso6']);
 });
