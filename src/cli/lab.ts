@@ -11,6 +11,7 @@ import type { LabState } from '../lab/state.js';
 import { cliName, print, withOutput, type CliContext } from './context.js';
 import { registerDemo } from './demo.js';
 import { formatTable } from '../text/table.js';
+import { registerMatrix } from './lab-multihost.js';
 import { didYouMean } from './suggest.js';
 import { durationParser } from './duration.js';
 
@@ -104,6 +105,17 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--timeout <duration>', 'how long to wait for the agent: 30s, 2m (a bare number is in seconds)', durationParser('s'), 30_000),
   ).action(async (file: string, o: { outside?: string | boolean; metricsAddr?: string; timeout: number }, cmd: Command) => {
     const json = cmd.opts().output === 'json';
+    const { isMultiHostLabFile } = await import('../lab/multihost-file.js');
+    if (isMultiHostLabFile(file)) {
+      // A lab of several hosts (src/lab/multihost.ts): one switch per host namespace, etcd, VXLAN.
+      if (o.outside !== undefined || o.metricsAddr !== undefined) throw new Error(`${file}: --outside and --metrics-addr are for single-host labs`);
+      const { multiHostUp } = await import('../lab/multihost.js');
+      const { formatMultiHostUp } = await import('./lab-multihost.js');
+      const m = await multiHostUp(file, { readyTimeoutMs: Math.max(o.timeout, 60_000), log: (t) => ctx.warn(t) });
+      print(ctx, cmd, m, () => formatMultiHostUp(m));
+      if (!json) ctx.out(`\nTry: ${cliName()} lab matrix ${m.name}    ${cliName()} --lab ${m.name}-${m.hosts[0]?.name ?? 'HOST'} node list\n`);
+      return;
+    }
     const { labUp } = await import('../lab/lab.js');
     const s = await labUp(file, {
       outside: o.outside ?? false,
@@ -120,6 +132,14 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<name|file>', 'lab name or lab file')
     .description('stop the agent, delete the namespaces, hosts files and devices the lab made')
     .action(async (target: string) => {
+      const { multiHostTarget } = await import('../lab/multihost-file.js');
+      const multi = multiHostTarget(target);
+      if (multi !== null) {
+        const { multiHostDown } = await import('../lab/multihost.js');
+        const r = await multiHostDown(multi, { log: (m) => ctx.warn(m) });
+        ctx.out(r.wasRunning ? `lab "${r.name}" is down\n` : `lab "${r.name}" was not running; removed what it left: ${r.removed.join(', ') || 'nothing'}\n`);
+        return;
+      }
       const { labDown } = await import('../lab/lab.js');
       const r = await labDown(target, { log: (m) => ctx.warn(m) });
       if (!r.wasRunning && r.removed.length === 0) {
@@ -135,7 +155,13 @@ export function register(program: Command, ctx: CliContext): void {
   withOutput(lab.command('status').alias('ls').description('list labs: name, agent pid, running, endpoints, socket')).action(async (_o, cmd: Command) => {
     const { labStatus } = await import('../lab/lab.js');
     const labs = await labStatus();
-    print(ctx, cmd, labs, () => formatLabStatus(labs));
+    const { multiHostStatus } = await import('../lab/multihost.js');
+    const multi = await multiHostStatus();
+    if (multi.length === 0) print(ctx, cmd, labs, () => formatLabStatus(labs));
+    else {
+      const { formatMultiHostStatus } = await import('./lab-multihost.js');
+      print(ctx, cmd, [...labs, ...multi], () => (labs.length > 0 ? formatLabStatus(labs) : '') + formatMultiHostStatus(multi));
+    }
   });
 
   withOutput(lab.command('inspect').argument('<name>', 'lab name').description('nodes, namespaces, addresses and state of a lab (like containerlab inspect)')).action(
@@ -184,4 +210,5 @@ export function register(program: Command, ctx: CliContext): void {
     });
 
   registerDemo(lab, ctx);
+  registerMatrix(lab, ctx);
 }

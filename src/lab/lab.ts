@@ -29,6 +29,7 @@ import type { EndpointInfo } from '../api/types.js';
 import { loadRunConfig, type RunConfig } from '../runtime/config.js';
 import { Ipam } from '../control/ipam.js';
 import { removeHostsFiles, writeHostsFiles } from './hosts.js';
+import { multiHostNamespace } from './multihost-state.js';
 import { createOutside, outsidePlan, removeOutside, DEFAULT_OUTSIDE_CIDR } from './outside.js';
 import { agentAlive, keptLogPath, labPaths, listLabNames, readLabState, writeLabState, type LabState } from './state.js';
 import { LabError, ip, listNetns, netnsPids, readIpForward, rootLinkExists, run, sleep, terminate, writeIpForward } from './sys.js';
@@ -346,6 +347,9 @@ export async function labStatus(): Promise<LabStatus[]> {
 /** The namespace of `node` in lab `name`, checked against the lab's record. */
 export function labNamespace(name: string, node: string): string {
   const s = readLabState(name);
+  const multi = s ? null : multiHostNamespace(name, node); // a multi-host lab (src/lab/multihost.ts)
+  if (multi && 'netns' in multi) return multi.netns;
+  if (multi) throw new LabError('ELAB_INVALID', `lab "${name}" has no node or host "${node}" (${multi.known.join(', ')})`);
   if (!s) throw new LabError('ELAB_NOT_RUNNING', `lab "${name}" is not running (no ${labPaths(name).stateFile})`);
   const ns = `${name}-${node}`;
   if (!s.namespaces.includes(ns)) {

@@ -60,15 +60,18 @@ export interface MatrixRow extends ResolvedFlow {
   ok: boolean;
 }
 
+/** What the matrix needs of a lab: its name (namespaces are <name>-<node>), nodes and outside host. */
+export type MatrixLab = Pick<LabState, 'name' | 'nodes' | 'outside'>;
+
 /** Addresses of a lab's nodes (and outside host) by family. */
-export function labAddress(s: LabState, node: string, family: 4 | 6): string | undefined {
+export function labAddress(s: MatrixLab, node: string, family: 4 | 6): string | undefined {
   if (node === 'outside' && s.outside && !s.nodes.some((n) => n.name === 'outside')) return family === 4 ? s.outside.addr : undefined;
   const n = s.nodes.find((x) => x.name === node);
   return family === 4 ? n?.ipv4 : n?.ipv6;
 }
 
 /** Fills in namespaces and addresses; drops flows the lab cannot express (no IPv6, no outside). */
-export function resolveFlows(s: LabState, flows: readonly FlowSpec[]): ResolvedFlow[] {
+export function resolveFlows(s: MatrixLab, flows: readonly FlowSpec[]): ResolvedFlow[] {
   const out: ResolvedFlow[] = [];
   for (const f of flows) {
     const fam = f.family ?? 4;
@@ -144,10 +147,12 @@ export function formatMatrix(rows: readonly MatrixRow[]): string {
 export interface MatrixOptions {
   /** Per flow; default 1500 ms. */
   timeoutMs?: number;
+  /** Switches whose events explain the rows (a multi-host lab: every host's); default the lab's socket. */
+  eventSockets?: readonly string[];
 }
 
 /** Probes every flow at once, then reads the agent's events and explains each outcome. */
-export async function runMatrix(s: LabState, flows: readonly FlowSpec[], opts: MatrixOptions = {}): Promise<MatrixRow[]> {
+export async function runMatrix(s: MatrixLab & { socket: string }, flows: readonly FlowSpec[], opts: MatrixOptions = {}): Promise<MatrixRow[]> {
   const timeoutMs = opts.timeoutMs ?? 1500;
   const resolved = resolveFlows(s, flows);
   const probes = await Promise.all(
@@ -155,11 +160,13 @@ export async function runMatrix(s: LabState, flows: readonly FlowSpec[], opts: M
   );
   // The control thread drains the shards' event rings every 100 ms.
   await sleep(400);
-  let events: FlowEvent[] = [];
-  try {
-    events = await new ApiClient(s.socket, { timeoutMs: 5000 }).get<FlowEvent[]>('/v1/events?last=500');
-  } catch {
-    events = [];
+  const events: FlowEvent[] = [];
+  for (const sock of opts.eventSockets ?? [s.socket]) {
+    try {
+      events.push(...(await new ApiClient(sock, { timeoutMs: 5000 }).get<FlowEvent[]>('/v1/events?last=500')));
+    } catch {
+      // a switch that does not answer explains nothing; the probes still decide
+    }
   }
   return resolved.map((f, i) => judge(f, probes[i] as ProbeResult, events));
 }
