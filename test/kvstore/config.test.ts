@@ -1,7 +1,7 @@
 /** Cluster-mode settings: the YAML's kvstore: section and run's --kvstore flags (no etcd needed). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadRunConfig, parseRunConfig } from '../../src/runtime/config.js';
+import { parseRunConfig } from '../../src/runtime/config.js';
 import { applyKvstoreFlags, CliUsageError } from '../../src/cli/run-kvstore.js';
 import { formatNodes } from '../../src/cli/node.js';
 import { formatIpcache } from '../../src/cli/ipcache.js';
@@ -70,15 +70,4 @@ test('node list and ipcache list formatting in cluster mode', () => {
   ]);
   assert.match(ipc, /^PREFIX\s+IDENTITY\s+SOURCE\s+TUNNEL\s+NODE$/m);
   assert.match(ipc, /^10\.98\.2\.2\/32\s+257\s+kvstore\s+10\.99\.0\.2\s+host2$/m);
-});
-
-test('examples/multi-host host configs parse, with kvstore and the underlay', () => {
-  const dir = new URL('../../../examples/multi-host/', import.meta.url);
-  for (const i of [1, 2, 3]) {
-    const file = new URL(`host${i}.yaml`, dir).pathname;
-    const cfg = loadRunConfig(file);
-    assert.deepEqual(cfg.kvstore, { url: 'etcd://10.99.0.254:2379', nodeName: `host${i}`, nodeIp: `10.99.0.${i}`, leaseTtl: 5 }, `host${i}.yaml kvstore`);
-    assert.deepEqual(cfg.underlay, { ip: `10.99.0.${i}` });
-    assert.equal(cfg.nodes.length, 1);
-  }
 });
