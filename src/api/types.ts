@@ -188,8 +188,10 @@ export interface FlowEvent {
   ipcache_miss?: boolean;
   IP: { ipVersion: 'IPv4' | 'IPv6'; source: string; destination: string };
   l4?: { protocol: string; source_port?: number; destination_port?: number; icmp_type?: number; icmp_code?: number; tcp_flags?: string };
-  source: { identity: number; labels: string[]; endpoint?: string; ip: string; port?: number };
-  destination: { identity: number; labels: string[]; endpoint?: string; ip: string; port?: number };
+  /** kvstore mode: the node (switch) that saw the flow; each side's node: local endpoints this one, remote ones from the ipcache. */
+  node_name?: string;
+  source: { identity: number; labels: string[]; endpoint?: string; ip: string; port?: number; node?: string };
+  destination: { identity: number; labels: string[]; endpoint?: string; ip: string; port?: number; node?: string };
   policy?: { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | { none: string };
   length: number;
 }

@@ -192,6 +192,11 @@ export class KvCluster {
     return this.nodes.list();
   }
 
+  /** The node that published the remote address `ip` (observe: the node of a flow's remote side). */
+  remoteNode(ip: string): string | undefined {
+    return this.remoteCidrs.get(ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+  }
+
   status(): KvstoreStatus {
     const s = this.session;
     return {

@@ -18,6 +18,10 @@ export interface NameResolver {
   ruleName(cookie: number): { name: string; namespace?: string; rule_index: number; direction: string; deny: boolean } | null;
   /** Policies that make endpoint `ep` default-deny in a direction (optional). */
   defaultDenyBy?(ep: number, dir: 'ingress' | 'egress'): string[];
+  /** kvstore mode: this switch's node name (the flow's node_name and its local endpoints' node). */
+  localNode?: string;
+  /** kvstore mode: the node that published a remote address (its ipcache entry), if any. */
+  remoteNode?(ip: string): string | undefined;
 }
 
 const POLICY_CODE = -DROP_POLICY;
@@ -74,6 +78,13 @@ export function toFlow(r: EventReader, names: NameResolver): FlowEvent {
   const dstName = dstEp === NO_INDEX ? undefined : names.endpointName(dstEp);
   if (srcName) ev.source.endpoint = srcName;
   if (dstName) ev.destination.endpoint = dstName;
+  if (names.localNode !== undefined) {
+    ev.node_name = names.localNode;
+    const sn = srcEp !== NO_INDEX ? names.localNode : names.remoteNode?.(src);
+    const dn = dstEp !== NO_INDEX ? names.localNode : names.remoteNode?.(dst);
+    if (sn !== undefined) ev.source.node = sn;
+    if (dn !== undefined) ev.destination.node = dn;
+  }
   if (isIcmp(proto)) {
     ev.l4 = { protocol: proto === IPPROTO_ICMP ? 'ICMPv4' : 'ICMPv6', icmp_type: r.icmpType, icmp_code: r.icmpCode };
   } else {

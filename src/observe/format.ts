@@ -94,11 +94,19 @@ function sidePort(e: FlowEvent, side: Side, which: 'source_port' | 'destination_
   return side.port ?? e.l4?.[which];
 }
 
-/** `web:41234`, or the address when the side is not a local endpoint. */
+/** Whether the flow's two sides are on different nodes (kvstore mode). */
+export function crossNode(e: FlowEvent): boolean {
+  const s = e.source.node;
+  const d = e.destination.node;
+  return (s !== undefined || d !== undefined) && s !== d;
+}
+
+/** `web:41234`, or the address when the side is not a local endpoint; ` [node]` on a flow between nodes. */
 function hostOf(e: FlowEvent, side: Side, which: 'source_port' | 'destination_port'): string {
   const port = sidePort(e, side, which);
-  if (side.endpoint !== undefined && side.endpoint !== '') return port === undefined ? side.endpoint : `${side.endpoint}:${port}`;
-  return ipPort(side.ip, port);
+  const at = crossNode(e) && side.node !== undefined ? ` [${side.node}]` : '';
+  if (side.endpoint !== undefined && side.endpoint !== '') return (port === undefined ? side.endpoint : `${side.endpoint}:${port}`) + at;
+  return ipPort(side.ip, port) + at;
 }
 
 function icmpText(e: FlowEvent): string {
@@ -122,6 +130,7 @@ export function summaryOf(e: FlowEvent): string {
 
 /** Where a forwarded packet went: to a local endpoint, or out of the switch to the host stack. */
 function tracePoint(e: FlowEvent): string {
+  if (e.destination.node !== undefined && e.node_name !== undefined && e.destination.node !== e.node_name) return 'to-overlay';
   return e.destination.endpoint !== undefined || e.traffic_direction === 'INGRESS' ? 'to-endpoint' : 'to-stack';
 }
 

@@ -180,7 +180,7 @@ export function hubbleFlow(e: FlowEvent, nodeName: string, summary: string): Rec
     source: endpointOf(e.source),
     destination: endpointOf(e.destination),
     Type: 'L3_L4',
-    node_name: nodeName,
+    node_name: e.node_name ?? nodeName,
     event_type: { type: MESSAGE_TYPE[e.event_type] ?? 0, sub_type: e.event_type === 'drop' ? (e.drop_reason ?? 0) : 0 },
     traffic_direction: e.traffic_direction,
     is_reply: { value: e.is_reply },
@@ -192,14 +192,18 @@ export function hubbleFlow(e: FlowEvent, nodeName: string, summary: string): Rec
     f.drop_reason_desc = hubbleDropReason(e.drop_reason);
   }
   if (e.policy_match_type !== undefined) f.policy_match_type = POLICY_MATCH_NUMBERS[e.policy_match_type] ?? 0;
-  if (e.event_type === 'trace') f.trace_observation_point = e.destination.endpoint !== undefined ? 'TO_ENDPOINT' : 'TO_STACK';
+  if (e.event_type === 'trace') {
+    // A packet for another node's endpoint leaves through the tunnel (Hubble's TO_OVERLAY).
+    const remote = e.destination.node !== undefined && e.node_name !== undefined && e.destination.node !== e.node_name;
+    f.trace_observation_point = remote ? 'TO_OVERLAY' : e.destination.endpoint !== undefined ? 'TO_ENDPOINT' : 'TO_STACK';
+  }
   return f;
 }
 
 /** observer.GetFlowsResponse for one event. */
 export function getFlowsResponse(e: FlowEvent, nodeName: string, summary: string): Record<string, unknown> {
   const flow = hubbleFlow(e, nodeName, summary);
-  return { flow, node_name: nodeName, time: flow.time };
+  return { flow, node_name: flow.node_name, time: flow.time };
 }
 
 /** Default values protobuf's JSON mapping leaves out. */

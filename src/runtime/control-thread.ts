@@ -396,6 +396,8 @@ async function main(): Promise<void> {
     endpointName: (ep: number) => agent.endpointByIndex(ep)?.name,
     ruleName: (c: number) => agent.ruleName(c),
     defaultDenyBy: (ep: number, dir: 'ingress' | 'egress') => agent.defaultDenyBy(ep, dir),
+    // kvstore mode: node names for observe (src/kvstore/cluster.ts remoteNode)
+    ...(started.kv ? { localNode: cfg.kvstore?.nodeName ?? cfg.name, remoteNode: (ip: string) => started.kv?.remoteNode(ip) } : {}),
   };
   started.timer = setInterval(() => view.drainEvents((r) => agent.pushEvent(toFlow(r, names))), 100);
 

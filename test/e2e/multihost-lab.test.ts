@@ -108,6 +108,17 @@ describe('multi-host lab: examples/multi-host up, matrix across hosts, down', { 
     assert.match(row('db', 'backend', 'denied')?.reason ?? '', /Policy denied at db egress/);
   });
 
+  it('observe on the receiving host names the node of each side', async () => {
+    const r = await cli(['--lab', `${LAB}-host2`, 'observe', '--last', '200', '--to-port', '8080', '-o', 'json']);
+    assert.equal(r.code, 0, `observe on host2: ${r.stderr}`);
+    const evs = r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { node_name?: string; source: { node?: string; ip: string }; destination: { node?: string; endpoint?: string } });
+    const e = evs.find((x) => x.destination.endpoint === 'backend' && x.source.ip.startsWith('10.83.1.'));
+    assert.ok(e, `got no flow frontend (host1) -> backend on host2 among ${evs.length} events`);
+    assert.deepEqual([e.node_name, e.source.node, e.destination.node], ['host2', 'host1', 'host2']);
+    const c = await cli(['--lab', `${LAB}-host1`, 'observe', '--last', '200', '--to-port', '8080']);
+    assert.match(c.stdout, /frontend:\d+ \[host1\] \(ID:\d+\) -> 10\.83\.2\.\d+:8080 \[host2\] \(ID:\d+\) /, `compact observe on host1: got\n${c.stdout.slice(0, 600)}`);
+  });
+
   it('lab down removes everything: processes, namespaces, hosts files, run dirs, etcd data', async () => {
     const r = await cli(['lab', 'down', LAB]);
     assert.equal(r.code, 0, `lab down: got exit ${r.code}: ${r.stderr}`);
