@@ -162,9 +162,10 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
       for (let i = 0; i < n; i++) {
         const slot = ring.take();
         const off = slot * slotSize + hdr;
-        const len = (lens[slot] as number) - hdr;
+        let len = (lens[slot] as number) - hdr;
         if (faultMagic !== 0 && isFaultPacket(buf, off, len, faultMagic)) process.exit(70);
         const out = underlay.process(pipeline, buf, dv, slot, off, len, inPort[slot] as number); // underlay hook: VNI in, tunnel endpoint out
+        len = (lens[slot] as number) - hdr; // underlay hook: a packet too big for the tunnel became an ICMP error
         if (capOn) (capture as CaptureRing).offer(buf, off, len, out, pipeline.outSrcEp, pipeline.outDstEp);
         if (out >= 0 && (portFd[out] as number) >= 0) {
           const qb = out * PQ_WORDS;

@@ -71,6 +71,7 @@ import {
   M_HOST_PORT,
   M_POLICY_REVISION,
   M_TUNNEL_PORT,
+  M_TUNNEL_MTU,
   NO_EP,
   type TableSet,
 } from '../tables/tableset.js';
@@ -124,6 +125,7 @@ export class Pipeline {
   private cfg = 0;
   /** Underlay port of this batch's tables, -1 without one. */
   private tunnelPort = -1;
+  private tunnelMtu = 0;
 
   /** The decision of the enforcement point being evaluated (egress, then ingress). */
   readonly decision: PolicyDecision;
@@ -155,11 +157,17 @@ export class Pipeline {
     this.revision = this.tables.meta[M_POLICY_REVISION] as number;
     this.cfg = this.tables.meta[M_CONFIG_FLAGS] as number;
     this.tunnelPort = (this.tables.meta[M_TUNNEL_PORT] as number) - 1;
+    this.tunnelMtu = this.tables.meta[M_TUNNEL_MTU] as number;
   }
 
   /** The underlay port of the current batch (-1: none); outputs equal to it go to outTunnel. */
   get underlayPort(): number {
     return this.tunnelPort;
+  }
+
+  /** The largest inner packet the underlay carries in the current batch (0: no limit). */
+  get underlayMtu(): number {
+    return this.tunnelMtu;
   }
 
   endBatch(): void {

@@ -9,7 +9,7 @@
  */
 import { Gauge, type Registry } from 'prom-client';
 import type { KvCluster } from './cluster.js';
-import { C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
+import { C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TOO_BIG, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
 
 export function registerKvMetrics(registry: Registry, kv: KvCluster): void {
   new Gauge({
@@ -60,6 +60,7 @@ export function registerVxlanMetrics(registry: Registry, counters: readonly Shar
     collect() {
       this.set({ direction: 'tx' }, sum(C_VXLAN_TX_PKTS));
       this.set({ direction: 'rx' }, sum(C_VXLAN_RX_PKTS));
+      this.set({ direction: 'too_big' }, sum(C_VXLAN_TOO_BIG)); // answered with ICMP frag-needed / packet too big
     },
   });
   new Gauge({

@@ -12,7 +12,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { existsSync, readFileSync } from 'node:fs';
 import type { ApiServerOptions } from '../api/server.js';
 import { resolve } from 'node:path';
-import { M_TUNNEL_PORT, TableSet, TableSetWriter, UNDERLAY_PORT, type TableSetShared } from '../tables/tableset.js';
+import { underlayDeviceMtu, tunnelInnerMtu } from './underlay-mtu.js';
+import { M_TUNNEL_MTU, M_TUNNEL_PORT, TableSet, TableSetWriter, UNDERLAY_PORT, type TableSetShared } from '../tables/tableset.js';
 import { VXLAN_OVERHEAD } from '../datapath/vxlan.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
 import type { QueueSettings, RuntimeInfo } from '../api/types.js';
@@ -293,6 +294,11 @@ async function main(): Promise<void> {
   // VXLAN underlay port (opened by the main thread): packets to tunnel endpoints go there.
   if (cfg.underlay) {
     writer.setMeta(M_TUNNEL_PORT, UNDERLAY_PORT + 1);
+    // Packets over the tunnel's inner MTU get ICMP frag-needed / packet too big (src/runtime/underlay-mtu.ts).
+    const dev = underlayDeviceMtu(cfg.underlay.ip);
+    const inner = tunnelInnerMtu(cfg.mtu, dev);
+    writer.setMeta(M_TUNNEL_MTU, inner);
+    log(`underlay: ${cfg.underlay.ip} on ${dev ? `${dev.dev} (mtu ${dev.mtu})` : 'an unknown device'}; packets over ${inner} bytes to other nodes get ICMP frag-needed / packet too big`);
     writer.bumpPolicyRevision();
     writer.commit();
   }

@@ -32,16 +32,22 @@
  *
  * MTU: endpoints of a switch with an underlay get MTU - 50 (VXLAN_OVERHEAD), as Cilium sets
  * its endpoints' MTU in tunnel mode, so an encapsulated packet fits the underlay MTU; the
- * socket never refuses a larger one (IP_PMTUDISC_DONT: the kernel fragments it).
+ * socket never refuses a larger one (IP_PMTUDISC_DONT: the kernel fragments it). When the
+ * underlay device's MTU is smaller than the configured one (meta M_TUNNEL_MTU = the smaller
+ * of the two - 50, set by the control thread from underlayDeviceMtu), a packet over it that
+ * must not be fragmented (IPv4 with DF, any IPv6) is answered with ICMP frag-needed / packet
+ * too big (src/datapath/icmp-too-big.ts, tooBig below), counted as drop 136 and in
+ * C_VXLAN_TOO_BIG, never dropped silently.
  * GSO super-packets (offload on) are not segmented for the tunnel: they are dropped with
  * 136 FRAG_NEEDED and counted (run refuses offload with an underlay for that reason).
  */
 import { loadBinding, type TunBinding } from '../io/native.js';
 import { DROP_FRAG_NEEDED, DROP_INVALID, DROP_WRITE_ERROR } from '../datapath/drop.js';
 import { VXLAN_PAYLOAD_HDR, VXLAN_PORT, VxlanResult, vxlanDecapPayload, vxlanEncapPayload } from '../datapath/vxlan.js';
+import { icmpTooBig, oversizeMayFragment } from '../datapath/icmp-too-big.js';
 import type { Pipeline } from '../datapath/pipeline.js';
 import { UNDERLAY_PORT } from '../tables/tableset.js';
-import { countDrop, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
+import { countDrop, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TOO_BIG, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
 import { DIR_EGRESS } from '../proto/direction.js';
 import { MAX_BATCH, type RuntimeShared } from './shared.js';
 
@@ -149,10 +155,34 @@ export class UnderlayShard {
     }
     const out = p.process(buf, dv, off, len, inPort);
     if (out === UNDERLAY_PORT && out === p.underlayPort) {
+      const mtu = p.underlayMtu;
+      if (mtu > 0 && len > mtu && inPort !== UNDERLAY_PORT && (this.hdr === 0 || (buf[slot * this.slotSize + VNET_GSO_TYPE_OFF] as number) === 0)) {
+        const back = this.tooBig(p, buf, dv, slot, off, len, inPort, mtu);
+        if (back !== UNDERLAY_PORT) return back;
+      }
       this.dv.setUint32(end - TR_DST, p.outTunnel >>> 0, true);
       this.dv.setInt32(end - TR_VNI, p.outSrcId, true);
     }
     return out;
+  }
+
+  /**
+   * A packet over the underlay's inner MTU (see the file comment, MTU): IPv4 without DF goes
+   * on (UNDERLAY_PORT: the kernel fragments the outer packet); anything else is dropped with
+   * 136 FRAG_NEEDED (counted, shown in observe) and, unless it is an ICMP error itself,
+   * becomes an ICMP frag-needed / packet-too-big to its sender, written to the port it came
+   * from. Returns the new output (the sender's port) or the drop code.
+   */
+  private tooBig(p: Pipeline, buf: Uint8Array, dv: DataView, slot: number, off: number, len: number, inPort: number, mtu: number): number {
+    if (oversizeMayFragment(buf, off, len)) return UNDERLAY_PORT;
+    p.dropAfterForward(buf, dv, off, len, DROP_FRAG_NEEDED, p.outSrcId, p.outDstId);
+    const w = icmpTooBig(buf, dv, off, len, mtu);
+    if (w <= 0) return DROP_FRAG_NEEDED;
+    const base = slot * this.slotSize;
+    if (this.hdr > 0) buf.fill(0, base, base + this.hdr); // a plain packet: no GSO, no checksum offload
+    this.lens[slot] = this.hdr + w;
+    this.counters[C_VXLAN_TOO_BIG]++;
+    return inPort;
   }
 
   /**

@@ -341,7 +341,9 @@ export const C_GSO_SPLIT_SEGS = C_GSO_SPLIT_PKTS + 1;
 export const C_GRO_TCP_BUILT = C_GSO_SPLIT_SEGS + 1;
 export const C_GRO_UDP_BUILT = C_GRO_TCP_BUILT + 1;
 export const C_GRO_MERGED = C_GRO_UDP_BUILT + 1;
-export const COUNTER_SLOTS = C_GRO_MERGED + 1;
+/** Packets too big for the underlay answered with ICMP frag-needed / packet-too-big (src/datapath/icmp-too-big.ts). */
+export const C_VXLAN_TOO_BIG = C_GRO_MERGED + 1;
+export const COUNTER_SLOTS = C_VXLAN_TOO_BIG + 1;
 
 /** Slot of the dropped-packets counter for a reason (positive code) and direction. */
 export function dropPacketsSlot(reason: number, dir: number): number {

@@ -32,6 +32,8 @@ export const M_CONFIG_FLAGS = 1;
 export const M_HOST_PORT = 2;
 export const M_HOST_IDENTITY = 3;
 export const M_TUNNEL_PORT = 4;
+/** The largest inner packet that fits the underlay (its MTU - VXLAN overhead); 0: no limit. */
+export const M_TUNNEL_MTU = 5;
 /** The port index of the underlay UDP socket (src/runtime/underlay.ts): the last one. */
 export const UNDERLAY_PORT = MAX_PORTS - 1;
 export const META_WORDS = 16;
