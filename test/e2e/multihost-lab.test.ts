@@ -22,6 +22,22 @@ const LAB = 'mh83';
 const EXAMPLE = fileURLToPath(new URL('../../../examples/multi-host/lab.yaml', import.meta.url));
 const POLICIES = fileURLToPath(new URL('../../../examples/three-tier/policies/', import.meta.url));
 
+const ALLOW_FRONTEND_BACKEND_L3 = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: mh83-icmp }
+spec:
+  endpointSelector: { matchLabels: { app: frontend } }
+  egress: [ { toEndpoints: [ { matchLabels: { app: backend } } ] } ]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: mh83-icmp-in }
+spec:
+  endpointSelector: { matchLabels: { app: backend } }
+  ingress: [ { fromEndpoints: [ { matchLabels: { app: frontend } } ] } ]
+`;
+
 function leftovers(): string[] {
   const out: string[] = [];
   const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
@@ -66,8 +82,11 @@ describe('multi-host lab: examples/multi-host up, matrix across hosts, down', { 
     const mine = text
       .replace(/^name: mh$/m, `name: ${LAB}`)
       .replace('port: 2379, peerPort: 2380', 'port: 23831, peerPort: 23841')
-      .replace('../three-tier/policies/', POLICIES);
-    for (const want of [`name: ${LAB}`, '23831', POLICIES]) assert.ok(mine.includes(want), `rewriting the example: got no "${want}"`);
+      .replace('../three-tier/policies/', POLICIES)
+      // The underlay links carry 1400 bytes while the switches are configured for 1500:
+      // endpoints send up to 1450, the tunnel fits 1350 inside (frag-needed test below).
+      .replace(/^leaseTtl: 5/m, 'underlayMtu: 1400\nleaseTtl: 5');
+    for (const want of [`name: ${LAB}`, '23831', POLICIES, 'underlayMtu: 1400']) assert.ok(mine.includes(want), `rewriting the example: got no "${want}"`);
     file = join(dir, 'lab.yaml');
     writeFileSync(file, mine);
   });
@@ -117,6 +136,33 @@ describe('multi-host lab: examples/multi-host up, matrix across hosts, down', { 
     assert.deepEqual([e.node_name, e.source.node, e.destination.node], ['host2', 'host1', 'host2']);
     const c = await cli(['--lab', `${LAB}-host1`, 'observe', '--last', '200', '--to-port', '8080']);
     assert.match(c.stdout, /frontend:\d+ \[host1\] \(ID:\d+\) -> 10\.83\.2\.\d+:8080 \[host2\] \(ID:\d+\) /, `compact observe on host1: got\n${c.stdout.slice(0, 600)}`);
+  });
+
+  it('a packet too big for the underlay gets ICMP frag-needed / packet too big with the MTU, counted', async () => {
+    // ICMP between frontend and backend is denied by the three-tier policy: allow it (all L3) for this test.
+    const pol = join(dir, 'icmp.yaml');
+    writeFileSync(pol, ALLOW_FRONTEND_BACKEND_L3);
+    const imp = await cli(['--lab', `${LAB}-host1`, 'policy', 'import', pol]);
+    assert.equal(imp.code, 0, `policy import: ${imp.stderr}`);
+    const fe = `${LAB}-frontend`;
+    const be = (await nsRun(fe, ['getent', 'ahostsv4', 'backend'])).stdout.split(/\s/)[0] as string;
+    const be6 = (await nsRun(fe, ['getent', 'ahostsv6', 'backend'])).stdout.split(/\s/)[0] as string;
+    let ok = false;
+    for (let i = 0; i < 20 && !ok; i++) ok = (await nsRun(fe, ['ping', '-c', '1', '-W', '1', '-s', '1300', '-M', 'do', be])).code === 0;
+    assert.ok(ok, 'ping -s 1300 (1328 bytes: fits the tunnel) frontend -> backend must work once the policy is on host2');
+    const big = await nsRun(fe, ['ping', '-c', '3', '-i', '0.3', '-W', '1', '-s', '1400', '-M', 'do', be]);
+    assert.notEqual(big.code, 0, 'ping -s 1400 -M do must fail');
+    assert.match(big.stdout + big.stderr, /(Frag needed and DF set \(mtu = 1350\)|message too long, mtu=1350)/, `ping -s 1400 -M do: got\n${big.stdout}${big.stderr}`);
+    const big6 = await nsRun(fe, ['ping', '-6', '-c', '3', '-i', '0.3', '-W', '1', '-s', '1400', '-M', 'do', be6]);
+    assert.match(big6.stdout + big6.stderr, /(Packet too big: mtu=1350|message too long, mtu=1350)/, `ping -6 -s 1400 -M do: got\n${big6.stdout}${big6.stderr}`);
+    const drops = await cli(['--lab', `${LAB}-host1`, 'observe', '--last', '500', '--verdict', 'DROPPED', '-o', 'json']);
+    assert.match(drops.stdout, /"drop_reason":136/, 'observe on host1 shows the drop (136 Fragmentation needed)');
+    const m = await cli(['--lab', `${LAB}-host1`, 'metrics', '-o', 'json']);
+    const series = (JSON.parse(m.stdout) as Record<string, { labels: Record<string, string>; value: number }[]>).tunswitch_vxlan_packets_total ?? [];
+    const tooBig = series.find((x) => x.labels.direction === 'too_big')?.value ?? 0;
+    assert.ok(tooBig >= 2, `got tunswitch_vxlan_packets_total{direction="too_big"} ${tooBig} on host1, want >= 2 (IPv4 and IPv6)`);
+    console.log(`# packets answered with frag-needed / packet too big on host1: ${tooBig}`);
+    await cli(['--lab', `${LAB}-host1`, 'policy', 'delete', 'mh83-icmp']);
   });
 
   it('lab down removes everything: processes, namespaces, hosts files, run dirs, etcd data', async () => {
