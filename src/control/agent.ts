@@ -875,12 +875,7 @@ export class Agent implements ControlApi {
     const out: IpcacheInfo = { cidr: e.cidr, identity: e.identity, source: owners[0] ?? 'api', owners };
     if (e.tunnel) out.tunnel = formatV4(e.tunnel);
     const node = this.hooks.ipcacheNode?.(e.cidr);
-    if (node !== undefined) {
-      // Remote entries are written by the kvstore watcher, outside the owner layer.
-      out.source = 'kvstore';
-      out.node = node;
-      if (owners.length === 0) delete out.owners;
-    }
+    if (node !== undefined && owners.includes('kvstore')) out.node = node; // remote entries: owner kvstore (src/kvstore/cluster.ts)
     return out;
   }
 

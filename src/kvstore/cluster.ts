@@ -157,14 +157,20 @@ export class KvCluster {
     this.agent.resync();
   }
 
+  /**
+   * Other nodes' entries go through the ipcache owner layer as owner `kvstore`
+   * (src/control/ipcache-owners.ts): a local endpoint's or the host's own claim on the same
+   * prefix wins and is never overwritten or removed by a remote record.
+   */
   private onRemoteIpcache(upserts: RemoteIpEntry[], deletes: string[]): void {
     const w = this.agent.tables;
-    w.ipcache.batch(() => {
+    const ipc = this.agent.ipc;
+    ipc.batch(() => {
       for (const ip of deletes) {
         const cidr = hostCidr(ip);
         if (cidr === null || !this.remoteCidrs.has(cidr)) continue;
         this.remoteCidrs.delete(cidr);
-        w.ipcache.delete(cidr);
+        ipc.clear(cidr, 'kvstore');
       }
       for (const e of upserts) {
         const cidr = hostCidr(e.ip);
@@ -173,9 +179,10 @@ export class KvCluster {
         // An entry whose host is this node is not remote (a stale record of ours): no tunnel.
         const tunnel = t && t.family === 4 && (t.words[0] as number) !== this.hostIpWord ? (t.words[0] as number) : 0;
         try {
-          w.ipcache.upsert(cidr, { identity: e.identity, tunnel });
+          ipc.set(cidr, 'kvstore', { identity: e.identity, tunnel });
           this.remoteCidrs.set(cidr, e.node);
         } catch (err) {
+          ipc.clear(cidr, 'kvstore'); // the claim the full table refused
           // Table full (or a prefix it refuses): count it, keep the rest of the batch.
           this.ipcacheRejected++;
           if (this.ipcacheRejected <= 3 || this.ipcacheRejected % 1000 === 0) {

@@ -66,7 +66,11 @@ export class KvIpcache {
         continue;
       }
       const e = parseIpEntry(ev.value);
-      if (e === null || e.node === this.s.node) continue; // ours, or not a value we understand
+      if (e === null || e.node === this.s.node) {
+        // Ours, or not a value we understand: a remote record this key held before is gone.
+        if (this.remote.delete(ip)) deletes.push(ip);
+        continue;
+      }
       seen?.add(ip);
       const old = this.remote.get(ip);
       if (old && old.identity === e.identity && old.hostIP === e.hostIP && old.node === e.node) continue;

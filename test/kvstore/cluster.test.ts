@@ -120,7 +120,7 @@ describe('kvstore cluster mode (agents joined through etcd)', { skip }, () => {
     // Local entries have no tunnel.
     assert.deepEqual(lookup(a.ts, web.ipv4 as string), [web.identity, 0]);
     const row = a.agent.listIpcache().find((e) => e.cidr === `${db.ipv4}/32`);
-    assert.deepEqual(row, { cidr: `${db.ipv4}/32`, identity: db.identity, source: 'kvstore', node: 'host2', tunnel: '10.99.0.2' });
+    assert.deepEqual(row, { cidr: `${db.ipv4}/32`, identity: db.identity, source: 'kvstore', owners: ['kvstore'], node: 'host2', tunnel: '10.99.0.2' });
     assert.deepEqual(
       a.agent.listNodes().map((n) => [n.name, n.ip, n.ipv4Cidr, n.self]),
       [
@@ -141,6 +141,30 @@ describe('kvstore cluster mode (agents joined through etcd)', { skip }, () => {
     assert.equal(st?.state, 'connected');
     assert.equal(st?.nodes, 2);
     assert.ok((st?.operations['ipcache-put']?.ok ?? 0) >= 1, `got ipcache-put ${JSON.stringify(st?.operations['ipcache-put'])}, want >= 1 ok`);
+  });
+
+  it('remote entries go through the owner layer: a record claiming a local endpoint\'s address never overrides it', async () => {
+    const [, b] = nodes as [Node, Node];
+    const web2 = b.agent.listEndpoints().find((e) => e.name === 'web2');
+    assert.ok(web2?.ipv4, 'web2 on host2');
+    const s = new KvSession({ url: etcd.etcdUrl, node: 'rogue', leaseTtl: 30 });
+    await s.start();
+    try {
+      const key = ipKey(web2.ipv4);
+      const original = await s.client.get(key).string();
+      assert.ok(original, 'host2 published web2');
+      const rogue: IpEntryValue = { IP: web2.ipv4, Mask: null, HostIP: '10.99.0.9', ID: 4242, Key: 0, Metadata: 'rogue' };
+      await s.client.put(key).value(JSON.stringify(rogue)).exec();
+      await waitFor('host2 to record the kvstore claim', () => b.agent.listIpcache().find((e) => e.cidr === `${web2.ipv4}/32`)?.owners?.includes('kvstore') === true);
+      const row = b.agent.listIpcache().find((e) => e.cidr === `${web2.ipv4}/32`);
+      assert.deepEqual([row?.source, row?.owners, row?.identity], ['endpoint', ['endpoint', 'kvstore'], web2.identity], 'the endpoint wins');
+      assert.deepEqual(lookup(b.ts, web2.ipv4), [web2.identity, 0], 'the datapath still sees the local endpoint, no tunnel');
+      await s.client.put(key).value(original).lease(b.kv.session.currentLeaseId).exec();
+      await waitFor('host2 to drop the claim again', () => b.agent.listIpcache().find((e) => e.cidr === `${web2.ipv4}/32`)?.owners?.includes('kvstore') === false);
+      assert.deepEqual(lookup(b.ts, web2.ipv4), [web2.identity, 0]);
+    } finally {
+      await s.close().catch(() => undefined);
+    }
   });
 
   it('a node that dies (no lease renewal) disappears with its ipcache entries within TTL + 2 s', async () => {
