@@ -76,7 +76,7 @@ export class PolicyRepository {
 
   get(name: string): unknown {
     const p = this.byName(name);
-    return { name: p.name, namespace: p.namespace, kind: p.kind, file: p.file, rules: p.rules.length, revision: this.revisions.get(p.key) ?? 0, source: this.sources.get(p.key)?.text ?? null };
+    return { name: p.name, namespace: p.namespace, kind: p.kind, file: p.file, rules: p.rules.length, source: this.sources.get(p.key)?.text ?? null };
   }
 
   delete(name: string): PolicyImportResult {
