@@ -1,23 +1,23 @@
 /**
  * A small client for the REST API on the unix socket (used by the CLI and by tests).
  *
- * Every failure is an ApiError with a one-line message:
- *   - the server's `{ error: { code, message } }` → that message and code, plus the HTTP status;
- *   - no socket, or nobody listening → `cannot reach tunswitch at <socket>: is "tunswitch run"
- *     running?` (code ECONNREFUSED/ENOENT, status 0);
- *   - permission denied on the socket → a hint to run as root (code EACCES, status 0).
+ * Every failure is an ApiError (a TunswitchError, src/proto/errors.ts) with a one-line message:
+ *   - the server's `{ error: { code, message } }` → that message and code, plus the HTTP status
+ *     (a code this client does not know becomes EINTERNAL);
+ *   - no socket, nobody listening, the connection lost → `cannot reach tunswitch at <socket>: is
+ *     "tunswitch run" running?` (code EUNREACHABLE, status 0);
+ *   - permission denied on the socket → a hint to run as root (code EPERMISSION, status 0);
+ *   - no answer in time → ETIMEOUT; an answer that is not JSON → EPROTOCOL.
  */
 import { request, type IncomingMessage } from 'node:http';
+import { isErrorCode, TunswitchError, type ErrorCode } from '../proto/errors.js';
 
-export class ApiError extends Error {
-  /** A stable code from src/control/errors.ts, or a Node errno code for connection problems. */
-  readonly code: string;
+export class ApiError extends TunswitchError {
   /** HTTP status, or 0 when no response arrived. */
   readonly status: number;
-  constructor(code: string, status: number, message: string) {
-    super(message);
+  constructor(code: ErrorCode | string, status: number, message: string) {
+    super(isErrorCode(code) ? code : 'EINTERNAL', message);
     this.name = 'ApiError';
-    this.code = code;
     this.status = status;
   }
 }
@@ -67,7 +67,7 @@ export class ApiClient {
     try {
       return JSON.parse(r.body) as T;
     } catch {
-      throw new ApiError('EBAD_RESPONSE', r.status, `${method} ${path}: the server sent something that is not JSON`);
+      throw new ApiError('EPROTOCOL', r.status, `${method} ${path}: the server sent something that is not JSON`);
     }
   }
 
@@ -115,7 +115,7 @@ export class ApiClient {
               v = JSON.parse(line);
             } catch {
               req.destroy();
-              done(new ApiError('EBAD_RESPONSE', res.statusCode ?? 0, `${path}: the server sent a line that is not JSON`));
+              done(new ApiError('EPROTOCOL', res.statusCode ?? 0, `${path}: the server sent a line that is not JSON`));
               return;
             }
             try {
@@ -128,7 +128,7 @@ export class ApiClient {
           }
         });
         res.on('end', () => done());
-        res.on('aborted', () => done(signal?.aborted ? undefined : new ApiError('ECONNRESET', 0, `tunswitch at ${this.socket} closed the stream`)));
+        res.on('aborted', () => done(signal?.aborted ? undefined : new ApiError('EUNREACHABLE', 0, `tunswitch at ${this.socket} closed the stream`)));
         res.on('error', (e) => done(signal?.aborted ? undefined : this.connectionError(e)));
       });
       req.end();
@@ -145,7 +145,7 @@ export class ApiClient {
       }
       const req = request({ socketPath: this.socket, path, method, headers, timeout: this.timeoutMs });
       req.on('timeout', () => {
-        req.destroy(new ApiError('ETIMEDOUT', 0, `tunswitch at ${this.socket} did not answer ${method} ${path} within ${this.timeoutMs / 1000} s`));
+        req.destroy(new ApiError('ETIMEOUT', 0, `tunswitch at ${this.socket} did not answer ${method} ${path} within ${this.timeoutMs / 1000} s`));
       });
       req.on('error', (e) => reject(e instanceof ApiError ? e : this.connectionError(e)));
       req.on('response', (res) => {
@@ -158,12 +158,12 @@ export class ApiClient {
   private connectionError(e: Error): ApiError {
     const code = (e as NodeJS.ErrnoException).code ?? 'ECONNRESET';
     if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ENOTSOCK') {
-      return new ApiError(code, 0, `cannot reach tunswitch at ${this.socket}: is "tunswitch run" running?`);
+      return new ApiError('EUNREACHABLE', 0, `cannot reach tunswitch at ${this.socket}: is "tunswitch run" running?`);
     }
     if (code === 'EACCES' || code === 'EPERM') {
-      return new ApiError(code, 0, `permission denied on ${this.socket}: run as root (the socket is mode 0600)`);
+      return new ApiError('EPERMISSION', 0, `permission denied on ${this.socket}: run as root (the socket is mode 0600)`);
     }
-    return new ApiError(code, 0, `lost the connection to tunswitch at ${this.socket}: ${e.message}`);
+    return new ApiError('EUNREACHABLE', 0, `lost the connection to tunswitch at ${this.socket}: ${e.message}`);
   }
 }
 
@@ -173,7 +173,7 @@ function readAll(res: IncomingMessage): Promise<string> {
     res.on('data', (d: Buffer) => chunks.push(d));
     res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     res.on('error', reject);
-    res.on('aborted', () => reject(new Error('the response was cut short')));
+    res.on('aborted', () => reject(new TunswitchError('EUNREACHABLE', 'the response was cut short')));
   });
 }
 

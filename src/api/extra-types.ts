@@ -17,11 +17,18 @@ export interface ApiErrorBody {
   error: { code: string; message: string };
 }
 
-/** Body of `PUT /v1/policy` and `POST /v1/policy/validate`. */
+/** Body of `POST /v1/policy/validate` (and, with allowEmpty, a one-file `PUT /v1/policy`). */
 export interface PolicyTextRequest {
   text: string;
   /** Named in error messages; defaults to "request". */
   fileName?: string;
   /** PUT only: accept a text with no policies (otherwise EPOLICY_INVALID). */
+  allowEmpty?: boolean;
+}
+
+/** Body of `PUT /v1/policy`: every file is imported or none, in one policy revision. */
+export interface PolicyImportRequest {
+  files: { text: string; fileName?: string }[];
+  /** Accept files with no policies (otherwise EPOLICY_INVALID). */
   allowEmpty?: boolean;
 }

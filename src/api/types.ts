@@ -1,11 +1,17 @@
 /**
- * The control plane as the API server sees it. The control thread implements this
- * interface (src/runtime/control-thread.ts); the HTTP server (src/api/server.ts) maps
- * versioned routes onto it; the CLI talks to the server. Errors are TunswitchError with a
- * stable `code` (src/control/errors.ts); the server maps codes to HTTP statuses.
+ * The control plane as the API server sees it: ControlApi at the end of this file declares
+ * every method the server calls (src/api/routes.ts maps each route onto one). The agent
+ * (src/control/agent.ts) implements it; the server checks each request first
+ * (src/api/validate.ts), so the methods take checked values. Errors are TunswitchError with a
+ * stable `code` (src/proto/errors.ts, the one table of codes, HTTP statuses and exit codes).
  *
- * All values are plain JSON.
+ * All values are plain JSON, except capture's sink and handle.
  */
+import type { CaptureHandle, CaptureRequest, CaptureSink } from '../control/capture.js';
+import type { TraceResult } from '../control/trace.js';
+import type { NamespaceInfo } from '../control/namespaces.js';
+
+export type { CaptureHandle, CaptureRequest, CaptureSink, NamespaceInfo, TraceResult };
 
 export interface EndpointInfo {
   id: number; // endpoint index
@@ -76,8 +82,58 @@ export interface PolicyInfo {
 }
 
 export interface PolicyImportResult {
+  /** The policy revision that published the change (the one `status` shows). */
   revision: number;
   policies: string[];
+  /** Import: the policies each file defined, in request order. */
+  files?: { fileName: string; policies: string[] }[];
+}
+
+/** One policy file of an import or validation. */
+export interface PolicyFileText {
+  text: string;
+  /** Named in error messages ("request" when the client gives none). */
+  fileName: string;
+}
+
+/** A rule behind a verdict (events and trace name it). */
+export interface RuleRef {
+  name: string;
+  namespace?: string;
+  rule_index: number;
+  direction: string;
+  deny: boolean;
+}
+
+/** GET /v1/policy/selectors: a selector (or a named port) in use and what it resolves to. */
+export interface SelectorInfo {
+  selector: string;
+  identities: number[];
+  /** Named-port entries: the numbers the name resolves to per identity. */
+  ports?: Record<string, number[]>;
+}
+
+/** A checked ipcache entry of PUT /v1/ipcache (cidr in canonical text, tunnel an IPv4 word). */
+export interface IpcacheEntryRequest {
+  cidr: string;
+  identity: number;
+  tunnel?: number;
+}
+
+/** One end of a trace: exactly one of these. */
+export interface TraceEndQuery {
+  endpoint?: string;
+  labels?: string[];
+  ip?: string;
+}
+
+/** A checked `POST /v1/policy/trace` body ("80/TCP" already split into proto and port). */
+export interface TraceQuery {
+  src: TraceEndQuery;
+  dst: TraceEndQuery;
+  proto: number;
+  port: number;
+  protoName: string;
 }
 
 export interface IpcacheInfo {
@@ -204,37 +260,59 @@ export interface QueueSettings {
 }
 
 export interface ControlApi {
+  // ---- switch
   status(): StatusInfo;
-  /** The egress queue settings in force at an endpoint's port. */
-  getEndpointQueue(idOrName: string): QueueSettings;
-  /** Changes them (absent fields keep their value); applies at the worker's next batch. */
-  setEndpointQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings;
+  getConfig(): AgentConfig;
+  setConfig(patch: Partial<AgentConfig>): AgentConfig;
+  /** Prometheus text exposition. */
+  metrics(): Promise<string>;
+  /** Cluster nodes (kvstore mode); empty for a single switch. */
+  listNodes(): NodeInfo[];
+
+  // ---- endpoints and namespaces
   listEndpoints(): EndpointInfo[];
   getEndpoint(idOrName: string): EndpointInfo;
   addEndpoint(req: EndpointAddRequest): Promise<EndpointInfo>;
   deleteEndpoint(idOrName: string): Promise<void>;
+  /** `{set, remove}` (LabelChangeRequest): new identity and policy in one revision. */
+  labelEndpoint(idOrName: string, body: unknown): EndpointInfo;
+  /** The egress queue settings in force at an endpoint's port. */
+  getEndpointQueue(idOrName: string): QueueSettings;
+  /** Changes them (absent fields keep their value); applies at the worker's next batch. */
+  setEndpointQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings;
+  listNamespaces(): NamespaceInfo[];
+  getNamespace(name: string): NamespaceInfo;
+  putNamespace(name: string, body: unknown): NamespaceInfo;
+  labelNamespace(name: string, body: unknown): NamespaceInfo;
+  deleteNamespace(name: string): { deleted: string };
+
+  // ---- identities
   listIdentities(): IdentityInfo[];
   getIdentity(id: number): IdentityInfo;
-  /** An import with no policies is an error (EPOLICY_INVALID) unless allowEmpty. */
-  importPolicies(text: string, fileName: string, allowEmpty?: boolean): PolicyImportResult;
+
+  // ---- policy
+  /** Every file or none; one compile, one publish, one revision (returned). EPOLICY_INVALID for no policies unless allowEmpty. */
+  importPolicies(files: PolicyFileText[], allowEmpty?: boolean): PolicyImportResult;
   validatePolicies(text: string, fileName: string): { policies: string[] };
   listPolicies(): PolicyInfo[];
   getPolicy(name: string): unknown; // the stored document
   deletePolicy(name: string): PolicyImportResult;
   deleteAllPolicies(): PolicyImportResult;
-  /** `ports`: for named-port entries, the numbers the name resolves to per identity. */
-  selectors(): { selector: string; identities: number[]; ports?: Record<string, number[]> }[];
+  selectors(): SelectorInfo[];
+  trace(q: TraceQuery): TraceResult;
+
+  // ---- ipcache and conntrack
   listIpcache(): IpcacheInfo[];
   getIpcache(ip: string): IpcacheInfo | null; // longest match
+  upsertIpcache(entries: IpcacheEntryRequest[]): { added: number };
+  deleteIpcache(cidr: string): { deleted: boolean };
   listCt(): CtEntryInfo[];
   flushCt(): { flushed: number };
-  getConfig(): AgentConfig;
-  setConfig(patch: Partial<AgentConfig>): AgentConfig;
-  /** Prometheus text exposition. */
-  metrics(): Promise<string>;
+
+  // ---- events and capture
   /** Recent events (newest last), up to `last`; and a subscription for --follow. */
   recentEvents(last: number): FlowEvent[];
   subscribeEvents(fn: (e: FlowEvent) => void): () => void;
-  /** Cluster nodes (kvstore mode); absent or empty for a single switch. */
-  listNodes?(): NodeInfo[];
+  /** Starts a packet capture; the pcap bytes go to `sink`. ECAPTURE_BUSY, ENOT_SUPPORTED. */
+  capture(req: CaptureRequest, sink: CaptureSink): CaptureHandle;
 }

@@ -16,6 +16,7 @@ import { outputOf, parseNonNegativeInt, UsageError, withOutput } from './context
 // The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
 import type { BenchOptions } from '../../bench/e2e/harness.js';
 import { CASES, CASE_ALIASES, DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, SYSTEM_IDS, parseCases, parseList } from '../../bench/e2e/options.js';
+import { TunswitchError } from '../proto/errors.js';
 
 
 
@@ -78,6 +79,6 @@ export function register(program: Command, ctx: CliContext): void {
     else ctx.out(renderReport(report));
     if (opts.outDir) ctx.warn(`wrote ${opts.outDir}/e2e.json and ${opts.outDir}/e2e.svg`);
     const failed = report.systems.filter((s) => s.errors.length > 0).map((s) => s.id);
-    if (failed.length > 0) throw new Error(`bench: errors in ${failed.join(', ')} (see the report)`);
+    if (failed.length > 0) throw new TunswitchError('EFAILED', `bench: errors in ${failed.join(', ')} (see the report)`);
   });
 }

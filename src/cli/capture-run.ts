@@ -13,6 +13,7 @@ import {
   type CaptureRequest,
 } from '../control/capture.js';
 import { TRAILER_LOST, TRAILER_PACKETS } from '../api/capture-stream.js';
+import { TunswitchError } from '../proto/errors.js';
 
 /**
  * Splits a pcap byte stream at record boundaries: push() returns the bytes that complete
@@ -37,7 +38,7 @@ export class PcapSplitter {
       // pcapng: whole blocks (type, total length, ..., total length); count packet blocks.
       while (buf.length - pos >= 8) {
         const len = buf.readUInt32LE(pos + 4);
-        if (len < 12 || len % 4 !== 0) throw new Error('the agent sent a malformed pcapng block');
+        if (len < 12 || len % 4 !== 0) throw new TunswitchError('EPROTOCOL', 'the agent sent a malformed pcapng block');
         if (buf.length - pos < len) break;
         if (buf.readUInt32LE(pos) === PCAPNG_EPB) {
           this.records++;
@@ -53,7 +54,7 @@ export class PcapSplitter {
         this.pending = buf;
         return Buffer.alloc(0);
       }
-      if (buf.readUInt32LE(0) !== PCAP_MAGIC) throw new Error('the agent sent something that is not a pcap stream');
+      if (buf.readUInt32LE(0) !== PCAP_MAGIC) throw new TunswitchError('EPROTOCOL', 'the agent sent something that is not a pcap stream');
       this.headerSeen = true;
       pos = PCAP_GLOBAL_HEADER_BYTES;
     }
@@ -159,10 +160,10 @@ export function runCapture(
       return;
     }
     signal?.addEventListener('abort', onAbort, { once: true });
-    req.on('error', (e: NodeJS.ErrnoException) => finish(signal?.aborted ? null : new Error(connectionMessage(socket, e)), null, signal?.aborted === true));
+    req.on('error', (e: NodeJS.ErrnoException) => finish(signal?.aborted ? null : new TunswitchError(e.code === 'EACCES' || e.code === 'EPERM' ? 'EPERMISSION' : 'EUNREACHABLE', connectionMessage(socket, e)), null, signal?.aborted === true));
     req.on('response', (res) => {
       if ((res.statusCode ?? 0) >= 400) {
-        void readError(res).then((m) => finish(new Error(m), null, false));
+        void readError(res).then((m) => finish(new TunswitchError('EFAILED', m), null, false));
         return;
       }
       try {
@@ -191,12 +192,12 @@ export function runCapture(
         const lost = Number(res.trailers[TRAILER_LOST] ?? NaN);
         const sent = Number(res.trailers[TRAILER_PACKETS] ?? NaN);
         if (Number.isFinite(sent) && sent !== split.records) {
-          finish(new Error(`the agent reports ${sent} packets but ${split.records} arrived whole`), null, false);
+          finish(new TunswitchError('EPROTOCOL', `the agent reports ${sent} packets but ${split.records} arrived whole`), null, false);
           return;
         }
         finish(null, Number.isFinite(lost) ? lost : null, !Number.isFinite(sent));
       });
-      res.on('aborted', () => finish(signal?.aborted ? null : new Error(`tunswitch at ${socket} closed the capture stream`), null, true));
+      res.on('aborted', () => finish(signal?.aborted ? null : new TunswitchError('EUNREACHABLE', `tunswitch at ${socket} closed the capture stream`), null, true));
     });
     req.end(payload);
   });

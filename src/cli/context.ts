@@ -58,9 +58,7 @@ export function listenSocket(program: Command): string {
 }
 
 /** A usage error found after commander parsed the line (a bad combination of flags): exit code 2. */
-export class UsageError extends Error {
-  readonly code = 'EUSAGE';
-}
+export { UsageError } from '../proto/errors.js';
 
 /** Adds `-o, --output <table|json>` to a command. */
 export function withOutput(cmd: Command): Command {

@@ -18,6 +18,7 @@ import type { ServerHandle } from '../lab/probe.js';
 import type { LabState } from '../lab/state.js';
 import { cliName, type CliContext } from './context.js';
 import { durationParser } from './duration.js';
+import { TunswitchError } from '../proto/errors.js';
 
 /** dist/src/cli/demo.js -> examples/three-tier/lab.yaml at the repository root. */
 export function demoLabFile(): string {
@@ -32,7 +33,12 @@ export interface DemoOptions {
   timeoutMs: number;
 }
 
-class Interrupted extends Error {}
+/** Ctrl-C during the demo (caught below; never shown). */
+class Interrupted extends TunswitchError {
+  constructor() {
+    super('EFAILED', 'interrupted');
+  }
+}
 
 export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
   // The lab and runtime modules load only when the demo runs (start-up of other commands).
@@ -42,7 +48,7 @@ export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
   const { readLabState } = await import('../lab/state.js');
   const { loadRunConfig } = await import('../runtime/config.js');
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new Error(`lab demo needs root (network namespaces and TUN devices): run "sudo npm start" or "sudo ${cliName()} lab demo"`);
+    throw new TunswitchError('EPERMISSION', `lab demo needs root (network namespaces and TUN devices): run "sudo npm start" or "sudo ${cliName()} lab demo"`);
   }
   const step = (msg: string): void => ctx.out(`==> ${msg}\n`);
   const detail = (msg: string): void => ctx.out(`    ${msg}\n`);
@@ -119,7 +125,7 @@ export async function runDemo(ctx: CliContext, o: DemoOptions): Promise<void> {
     }
   }
   await teardown();
-  if (o.once && mismatches > 0) throw new Error(`${mismatches} flow(s) disagree with the expected verdict (see the table above)`);
+  if (o.once && mismatches > 0) throw new TunswitchError('EFAILED', `${mismatches} flow(s) disagree with the expected verdict (see the table above)`);
 
   async function teardown(): Promise<void> {
     process.off('SIGINT', onSigint);

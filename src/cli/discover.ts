@@ -12,6 +12,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { didYouMean } from './suggest.js';
+import { UsageError } from '../proto/errors.js';
 
 export const SOCKET_NAME = 'tunswitch.sock';
 /** A lab's state file in its run directory (src/lab/state.ts writes it). */
@@ -34,10 +35,6 @@ export interface RunningSwitch {
   socket: string;
 }
 
-/** A usage problem with the choice of switch (exit code 2). */
-export class DiscoverError extends Error {
-  readonly code = 'EUSAGE';
-}
 
 function isSocket(p: string): boolean {
   try {
@@ -89,7 +86,7 @@ export function describeSwitch(s: RunningSwitch): string {
   return s.lab === null ? `the default switch (--socket ${s.socket})` : `lab "${s.lab}" (--lab ${s.lab})`;
 }
 
-/** The socket to use; throws DiscoverError for an unknown lab or several running switches. */
+/** The socket to use; throws UsageError (exit 2) for an unknown lab or several running switches. */
 export function discoverSocket(i: DiscoverInput): string {
   if (i.socket !== undefined && i.socket !== '') return i.socket;
   if (i.lab !== undefined && i.lab !== '') {
@@ -97,13 +94,13 @@ export function discoverSocket(i: DiscoverInput): string {
     if (isLabDir(i.root, i.lab)) return s;
     const known = labNames(i.root);
     const list = known.length > 0 ? `; labs: ${known.sort().join(', ')}` : '; no labs are running ("tunswitch lab status")';
-    throw new DiscoverError(`--lab ${i.lab}: no such lab${didYouMean(i.lab, known)}${list}`);
+    throw new UsageError(`--lab ${i.lab}: no such lab${didYouMean(i.lab, known)}${list}`);
   }
   if (i.env !== undefined && i.env !== '') return i.env;
   const running = runningSwitches(i.root);
   if (running.length === 1) return (running[0] as RunningSwitch).socket;
   if (running.length > 1) {
-    throw new DiscoverError(`${running.length} switches are running; pick one: ${running.map(describeSwitch).join(', ')}`);
+    throw new UsageError(`${running.length} switches are running; pick one: ${running.map(describeSwitch).join(', ')}`);
   }
   return join(i.root, SOCKET_NAME);
 }

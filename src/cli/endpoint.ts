@@ -121,7 +121,7 @@ export function register(program: Command, ctx: CliContext): void {
         } catch (e) {
           why = `the agent did not answer: ${(e as Error).message}`;
         }
-        if (Date.now() >= deadline) throw new Error(`endpoint wait: gave up after ${o.timeout} s; ${why}`);
+        if (Date.now() >= deadline) throw new TunswitchError('ETIMEOUT', `endpoint wait: gave up after ${o.timeout} s; ${why}`);
         await new Promise((r) => setTimeout(r, 250));
       }
     });

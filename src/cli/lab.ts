@@ -14,6 +14,7 @@ import { formatTable } from '../text/table.js';
 import { registerMatrix } from './lab-multihost.js';
 import { didYouMean } from './suggest.js';
 import { durationParser } from './duration.js';
+import { TunswitchError } from '../proto/errors.js';
 
 export function formatLabNodes(s: LabState): string {
   const rows: (string | undefined)[][] = s.nodes.map((n) => [n.name, n.netns, n.ipv4, n.ipv6]);
@@ -145,7 +146,7 @@ export function register(program: Command, ctx: CliContext): void {
       if (!r.wasRunning && r.removed.length === 0) {
         const { listLabNames } = await import('../lab/state.js');
         const hint = didYouMean(r.name, listLabNames());
-        if (hint !== '') throw new Error(`lab "${r.name}" is not running${hint}`);
+        if (hint !== '') throw new TunswitchError('ELAB_NOT_RUNNING', `lab "${r.name}" is not running${hint}`);
       }
       if (r.wasRunning) ctx.out(`lab "${r.name}" is down\n`);
       else if (r.removed.length > 0) ctx.out(`lab "${r.name}" was not running; removed what it left: ${r.removed.join(', ')}\n`);
@@ -169,7 +170,7 @@ export function register(program: Command, ctx: CliContext): void {
       const { labStatus } = await import('../lab/lab.js');
       const labs = await labStatus();
       const l = labs.find((x) => x.name === name);
-      if (l === undefined) throw new Error(`lab "${name}" is not running${didYouMean(name, labs.map((x) => x.name))}`);
+      if (l === undefined) throw new TunswitchError('ELAB_NOT_RUNNING', `lab "${name}" is not running${didYouMean(name, labs.map((x) => x.name))}`);
       print(ctx, cmd, l, () => formatLabInspect(l));
     },
   );
@@ -183,7 +184,7 @@ export function register(program: Command, ctx: CliContext): void {
       const { keptLogPath, labPaths, listLabNames } = await import('../lab/state.js');
       const live = labPaths(name).log;
       const file = existsSync(live) ? live : keptLogPath(name);
-      if (!existsSync(file)) throw new Error(`no log for lab "${name}" (neither ${live} nor ${file})${didYouMean(name, listLabNames())}`);
+      if (!existsSync(file)) throw new TunswitchError('ELAB_NOT_RUNNING', `no log for lab "${name}" (neither ${live} nor ${file})${didYouMean(name, listLabNames())}`);
       if (o.follow !== true) {
         ctx.out(readFileSync(file, 'utf8'));
         return;

@@ -15,9 +15,9 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { API_SOCKET_ENV, DEFAULT_API_SOCKET } from '../api/extra-types.js';
-import { makeContext, packageVersion, UsageError, type CliContext, type RegisterFn } from './context.js';
+import { makeContext, packageVersion, type CliContext, type RegisterFn } from './context.js';
+import { exitCodeForCode, TunswitchError } from '../proto/errors.js';
 import { suggestionFor, userWords } from './errors.js';
-import { DiscoverError } from './discover.js';
 import { oneLine } from '../text/oneline.js';
 /**
  * Command groups in help order, each loaded only when needed: a command line that names one
@@ -101,11 +101,13 @@ async function buildProgramWithContext(groups: readonly { load: () => Promise<{ 
 }
 
 /**
- * The exit code for an error an action threw: 2 for a usage error (a bad flag combination, an
- * unknown lab in --lab, several switches and no choice), 1 for everything else.
+ * The exit code for an error an action threw, from the one table (src/proto/errors.ts): 2 for a
+ * usage error (EUSAGE: a bad flag combination, an unknown lab in --lab, several switches and no
+ * choice; commander's InvalidArgumentError), 1 for everything else.
  */
 export function exitCodeOf(e: unknown): number {
-  if (e instanceof UsageError || e instanceof DiscoverError || e instanceof InvalidArgumentError) return EXIT_USAGE;
+  if (e instanceof InvalidArgumentError) return EXIT_USAGE;
+  if (e instanceof TunswitchError) return exitCodeForCode(e.code);
   return EXIT_RUNTIME;
 }
 

@@ -17,6 +17,7 @@ import { formatCompact, formatDict, formatJson, formatJsonpb, formatTable, forma
 import { collect, parseNonNegativeInt, parsePositiveInt, type CliContext } from './context.js';
 import { timeArg } from './duration.js';
 import { fitLine, fitTable } from '../text/width.js';
+import { TunswitchError } from '../proto/errors.js';
 
 /** Events asked for when filtering history on the client: the API's largest `last`. */
 export const HISTORY_LAST = 100_000;
@@ -101,7 +102,7 @@ export async function followEvents(ctx: CliContext, match: FlowPredicate, onEven
     process.off('SIGTERM', stop);
     process.stdout.off('error', onStdoutError);
   }
-  if (!ac.signal.aborted) throw new Error(`tunswitch at ${client.socket} ended the event stream (did the agent stop?)`);
+  if (!ac.signal.aborted) throw new TunswitchError('EUNREACHABLE', `tunswitch at ${client.socket} ended the event stream (did the agent stop?)`);
 }
 
 /** The output modes of `observe` (Hubble's names; `json` is tunswitch's flat event). */

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { apiPath } from '../api/client.js';
 import type { PolicyImportResult, PolicyInfo } from '../api/types.js';
-import type { PolicyTextRequest } from '../api/extra-types.js';
+import type { PolicyImportRequest, PolicyTextRequest } from '../api/extra-types.js';
 import { TunswitchError } from '../control/errors.js';
 import { expandPolicyPaths } from '../control/policy/files.js';
 
@@ -70,14 +70,11 @@ export function register(program: Command, ctx: CliContext): void {
           if (n === 0) throw new TunswitchError('EPOLICY_INVALID', `${f}: contains no policies (pass --allow-empty to accept it)`);
         });
       }
-      const client = ctx.client();
-      const results: (PolicyImportResult & { file: string })[] = [];
-      for (let i = 0; i < files.length; i++) {
-        const body: PolicyTextRequest = { text: texts[i] as string, fileName: files[i] as string };
-        if (allowEmpty) body.allowEmpty = true;
-        const r = await client.put<PolicyImportResult>('/v1/policy', body);
-        results.push({ file: files[i] as string, ...r });
-      }
+      // One request: the switch imports every file or none, in one revision.
+      const body: PolicyImportRequest = { files: files.map((f, i) => ({ text: texts[i] as string, fileName: f })) };
+      if (allowEmpty) body.allowEmpty = true;
+      const r = await ctx.client().put<PolicyImportResult>('/v1/policy', body);
+      const results = (r.files ?? []).map((f) => ({ file: f.fileName, revision: r.revision, policies: f.policies }));
       print(ctx, cmd, results, () => {
         const lines = results.map((r) => `${r.file}: ${r.policies.length} ${r.policies.length === 1 ? 'policy' : 'policies'}${r.policies.length ? ` (${r.policies.join(', ')})` : ''}`);
         const last = results[results.length - 1];

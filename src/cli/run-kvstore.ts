@@ -3,6 +3,7 @@
  * config's `kvstore:` section. Its own module so that `run` loads the config parser (and
  * yaml) only when it runs.
  */
+import { UsageError } from '../proto/errors.js';
 import { checkKvstore, checkUnderlay, DEFAULT_LEASE_TTL, type RunConfig } from '../runtime/config.js';
 
 export interface KvstoreFlags {
@@ -12,9 +13,8 @@ export interface KvstoreFlags {
   leaseTtl?: string;
 }
 
-/** A bad flag value: exit 2 with one line naming the flag. */
-export class CliUsageError extends Error {}
-
+/** A bad flag value is a UsageError: exit 2 with one line naming the flag. */
+export { UsageError };
 
 /** The command line's kvstore flags over the config's `kvstore:` (a usage error names the flag). */
 export function applyKvstoreFlags(cfg: RunConfig, o: KvstoreFlags): RunConfig {
@@ -23,9 +23,9 @@ export function applyKvstoreFlags(cfg: RunConfig, o: KvstoreFlags): RunConfig {
   const base = cfg.kvstore;
   if (o.kvstore === undefined && !base) {
     // --node-ip alone: the VXLAN underlay without a kvstore (static tunnel entries).
-    if (o.nodeName !== undefined || o.leaseTtl !== undefined) throw new CliUsageError('--node-name and --lease-ttl need --kvstore (or kvstore: in the config)');
+    if (o.nodeName !== undefined || o.leaseTtl !== undefined) throw new UsageError('--node-name and --lease-ttl need --kvstore (or kvstore: in the config)');
     const ip = o.nodeIp as string;
-    if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(ip) || ip.split('.').some((x) => Number(x) > 255)) throw new CliUsageError(`--node-ip: ${JSON.stringify(ip)} is not an IPv4 address`);
+    if (!/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(ip) || ip.split('.').some((x) => Number(x) > 255)) throw new UsageError(`--node-ip: ${JSON.stringify(ip)} is not an IPv4 address`);
     return underlayOnly(cfg, ip);
   }
   const flag: Record<string, string> = { url: '--kvstore', nodeName: '--node-name', nodeIp: '--node-ip', leaseTtl: '--lease-ttl' };
@@ -37,14 +37,14 @@ export function applyKvstoreFlags(cfg: RunConfig, o: KvstoreFlags): RunConfig {
       leaseTtl: o.leaseTtl !== undefined ? (/^[0-9]+$/.test(o.leaseTtl) ? Number(o.leaseTtl) : o.leaseTtl) : (base?.leaseTtl ?? DEFAULT_LEASE_TTL),
     },
     (field, msg) => {
-      throw new CliUsageError(`${flag[field] ?? field}: ${msg}`);
+      throw new UsageError(`${flag[field] ?? field}: ${msg}`);
     },
   );
   const out = { ...cfg, kvstore, underlay: { ip: kvstore.nodeIp } };
   try {
     return checkUnderlay(out, '--kvstore');
   } catch (e) {
-    throw new CliUsageError((e as Error).message);
+    throw new UsageError((e as Error).message);
   }
 }
 
@@ -52,7 +52,7 @@ function underlayOnly(cfg: RunConfig, ip: string): RunConfig {
   try {
     return checkUnderlay({ ...cfg, underlay: { ip } }, '--node-ip');
   } catch (e) {
-    throw new CliUsageError((e as Error).message);
+    throw new UsageError((e as Error).message);
   }
 }
 

@@ -40,11 +40,11 @@ export function register(program: Command, _ctx: CliContext): void {
       const { loadRunConfig } = await import('../runtime/config.js');
       const { startSwitch } = await import('../runtime/switch.js');
       let cfg = loadRunConfig(o.config);
-      const { applyKvstoreFlags, CliUsageError } = await import('./run-kvstore.js');
+      const { applyKvstoreFlags } = await import('./run-kvstore.js');
       try {
         cfg = applyKvstoreFlags(cfg, o);
       } catch (e) {
-        if (e instanceof CliUsageError) cmd.error(e.message, { exitCode: 2, code: 'tunswitch.usage' });
+        if (e instanceof UsageError) cmd.error(e.message, { exitCode: 2, code: 'tunswitch.usage' });
         throw e;
       }
       let docker: { socketPath?: string; driverName?: string | null } | null = null;

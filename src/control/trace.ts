@@ -5,7 +5,7 @@
  * labels uses the identity those labels have (or would have), and the tables of the
  * endpoints involved.
  */
-import { COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, type TableSet } from '../tables/tableset.js';
+import { COOKIE_ALLOW_LOCALHOST, M_CONFIG_FLAGS, M_POLICY_REVISION, type TableSet } from '../tables/tableset.js';
 import { POLICY_MATCH_NAMES } from '../tables/policy.js';
 import { DIR_EGRESS, DIR_INGRESS } from '../proto/direction.js';
 import { NO_INDEX } from '../tables/events.js';
@@ -36,6 +36,8 @@ export interface TraceResult {
   protocol: string;
   port: number;
   verdict: 'ALLOWED' | 'DENIED';
+  /** The policy revision of the tables traced (the one `status` shows and workers enforce). */
+  revision: number;
   drop_reason?: number;
   drop_reason_desc?: string;
   steps: TraceStep[];
@@ -60,9 +62,11 @@ export function traceFlow(
   const steps: TraceStep[] = [];
   let verdict: 'ALLOWED' | 'DENIED' = 'ALLOWED';
   let dropCode = 0;
+  let revision = 0;
   const side = tables.control.enter(CONTROL_READER_SLOT);
   try {
     tables.useSide(side);
+    revision = tables.meta[M_POLICY_REVISION] as number;
     const decision = new PolicyDecision(tables);
     const cfg = tables.meta[M_CONFIG_FLAGS] as number;
     const check = (ep: number, dir: number, remote: number, who: string): void => {
@@ -100,7 +104,7 @@ export function traceFlow(
   } finally {
     tables.control.leave(CONTROL_READER_SLOT);
   }
-  const out: TraceResult = { source: src, destination: dst, protocol: protoName, port, verdict, steps, notes };
+  const out: TraceResult = { source: src, destination: dst, protocol: protoName, port, verdict, revision, steps, notes };
   if (dropCode !== 0) {
     out.drop_reason = dropCode;
     out.drop_reason_desc = dropReasonText(dropCode);

@@ -19,6 +19,7 @@
  * layout in src/tables/events.ts) long.
  */
 import { MAX_DROP_CODE } from '../tables/events.js';
+import { InternalError } from '../proto/errors.js';
 
 export interface DropReason {
   /** Positive reason code, 0..MAX_DROP_CODE-1. */
@@ -222,7 +223,7 @@ const TEXT_BY_CODE: string[] = new Array<string>(MAX_DROP_CODE).fill('');
 const NAME_BY_CODE: string[] = new Array<string>(MAX_DROP_CODE).fill('');
 for (const d of DROP_REASONS) {
   if (d.code < 0 || d.code >= MAX_DROP_CODE || TEXT_BY_CODE[d.code] !== '') {
-    throw new Error(`drop reason table: bad or duplicate code ${d.code}`);
+    throw new InternalError(`drop reason table: bad or duplicate code ${d.code}`);
   }
   TEXT_BY_CODE[d.code] = d.text;
   NAME_BY_CODE[d.code] = d.name;

@@ -38,6 +38,7 @@ import { dirname } from 'node:path';
 import type { EndpointAddRequest } from '../api/types.js';
 import { endpointNameFor, identityLabelsFor, sanitizeEndpointName, type ContainerFacts } from './watcher.js';
 import { oneLine } from '../text/oneline.js';
+import { TunswitchError } from '../proto/errors.js';
 
 export const DEFAULT_DRIVER_NAME = 'tunswitch';
 export const PLUGIN_DIR = '/run/docker/plugins';
@@ -74,9 +75,10 @@ export interface ContainerResolver {
   networksOfDriver(driver: string): Promise<string[]>;
 }
 
-export class DriverError extends Error {
+/** A request of the engine the driver refuses (code EBAD_REQUEST). */
+export class DriverError extends TunswitchError {
   constructor(message: string) {
-    super(message);
+    super('EBAD_REQUEST', message);
     this.name = 'DriverError';
   }
 }

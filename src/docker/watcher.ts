@@ -34,6 +34,7 @@
  */
 import type { EndpointAddRequest } from '../api/types.js';
 import { oneLine } from '../text/oneline.js';
+import { TunswitchError } from '../proto/errors.js';
 
 /** What the watcher needs from the agent (src/control/agent.ts's Agent satisfies it). */
 export interface DockerAgent {
@@ -80,9 +81,9 @@ export interface ContainerFacts {
   pid: number;
 }
 
-export class DockerAttachError extends Error {
+export class DockerAttachError extends TunswitchError {
   constructor(message: string) {
-    super(message);
+    super('EDOCKER', message);
     this.name = 'DockerAttachError';
   }
 }
@@ -182,7 +183,7 @@ function errorLine(e: unknown): string {
 function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`${what}: no answer from Docker in ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
+    timer = setTimeout(() => rej(new TunswitchError('ETIMEOUT', `${what}: no answer from Docker in ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
@@ -236,7 +237,7 @@ export async function watchDocker(agent: DockerAgent, opts: DockerWatchOptions &
   try {
     await withTimeout(client.ping(), 'ping');
   } catch (e) {
-    throw new Error(`docker: cannot reach the engine at ${where}: ${errorLine(e)}`);
+    throw new TunswitchError('EDOCKER', `docker: cannot reach the engine at ${where}: ${errorLine(e)}`);
   }
   const w = new Watcher(agent, client, opts);
   await w.start();

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TunswitchError } from '../proto/errors.js';
 
 /** What the binding exports. See native/src/tun.c for the exact contract of each call. */
 export interface TunBinding {
@@ -215,11 +216,10 @@ export type PollHandle = { readonly __tunPollHandle: unique symbol };
 const PACKAGE_NAME = 'tunswitch';
 const BINDING_PATH = ['native', 'build', 'Release', 'tunswitch_tun.node'];
 
-/** Error with a stable code, thrown when the binding cannot be located or loaded. */
-export class NativeBindingError extends Error {
-  readonly code = 'ERR_TUNSWITCH_NATIVE';
+/** Thrown when the binding cannot be located or loaded (code ENATIVE). */
+export class NativeBindingError extends TunswitchError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super('ENATIVE', message, options);
     this.name = 'NativeBindingError';
   }
 }

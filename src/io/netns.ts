@@ -21,20 +21,22 @@
 import { runCommand } from './exec.js';
 import { oneLine } from '../text/oneline.js';
 import { isIPv4, isIPv6 } from 'node:net';
+import { TunswitchError } from '../proto/errors.js';
 
 /** Where a command runs: a named namespace (ip netns), or the namespace of a process. */
 export type NetnsRef = { name: string } | { pid: number };
 
-export type NetnsErrorCode = 'ERR_NETNS_COMMAND' | 'ERR_NETNS_INVALID_ARG' | 'ERR_NETNS_TOOL_MISSING';
+/** ESYSTEM: ip failed, timed out or is not installed; EBAD_REQUEST: a bad argument. */
+export type NetnsErrorCode = 'ESYSTEM' | 'EBAD_REQUEST';
 
-export class NetnsError extends Error {
+export class NetnsError extends TunswitchError {
   constructor(
-    readonly code: NetnsErrorCode,
+    code: NetnsErrorCode,
     message: string,
     readonly command: string = '',
     readonly stderr: string = '',
   ) {
-    super(message);
+    super(code, message);
     this.name = 'NetnsError';
   }
 }
@@ -51,7 +53,7 @@ const IFNAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}$/;
 const NETNS_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$/;
 
 function invalid(msg: string): NetnsError {
-  return new NetnsError('ERR_NETNS_INVALID_ARG', msg);
+  return new NetnsError('EBAD_REQUEST', msg);
 }
 
 function checkIfname(what: string, name: string): void {
@@ -123,16 +125,16 @@ async function run(ns: NetnsRef | null, args: readonly string[]): Promise<RunRes
   const r = await runCommand(file, argv, COMMAND_TIMEOUT_MS);
   if (r.missing) {
     const pkg = file === IP ? 'iproute2' : 'util-linux';
-    throw new NetnsError('ERR_NETNS_TOOL_MISSING', `netns: "${file}" is not installed (apt-get install ${pkg})`, r.command);
+    throw new NetnsError('ESYSTEM', `netns: "${file}" is not installed (apt-get install ${pkg})`, r.command);
   }
-  if (r.timedOut) throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: timed out after ${COMMAND_TIMEOUT_MS} ms`, r.command);
+  if (r.timedOut) throw new NetnsError('ESYSTEM', `netns: ${r.command}: timed out after ${COMMAND_TIMEOUT_MS} ms`, r.command);
   return { ok: r.code === 0, stdout: r.stdout, stderr: r.stderr, command: r.command };
 }
 
 /** Runs ip and throws a NetnsError naming the command and its stderr on failure. */
 async function ip(ns: NetnsRef | null, args: readonly string[]): Promise<string> {
   const r = await run(ns, args);
-  if (!r.ok) throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: ${oneLine(r.stderr, '; ') || 'failed with no message'}`, r.command, r.stderr);
+  if (!r.ok) throw new NetnsError('ESYSTEM', `netns: ${r.command}: ${oneLine(r.stderr, '; ') || 'failed with no message'}`, r.command, r.stderr);
   return r.stdout;
 }
 
@@ -243,7 +245,7 @@ export async function linkExists(ns: NetnsRef | null, ifname: string): Promise<b
   const r = await run(ns, ['-o', 'link', 'show', 'dev', ifname]);
   if (r.ok) return true;
   if (/does not exist|Cannot find device/i.test(r.stderr)) return false;
-  throw new NetnsError('ERR_NETNS_COMMAND', `netns: ${r.command}: ${oneLine(r.stderr, '; ') || 'failed with no message'}`, r.command, r.stderr);
+  throw new NetnsError('ESYSTEM', `netns: ${r.command}: ${oneLine(r.stderr, '; ') || 'failed with no message'}`, r.command, r.stderr);
 }
 
 /**

@@ -10,6 +10,7 @@
  * zero = no offload).
  */
 import { loadBinding, type PollHandle, type TunBinding } from './native.js';
+import { TunswitchError } from '../proto/errors.js';
 
 /** Bytes of virtio_net_hdr_mrg_rxbuf that precede each packet when vnetHdr is on (layout: src/datapath/vnet.ts). */
 export { VNET_HDR_LEN } from '../datapath/vnet.js';
@@ -42,13 +43,10 @@ export interface TunOpenOptions {
   offload?: boolean | number;
 }
 
-/** Error of this module with a stable code. */
-export class TunError extends Error {
-  constructor(
-    readonly code: 'ERR_TUN_CLOSED' | 'ERR_TUN_POLLING' | 'ERR_INVALID_ARG_VALUE',
-    message: string,
-  ) {
-    super(message);
+/** Error of this module: ETUN (closed device, polling failed) or EBAD_REQUEST (bad options). */
+export class TunError extends TunswitchError {
+  constructor(code: 'ETUN' | 'EBAD_REQUEST', message: string) {
+    super(code, message);
     this.name = 'TunError';
   }
 }
@@ -101,10 +99,10 @@ export class TunDevice {
     const multiQueue = opts.multiQueue === true;
     const want = opts.offload ?? false;
     if (want !== false && !vnetHdr) {
-      throw new TunError('ERR_INVALID_ARG_VALUE', `tun: opts.offload needs opts.vnetHdr: true (device "${name}")`);
+      throw new TunError('EBAD_REQUEST', `tun: opts.offload needs opts.vnetHdr: true (device "${name}")`);
     }
     if (typeof want === 'number' && (!Number.isInteger(want) || want < 0 || want > 0xff)) {
-      throw new TunError('ERR_INVALID_ARG_VALUE', `tun: opts.offload must be true, false or TUN_F_* flags, got ${want}`);
+      throw new TunError('EBAD_REQUEST', `tun: opts.offload must be true, false or TUN_F_* flags, got ${want}`);
     }
     const h = b.open(name, { multiQueue, vnetHdr });
     let offload = 0;
@@ -124,7 +122,7 @@ export class TunDevice {
    */
   static openQueues(name: string, n: number, opts: Omit<TunOpenOptions, 'multiQueue'> = {}): TunDevice[] {
     if (!Number.isInteger(n) || n < 1 || n > 256) {
-      throw new TunError('ERR_INVALID_ARG_VALUE', `tun: queue count must be an integer in [1, 256], got ${n}`);
+      throw new TunError('EBAD_REQUEST', `tun: queue count must be an integer in [1, 256], got ${n}`);
     }
     const queues: TunDevice[] = [];
     try {
@@ -231,10 +229,7 @@ export class TunDevice {
 
   private dispatch(status: number, events: number): void {
     if (status < 0) {
-      const err = Object.assign(new Error(`tun: polling device "${this.name}" (fd ${this.fd}) failed: errno ${-status}`), {
-        code: 'ERR_TUN_POLL',
-        errno: -status,
-      });
+      const err = Object.assign(new TunError('ETUN', `tun: polling device "${this.name}" (fd ${this.fd}) failed: errno ${-status}`), { errno: -status });
       const onError = this.errorCb;
       this.stopPolling();
       if (onError !== null) onError(err);
@@ -251,7 +246,7 @@ export class TunDevice {
   }
 
   private throwClosed(): never {
-    throw new TunError('ERR_TUN_CLOSED', `tun: device "${this.name}" (fd ${this.fd}) is closed`);
+    throw new TunError('ETUN', `tun: device "${this.name}" (fd ${this.fd}) is closed`);
   }
 }
 

@@ -71,7 +71,7 @@ export class KvCluster {
     this.ipcache = new KvIpcache(this.session, opts.nodeIp, { apply: (u, d) => this.onRemoteIpcache(u, d) });
     this.nodes = new KvNodes(this.session);
     this.policies = new KvPolicies(this.session, {
-      importText: (text, file) => this.withRemotePolicy(() => void this.agent.importPolicies(text, file)),
+      importText: (text, file) => this.withRemotePolicy(() => void this.agent.importPolicyText(text, file)),
       deleteKey: (key) =>
         this.withRemotePolicy(() => {
           try {

@@ -44,6 +44,7 @@ import {
   identityRefKey,
   parseIdentityIdKey,
 } from './keys.js';
+import { InternalError, TunswitchError } from '../proto/errors.js';
 
 export interface KvIdentityOptions {
   min: number;
@@ -179,7 +180,7 @@ export class KvIdentities {
         continue;
       }
       const x = this.pickCandidate(taken);
-      if (x < 0) throw new Error(`kvstore: no free identity number left in ${this.opts.min}-${this.opts.max}`);
+      if (x < 0) throw new TunswitchError('EIDENTITY_EXHAUSTED', `kvstore: no free identity number left in ${this.opts.min}-${this.opts.max}`);
       const r = await s.op('identity-create', () =>
         c
           .if(identityIdKey(x), 'Create', '==', 0)
@@ -196,7 +197,7 @@ export class KvIdentities {
       idx = r.responses[0]?.response_range?.kvs[0];
       if (idx === undefined) taken.add(x);
     }
-    throw new Error(`kvstore: identity for "${labels}": no agreement after ${MAX_ALLOCATE_PASSES} transactions`);
+    throw new TunswitchError('EKVSTORE', `kvstore: identity for "${labels}": no agreement after ${MAX_ALLOCATE_PASSES} transactions`);
   }
 
   private pickCandidate(taken: Set<number>): number {
@@ -213,7 +214,7 @@ export class KvIdentities {
   /** Drops one local use of `labels`; the last one deletes this node's reference key. */
   async release(labels: string): Promise<void> {
     const mine = this.refs.get(labels);
-    if (!mine) throw new Error(`kvstore: release of identity labels "${labels}", which this node does not hold`);
+    if (!mine) throw new InternalError(`kvstore: release of identity labels "${labels}", which this node does not hold`);
     if (--mine.count > 0) return;
     this.refs.delete(labels);
     await this.s.deleteOwned(identityRefKey(labels, this.s.node), 'identity-release');

@@ -16,6 +16,7 @@ import { Etcd3, type Lease, type IKeyValue } from 'etcd3';
 import { ExponentialBackoff, type IBackoff } from 'cockatiel'; // the client calls .next() on it: a factory, whatever its type says
 
 export type KvState = 'connecting' | 'connected' | 'disconnected' | 'closed';
+import { TunswitchError } from '../proto/errors.js';
 
 export interface KvSessionOptions {
   /** etcd client URL, http://host:port (etcd://host:port is accepted and means the same). */
@@ -34,7 +35,7 @@ export interface KvOpCounters {
 export function etcdUrl(url: string): string {
   const m = /^(etcd|http):\/\/([^/:]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})\/?$/.exec(url);
   if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
-    throw new Error(`kvstore: ${JSON.stringify(url)} is not etcd://HOST:PORT`);
+    throw new TunswitchError('ECONFIG_INVALID', `kvstore: ${JSON.stringify(url)} is not etcd://HOST:PORT`);
   }
   return `http://${m[2]}:${m[3]}`;
 }
@@ -60,7 +61,7 @@ export class KvSession {
   private readonly stateListeners = new Set<(s: KvState) => void>();
 
   constructor(opts: KvSessionOptions) {
-    if (!Number.isInteger(opts.leaseTtl) || opts.leaseTtl < 1) throw new Error(`kvstore: leaseTtl ${opts.leaseTtl} must be an integer >= 1 (seconds)`);
+    if (!Number.isInteger(opts.leaseTtl) || opts.leaseTtl < 1) throw new TunswitchError('ECONFIG_INVALID', `kvstore: leaseTtl ${opts.leaseTtl} must be an integer >= 1 (seconds)`);
     this.url = etcdUrl(opts.url);
     this.node = opts.node;
     this.leaseTtl = opts.leaseTtl;
@@ -77,7 +78,7 @@ export class KvSession {
         await this.newLease();
         return;
       } catch (e) {
-        if (Date.now() > deadline) throw new Error(`kvstore ${this.url}: not reachable: ${(e as Error).message}`);
+        if (Date.now() > deadline) throw new TunswitchError('EKVSTORE', `kvstore ${this.url}: not reachable: ${(e as Error).message}`);
         await new Promise((r) => setTimeout(r, 200));
       }
     }

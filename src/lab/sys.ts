@@ -6,25 +6,15 @@
 import { runCommand } from '../io/exec.js';
 import { oneLine } from '../text/oneline.js';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { TunswitchError } from '../proto/errors.js';
 
-/** Stable codes of lab errors (the CLI prints the message; scripts may branch on the code). */
-export const LAB_ERROR_CODES = {
-  ELAB_RUNNING: 'a lab of that name is already running',
-  ELAB_NOT_RUNNING: 'no lab of that name is running',
-  ELAB_CONFLICT: 'something the lab needs (a namespace, device or subnet) is already in use',
-  ELAB_AGENT: 'the agent did not start or did not get ready in time',
-  ELAB_COMMAND: 'a system command (ip, sysctl) failed',
-  ELAB_INVALID: 'a lab argument is malformed (node name, subnet)',
-} as const;
+/** Lab error codes (in the one table, src/proto/errors.ts). */
+export type LabErrorCode = 'ELAB_RUNNING' | 'ELAB_NOT_RUNNING' | 'ELAB_CONFLICT' | 'ELAB_AGENT' | 'ELAB_COMMAND' | 'ELAB_INVALID';
 
-export type LabErrorCode = keyof typeof LAB_ERROR_CODES;
-
-export class LabError extends Error {
-  readonly code: LabErrorCode;
+export class LabError extends TunswitchError {
   constructor(code: LabErrorCode, message: string) {
-    super(message);
+    super(code, message);
     this.name = 'LabError';
-    this.code = code;
   }
 }
 

@@ -24,6 +24,7 @@ import type { FlowEvent, StatusInfo } from '../api/types.js';
 import { parseFilters, type FilterOptions, type FlowPredicate } from './filter.js';
 import { summaryOf } from './format.js';
 import { eventTypeOfMessageType, getFlowsResponse, TCP_FLAG_NAMES, type Timestamp } from './hubble.js';
+import { TunswitchError } from '../proto/errors.js';
 
 /** proto/ at the repository root (dist/src/observe → ../../../proto). */
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
@@ -65,7 +66,11 @@ const UNSUPPORTED_FIELDS = [
 ] as const;
 
 /** A FlowFilter field tunswitch cannot match (gRPC INVALID_ARGUMENT). */
-export class UnsupportedFilterError extends Error {}
+export class UnsupportedFilterError extends TunswitchError {
+  constructor(message: string) {
+    super('ENOT_SUPPORTED', message);
+  }
+}
 
 function list(f: Filter, k: string): unknown[] {
   const v = f[k];

@@ -13,6 +13,7 @@
  */
 import type { FlowEvent } from '../api/types.js';
 import { DROP_REASONS } from '../datapath/drop.js';
+import { InternalError } from '../proto/errors.js';
 
 /**
  * flow.proto's DropReason enum names by code (the datapath names some of them differently,
@@ -91,7 +92,7 @@ export const HUBBLE_DROP_REASONS: Readonly<Record<number, string>> = {
 
 // Checked at load: every Hubble code is a code of the datapath's table.
 for (const code of Object.keys(HUBBLE_DROP_REASONS)) {
-  if (!DROP_REASONS.some((d) => d.code === Number(code))) throw new Error(`HUBBLE_DROP_REASONS: ${code} is not in src/datapath/drop.ts`);
+  if (!DROP_REASONS.some((d) => d.code === Number(code))) throw new InternalError(`HUBBLE_DROP_REASONS: ${code} is not in src/datapath/drop.ts`);
 }
 
 /** Hubble's DropReason name for a code; DROP_REASON_UNKNOWN for 0 and for tunswitch's own codes. */

@@ -37,6 +37,7 @@ import { KvCluster } from '../kvstore/cluster.js';
 import { registerKvMetrics, registerVxlanMetrics } from '../kvstore/metrics.js';
 import { registerGsoMetrics } from '../observe/gso-metrics.js';
 import { offloadFlagNames, offloadWanted } from './offload.js';
+import { InternalError } from '../proto/errors.js';
 
 export interface ControlInit {
   cfg: RunConfig;
@@ -56,7 +57,7 @@ export interface ControlInit {
 
 const init = workerData as ControlInit;
 const port = parentPort;
-if (!port) throw new Error('control-thread must run as a worker_thread');
+if (!port) throw new InternalError('control-thread must run as a worker_thread');
 
 function send(m: ControlToMain): void {
   postEncoded(port as NonNullable<typeof port>, m);
@@ -149,7 +150,7 @@ class TunPorts implements PortManager {
       if (stopping) {
         this.devs.delete(p);
         dev.close();
-        throw new Error(`endpoint "${spec.name}": the switch is stopping`);
+        throw new TunswitchError('ESTOPPING', `endpoint "${spec.name}": the switch is stopping`);
       }
       this.initQueue(p, undefined);
       send({ type: 'addPort', port: p, fd: dev.fd });
@@ -187,7 +188,7 @@ class TunPorts implements PortManager {
         this.devs.delete(p);
         dev.close();
       }
-      throw new Error(`endpoint "${spec.name}": the switch is stopping`);
+      throw new TunswitchError('ESTOPPING', `endpoint "${spec.name}": the switch is stopping`);
     }
     this.initQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
     send({ type: 'addPort', port: p, fd: dev.fd });
@@ -270,16 +271,21 @@ async function main(): Promise<void> {
   };
   if (cfg.pool.ipv6) agentOpts.pool6 = cfg.pool.ipv6;
   if (init.stateDir) agentOpts.stateDir = init.stateDir;
-  const agent = new Agent(agentOpts, writer, ports, view);
-  agent.runtimeInfo = runtimeInfo(init.rt);
-  if (init.rt.capture) agent.capturer = new CaptureController(init.rt.capture); // tunswitch capture
+  const restarts = { total: 0, last: '' };
+  const rtInfo = runtimeInfo(init.rt);
+  let metrics: ReturnType<typeof buildMetrics> | null = null; // built from the agent, below
+  const agent = new Agent(agentOpts, writer, ports, view, {
+    runtime: () => ({ ...rtInfo(), workerRestarts: restarts.total, lastWorkerRestart: restarts.last }),
+    capture: init.rt.capture ? new CaptureController(init.rt.capture) : null, // tunswitch capture
+    metrics: () => (metrics ? metrics.text() : Promise.resolve('')),
+  });
 
   port!.on('message', (raw: unknown) => {
     const m = decodeMessage<MainToControl>(raw, 'control thread');
     if (m.type === 'portRemoved') ports.portRemoved(m.port);
     else if (m.type === 'workerRestart') {
-      agent.workerRestarts = m.total;
-      agent.lastWorkerRestart = `shard ${m.shard}: ${m.reason}${m.crashLoop ? ' (crash loop: backing off)' : ''}`;
+      restarts.total = m.total;
+      restarts.last = `shard ${m.shard}: ${m.reason}${m.crashLoop ? ' (crash loop: backing off)' : ''}`;
     }
     else if (m.type === 'shutdown') void shutdown();
   });
@@ -390,10 +396,11 @@ async function main(): Promise<void> {
     cfg.policies.map((p) => resolve(cfg.baseDir, p)),
     { emptyFolderIsError: false },
   );
-  for (const f of files) {
-    // A folder of policies may hold an empty file (e.g. everything commented out) at start-up.
-    const r = agent.importPolicies(decodePolicyBytes(readFileSync(f), f), f, true);
-    log(`policy ${f}: ${r.policies.join(', ')} (revision ${r.revision})`);
+  if (files.length > 0) {
+    // All files or none, one revision; a folder of policies may hold an empty file (e.g.
+    // everything commented out) at start-up.
+    const r = agent.importPolicies(files.map((f) => ({ text: decodePolicyBytes(readFileSync(f), f), fileName: f })), true);
+    for (const f of r.files ?? []) log(`policy ${f.fileName}: ${f.policies.join(', ')} (revision ${r.revision})`);
   }
 
   // Events: drain the shard rings into the agent's flow log ten times a second.
@@ -407,11 +414,10 @@ async function main(): Promise<void> {
   };
   started.timer = setInterval(() => view.drainEvents((r) => agent.pushEvent(toFlow(r, names))), 100);
 
-  const metrics = buildMetrics(agent, view, init.rt.ioStats);
+  metrics = buildMetrics(agent, view, init.rt.ioStats);
   if (started.kv) registerKvMetrics(metrics.registry, started.kv);
   if (cfg.underlay) registerVxlanMetrics(metrics.registry, init.rt.counters);
   registerGsoMetrics(metrics.registry, init.rt.counters);
-  agent.metricsText = () => metrics.text();
 
   const { startApiServer } = await import('../api/server.js');
   const srvOpts: ApiServerOptions = {
@@ -469,13 +475,13 @@ async function main(): Promise<void> {
         const extra: { p: Prefix; gw: string }[] = [];
         for (const s of subnets) {
           const p = tryParsePrefix(s.pool, false);
-          if (!p) throw new Error(`${what}: subnet ${JSON.stringify(s.pool)} is not a prefix`);
+          if (!p) throw new TunswitchError('ECIDR_INVALID', `${what}: subnet ${JSON.stringify(s.pool)} is not a prefix`);
           const mine = p.family === 4 ? cfg.pool.ipv4 : cfg.pool.ipv6;
           if (mine && prefixContains(mine, p)) own.push(p);
           else extra.push({ p, gw: s.gateway });
         }
         const hp = ports.hostPortName();
-        if (extra.length > 0 && hp === null) throw new Error(`${what}: subnet ${extra.map((x) => x.p.text).join(' ')} is outside the switch's pool and the switch has no host port (hostPort: false)`);
+        if (extra.length > 0 && hp === null) throw new TunswitchError('EBAD_REQUEST', `${what}: subnet ${extra.map((x) => x.p.text).join(' ')} is outside the switch's pool and the switch has no host port (hostPort: false)`);
         const claim = extra.length > 0 ? claimPools(extra.map((x) => x.p.text), `Docker ${what} of switch "${cfg.name}" (pid ${process.pid})`, { ownDevices: hp ? [hp] : [] }) : undefined;
         try {
           for (const x of extra) {
@@ -545,7 +551,7 @@ async function main(): Promise<void> {
 main().catch((e: unknown) => {
   for (const c of poolClaims) c.release();
   for (const n of dockerNets.values()) n.claim?.release();
-  send({ type: 'fatal', msg: (e as Error).message ?? String(e) });
+  send({ type: 'fatal', msg: (e as Error).message ?? String(e), code: e instanceof TunswitchError ? e.code : 'EINTERNAL' });
 });
 
 /** The runtime facts `status` reports: engine, per-shard liveness (written by the supervisor). */

@@ -18,6 +18,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
+import { TunswitchError } from '../proto/errors.js';
 
 export const DNS_TTL = 5;
 const TYPE_A = 1;
@@ -130,7 +131,7 @@ export async function serveDns(addrs: string[], zone: string, lookup: DnsLookup,
     } catch (e) {
       s.close();
       for (const x of socks) x.close();
-      throw new Error(`dns: cannot listen on ${a} port ${port}: ${(e as Error).message}`);
+      throw new TunswitchError('ESYSTEM', `dns: cannot listen on ${a} port ${port}: ${(e as Error).message}`);
     }
     s.on('error', (e) => log(`dns: ${a}: ${e.message}`));
     socks.push(s);

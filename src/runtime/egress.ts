@@ -40,6 +40,7 @@
  *   per port p:          NEW_HEAD, NEW_TAIL, OLD_HEAD, OLD_TAIL (flows, -1), BYTES, PKTS,
  *                        ANEXT (next active port), ACTIVE (0/1)
  */
+import { InternalError } from '../proto/errors.js';
 
 /** Flow queues per port. fq_codel uses 1024 per device; a switch port carries few flows. */
 export const BUCKETS = 32;
@@ -157,7 +158,7 @@ export class EgressQueues {
     this.outMark = new Uint8Array(maxDrops);
     const I = this.i;
     if (I[H_MAGIC] === MAGIC && (I[H_SLOTS] !== slots || I[H_PORTS] !== ports || I[H_BUCKETS] !== BUCKETS)) {
-      throw new Error(`egress: region is for ${I[H_SLOTS]} slots, ${I[H_PORTS]} ports; want ${slots}, ${ports}`);
+      throw new InternalError(`egress: region is for ${I[H_SLOTS]} slots, ${I[H_PORTS]} ports; want ${slots}, ${ports}`);
     }
   }
 
@@ -402,7 +403,7 @@ export class EgressQueues {
       return;
     }
     // Programmer error: the caller must size maxDrops >= slots per call.
-    throw new Error('egress: drop list overflow');
+    throw new InternalError('egress: drop list overflow');
   }
 
   /** Takes the head slot of flow fl (or -1), keeping byte and packet counts. */

@@ -35,6 +35,7 @@ import {
   shardOf,
   type RuntimeShared,
 } from './shared.js';
+import { InternalError } from '../proto/errors.js';
 
 export type IoEngineName = 'uring' | 'readwrite';
 
@@ -123,7 +124,7 @@ export class IoLoop {
 
   /** Starts reading from `fd` as port `port` (the fd must be non-blocking). */
   addPort(port: number, fd: number): void {
-    if (this.polls[port] !== null) throw new Error(`io: port ${port} is already attached`);
+    if (this.polls[port] !== null) throw new InternalError(`io: port ${port} is already attached`);
     Atomics.store(this.portFd, port, fd);
     if (this.engine === 'uring') {
       this.native.uringReaderAdd(this.uring!, fd, port);

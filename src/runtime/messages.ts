@@ -4,6 +4,7 @@
  * an object graph, and the same bytes could go over a socket unchanged).
  */
 import { Packr } from 'msgpackr';
+import { InternalError } from '../proto/errors.js';
 
 export type ControlToMain =
   | { type: 'addPort'; port: number; fd: number }
@@ -11,7 +12,7 @@ export type ControlToMain =
   | { type: 'ready'; endpoints: number; missing: string[] }
   | { type: 'log'; msg: string }
   | { type: 'stopped' }
-  | { type: 'fatal'; msg: string };
+  | { type: 'fatal'; msg: string; code?: string };
 
 export type MainToControl =
   | { type: 'portRemoved'; port: number }
@@ -28,10 +29,10 @@ export function encodeMessage(m: ControlToMain | MainToControl): Uint8Array {
 }
 
 export function decodeMessage<T extends ControlToMain | MainToControl>(raw: unknown, from: string): T {
-  if (!(raw instanceof Uint8Array)) throw new Error(`${from}: message is not msgpack bytes`);
+  if (!(raw instanceof Uint8Array)) throw new InternalError(`${from}: message is not msgpack bytes`);
   const m = packr.unpack(raw) as T;
   if (typeof m !== 'object' || m === null || typeof (m as { type?: unknown }).type !== 'string') {
-    throw new Error(`${from}: message without a type`);
+    throw new InternalError(`${from}: message without a type`);
   }
   return m;
 }

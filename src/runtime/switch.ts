@@ -32,6 +32,7 @@ import { VNET_HDR_LEN } from '../io/tun.js';
 import { gsoSlots } from './offload.js';
 import { VXLAN_OVERHEAD } from '../datapath/vxlan.js';
 import { CaptureRing } from '../tables/capture.js';
+import { isErrorCode, TunswitchError } from '../proto/errors.js';
 
 export interface RunOptions {
   socket: string;
@@ -203,7 +204,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
         break;
       case 'fatal':
         log(`control thread: ${m.msg}`);
-        rejectReady(new Error(m.msg));
+        rejectReady(new TunswitchError(isErrorCode(m.code) ? m.code : 'EINTERNAL', m.msg));
         resolveStopped();
         break;
     }
@@ -250,7 +251,7 @@ export function chooseEngine(want: 'auto' | 'uring' | 'readwrite'): IoEngineName
   const b = loadBinding();
   const probe = typeof b.uringProbe === 'function' ? b.uringProbe() : { available: false, reason: 'binding has no io_uring engine' };
   if (probe.available) return 'uring';
-  throw new Error(`io: uring: the io_uring engine cannot run here: ${probe.reason}`);
+  throw new TunswitchError('ENOT_SUPPORTED', `io: uring: the io_uring engine cannot run here: ${probe.reason}`);
 }
 
 /**

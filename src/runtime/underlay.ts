@@ -50,6 +50,7 @@ import { UNDERLAY_PORT } from '../tables/tableset.js';
 import { countDrop, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TOO_BIG, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
 import { DIR_EGRESS } from '../proto/direction.js';
 import { MAX_BATCH, type RuntimeShared } from './shared.js';
+import { TunswitchError } from '../proto/errors.js';
 
 export { UNDERLAY_PORT };
 
@@ -63,7 +64,7 @@ const VNET_GSO_TYPE_OFF = 1;
 
 function ipv4Word(ip: string): number {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (!m) throw new Error(`underlay: ${JSON.stringify(ip)} is not an IPv4 address`);
+  if (!m) throw new TunswitchError('ECONFIG_INVALID', `underlay: ${JSON.stringify(ip)} is not an IPv4 address`);
   return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
 }
 

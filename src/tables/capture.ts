@@ -57,6 +57,7 @@
  * With offload on, GSO super-packets can be longer than SNAPLEN (kept truncated, ORIG_LEN
  * says the real size) and TCP/UDP checksums may be partial (the kernel fills them later).
  */
+import { InternalError } from '../proto/errors.js';
 
 export const HEADER_WORDS = 64;
 export const HEADER_BYTES = HEADER_WORDS * 4;
@@ -267,7 +268,7 @@ export class CaptureRing {
    */
   setSlot(slot: number, filterEp: number, verdictMask: number, snaplen: number): void {
     if (!Number.isInteger(slot) || slot < 0 || slot >= MAX_CAPTURES) throw new RangeError(`capture ring: slot ${slot} must be 0..${MAX_CAPTURES - 1}`);
-    if ((Atomics.load(this.hdr, kArmed) & (1 << slot)) !== 0) throw new Error(`capture ring: slot ${slot} is armed; publish it free before reusing it`);
+    if ((Atomics.load(this.hdr, kArmed) & (1 << slot)) !== 0) throw new InternalError(`capture ring: slot ${slot} is armed; publish it free before reusing it`);
     const b = kSlotBase + slot * kSlotWords;
     const h = this.hdr;
     h[b + kFilterEp] = filterEp;

@@ -100,6 +100,7 @@
  */
 import { IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../proto/ip.js';
 import type { FlowTuple } from '../proto/tuple.js';
+import { InternalError } from '../proto/errors.js';
 
 export const CT_NEW = 0;
 export const CT_ESTABLISHED = 1;
@@ -314,7 +315,7 @@ export class ConntrackTable {
    */
   static attach(sab: SharedArrayBuffer, byteOffset: number): ConntrackTable {
     const h = new Uint32Array(sab, byteOffset, HEADER_WORDS);
-    if (h[H_MAGIC] !== MAGIC) throw new Error(`no conntrack table at byte offset ${byteOffset}`);
+    if (h[H_MAGIC] !== MAGIC) throw new InternalError(`no conntrack table at byte offset ${byteOffset}`);
     return new ConntrackTable(sab, byteOffset, h[H_CAPACITY] as number, undefined, true);
   }
 

@@ -39,6 +39,7 @@
  */
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
+import { TunswitchError } from '../proto/errors.js';
 
 export const EP_VALID = 1;
 export const EP_ENFORCE_INGRESS = 2;
@@ -252,13 +253,13 @@ export class EndpointTableWriter {
     if (v4 !== 0) {
       const owner = this.hw.get([ADDR_FAMILY_V4, v4, 0, 0, 0]);
       if (owner !== undefined && owner[0] !== ep) {
-        throw new Error(`endpoint ${ep}: IPv4 ${fmt4(v4)} already belongs to endpoint ${owner[0]}`);
+        throw new TunswitchError('EBAD_REQUEST', `endpoint ${ep}: IPv4 ${fmt4(v4)} already belongs to endpoint ${owner[0]}`);
       }
     }
     if (has6) {
       const owner = this.hw.get([ADDR_FAMILY_V6, ...v6]);
       if (owner !== undefined && owner[0] !== ep) {
-        throw new Error(`endpoint ${ep}: IPv6 ${fmt6(v6)} already belongs to endpoint ${owner[0]}`);
+        throw new TunswitchError('EBAD_REQUEST', `endpoint ${ep}: IPv6 ${fmt6(v6)} already belongs to endpoint ${owner[0]}`);
       }
     }
 

@@ -61,6 +61,7 @@
  */
 import type { FlowTuple } from '../proto/tuple.js';
 import { hashKey10, OWNER_HOST, OWNER_SLOTS } from './conntrack.js';
+import { InternalError } from '../proto/errors.js';
 
 const MAGIC = 0x46523032; // 'FR02'
 
@@ -109,7 +110,7 @@ export class FragmentTable {
   /** Attach to an initialised region for reading (the control thread's metrics). */
   static attach(sab: SharedArrayBuffer, byteOffset: number): FragmentTable {
     const h = new Uint32Array(sab, byteOffset, FRAG_HEADER_WORDS);
-    if (h[F_MAGIC] !== MAGIC) throw new Error(`no fragment table at byte offset ${byteOffset}`);
+    if (h[F_MAGIC] !== MAGIC) throw new InternalError(`no fragment table at byte offset ${byteOffset}`);
     return new FragmentTable(sab, byteOffset, h[F_CAPACITY] as number, { lifetime: h[F_LIFETIME] as number });
   }
 

@@ -69,6 +69,7 @@
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
 import { formatPrefix, prefixOrReason, type Prefix } from '../proto/prefix.js';
+import { InternalError, TunswitchError } from '../proto/errors.js';
 
 // ---- constants ----
 
@@ -119,23 +120,9 @@ export function mask4(len: number): number {
 
 // ---- errors ----
 
-export type IpcacheErrorCode =
-  | 'ERR_IPCACHE_BAD_CIDR'
-  | 'ERR_IPCACHE_BAD_VALUE'
-  | 'ERR_IPCACHE_BAD_OPTION'
-  | 'ERR_IPCACHE_FULL'
-  | 'ERR_IPCACHE_WRITER';
-
-/** Control-plane errors of the ipcache; `code` is stable. */
-export class IpcacheError extends Error {
-  constructor(
-    readonly code: IpcacheErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'IpcacheError';
-  }
-}
+// Errors are the one root's (src/proto/errors.ts): ECIDR_INVALID for a malformed prefix,
+// ETABLE_FULL when no group, leaf or slot is free, EBAD_REQUEST for a value out of range,
+// EINTERNAL for a misuse (bad option, a second writer).
 
 // ---- shared description ----
 
@@ -160,7 +147,7 @@ export interface IpcacheOptions {
 function optInt(v: number | undefined, name: string, dflt: number, lo: number, hi: number): number {
   if (v === undefined) return dflt;
   if (!Number.isInteger(v) || v < lo || v > hi) {
-    throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `options.${name} must be an integer in ${lo}..${hi}, got ${v}`);
+    throw new InternalError(`options.${name} must be an integer in ${lo}..${hi}, got ${v}`);
   }
   return v;
 }
@@ -204,10 +191,10 @@ export class Ipcache {
     ];
     for (const [name, words] of want) {
       const pair = shared[name as 'tbl24'];
-      if (!Array.isArray(pair) || pair.length !== 2) throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `ipcache: shared.${name} is not a pair`);
+      if (!Array.isArray(pair) || pair.length !== 2) throw new InternalError(`ipcache: shared.${name} is not a pair`);
       for (const a of pair) {
         if (!(a instanceof Uint32Array) || a.length !== words) {
-          throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `ipcache: shared.${name} must be two Uint32Array of ${words} words`);
+          throw new InternalError(`ipcache: shared.${name} must be two Uint32Array of ${words} words`);
         }
       }
     }
@@ -233,7 +220,7 @@ export class Ipcache {
     const leaves = optInt(opts.leaves, 'leaves', DEFAULT_LEAVES, 2, 0x7fffffff);
     const v6Capacity = optInt(opts.v6Capacity, 'v6Capacity', DEFAULT_V6_CAPACITY, 2, 1 << 28);
     if ((v6Capacity & (v6Capacity - 1)) !== 0) {
-      throw new IpcacheError('ERR_IPCACHE_BAD_OPTION', `options.v6Capacity must be a power of two, got ${v6Capacity}`);
+      throw new InternalError(`options.v6Capacity must be a power of two, got ${v6Capacity}`);
     }
     return new Ipcache({
       tbl8Groups,
@@ -321,12 +308,12 @@ export class Ipcache {
 
 /**
  * Parses "10.0.0.0/8", "10.1.2.3" (= /32), "fd00::/64", "::1" (= /128), "::ffff:1.2.3.4/128".
- * Host bits are cleared (10.1.2.3/8 -> 10.0.0.0/8). Throws IpcacheError ERR_IPCACHE_BAD_CIDR
+ * Host bits are cleared (10.1.2.3/8 -> 10.0.0.0/8). Throws TunswitchError ECIDR_INVALID
  * naming the text.
  */
 export function parseCidr(text: string): Prefix {
   const p = prefixOrReason(text);
-  if (typeof p === 'string') throw new IpcacheError('ERR_IPCACHE_BAD_CIDR', `ipcache: "${typeof text === 'string' ? text : String(text)}" is not a CIDR (${p})`);
+  if (typeof p === 'string') throw new TunswitchError('ECIDR_INVALID', `ipcache: "${typeof text === 'string' ? text : String(text)}" is not a CIDR (${p})`);
   return p;
 }
 
@@ -344,21 +331,21 @@ export interface IpcacheEntry extends IpcacheValue {
 
 function checkU32(v: number, what: string): number {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-    throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: ${what} ${v} is not an unsigned 32-bit integer`);
+    throw new TunswitchError('EBAD_REQUEST', `ipcache: ${what} ${v} is not an unsigned 32-bit integer`);
   }
   return v;
 }
 
 function checkAddr4(v: number): number {
   if (!Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff) {
-    throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: IPv4 address ${v} is not a 32-bit integer`);
+    throw new TunswitchError('EBAD_REQUEST', `ipcache: IPv4 address ${v} is not a 32-bit integer`);
   }
   return v >>> 0;
 }
 
 function checkLen(len: number, max: number): void {
   if (!Number.isInteger(len) || len < 0 || len > max) {
-    throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: prefix length ${len} is not in 0..${max}`);
+    throw new TunswitchError('EBAD_REQUEST', `ipcache: prefix length ${len} is not in 0..${max}`);
   }
 }
 
@@ -423,7 +410,7 @@ export class IpcacheWriter {
     readonly ipcache: Ipcache,
     readonly log: WriteLog,
   ) {
-    if (withWriter.has(ipcache)) throw new IpcacheError('ERR_IPCACHE_WRITER', 'ipcache: this ipcache already has a writer');
+    if (withWriter.has(ipcache)) throw new InternalError('ipcache: this ipcache already has a writer');
     const sh = ipcache.shared;
     this.id24 = log.register(sh.tbl24[0], sh.tbl24[1]);
     this.id8 = log.register(sh.tbl8[0], sh.tbl8[1]);
@@ -432,7 +419,7 @@ export class IpcacheWriter {
     this.hw = new SharedHashWriter(ipcache.v6, log);
     // Cheap emptiness check (a full scan of tbl24 would fault in 64 MiB of untouched pages).
     if (this.hw.size !== 0 || (log.working(this.idLens6)[0] as number) !== 0) {
-      throw new IpcacheError('ERR_IPCACHE_WRITER', 'ipcache: a writer must start from an empty ipcache');
+      throw new InternalError('ipcache: a writer must start from an empty ipcache');
     }
     withWriter.add(ipcache);
     const groups = sh.tbl8Groups;
@@ -550,7 +537,7 @@ export class IpcacheWriter {
     // Check capacity before changing anything.
     if (this.nFreeLeaves === 0) this.noLeaf(4, [a], len);
     if (len > 24 && (this.s24[a >>> 8] as number) < TBL24_GROUP_BIT && this.nFreeGroups === 0) {
-      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free tbl8 group for ${formatPrefix(4, [a], len)} (tbl8Groups ${this.groups})`);
+      throw new TunswitchError('ETABLE_FULL', `ipcache: no free tbl8 group for ${formatPrefix(4, [a], len)} (tbl8Groups ${this.groups})`);
     }
     const leaf = this.freeLeaves[--this.nFreeLeaves] as number;
     this.writeLeaf(leaf, identity, tunnel, flags, len);
@@ -737,7 +724,7 @@ export class IpcacheWriter {
   }
 
   private noLeaf(family: 4 | 6, words: ArrayLike<number>, len: number): never {
-    throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: no free leaf for ${formatPrefix(family, words, len)} (leaves ${this.ipcache.shared.leaves})`);
+    throw new TunswitchError('ETABLE_FULL', `ipcache: no free leaf for ${formatPrefix(family, words, len)} (leaves ${this.ipcache.shared.leaves})`);
   }
 
   // ---- IPv6 fast path ----
@@ -747,7 +734,7 @@ export class IpcacheWriter {
     for (let i = 0; i < 4; i++) {
       const x = w[i] as number;
       if (!Number.isInteger(x) || x < -0x80000000 || x > 0xffffffff) {
-        throw new IpcacheError('ERR_IPCACHE_BAD_VALUE', `ipcache: IPv6 word ${i} (${x}) is not a 32-bit integer`);
+        throw new TunswitchError('EBAD_REQUEST', `ipcache: IPv6 word ${i} (${x}) is not a 32-bit integer`);
       }
       k[i] = (x & (MASKS6[len * 4 + i] as number)) >>> 0;
     }
@@ -770,7 +757,7 @@ export class IpcacheWriter {
     }
     const cap = this.ipcache.shared.v6Capacity;
     if (this.hw.size + 1 > (cap * 7) / 8) {
-      throw new IpcacheError('ERR_IPCACHE_FULL', `ipcache: IPv6 table full at ${formatPrefix(6, k, len)} (v6Capacity ${cap})`);
+      throw new TunswitchError('ETABLE_FULL', `ipcache: IPv6 table full at ${formatPrefix(6, k, len)} (v6Capacity ${cap})`);
     }
     if (this.nFreeLeaves === 0) this.noLeaf(6, k, len);
     const leaf = this.freeLeaves[--this.nFreeLeaves] as number;

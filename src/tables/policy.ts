@@ -73,6 +73,7 @@
  */
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
+import { InternalError } from '../proto/errors.js';
 
 
 // Cilium's POLICY_MATCH_* (bpf/lib/policy.h).
@@ -441,7 +442,7 @@ export class PolicyTableWriter {
   private count(epdir: number, kind: number, len: number, delta: number): void {
     const i = ((epdir << 2) | kind) * kLens + len;
     const before = this.counts[i] as number;
-    if (delta < 0 && before === 0) throw new Error('PolicyTableWriter: length count underflow (broken invariant)');
+    if (delta < 0 && before === 0) throw new InternalError('PolicyTableWriter: length count underflow (broken invariant)');
     const after = before + delta;
     this.counts[i] = after;
     if ((before === 0) === (after === 0)) return;

@@ -31,6 +31,7 @@
  *   3..7          reserved
  *   8+r    i32    READER[r]    -1 idle, else the side reader r is using (r < MAX_READERS)
  */
+import { InternalError } from '../proto/errors.js';
 
 export const MAX_READERS = 64;
 
@@ -110,7 +111,7 @@ export class PublishControl {
       while (Atomics.load(c, kReaderBase + r) === old) {
         if (++spins > 64) Atomics.wait(c, kWaitWord, 0, 0.05);
         if (Date.now() > deadline) {
-          throw new Error(`publish: reader ${r} did not leave side ${old} within ${READER_DRAIN_TIMEOUT_MS} ms`);
+          throw new InternalError(`publish: reader ${r} did not leave side ${old} within ${READER_DRAIN_TIMEOUT_MS} ms`);
         }
       }
     }
@@ -138,7 +139,7 @@ export class WriteLog {
 
   /** Registers a pair of equally sized arrays; returns the id used with get/set. */
   register(side0: Uint32Array, side1: Uint32Array): number {
-    if (side0.length !== side1.length) throw new Error('WriteLog.register: sides differ in length');
+    if (side0.length !== side1.length) throw new InternalError('WriteLog.register: sides differ in length');
     this.pairs.push([side0, side1]);
     return this.pairs.length - 1;
   }

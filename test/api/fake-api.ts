@@ -13,11 +13,16 @@ import type {
   FlowEvent,
   IdentityInfo,
   IpcacheInfo,
+  PolicyFileText,
   PolicyImportResult,
   PolicyInfo,
   StatusInfo,
 } from '../../src/api/types.js';
 import { Rand } from '../helpers/rand.js';
+
+function notHere(what: string): never {
+  throw new TunswitchError('ENOT_SUPPORTED', `${what} is not available in the fake API`);
+}
 
 const WORDS = ['web', 'db', 'cache', 'api', 'front', 'back', 'auth', 'queue', 'search', 'edge'];
 
@@ -212,12 +217,13 @@ export class FakeApi implements ControlApi {
     if (!i) throw new TunswitchError('EIDENTITY_NOT_FOUND', `identity ${id} not found`);
     return i;
   }
-  importPolicies(text: string, fileName: string): PolicyImportResult {
-    this.calls.push(['importPolicies', text, fileName]);
-    if (text.includes('INVALID')) throw new TunswitchError('EPOLICY_INVALID', `${fileName}: policy "x" spec: is required`);
+  importPolicies(files: PolicyFileText[]): PolicyImportResult {
+    this.calls.push(['importPolicies', ...files.flatMap((f) => [f.text, f.fileName])]);
+    const bad = files.find((f) => f.text.includes('INVALID'));
+    if (bad) throw new TunswitchError('EPOLICY_INVALID', `${bad.fileName}: policy "x" spec: is required`);
     this.revision++;
-    const names = [...text.matchAll(/name: (\S+)/g)].map((m) => m[1] as string);
-    return { revision: this.revision, policies: names };
+    const per = files.map((f) => ({ fileName: f.fileName, policies: [...f.text.matchAll(/name: (\S+)/g)].map((m) => m[1] as string) }));
+    return { revision: this.revision, policies: per.flatMap((f) => f.policies), files: per };
   }
   validatePolicies(text: string, fileName: string): { policies: string[] } {
     this.calls.push(['validatePolicies', text, fileName]);
@@ -281,6 +287,19 @@ export class FakeApi implements ControlApi {
     this.calls.push(['metrics']);
     return this.metricsText;
   }
+  // The parts of the contract these tests do not exercise answer ENOT_SUPPORTED.
+  listNodes = (): never => notHere('nodes');
+  labelEndpoint = (): never => notHere('endpoint labelling');
+  listNamespaces = (): never => notHere('namespaces');
+  getNamespace = (): never => notHere('namespaces');
+  putNamespace = (): never => notHere('namespaces');
+  labelNamespace = (): never => notHere('namespaces');
+  deleteNamespace = (): never => notHere('namespaces');
+  trace = (): never => notHere('policy trace');
+  upsertIpcache = (): never => notHere('ipcache updates');
+  deleteIpcache = (): never => notHere('ipcache updates');
+  capture = (): never => notHere('packet capture');
+
   recentEvents(last: number): FlowEvent[] {
     this.calls.push(['recentEvents', last]);
     return last === 0 ? [] : this.events.slice(-last);

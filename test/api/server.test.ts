@@ -140,9 +140,9 @@ describe('api server', () => {
       { method: 'PATCH', path: '/v1/config', body: { mode: 1 }, status: 400, code: 'EBAD_REQUEST', msg: /^body\.mode: unknown field/ },
       { method: 'GET', path: '/v1/events?last=x', status: 400, code: 'EBAD_REQUEST', msg: /query last/ },
       { method: 'GET', path: '/v1/events?follow=maybe', status: 400, code: 'EBAD_REQUEST', msg: /query follow/ },
-      { method: 'GET', path: '/v1/nothing/here', status: 404, code: 'EBAD_REQUEST', msg: /no such API route: GET \/v1\/nothing\/here/ },
-      { method: 'GET', path: '/v2/status', status: 404, code: 'EBAD_REQUEST', msg: /\/v2\/status/ },
-      { method: 'POST', path: '/v1/status', status: 405, code: 'EBAD_REQUEST', msg: /method not allowed \(allowed: GET\)/ },
+      { method: 'GET', path: '/v1/nothing/here', status: 404, code: 'ENO_ROUTE', msg: /no such API route: GET \/v1\/nothing\/here/ },
+      { method: 'GET', path: '/v2/status', status: 404, code: 'ENO_ROUTE', msg: /\/v2\/status/ },
+      { method: 'POST', path: '/v1/status', status: 405, code: 'EMETHOD_NOT_ALLOWED', msg: /method not allowed \(allowed: GET\)/ },
       { method: 'GET', path: '/v1/endpoint/%E0%A4%A', status: 400, code: 'EBAD_REQUEST', msg: /percent-encoding/ },
     ];
     for (const c of cases) {
@@ -245,7 +245,7 @@ describe('api server', () => {
 
     const rev = fake.revision;
     const r3 = await raw(sock, 'PUT', '/v1/policy', JSON.stringify({ text: 'name: a\nname: b\n', fileName: 'x.yaml' }));
-    assert.deepEqual(r3.json, { revision: rev + 1, policies: ['a', 'b'] }, `PUT policy: got ${r3.text}`);
+    assert.deepEqual(r3.json, { revision: rev + 1, policies: ['a', 'b'], files: [{ fileName: 'x.yaml', policies: ['a', 'b'] }] }, `PUT policy: got ${r3.text}`);
     assert.deepEqual(fake.calls.at(-1), ['importPolicies', 'name: a\nname: b\n', 'x.yaml'], `got ${JSON.stringify(fake.calls.at(-1))}`);
 
     const r3b = await raw(sock, 'PUT', '/v1/policy', JSON.stringify({ text: 'name: c\n' }));
@@ -294,7 +294,7 @@ describe('api server', () => {
     const c = new ApiClient(sock);
     await assert.rejects(c.put('/v1/policy', { text: 'x'.repeat(9 * 1024 * 1024) }), (e: ApiError) => {
       assert.equal(e.status, 413, `client: got status ${e.status}, want 413`);
-      assert.equal(e.code, 'EBAD_REQUEST', `client: got code ${e.code}`);
+      assert.equal(e.code, 'EBODY_TOO_LARGE', `client: got code ${e.code}`);
       return true;
     });
     // The server still works afterwards.

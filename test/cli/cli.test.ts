@@ -233,7 +233,9 @@ describe('tunswitch CLI', () => {
     const before = fake.calls.length;
     const r = await cli(['--socket', sock, 'policy', 'import', single, pdir]);
     assert.equal(r.code, 0, `import: got exit ${r.code} (${r.stderr})`);
-    const sent = fake.calls.slice(before).filter((c) => c[0] === 'importPolicies').map((c) => c[2]);
+    const calls = fake.calls.slice(before).filter((c) => c[0] === 'importPolicies');
+    assert.equal(calls.length, 1, `got ${calls.length} import requests, want 1 (every file in one request)`);
+    const sent = (calls[0] as unknown[]).filter((_x, i) => i > 0 && i % 2 === 0);
     const wantFiles = [single, join(pdir, 'a.yml'), join(pdir, 'b.yaml'), join(pdir, 'sub', 'c.json')];
     assert.deepEqual(sent, wantFiles, `got files ${JSON.stringify(sent)}, want ${JSON.stringify(wantFiles)}`);
     assert.match(r.stdout, new RegExp(`^Revision: ${fake.revision}$`, 'm'), `got ${r.stdout}, want Revision: ${fake.revision}`);

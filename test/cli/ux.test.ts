@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiServer, type ApiServer } from '../../src/api/server.js';
-import { DiscoverError, discoverSocket } from '../../src/cli/discover.js';
+import { discoverSocket } from '../../src/cli/discover.js';
+import { UsageError } from '../../src/proto/errors.js';
 import { commandName } from '../../src/text/hint.js';
 import { userWords } from '../../src/cli/errors.js';
 import { didYouMean } from '../../src/cli/suggest.js';
@@ -67,12 +68,12 @@ describe('switch discovery', () => {
     servers.push(await listen(join(root, 'cl96b', 'tunswitch.sock')));
     assert.throws(
       () => discoverSocket({ root }),
-      (e: unknown) => e instanceof DiscoverError && /2 switches are running; pick one: lab "cl96a" \(--lab cl96a\), lab "cl96b" \(--lab cl96b\)/.test(e.message),
+      (e: unknown) => e instanceof UsageError && /2 switches are running; pick one: lab "cl96a" \(--lab cl96a\), lab "cl96b" \(--lab cl96b\)/.test(e.message),
       'two running: want an error listing both',
     );
     assert.throws(
       () => discoverSocket({ root, lab: 'cl96c' }),
-      (e: unknown) => e instanceof DiscoverError && /--lab cl96c: no such lab \(did you mean "cl96a" or "cl96b"/.test(e.message),
+      (e: unknown) => e instanceof UsageError && /--lab cl96c: no such lab \(did you mean "cl96a" or "cl96b"/.test(e.message),
       'unknown lab: want did you mean',
     );
     // Other directories under the run root (the pool registry) are not labs.
@@ -81,11 +82,11 @@ describe('switch discovery', () => {
     writeFileSync(join(root, 'cl96d', 'lab.json'), '{}');
     assert.throws(
       () => discoverSocket({ root, lab: 'nosuch' }),
-      (e: unknown) => e instanceof DiscoverError && /no such lab; labs: cl96a, cl96b, cl96d$/.test(e.message),
+      (e: unknown) => e instanceof UsageError && /no such lab; labs: cl96a, cl96b, cl96d$/.test(e.message),
       'unknown lab: want the labs listed without "pools"',
     );
     assert.equal(discoverSocket({ root, lab: 'cl96d' }), join(root, 'cl96d', 'tunswitch.sock'), 'a lab that is down (state file, no socket): want its socket path');
-    assert.throws(() => discoverSocket({ root, lab: 'pools' }), DiscoverError, '--lab pools: got a socket, want no such lab');
+    assert.throws(() => discoverSocket({ root, lab: 'pools' }), UsageError, '--lab pools: got a socket, want no such lab');
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeTestAgent } from './agent-support.js';
+import { makeTestAgent, traceOf } from './agent-support.js';
 
 const ALLOW_C_TO_DB = `
 apiVersion: cilium.io/v2
@@ -23,33 +23,33 @@ test('trace by labels selects identities by subset and lists the ones it conside
   await agent.addEndpoint({ name: 'c1', labels: { app: 'c', tier: 'db' }, netns: 'n1' });
   await agent.addEndpoint({ name: 'c2', labels: { app: 'c', tier: 'web' }, netns: 'n2' });
   await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n3' });
-  agent.importPolicies(ALLOW_C_TO_DB, 'p.yaml');
-  const r = agent.trace({ src: { labels: ['app=c'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
+  agent.importPolicyText(ALLOW_C_TO_DB, 'p.yaml');
+  const r = traceOf(agent, { src: { labels: ['app=c'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
   assert.equal(r.verdict, 'ALLOWED', `verdict got ${r.verdict}, want ALLOWED (notes ${JSON.stringify(r.notes)})`);
   const considered = (r.considered ?? []).map((c) => `${c.source}->${c.destination}:${c.verdict}`);
   assert.deepEqual(considered, ['c1->db:ALLOWED', 'c2->db:ALLOWED'], `considered got ${JSON.stringify(considered)}`);
   // Exactly one identity has app=c,tier=db: no list, that identity.
-  const one = agent.trace({ src: { labels: ['app=c', 'tier=db'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
+  const one = traceOf(agent, { src: { labels: ['app=c', 'tier=db'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
   assert.equal(one.considered, undefined, 'one identity: no considered list');
   assert.equal(one.source.name, 'c1');
   // No identity: identity 0 and a note.
-  const none = agent.trace({ src: { labels: ['app=zz'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
+  const none = traceOf(agent, { src: { labels: ['app=zz'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
   assert.equal(none.verdict, 'DENIED');
   assert.ok(none.notes.some((n) => /no identity has the labels/.test(n)), `notes got ${JSON.stringify(none.notes)}`);
   // A mixed answer says so.
-  agent.importPolicies(ALLOW_C_TO_DB.replace('{ app: c }', '{ app: c, tier: db }').replace('allow-c', 'allow-c'), 'p.yaml');
-  const mixed = agent.trace({ src: { labels: ['app=c'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
+  agent.importPolicyText(ALLOW_C_TO_DB.replace('{ app: c }', '{ app: c, tier: db }').replace('allow-c', 'allow-c'), 'p.yaml');
+  const mixed = traceOf(agent, { src: { labels: ['app=c'] }, dst: { endpoint: 'db' }, dport: '5432/TCP' });
   assert.ok(mixed.notes.some((n) => /1 ALLOWED, 1 DENIED/.test(n)), `notes got ${JSON.stringify(mixed.notes)}`);
 });
 
 test('an import with no policies is an error unless allowEmpty', () => {
   const { agent } = makeTestAgent();
-  assert.throws(() => agent.importPolicies('# nothing\n', 'e.yaml'), /e\.yaml: contains no policies/);
-  assert.deepEqual(agent.importPolicies('# nothing\n', 'e.yaml', true).policies, []);
+  assert.throws(() => agent.importPolicyText('# nothing\n', 'e.yaml'), /e\.yaml: contains no policies/);
+  assert.deepEqual(agent.importPolicyText('# nothing\n', 'e.yaml', true).policies, []);
 });
 
 function verdictOf(agent: ReturnType<typeof makeTestAgent>['agent'], src: string, dst: string, dport: string): string {
-  return agent.trace({ src: { endpoint: src }, dst: { endpoint: dst }, dport }).verdict;
+  return traceOf(agent, { src: { endpoint: src }, dst: { endpoint: dst }, dport }).verdict;
 }
 
 const NS_POLICY = `
@@ -78,7 +78,7 @@ test('namespaces: objects with labels; endpoints get the labels Cilium derives; 
   assert.equal(db.namespace, 'x');
   assert.deepEqual(agent.getNamespace('x').endpoints, ['db', 'webx']);
   assert.deepEqual(agent.getNamespace('x').labels, { team: 'a', 'kubernetes.io/metadata.name': 'x' });
-  agent.importPolicies(NS_POLICY, 'ns.yaml');
+  agent.importPolicyText(NS_POLICY, 'ns.yaml');
   const cases: [string, string, string][] = [
     ['webx', 'db', 'ALLOWED'], // team=a namespace, app=web
     ['weby', 'db', 'DENIED'], // team=b
@@ -99,7 +99,7 @@ test('live label changes: endpoint and namespace labels recompute identity, ipca
   agent.putNamespace('y', {});
   await agent.addEndpoint({ name: 'db', labels: { app: 'db' }, netns: 'n1', namespace: 'x', ipv4: '10.42.0.10' });
   const a = await agent.addEndpoint({ name: 'a', labels: { app: 'other' }, netns: 'n2', namespace: 'y', ipv4: '10.42.0.11' });
-  agent.importPolicies(NS_POLICY, 'ns.yaml');
+  agent.importPolicyText(NS_POLICY, 'ns.yaml');
   assert.equal(verdictOf(agent, 'a', 'db', '80/TCP'), 'DENIED', 'before: a is app=other in y (no team)');
   const a2 = agent.labelEndpoint('a', { set: ['app=web'] });
   assert.notEqual(a2.identity, a.identity, 'a new identity');
@@ -123,7 +123,7 @@ test('CiliumNetworkPolicy toCIDR keeps Cilium\'s meaning unless cidrMatchPods is
   const { agent } = makeTestAgent();
   await agent.addEndpoint({ name: 'a', labels: { app: 'a' }, netns: 'n1' });
   const b = await agent.addEndpoint({ name: 'b', labels: { app: 'b' }, netns: 'n2' });
-  agent.importPolicies(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: to-b}\nspec:\n  endpointSelector: {matchLabels: {app: a}}\n  egress:\n  - toCIDRSet: [{cidr: "${b.ipv4}/30"}]\n`, 'c.yaml');
+  agent.importPolicyText(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: to-b}\nspec:\n  endpointSelector: {matchLabels: {app: a}}\n  egress:\n  - toCIDRSet: [{cidr: "${b.ipv4}/30"}]\n`, 'c.yaml');
   assert.equal(verdictOf(agent, 'a', 'b', '80/TCP'), 'DENIED', 'default: a CIDR rule does not select a pod identity');
   agent.setConfig({ cidrMatchPods: true });
   assert.equal(verdictOf(agent, 'a', 'b', '80/TCP'), 'ALLOWED', 'cidrMatchPods: the pod is selected by its address');
@@ -137,7 +137,7 @@ test('named ports: resolution per peer, shown in selectors and trace', async () 
   await agent.addEndpoint({ name: 'c', labels: { app: 'c' }, netns: 'n1' });
   const s1 = await agent.addEndpoint({ name: 's1', labels: { app: 's', v: '1' }, netns: 'n2', ports: [{ name: 'web', port: 8080, protocol: 'TCP' }] });
   await agent.addEndpoint({ name: 's2', labels: { app: 's', v: '2' }, netns: 'n3', ports: [{ name: 'web', port: 9090, protocol: 'TCP' }] });
-  agent.importPolicies(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: named}\nspec:\n  endpointSelector: {matchLabels: {app: c}}\n  egress:\n  - toEndpoints: [{matchLabels: {app: s}}]\n    toPorts: [{ports: [{port: web, protocol: TCP}]}]\n`, 'n.yaml');
+  agent.importPolicyText(`apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: named}\nspec:\n  endpointSelector: {matchLabels: {app: c}}\n  egress:\n  - toEndpoints: [{matchLabels: {app: s}}]\n    toPorts: [{ports: [{port: web, protocol: TCP}]}]\n`, 'n.yaml');
   const cases: [string, string, string][] = [
     ['s1', '8080/TCP', 'ALLOWED'],
     ['s1', '9090/TCP', 'DENIED'], // "web" is 9090 only on s2
@@ -147,7 +147,7 @@ test('named ports: resolution per peer, shown in selectors and trace', async () 
   for (const [dst, port, want] of cases) assert.equal(verdictOf(agent, 'c', dst, port), want, `c -> ${dst} ${port}: got ${verdictOf(agent, 'c', dst, port)}, want ${want}`);
   const sel = agent.selectors().find((s) => s.selector === 'port web/TCP');
   assert.deepEqual(sel?.ports?.[String(s1.identity)], [8080], `selectors got ${JSON.stringify(sel)}`);
-  const t = agent.trace({ src: { endpoint: 'c' }, dst: { endpoint: 's1' }, dport: '8080/TCP' });
+  const t = traceOf(agent, { src: { endpoint: 'c' }, dst: { endpoint: 's1' }, dport: '8080/TCP' });
   assert.ok(t.notes.some((n) => /named port "web" \(TCP\) resolves to 8080 on s1/.test(n)), `notes got ${JSON.stringify(t.notes)}`);
   await assert.rejects(agent.addEndpoint({ name: 'bad', netns: 'n9', ports: [{ name: 'web', port: 70000, protocol: 'TCP' }] }), /body\.ports\[0\]\.port: 70000 is not a port/);
 });

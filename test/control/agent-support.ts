@@ -1,5 +1,7 @@
 /** An agent over in-memory tables and ports, for control-plane tests that need no root. */
 import { Agent } from '../../src/control/agent.js';
+import { checkIpcacheEntries, checkTraceRequest } from '../../src/api/validate.js';
+import type { TraceResult } from '../../src/control/trace.js';
 import { MemPorts } from '../helpers/mem-ports.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
@@ -32,4 +34,14 @@ export function publishedVerdict(ts: TableSet, ep: number, dir: number, identity
   const v = ts.policy.lookup(ep, dir, identity, proto, port);
   ts.control.leave(7);
   return v;
+}
+
+/** `policy trace` with a raw request body, checked as the API server checks it. */
+export function traceOf(agent: Agent, body: unknown): TraceResult {
+  return agent.trace(checkTraceRequest(body));
+}
+
+/** `PUT /v1/ipcache` with a raw request body, checked as the API server checks it. */
+export function upsertOf(agent: Agent, body: unknown): { added: number } {
+  return agent.upsertIpcache(checkIpcacheEntries(body));
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { Rand } from '../helpers/rand.js';
 import { IPCACHE_OWNERS, IpcacheOwners, type IpcacheOwner } from '../../src/control/ipcache-owners.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
-import { makeTestAgent } from './agent-support.js';
+import { makeTestAgent, upsertOf } from './agent-support.js';
 
 test('owners: the table holds the highest-precedence claim of each prefix (seeded random churn)', () => {
   for (const seed of [1, 2, 3]) {
@@ -112,13 +112,13 @@ test('agent: endpoint, policy CIDR and API claims on one /32 in every order', as
         await agent.deleteEndpoint('a');
         ep = false;
       } else if (step === 'pol+') {
-        agent.importPolicies(CIDR_POLICY(`${ip}/32`), 'p.yaml');
+        agent.importPolicyText(CIDR_POLICY(`${ip}/32`), 'p.yaml');
         pol = true;
       } else if (step === 'pol-') {
         agent.deletePolicy('to-cidr');
         pol = false;
       } else if (step === 'api+') {
-        agent.upsertIpcache({ entries: [{ cidr: `${ip}/32`, identity: 999 }] });
+        upsertOf(agent, { entries: [{ cidr: `${ip}/32`, identity: 999 }] });
         api = true;
       } else {
         agent.deleteIpcache(`${ip}/32`);

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeTestAgent } from './agent-support.js';
+import { makeTestAgent, traceOf } from './agent-support.js';
 import { CASES, NAMED_PORTS, NAMESPACES, PODS, fillPolicy } from './k8s-cases.js';
 import { evaluate, type FlowEnd } from './policy-reference.js';
 import { LabelSet } from '../../src/control/labels.js';
@@ -30,11 +30,11 @@ test('Kubernetes NetworkPolicy classics on x/y/z with pods a/b/c: published verd
   for (const c of CASES) {
     agent.deleteAllPolicies();
     const text = fillPolicy(c.policies, (pod) => addr.get(pod) as string, '10.42.0.0/24');
-    agent.importPolicies(text, `${c.name}.yaml`);
+    agent.importPolicyText(text, `${c.name}.yaml`);
     const pols = parsePolicyFile(text, 'x.yaml');
     for (const pr of c.probes) {
       const at = `${c.name}: ${pr.from} -> ${pr.to} ${pr.port}/${pr.proto}`;
-      const t = agent.trace({ src: { endpoint: pr.from.replace('/', '-') }, dst: { endpoint: pr.to.replace('/', '-') }, dport: `${pr.port}/${pr.proto}` });
+      const t = traceOf(agent, { src: { endpoint: pr.from.replace('/', '-') }, dst: { endpoint: pr.to.replace('/', '-') }, dport: `${pr.port}/${pr.proto}` });
       const want = pr.allowed ? 'ALLOWED' : 'DENIED';
       assert.equal(t.verdict, want, `${at}: got ${t.verdict}, want ${want} (steps ${JSON.stringify(t.steps)})`);
       const proto = pr.proto === 'TCP' ? 6 : 17;

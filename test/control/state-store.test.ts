@@ -47,7 +47,7 @@ test('state: files are 0600 and the directory 0700, even when it existed with 07
   chmodSync(dir, 0o755);
   writeFileSync(join(dir, 'state.json.tmp'), 'leftover', { mode: 0o644 });
   const a = makeAgent(dir);
-  a.importPolicies(POL('p1'), 'p1.yaml');
+  a.importPolicyText(POL('p1'), 'p1.yaml');
   const cases: [string, number, number][] = [
     ['directory', statSync(dir).mode & 0o777, 0o700],
     ['state.json', statSync(join(dir, 'state.json')).mode & 0o777, 0o600],
@@ -91,8 +91,8 @@ test('state: bad files are refused with the file and the entry named', withDir((
 
 test('state: an entry that cannot be restored stops the start; --force-partial-restore skips and logs it', withDir((dir) => {
   const first = makeAgent(dir);
-  first.importPolicies(POL('keep'), 'keep.yaml');
-  first.importPolicies(POL('lost'), 'lost.yaml');
+  first.importPolicyText(POL('keep'), 'keep.yaml');
+  first.importPolicyText(POL('lost'), 'lost.yaml');
   // the entry of default/lost now carries the text of another policy
   const file = join(dir, 'state.json');
   const doc = JSON.parse(readFileSync(file, 'utf8')) as StateFile;
@@ -120,7 +120,7 @@ test('state: an entry that cannot be restored stops the start; --force-partial-r
 
 test('state: a state file without its policies key refuses to start (no silent open policy)', withDir((dir) => {
   const first = makeAgent(dir);
-  first.importPolicies(POL('keep'), 'keep.yaml');
+  first.importPolicyText(POL('keep'), 'keep.yaml');
   const file = join(dir, 'state.json');
   const doc = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   delete doc.policies;

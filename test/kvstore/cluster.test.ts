@@ -130,7 +130,7 @@ describe('kvstore cluster mode (agents joined through etcd)', { skip }, () => {
     );
 
     // A policy imported on host1 selects db on host2 and allows web (an identity of host1).
-    a.agent.importPolicies(ALLOW_WEB, 'web.yaml');
+    a.agent.importPolicyText(ALLOW_WEB, 'web.yaml');
     await waitFor('host2 to compile allow-web', () => b.agent.listPolicies().some((p) => p.name === 'allow-web'));
     assert.equal(verdict(b.ts, db.id, DIR_INGRESS, web.identity, 6, 5432), 1, 'web -> db:5432 allowed on host2');
     assert.equal(verdict(b.ts, db.id, DIR_INGRESS, web.identity, 6, 80), 0, 'web -> db:80 has no entry on host2');

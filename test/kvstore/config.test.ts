@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRunConfig } from '../../src/runtime/config.js';
-import { applyKvstoreFlags, CliUsageError } from '../../src/cli/run-kvstore.js';
+import { applyKvstoreFlags, UsageError } from '../../src/cli/run-kvstore.js';
 import { formatNodes } from '../../src/cli/node.js';
 import { formatIpcache } from '../../src/cli/ipcache.js';
 import { etcdUrl } from '../../src/kvstore/session.js';
@@ -37,7 +37,7 @@ test('run --kvstore/--node-name/--node-ip/--lease-ttl over the config', () => {
   const only = applyKvstoreFlags(cfg, { nodeIp: '10.99.0.1' });
   assert.deepEqual([only.kvstore, only.underlay], [undefined, { ip: '10.99.0.1' }], '--node-ip alone: underlay without kvstore');
   const off = parseRunConfig(`${BASE}offload: true\n`, '/x/lab.yaml');
-  assert.throws(() => applyKvstoreFlags(off, { nodeIp: '10.99.0.1' }), (e: unknown) => e instanceof CliUsageError && /offload: true with a VXLAN underlay/.test(e.message));
+  assert.throws(() => applyKvstoreFlags(off, { nodeIp: '10.99.0.1' }), (e: unknown) => e instanceof UsageError && /offload: true with a VXLAN underlay/.test(e.message));
   const bad: [Parameters<typeof applyKvstoreFlags>[1], RegExp][] = [
     [{ nodeName: 'h1' }, /^--node-name and --lease-ttl need --kvstore/],
     [{ nodeIp: '10.99.0.300' }, /^--node-ip: "10\.99\.0\.300" is not an IPv4 address$/],
@@ -46,7 +46,7 @@ test('run --kvstore/--node-name/--node-ip/--lease-ttl over the config', () => {
     [{ kvstore: 'etcd://h:1', nodeIp: '10.99.0.1', leaseTtl: 'x' }, /^--lease-ttl: "x" must be an integer/],
   ];
   for (const [flags, re] of bad) {
-    assert.throws(() => applyKvstoreFlags(cfg, flags), (e: unknown) => e instanceof CliUsageError && re.test(e.message), `got no usage error matching ${re}`);
+    assert.throws(() => applyKvstoreFlags(cfg, flags), (e: unknown) => e instanceof UsageError && re.test(e.message), `got no usage error matching ${re}`);
   }
 });
 

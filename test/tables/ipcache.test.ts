@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PublishControl, WriteLog } from '../../src/tables/publish.js';
+import { TunswitchError } from '../../src/proto/errors.js';
 import {
   Ipcache,
-  IpcacheError,
   IpcacheWriter,
   IPCACHE_FLAG_LOCAL,
   mask4,
@@ -106,8 +106,8 @@ test('parseCidr rejects bad text with an error naming it', () => {
   for (const text of bad) {
     assert.throws(
       () => parseCidr(text),
-      (e: unknown) => e instanceof IpcacheError && e.code === 'ERR_IPCACHE_BAD_CIDR' && e.message.includes(`"${text}"`),
-      `parseCidr(${JSON.stringify(text)}) should throw ERR_IPCACHE_BAD_CIDR naming the text`,
+      (e: unknown) => e instanceof TunswitchError && e.code === 'ECIDR_INVALID' && e.message.includes(`"${text}"`),
+      `parseCidr(${JSON.stringify(text)}) should throw ECIDR_INVALID naming the text`,
     );
   }
 });
@@ -311,7 +311,7 @@ test('capacity limits fail cleanly and leave the tables unchanged', () => {
   w.upsert('10.0.1.2', { identity: 3 }); // same /24: no new group
   assert.throws(
     () => w.upsert('10.0.2.1', { identity: 4 }),
-    (e: unknown) => e instanceof IpcacheError && e.code === 'ERR_IPCACHE_FULL' && /tbl8 group for 10\.0\.2\.1\/32/.test(e.message),
+    (e: unknown) => e instanceof TunswitchError && e.code === 'ETABLE_FULL' && /tbl8 group for 10\.0\.2\.1\/32/.test(e.message),
   );
   w.upsert('10.0.2.0/24', { identity: 5 }); // the 4th and last leaf
   assert.throws(() => w.upsert('11.0.0.0/8', { identity: 6 }), /no free leaf for 11\.0\.0\.0\/8/);

@@ -102,7 +102,8 @@ export interface IpcacheEntry {
 }
 
 export interface PolicyDiff {
-  readonly revision: number;
+  /** Anything to write (the policy revision itself is the publisher's: src/control/table-publisher.ts). */
+  readonly changed: boolean;
   /** Apply `removed` first, then `added`; a changed entry appears in both. */
   readonly added: PolicyEntry[];
   readonly removed: PolicyEntry[];
@@ -272,7 +273,6 @@ function sameEnf(a: EndpointEnforcement | null, b: EndpointEnforcement | null): 
 export class PolicyCompiler {
   private readonly cache = new SelectorCache();
   private config: PolicyConfig;
-  private rev = 0;
   private readonly unsubscribe: () => void;
 
   private readonly policies = new Map<string, CompiledPolicy>();
@@ -332,10 +332,6 @@ export class PolicyCompiler {
     return this.cache.list();
   }
 
-  get revision(): number {
-    return this.rev;
-  }
-
   /** Stops listening to the allocator and releases the CIDR identities this compiler holds. */
   dispose(): void {
     this.unsubscribe();
@@ -347,7 +343,12 @@ export class PolicyCompiler {
   // Public mutations
 
   upsertPolicy(policy: Policy): PolicyDiff {
-    this.replacePolicy(policy);
+    return this.upsertPolicies([policy]);
+  }
+
+  /** Adds or replaces several policies: one diff for the whole set (an import compiles once). */
+  upsertPolicies(policies: readonly Policy[]): PolicyDiff {
+    for (const p of policies) this.replacePolicy(p);
     return this.finish();
   }
 
@@ -363,10 +364,18 @@ export class PolicyCompiler {
 
   /** Deletes by repository key (`Policy.key`). Throws EPOLICY_NOT_FOUND when absent. */
   deletePolicy(key: string): PolicyDiff {
-    const old = this.policies.get(key);
-    if (old === undefined) throw new TunswitchError('EPOLICY_NOT_FOUND', `policy ${key} is not loaded`);
-    this.policies.delete(key);
-    this.detachPolicy(old, null);
+    return this.deletePolicies([key]);
+  }
+
+  /** Deletes several policies by key, one diff; EPOLICY_NOT_FOUND (before any change) when one is absent. */
+  deletePolicies(keys: readonly string[]): PolicyDiff {
+    for (const key of keys) if (!this.policies.has(key)) throw new TunswitchError('EPOLICY_NOT_FOUND', `policy ${key} is not loaded`);
+    for (const key of keys) {
+      const old = this.policies.get(key);
+      if (old === undefined) continue;
+      this.policies.delete(key);
+      this.detachPolicy(old, null);
+    }
     return this.finish();
   }
 
@@ -888,9 +897,8 @@ export class PolicyCompiler {
     this.pendingIpcache.clear();
     this.pendingRules.clear();
     const changed = added.length + removed.length + enforcement.length + ipAdded.length + ipRemoved.length + rAdded.length + rRemoved.length > 0;
-    if (changed) this.rev++;
     return {
-      revision: this.rev,
+      changed,
       added: added.sort(compareEntries),
       removed: removed.sort(compareEntries),
       enforcement: enforcement.sort((a, b) => a.ep - b.ep),

@@ -21,6 +21,7 @@
 import { LabelSet, type LabelSource } from '../labels.js';
 import type { Identity } from '../identity.js';
 import { prefixContains, type Prefix } from '../cidr.js';
+import { InternalError } from '../../proto/errors.js';
 
 export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
 export const SELECTOR_OPERATORS: readonly SelectorOperator[] = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
@@ -243,7 +244,7 @@ export class SelectorCache {
   /** Drops a reference taken by acquire(). */
   release(key: string): void {
     const e = this.entries.get(key);
-    if (e === undefined) throw new Error(`selector cache: release of unknown selector ${key}`);
+    if (e === undefined) throw new InternalError(`selector cache: release of unknown selector ${key}`);
     if (--e.refs === 0) this.entries.delete(key);
   }
 
