@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
+import { TunswitchError } from '../proto/errors.js';
 import type { MultiHostStatus } from '../lab/multihost.js';
 import type { MultiHostState } from '../lab/multihost-state.js';
 import { cliName, print, withOutput, type CliContext } from './context.js';
@@ -62,7 +63,7 @@ export function registerMatrix(lab: Command, ctx: CliContext): void {
     const { readMultiHostState, listMultiHostNames } = await import('../lab/multihost-state.js');
     const multi = readMultiHostState(name);
     const single = multi ? null : readLabState(name);
-    if (!multi && !single) throw new Error(`lab "${name}" is not running${didYouMean(name, [...listLabNames(), ...listMultiHostNames()])}`);
+    if (!multi && !single) throw new TunswitchError('ELAB_NOT_RUNNING', `lab "${name}" is not running${didYouMean(name, [...listLabNames(), ...listMultiHostNames()])}`);
     const labView = multi
       ? { name, nodes: multi.hosts.flatMap((h) => h.nodes), socket: (multi.hosts[0] as MultiHostState['hosts'][number]).socket }
       : (single as NonNullable<typeof single>);
@@ -75,13 +76,13 @@ export function registerMatrix(lab: Command, ctx: CliContext): void {
       }
       const opts = multi ? { timeoutMs: o.timeout, eventSockets: multi.hosts.map((h) => h.socket) } : { timeoutMs: o.timeout };
       const rows = await runMatrix(labView, THREE_TIER_FLOWS, opts);
-      if (rows.length === 0) throw new Error(`lab "${name}" has none of the three-tier flows' nodes (frontend, backend, db)`);
+      if (rows.length === 0) throw new TunswitchError('EFAILED', `lab "${name}" has none of the three-tier flows' nodes (frontend, backend, db)`);
       print(ctx, cmd, rows, () => {
         const where = multi ? ` (hosts: ${multi.hosts.map((h) => `${h.name}: ${h.nodes.map((n) => n.name).join(', ')}`).join('; ')})` : '';
         return formatMatrix(rows) + `\n${rows.filter((r) => r.ok).length} of ${rows.length} flows as expected${where}\n`;
       });
       const bad = rows.filter((r) => !r.ok).length;
-      if (bad > 0) throw new Error(`${bad} flow(s) disagree with the policy (see the table; "${cliName()} observe --verdict DROPPED" on each host)`);
+      if (bad > 0) throw new TunswitchError('EFAILED', `${bad} flow(s) disagree with the policy (see the table; "${cliName()} observe --verdict DROPPED" on each host)`);
     } finally {
       for (const s of servers) await s.stop().catch(() => undefined);
     }

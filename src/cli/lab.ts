@@ -14,7 +14,7 @@ import { formatTable } from '../text/table.js';
 import { registerMatrix } from './lab-multihost.js';
 import { didYouMean } from './suggest.js';
 import { durationParser } from './duration.js';
-import { TunswitchError } from '../proto/errors.js';
+import { TunswitchError, UsageError } from '../proto/errors.js';
 
 export function formatLabNodes(s: LabState): string {
   const rows: (string | undefined)[][] = s.nodes.map((n) => [n.name, n.netns, n.ipv4, n.ipv6]);
@@ -109,7 +109,7 @@ export function register(program: Command, ctx: CliContext): void {
     const { isMultiHostLabFile } = await import('../lab/multihost-file.js');
     if (isMultiHostLabFile(file)) {
       // A lab of several hosts (src/lab/multihost.ts): one switch per host namespace, etcd, VXLAN.
-      if (o.outside !== undefined || o.metricsAddr !== undefined) throw new Error(`${file}: --outside and --metrics-addr are for single-host labs`);
+      if (o.outside !== undefined || o.metricsAddr !== undefined) throw new UsageError(`${file}: --outside and --metrics-addr are for single-host labs`);
       const { multiHostUp } = await import('../lab/multihost.js');
       const { formatMultiHostUp } = await import('./lab-multihost.js');
       const m = await multiHostUp(file, { readyTimeoutMs: Math.max(o.timeout, 60_000), log: (t) => ctx.warn(t) });
