@@ -23,6 +23,8 @@ import { dirname } from 'node:path';
 import { TunswitchError, type ErrorCode } from '../control/errors.js';
 import type { AgentConfig, ControlApi, EndpointAddRequest, QueueSettings } from './types.js';
 import { MAX_API_BODY_BYTES, type ApiErrorBody } from './extra-types.js';
+import { LINK_SPEC_KEYS, LinkSpecError, linkIsNoop, parseLinkSpec, type LinkParams } from '../runtime/link-spec.js';
+import { randomInt } from 'node:crypto';
 import { firstInvalidUtf8 } from '../control/policy/parse.js';
 import { CaptureBusyError, type CaptureHandle, type CaptureRequest, type CaptureSink } from '../control/capture.js';
 import { checkCaptureRequest, serveCapture } from './capture-stream.js';
@@ -253,6 +255,18 @@ function checkQueuePatch(v: unknown): Partial<QueueSettings> {
   return out;
 }
 
+/** PUT /v1/endpoint/:id/link: a LinkSpec (src/runtime/link-spec.ts); all off means none. */
+function checkLinkBody(v: unknown): LinkParams | null {
+  const o = expectObject(v, LINK_SPEC_KEYS);
+  try {
+    const lp = parseLinkSpec(o, (k) => `body.${k}`, () => randomInt(2 ** 32));
+    return linkIsNoop(lp) ? null : lp;
+  } catch (e) {
+    if (e instanceof LinkSpecError) bad(e.message);
+    throw e;
+  }
+}
+
 function queryInt(url: URL, name: string, dflt: number, max: number): number {
   const s = url.searchParams.get(name);
   if (s === null || s === '') return dflt;
@@ -310,6 +324,11 @@ function buildRoutes(api: ControlApi): Route[] {
       return (f as (...a: A) => unknown).apply(api, args);
     };
   };
+  // link impairments (src/runtime/impair.ts)
+  add('GET', '/v1/link', () => opt('listLinks', 'link impairments')());
+  add('GET', '/v1/endpoint/:id/link', (c) => opt('getEndpointLink', 'link impairments')(p(c, 0)));
+  add('PUT', '/v1/endpoint/:id/link', async (c) => opt('setEndpointLink', 'link impairments')(p(c, 0), checkLinkBody(await c.body())));
+  add('DELETE', '/v1/endpoint/:id/link', (c) => opt('setEndpointLink', 'link impairments')(p(c, 0), null));
   add('POST', '/v1/endpoint/:id/labels', async (c) => opt('labelEndpoint', 'endpoint labelling')(p(c, 0), await c.body()));
   add('GET', '/v1/namespace', () => opt('listNamespaces', 'namespaces')());
   add('GET', '/v1/namespace/:name', (c) => opt('getNamespace', 'namespaces')(p(c, 0)));

@@ -6,6 +6,7 @@
  *
  * All values are plain JSON.
  */
+import type { LinkParams, LinkSpec } from '../runtime/link-spec.js';
 
 export interface EndpointInfo {
   id: number; // endpoint index
@@ -203,6 +204,13 @@ export interface QueueSettings {
   intervalMs: number;
 }
 
+/** Link impairments of an endpoint (`GET /v1/endpoint/:id/link`); `link` null: none. */
+export interface LinkInfo {
+  endpoint: string;
+  id: number;
+  link: LinkSpec | null;
+}
+
 export interface ControlApi {
   status(): StatusInfo;
   /** The egress queue settings in force at an endpoint's port. */
@@ -237,4 +245,9 @@ export interface ControlApi {
   subscribeEvents(fn: (e: FlowEvent) => void): () => void;
   /** Cluster nodes (kvstore mode); absent or empty for a single switch. */
   listNodes?(): NodeInfo[];
+  /** Link impairments (src/runtime/impair.ts); absent: not available (501). */
+  getEndpointLink?(idOrName: string): LinkInfo;
+  /** Replaces an endpoint's impairments (null: clears them); applies at the workers' next round. */
+  setEndpointLink?(idOrName: string, lp: LinkParams | null): LinkInfo;
+  listLinks?(): LinkInfo[];
 }

@@ -40,12 +40,14 @@ import type {
   StatusInfo,
   RuntimeInfo,
   QueueSettings,
+  LinkInfo,
 } from '../api/types.js';
 import type { DatapathView } from './datapath-view.js';
 import { CONTROL_READER_SLOT, traceFlow, type TraceEnd, type TraceResult } from './trace.js';
 import type { CaptureController, CaptureHandle, CaptureRequest, CaptureSink } from './capture.js';
 import type { AgentHooks } from './agent-hooks.js';
 import { securityLabels } from './labels.js';
+import { formatLinkSpec, type LinkParams } from '../runtime/link-spec.js';
 
 export interface TraceRequest {
   src: { endpoint?: string; labels?: string[]; ip?: string };
@@ -85,6 +87,9 @@ export interface PortManager {
   /** The egress queue settings in force at a port, and a change to them. */
   getQueue(port: number): QueueSettings;
   setQueue(port: number, patch: Partial<QueueSettings>): QueueSettings;
+  /** Link impairments of a port (src/runtime/impair.ts), null when off. */
+  getLink?(port: number): LinkParams | null;
+  setLink?(port: number, lp: LinkParams | null): void;
 }
 
 interface EndpointRec {
@@ -425,6 +430,27 @@ export class Agent implements ControlApi {
 
   setEndpointQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings {
     return this.ports.setQueue(this.readyPort(idOrName), patch);
+  }
+
+  /** Link impairments of an endpoint's port (`tunswitch link`); `null` clears them. */
+  getEndpointLink(idOrName: string): LinkInfo {
+    this.readyPort(idOrName);
+    return this.linkOf(this.find(idOrName));
+  }
+
+  private linkOf(rec: EndpointRec): LinkInfo {
+    const lp = this.ports.getLink?.(rec.port) ?? null;
+    return { endpoint: rec.name, id: rec.id, link: lp === null ? null : formatLinkSpec(lp) };
+  }
+
+  setEndpointLink(idOrName: string, lp: LinkParams | null): LinkInfo {
+    if (!this.ports.setLink) throw new TunswitchError('ENOT_SUPPORTED', 'link impairments are not available in this switch');
+    this.ports.setLink(this.readyPort(idOrName), lp);
+    return this.getEndpointLink(idOrName);
+  }
+
+  listLinks(): LinkInfo[] {
+    return [...this.endpoints.values()].filter((r) => r.port >= 0).map((r) => this.linkOf(r));
   }
 
   private readyPort(idOrName: string): number {
