@@ -9,8 +9,8 @@
  *      its sojourn. That is what makes a rate limit and the AQM work together.
  *   2. loss (random or Gilbert-Elliott): the packet is dropped (IMPAIR_LOSS), before it
  *      takes any of the rate.
- *   3. departure = max(now, EDT); EDT += len * 8 / rate (a compare-and-swap on the port's
- *      clock word: lock-free, so a worker that dies holds nothing).
+ *   3. departure = max(now, EDT); EDT += len * 8 / rate, under the port's lock word (held for
+ *      a few instructions; the owner is the shard, so recovery of a dead worker releases it).
  *   4. send time = departure + delay ± jitter; a reordered packet skips the delay; a
  *      duplicated one is written twice. Over the port's delay-line byte limit (or half the
  *      slab's slots) the packet is dropped (IMPAIR_OVERLIMIT).
@@ -26,9 +26,10 @@
  *       LK_REORDER (probabilities 0..1), LK_RATE (bits/s, 0 none), LK_LIMIT (bytes), LK_SEED
  *     Int32 per port (LI_WORDS): LI_GEN, a sequence counter (odd while the control thread
  *       writes; a worker copies the words and keeps the copy only if LI_GEN was even and
- *       unchanged around it, so it never uses a half-written setting); LI_EDT, the EDT clock
- *       in ticks of 1/16 us modulo 2^32 (compared with wrap-around arithmetic; a value more
- *       than STALE_TICKS ahead is an old one from before a wrap and counts as "now")
+ *       unchanged around it, so it never uses a half-written setting); LI_LOCK, 0 or the
+ *       shard + 1 that holds the port's EDT clock
+ *     Float64 per port: the EDT clock (ms on sharedNowMs()'s clock), read and written only
+ *       under LI_LOCK (the Atomics on the lock order the plain accesses)
  *   DelayLine (one per shard, owned by the shard's worker; survives a restart like the
  *   egress queue, and repair() gives its slots to the slot recovery):
  *     Int32 header: MAGIC, CAP, COUNT; per entry (CAP): SLOT, PORT, COPIES, LEN;
@@ -54,31 +55,21 @@ export const LK_SEED = 14;
 export const LK_WORDS = 16;
 
 const LI_GEN = 0;
-const LI_EDT = 1;
+const LI_LOCK = 1;
 const LI_WORDS = 2;
-
-/** EDT clock ticks per millisecond (1 tick = 62.5 ns). */
-const TICKS_PER_MS = 16_000;
-/** The clock wraps every 2^32 ticks (about 268 s). */
-const TICK_PERIOD_MS = 4294967296 / TICKS_PER_MS;
-/** A departure time this far ahead is stale (the port was idle past a wrap): about 67 s. */
-const STALE_TICKS = 1 << 30;
+/** Spins on a port's lock before taking it anyway (its holder was preempted or died). */
+const LOCK_SPINS = 1 << 20;
 /**
  * How far ahead of its departure time a packet may leave the CoDel queue for the delay line.
  * Small, so the backlog stays in the CoDel queue; not zero, so a worker that wakes a little
  * late still sends at the rate.
  */
 export const HORIZON_MS = 1;
-const HORIZON_TICKS = HORIZON_MS * TICKS_PER_MS;
 
 /** Why admit() refused a packet. */
 export const IMPAIR_QUEUED = 0;
 export const IMPAIR_LOSS = 1;
 export const IMPAIR_OVERLIMIT = 2;
-
-function nowTicks(nowMs: number): number {
-  return Math.floor((nowMs % TICK_PERIOD_MS) * TICKS_PER_MS) | 0;
-}
 
 /** The per-port settings in shared memory (see the layout above). */
 export class LinkTable {
@@ -86,9 +77,10 @@ export class LinkTable {
   readonly ports: number;
   readonly f: Float64Array;
   readonly i: Int32Array;
+  private readonly edt: Float64Array;
 
   static bytesFor(ports: number): number {
-    return ports * LK_WORDS * 8 + ports * LI_WORDS * 4;
+    return ports * LK_WORDS * 8 + ports * 8 + ports * LI_WORDS * 4;
   }
 
   static create(ports: number): LinkTable {
@@ -99,7 +91,8 @@ export class LinkTable {
     this.sab = sab;
     this.ports = ports;
     this.f = new Float64Array(sab, 0, ports * LK_WORDS);
-    this.i = new Int32Array(sab, ports * LK_WORDS * 8, ports * LI_WORDS);
+    this.edt = new Float64Array(sab, ports * LK_WORDS * 8, ports);
+    this.i = new Int32Array(sab, ports * LK_WORDS * 8 + ports * 8, ports * LI_WORDS);
   }
 
   /** Control thread: sets (or with null clears) port p's impairments. */
@@ -154,27 +147,41 @@ export class LinkTable {
     return Atomics.load(this.i, p * LI_WORDS + LI_GEN);
   }
 
-  /**
-   * Step 3: takes `len` bytes of port p's rate; returns the departure time (ms). Lock-free:
-   * a compare-and-swap loop on the port's EDT word.
-   */
-  depart(p: number, nowMs: number, len: number, rateBps: number): number {
-    const idx = p * LI_WORDS + LI_EDT;
-    const now = nowTicks(nowMs);
-    const tx = Math.round((len * 8 * 1000 * TICKS_PER_MS) / rateBps);
-    for (;;) {
-      const old = Atomics.load(this.i, idx);
-      const ahead = (old - now) | 0;
-      const dep = ahead > 0 && ahead < STALE_TICKS ? old : now;
-      if (Atomics.compareExchange(this.i, idx, old, (dep + tx) | 0) === old) return nowMs + ((dep - now) | 0) / TICKS_PER_MS;
+  private lock(p: number, owner: number): void {
+    const idx = p * LI_WORDS + LI_LOCK;
+    for (let n = 0; Atomics.compareExchange(this.i, idx, 0, owner) !== 0; n++) {
+      if (n >= LOCK_SPINS) {
+        Atomics.store(this.i, idx, owner); // the holder is gone or stalled: a late EDT beats a stuck port
+        return;
+      }
     }
   }
 
+  private unlock(p: number): void {
+    Atomics.store(this.i, p * LI_WORDS + LI_LOCK, 0);
+  }
+
+  /** Step 3: takes `len` bytes of port p's rate; returns the departure time (ms). `owner` = shard + 1. */
+  depart(p: number, nowMs: number, len: number, rateBps: number, owner: number): number {
+    this.lock(p, owner);
+    const edt = this.edt[p] as number;
+    const dep = edt > nowMs ? edt : nowMs;
+    this.edt[p] = dep + (len * 8000) / rateBps;
+    this.unlock(p);
+    return dep;
+  }
+
   /** Step 1: ms until port p's rate lets the next packet leave the queue (0: now). */
-  gateMs(p: number, nowMs: number): number {
-    const ahead = (Atomics.load(this.i, p * LI_WORDS + LI_EDT) - nowTicks(nowMs)) | 0;
-    if (ahead <= HORIZON_TICKS || ahead >= STALE_TICKS) return 0;
-    return (ahead - HORIZON_TICKS) / TICKS_PER_MS;
+  gateMs(p: number, nowMs: number, owner: number): number {
+    this.lock(p, owner);
+    const ahead = (this.edt[p] as number) - nowMs;
+    this.unlock(p);
+    return ahead > HORIZON_MS ? ahead - HORIZON_MS : 0;
+  }
+
+  /** Recovery: releases the port locks a dead shard's worker held (owner = shard + 1). */
+  releaseLocks(owner: number): void {
+    for (let p = 0; p < this.ports; p++) Atomics.compareExchange(this.i, p * LI_WORDS + LI_LOCK, owner, 0);
   }
 }
 
@@ -205,6 +212,7 @@ export class DelayLine {
   outSlot = -1;
   outPort = -1;
   outCopies = 0;
+  outDue = 0;
 
   static bytesFor(cap: number, ports: number): number {
     const words = DH_WORDS + cap * DE_WORDS + ports * DP_WORDS;
@@ -277,6 +285,7 @@ export class DelayLine {
     this.outSlot = I[DH_WORDS + DE_SLOT] as number;
     this.outPort = I[DH_WORDS + DE_PORT] as number;
     this.outCopies = I[DH_WORDS + DE_COPIES] as number;
+    this.outDue = this.f[1] as number;
     const len = I[DH_WORDS + DE_LEN] as number;
     const pb = this.pBase + this.outPort * DP_WORDS;
     I[pb + DP_BYTES] = (I[pb + DP_BYTES] as number) - len;
@@ -447,7 +456,7 @@ export class ImpairShard {
   /** Step 1: may port p move a packet from its queue to the delay line now? */
   mayAdmit(p: number, nowMs: number): boolean {
     if ((this.par[p * LK_WORDS + LK_RATE] as number) <= 0) return true;
-    const wait = this.table.gateMs(p, nowMs);
+    const wait = this.table.gateMs(p, nowMs, this.shard + 1);
     if (wait <= 0) return true;
     if (nowMs + wait < this.wakeMs) this.wakeMs = nowMs + wait;
     return false;
@@ -468,7 +477,7 @@ export class ImpairShard {
     if (this.line.portBytes(p) + len > (P[b + LK_LIMIT] as number) || this.line.portPackets(p) >= this.maxPortPackets) return IMPAIR_OVERLIMIT;
     // 3. departure on the port's rate
     const rate = P[b + LK_RATE] as number;
-    const dep = rate > 0 ? this.table.depart(p, nowMs, len, rate) : nowMs;
+    const dep = rate > 0 ? this.table.depart(p, nowMs, len, rate, this.shard + 1) : nowMs;
     // 4. send time, duplicate
     let due = dep;
     const reorder = P[b + LK_REORDER] as number;
