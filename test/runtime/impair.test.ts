@@ -244,6 +244,7 @@ describe('impairments', () => {
       assert.ok(Math.abs(rate - 8) < 0.1, `rate got ${rate} Mbit/s, want 8 ± 0.1`);
       // Idle for five minutes: the next packet departs at once, not on the old clock.
       const later = now + 300_000;
+      drain(s.line);
       s.beginRound();
       assert.equal(s.mayAdmit(1, later), true, 'gate closed after a long idle time');
       s.admit(1, 0, 1000, later);
