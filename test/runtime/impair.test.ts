@@ -348,3 +348,36 @@ describe('link spec', () => {
     assert.throws(() => linkParamsFromLabels({ 'tunswitch.link.rate': 'fast' }, () => 1), /^LinkSpecError: label tunswitch.link.rate: "fast" is not a rate/);
   });
 });
+
+describe('lab file link: block', () => {
+  const cases: [string, string | null][] = [
+    ['{ delay: 20ms, jitter: 5ms, loss: 1%, rate: 100mbit, seed: 4 }', null],
+    ['{ rate: fast }', 'lab.yaml: nodes.b.link.rate: "fast" is not a rate (e.g. 100mbit, 1gbit, 500kbit)'],
+    ['{ delay: 20 }', 'lab.yaml: nodes.b.link.delay: 20 is not a duration (e.g. 20ms, 1.5s, 250us)'],
+    ['{ lag: 1ms }', 'lab.yaml: nodes.b.link.lag: unknown field (known: delay, jitter, distribution, loss, lossModel, duplicate, reorder, rate, limit, seed)'],
+    ['20ms', 'lab.yaml: nodes.b.link: must be a mapping of delay, jitter, distribution, loss, lossModel, duplicate, reorder, rate, limit, seed'],
+  ];
+  for (const [block, want] of cases) {
+    it(`link: ${block} -> ${want ?? 'accepted'}`, async () => {
+      const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+      const { join } = await import('node:path');
+      const { tmpdir } = await import('node:os');
+      const { loadRunConfig } = await import('../../src/runtime/config.js');
+      const dir = mkdtempSync(join(tmpdir(), 'tsw-linkcfg-'));
+      try {
+        const file = join(dir, 'lab.yaml');
+        writeFileSync(file, `name: lk81c\npool: { ipv4: 10.81.0.0/24 }\nnodes:\n  a: { labels: { app: a } }\n  b: { labels: { app: b }, link: ${block} }\n`);
+        if (want === null) {
+          const cfg = loadRunConfig(file);
+          const b = cfg.nodes.find((n) => n.name === 'b');
+          assert.deepEqual(b?.link, params({ delayMs: 20, jitterMs: 5, loss: 0.01, rateBps: 1e8, seed: 4, limitBytes: 4 << 20 }), `link got ${JSON.stringify(b?.link)}`);
+          assert.equal(cfg.nodes.find((n) => n.name === 'a')?.link, undefined);
+        } else {
+          assert.throws(() => loadRunConfig(file), (e: unknown) => e instanceof Error && e.message === want, `want ${want}`);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
