@@ -4,6 +4,7 @@
  *   - the lab file's `link:` block is in force at start-up;
  *   - ping's RTT follows a 20 ms delay (p50 in 20-30 ms) and drops back under 5 ms after clear;
  *   - 20% loss gives ping a loss in 10-30%, counted as drop reason 236 in metrics and observe;
+ *   - --duplicate 50% gives ping duplicate replies for 10-30 of 40 requests;
  *   - iperf3 TCP follows --rate 50mbit within ±25%;
  *   - a packet waiting 2 s in the delay line costs the switch almost no CPU (no busy spin);
  *   - bad flags are usage errors (exit 2) naming the flag; an unknown endpoint exits 1.
@@ -123,6 +124,15 @@ describe('link impairments', () => {
     const obs = await lab.cli(['observe', '--verdict', 'DROPPED', '--last', '500', '-o', 'json']);
     assert.equal(obs.code, 0, `observe: ${obs.stderr}`);
     assert.match(obs.stdout, /link impairment loss/, 'observe does not show the link loss drops');
+    assert.equal((await lab.cli(['link', 'clear', 'b'])).code, 0);
+  });
+
+  it('--duplicate 50% makes ping see duplicates (DUP!) for about half its requests', async (t) => {
+    assert.equal((await lab.cli(['link', 'set', 'b', '--duplicate', '50%', '--seed', '5'])).code, 0);
+    const r = await nsRun(lab.ns('a'), ['ping', '-n', '-c', '40', '-i', '0.02', '-W', '1', b], 20_000);
+    const dups = (r.stdout.match(/DUP!/g) ?? []).length;
+    t.diagnostic(`duplicate 50%: ${dups} duplicate replies to 40 requests`);
+    assert.ok(dups >= 10 && dups <= 30, `duplicates got ${dups}, want 10-30 of 40`);
     assert.equal((await lab.cli(['link', 'clear', 'b'])).code, 0);
   });
 
