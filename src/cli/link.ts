@@ -15,7 +15,7 @@ import { apiPath } from '../api/client.js';
 import type { LinkInfo } from '../api/types.js';
 import { LINK_SPEC_KEYS, LinkSpecError, linkIsNoop, parseLinkSpec, type LinkSpec } from '../runtime/link-spec.js';
 import { print, UsageError, withOutput, type CliContext } from './context.js';
-import { formatTable } from './table.js';
+import { formatTable } from '../text/table.js';
 
 /** LinkSpec key -> its flag (lossModel -> --loss-model). */
 export function linkFlag(key: string): string {
