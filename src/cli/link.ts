@@ -67,7 +67,7 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--duplicate <percent>', 'send packets twice (e.g. 1%)')
       .option('--reorder <percent>', 'send packets at once, skipping the delay (needs --delay)')
       .option('--rate <rate>', 'rate limit of the link (e.g. 100mbit, 1gbit, 500kbit)')
-      .option('--limit <size>', 'bytes the delay line may hold (default 4MiB; beyond: drop reason 237)')
+      .option('--limit <size>', 'bytes the delay line may hold (default 4MiB; beyond: drop reason 238)')
       .option('--seed <n>', 'seed of the random stream, for reproducible runs')
       .description('impair the link to an endpoint (replaces its settings; flags not given are off)'),
   ).action(async (id: string, o: Record<string, unknown>, cmd: Command) => {

@@ -15,7 +15,7 @@
  *   reorder         a packet skips the delay with this probability (needs a delay)
  *   rate            bits per second the link serializes (earliest departure time): the
  *                   backlog waits in the CoDel queue, not in the delay line
- *   limit           bytes the delay line of the port may hold; beyond, drops (reason 237)
+ *   limit           bytes the delay line of the port may hold; beyond, drops (reason 238)
  *   seed            the random stream (loss, duplicate, reorder, jitter) is reproducible
  *
  * Leaf module: imports nothing.

@@ -3,7 +3,7 @@
  * `tunswitch link set|show|clear`, and real clients measuring what the settings promise:
  *   - the lab file's `link:` block is in force at start-up;
  *   - ping's RTT follows a 20 ms delay (p50 in 20-30 ms) and drops back under 5 ms after clear;
- *   - 20% loss gives ping a loss in 10-30%, counted as drop reason 236 in metrics and observe;
+ *   - 20% loss gives ping a loss in 10-30%, counted as drop reason 237 in metrics and observe;
  *   - --duplicate 50% gives ping duplicate replies for 10-30 of 40 requests;
  *   - iperf3 TCP follows --rate 50mbit within ±25%;
  *   - a packet waiting 2 s in the delay line costs the switch almost no CPU (no busy spin);
@@ -111,16 +111,16 @@ describe('link impairments', () => {
     assert.ok(q50 < 5, `RTT p50 after clear got ${q50} ms, want < 5`);
   });
 
-  it('--loss 20% gives ping a loss in 10-30%, counted as drop reason 236 (metrics, observe)', async (t) => {
-    const before236 = await dropCount('tunswitch: link impairment loss');
+  it('--loss 20% gives ping a loss in 10-30%, counted as drop reason 237 (metrics, observe)', async (t) => {
+    const before237 = await dropCount('tunswitch: link impairment loss');
     const set = await lab.cli(['link', 'set', 'b', '--loss', '20%', '--seed', '11']);
     assert.equal(set.code, 0, `link set: ${set.stderr}`);
     const p = await ping(200, '0.01', '1');
     const loss = 1 - p.got.length / p.sent;
-    const drops = (await dropCount('tunswitch: link impairment loss')) - before236;
-    t.diagnostic(`loss 20%: ping lost ${(loss * 100).toFixed(1)}% of 200; drop reason 236 counted ${drops}`);
+    const drops = (await dropCount('tunswitch: link impairment loss')) - before237;
+    t.diagnostic(`loss 20%: ping lost ${(loss * 100).toFixed(1)}% of 200; drop reason 237 counted ${drops}`);
     assert.ok(loss >= 0.1 && loss <= 0.3, `ping loss got ${(loss * 100).toFixed(1)}%, want 10-30%`);
-    assert.ok(drops >= 200 * loss - 2 && drops <= 200 * loss + 2, `drop reason 236 counted ${drops}, want ~${Math.round(200 * loss)} (the pings lost)`);
+    assert.ok(drops >= 200 * loss - 2 && drops <= 200 * loss + 2, `drop reason 237 counted ${drops}, want ~${Math.round(200 * loss)} (the pings lost)`);
     const obs = await lab.cli(['observe', '--verdict', 'DROPPED', '--last', '500', '-o', 'json']);
     assert.equal(obs.code, 0, `observe: ${obs.stderr}`);
     assert.match(obs.stdout, /link impairment loss/, 'observe does not show the link loss drops');
