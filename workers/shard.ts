@@ -17,8 +17,11 @@
  *      applied, GSO packets split or kept and same-flow packets coalesced by what the port
  *      offers (src/datapath/gso-port.ts), written with one native call for the batch
  *      (io_uring: one submission; a batch whose splits fill the arena is written in parts)
+ *      An impaired port (src/runtime/impair.ts) instead moves packets, at its rate, from its
+ *      queue into the shard's delay line, and the delay line's due packets join the batch.
  *   4. hand the slots back; sleep on the ring when there is nothing to do (collecting
- *      expired conntrack entries on each idle wake-up)
+ *      expired conntrack entries on each idle wake-up), at most until the delay line's next
+ *      send time or a rate gate opens
  * Nothing waits to fill a batch: whatever is there is processed and sent.
  */
 import { loadBinding, type TunBinding } from '../src/io/native.js';
@@ -41,7 +44,8 @@ import {
   PQ_WORDS,
 } from '../src/runtime/egress.js';
 import { VNET_HDR_LEN, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 } from '../src/io/tun.js';
-import { DROP_GSO_SPLIT, DROP_QUEUE_AQM, DROP_QUEUE_OVERLIMIT, DROP_WRITE_ERROR } from '../src/datapath/drop.js';
+import { DROP_GSO_SPLIT, DROP_LINK_LOSS, DROP_LINK_OVERLIMIT, DROP_QUEUE_AQM, DROP_QUEUE_OVERLIMIT, DROP_WRITE_ERROR } from '../src/datapath/drop.js';
+import { DelayLine, ImpairShard, IMPAIR_LOSS, IMPAIR_QUEUED, LinkTable } from '../src/runtime/impair.js';
 import { ecnBits, setEcnCe } from '../src/datapath/checksum.js';
 import type { PacketInfo } from '../src/datapath/packet.js';
 import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
@@ -114,6 +118,10 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const native: TunBinding = loadBinding();
   const uring = task.engine === 'uring' ? native.uringWriterOpen(TX_MAX) : null;
   const underlay = new UnderlayShard(rt, hdr, counters); // underlay hook (src/runtime/underlay.ts)
+  // link impairments: the switch's settings, this shard's delay line (adopted after a restart)
+  const impair = new ImpairShard(new LinkTable(rt.link, MAX_PORTS), new DelayLine(rt.delay[k] as SharedArrayBuffer, rt.slots, MAX_PORTS), k, rt.slots >> 1);
+  const line = impair.line;
+  let lastGcMs = 0;
 
   const txSlots = new Int32Array(TX_MAX);
   const txFd = new Int32Array(TX_OUT_MAX);
@@ -196,7 +204,9 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
     let m = 0;
     let arenaUsed = 0;
     let nOut = 0;
-    if (egress.firstActive() >= 0) {
+    let moved = 0;
+    impair.beginRound();
+    if (egress.firstActive() >= 0 || line.count > 0) {
       const now = sharedNowMs();
       let p = egress.firstActive();
       while (p >= 0 && m < TX_MAX) {
@@ -204,14 +214,16 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
         const qb = p * PQ_WORDS;
         const target = portQueue[qb + PQ_TARGET] as number;
         const interval = portQueue[qb + PQ_INTERVAL] as number;
-        const room = TX_MAX - m < TX_BATCH ? TX_MAX - m : TX_BATCH;
-        const got = egress.dequeue(p, now, room, deq, target > 0 ? target : task.queue.targetMs, interval > 0 ? interval : task.queue.intervalMs);
-        for (let d = 0; d < egress.nDropped; d++) {
-          const s = egress.droppedSlot[d] as number;
-          const code = egress.droppedWhy[d] === EGRESS_DROP_CODEL ? DROP_QUEUE_AQM : DROP_QUEUE_OVERLIMIT;
-          pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, code, egress.slotSrcId(s), egress.slotDstId(s));
-          ring.giveBack(s);
+        const targetMs = target > 0 ? target : task.queue.targetMs;
+        const intervalMs = interval > 0 ? interval : task.queue.intervalMs;
+        if (p !== UNDERLAY_PORT && impair.enabled(p)) {
+          moved += admitImpaired(p, now, targetMs, intervalMs);
+          p = next;
+          continue;
         }
+        const room = TX_MAX - m < TX_BATCH ? TX_MAX - m : TX_BATCH;
+        const got = egress.dequeue(p, now, room, deq, targetMs, intervalMs);
+        dropDequeued();
         if (p === UNDERLAY_PORT) {
           underlay.sendSlots(deq, got); // underlay hook: VXLAN encap + one sendmmsg
           for (let j = 0; j < got; j++) ring.giveBack(deq[j] as number);
@@ -251,6 +263,38 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
         m += got;
         p = next;
       }
+      // 3b. the delay line's due packets, split or kept by what their port offers like any
+      // other (a duplicated one is written twice)
+      while (m < TX_MAX && impair.popDue(now)) {
+        const s = line.outSlot;
+        const fd = portFd[line.outPort] as number;
+        const offl = portOffload[line.outPort] as number;
+        txSlots[m++] = s;
+        if (fd < 0) {
+          countTxDrops(counters, 1, (lens[s] as number) - hdr);
+          continue;
+        }
+        deq[0] = s;
+        groOff[0] = s * slotSize;
+        groLen[0] = lens[s] as number;
+        for (let c = 0; c < line.outCopies; c++) {
+          for (;;) {
+            const done = gso.write(buf, groOff, groLen, 0, 1, (offl & TSO) !== 0, (offl & USO) !== 0, arenaBase + arenaUsed, ARENA_BYTES - arenaUsed, TX_OUT_MAX - nOut);
+            for (let j = 0; j < gso.m; j++) {
+              txFd[nOut] = fd;
+              txOff[nOut] = gso.outOff[j] as number;
+              txLen[nOut] = gso.outLen[j] as number;
+              nOut++;
+            }
+            arenaUsed += gso.arenaUsed;
+            if (gso.nDropped > 0) pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, DROP_GSO_SPLIT, egress.slotSrcId(s), egress.slotDstId(s));
+            if (done >= 1 || nOut === 0) break;
+            transmit(nOut);
+            nOut = 0;
+            arenaUsed = 0;
+          }
+        }
+      }
       if (nOut > 0) transmit(nOut);
       for (let j = 0; j < m; j++) ring.giveBack(txSlots[j] as number);
       counters[C_GSO_SPLIT_PKTS] += gso.gsoPacketsSplit;
@@ -261,19 +305,62 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
       gso.gsoPacketsSplit = gso.gsoSegmentsMade = gso.tcpPacketsBuilt = gso.udpPacketsBuilt = gso.packetsCoalesced = 0;
     }
     ring.flushReturns();
-    if (taken > 0 || m > 0) {
+    if (taken > 0 || m > 0 || moved > 0) {
       const dt = process.hrtime(t0);
       counters[C_BUSY_NS] += dt[0] * 1e9 + dt[1];
       ct.gc((Date.now() / 1000) >>> 0, 8);
       continue;
     }
 
-    // 4. idle
+    // 4. idle: until a packet arrives, the delay line's next send time or a rate gate opens
     if (ring.stopRequested()) break;
-    if (ring.sleep(IDLE_WAIT_MS)) ct.gc((Date.now() / 1000) >>> 0, task.gcBudget);
+    let wait = IDLE_WAIT_MS;
+    if (impair.wakeMs !== Infinity) {
+      const until = impair.wakeMs - sharedNowMs();
+      wait = until < 0 ? 0 : until < IDLE_WAIT_MS ? until : IDLE_WAIT_MS;
+    }
+    if (wait > 0) ring.sleep(wait);
+    const nowGc = Date.now();
+    if (nowGc - lastGcMs >= IDLE_WAIT_MS) {
+      lastGcMs = nowGc;
+      ct.gc((nowGc / 1000) >>> 0, task.gcBudget);
+    }
   }
   if (uring !== null) native.uringWriterClose(uring);
   return { shard: k, batches };
+
+  /** Counts the packets the last egress.dequeue() dropped (CoDel, over limit) and hands their slots back. */
+  function dropDequeued(): void {
+    for (let d = 0; d < egress.nDropped; d++) {
+      const s = egress.droppedSlot[d] as number;
+      const code = egress.droppedWhy[d] === EGRESS_DROP_CODEL ? DROP_QUEUE_AQM : DROP_QUEUE_OVERLIMIT;
+      pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, (lens[s] as number) - hdr, code, egress.slotSrcId(s), egress.slotDstId(s));
+      ring.giveBack(s);
+    }
+  }
+
+  /**
+   * An impaired port: moves up to TX_BATCH packets from its queue into the delay line while
+   * its rate allows (impair.ts steps 1-4); loss and a full delay line are counted drops.
+   */
+  function admitImpaired(p: number, now: number, targetMs: number, intervalMs: number): number {
+    let n = 0;
+    while (n < TX_BATCH && impair.mayAdmit(p, now)) {
+      const got = egress.dequeue(p, now, 1, deq, targetMs, intervalMs);
+      dropDequeued();
+      if (got === 0) break;
+      const s = deq[0] as number;
+      const len = (lens[s] as number) - hdr;
+      if (egress.outMark[0] === EGRESS_MARK_CE) setEcnCe(buf, dv, s * slotSize + hdr);
+      const v = impair.admit(p, s, len, now);
+      if (v !== IMPAIR_QUEUED) {
+        pipeline.dropAfterForward(buf, dv, s * slotSize + hdr, len, v === IMPAIR_LOSS ? DROP_LINK_LOSS : DROP_LINK_OVERLIMIT, egress.slotSrcId(s), egress.slotDstId(s));
+        ring.giveBack(s);
+      }
+      n++;
+    }
+    return n;
+  }
 
   /**
    * Writes tx[0..m) with one native call (io_uring: one submission); packets the kernel

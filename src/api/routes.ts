@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { TunswitchError } from '../proto/errors.js';
 import type { ControlApi } from './types.js';
-import { checkConfigPatch, checkEndpointAddRequest, checkIdentityParam, checkIpcacheEntries, checkPolicyImport, checkPolicyText, checkQueuePatch, checkTraceRequest, queryBool, queryInt } from './validate.js';
+import { checkConfigPatch, checkEndpointAddRequest, checkIdentityParam, checkIpcacheEntries, checkPolicyImport, checkPolicyText, checkLinkBody, checkQueuePatch, checkTraceRequest, queryBool, queryInt } from './validate.js';
 import { checkCaptureRequest, serveCapture } from './capture-stream.js';
 
 export interface Ctx {
@@ -84,6 +84,11 @@ export function buildRoutes(api: ControlApi): Route[] {
   });
   add('GET', '/v1/endpoint/:id/queue', (c) => api.getEndpointQueue(p(c, 0)));
   add('PUT', '/v1/endpoint/:id/queue', async (c) => api.setEndpointQueue(p(c, 0), checkQueuePatch(await c.body())));
+  // link impairments (src/runtime/impair.ts)
+  add('GET', '/v1/link', () => api.listLinks());
+  add('GET', '/v1/endpoint/:id/link', (c) => api.getEndpointLink(p(c, 0)));
+  add('PUT', '/v1/endpoint/:id/link', async (c) => api.setEndpointLink(p(c, 0), checkLinkBody(await c.body())));
+  add('DELETE', '/v1/endpoint/:id/link', (c) => api.setEndpointLink(p(c, 0), null));
   add('POST', '/v1/endpoint/:id/labels', async (c) => api.labelEndpoint(p(c, 0), await c.body()));
   add('GET', '/v1/namespace', () => api.listNamespaces());
   add('GET', '/v1/namespace/:name', (c) => api.getNamespace(p(c, 0)));

@@ -10,6 +10,7 @@
 import type { CaptureHandle, CaptureRequest, CaptureSink } from '../control/capture.js';
 import type { TraceResult } from '../control/trace.js';
 import type { NamespaceInfo } from '../control/namespaces.js';
+import type { LinkParams, LinkSpec } from '../runtime/link-spec.js';
 
 export type { CaptureHandle, CaptureRequest, CaptureSink, NamespaceInfo, TraceResult };
 
@@ -253,6 +254,13 @@ export interface FlowEvent {
 }
 
 /** Egress queue settings of an endpoint's port (src/runtime/egress.ts). */
+/** Link impairments of an endpoint (`GET /v1/endpoint/:id/link`); `link` null: none. */
+export interface LinkInfo {
+  endpoint: string;
+  id: number;
+  link: LinkSpec | null;
+}
+
 export interface QueueSettings {
   limitBytes: number;
   targetMs: number;
@@ -280,6 +288,11 @@ export interface ControlApi {
   getEndpointQueue(idOrName: string): QueueSettings;
   /** Changes them (absent fields keep their value); applies at the worker's next batch. */
   setEndpointQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings;
+  /** Link impairments of an endpoint's port (src/runtime/impair.ts). */
+  getEndpointLink(idOrName: string): LinkInfo;
+  /** Replaces them (null: clears them); applies at the workers' next round. */
+  setEndpointLink(idOrName: string, lp: LinkParams | null): LinkInfo;
+  listLinks(): LinkInfo[];
   listNamespaces(): NamespaceInfo[];
   getNamespace(name: string): NamespaceInfo;
   putNamespace(name: string, body: unknown): NamespaceInfo;

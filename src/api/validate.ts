@@ -8,6 +8,8 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { TunswitchError } from '../proto/errors.js';
 import { tryParsePrefix } from '../control/cidr.js';
+import { randomInt } from 'node:crypto';
+import { LINK_SPEC_KEYS, LinkSpecError, linkIsNoop, parseLinkSpec, type LinkParams } from '../runtime/link-spec.js';
 import type { AgentConfig, EndpointAddRequest, IpcacheEntryRequest, PolicyFileText, QueueSettings, TraceEndQuery, TraceQuery } from './types.js';
 
 export function bad(message: string): never {
@@ -156,6 +158,18 @@ export function checkConfigPatch(v: unknown): Partial<AgentConfig> {
     patch.enforcement = o.enforcement as AgentConfig['enforcement'];
   }
   return patch;
+}
+
+/** PUT /v1/endpoint/:id/link: a LinkSpec (src/runtime/link-spec.ts); all off means none. */
+export function checkLinkBody(v: unknown): LinkParams | null {
+  const o = expectObject(v, LINK_SPEC_KEYS);
+  try {
+    const lp = parseLinkSpec(o, (k) => `body.${k}`, () => randomInt(2 ** 32));
+    return linkIsNoop(lp) ? null : lp;
+  } catch (e) {
+    if (e instanceof LinkSpecError) bad(e.message);
+    throw e;
+  }
 }
 
 export function checkQueuePatch(v: unknown): Partial<QueueSettings> {

@@ -35,6 +35,7 @@ export const COMMAND_GROUPS: readonly { name: string; load: () => Promise<{ regi
   { name: 'ipcache', load: () => import('./ipcache.js') },
   { name: 'node', load: () => import('./node.js') },
   { name: 'ct', load: () => import('./ct.js') },
+  { name: 'link', load: () => import('./link.js') },
   { name: 'observe', load: () => import('./observe.js') },
   { name: 'monitor', load: () => import('./monitor.js') },
   { name: 'hubble', load: () => import('./hubble.js') },

@@ -4,6 +4,7 @@
  * compiler, the ipcache owners, the cluster hooks in force, and the two ways a change leaves
  * the control plane: `publish` (tables, one revision) and `persist` (the state directory).
  */
+import type { LinkParams } from '../runtime/link-spec.js';
 import type { IdentityAllocator } from './identity.js';
 import type { PolicyCompiler, PolicyDiff } from './policy/compile.js';
 import type { IpcacheOwners } from './ipcache-owners.js';
@@ -50,6 +51,9 @@ export interface PortManager {
   /** The egress queue settings in force at a port, and a change to them. */
   getQueue(port: number): QueueSettings;
   setQueue(port: number, patch: Partial<QueueSettings>): QueueSettings;
+  /** Link impairments of a port (src/runtime/impair.ts), null when off; absent: not available. */
+  getLink?(port: number): LinkParams | null;
+  setLink?(port: number, lp: LinkParams | null): void;
 }
 
 export interface AgentContext {

@@ -27,6 +27,7 @@ import type { NamespaceInfo } from './namespaces.js';
 import type { StateFile } from './state-store.js';
 import type { DatapathView } from './datapath-view.js';
 import type { CaptureController, CaptureHandle, CaptureRequest, CaptureSink } from './capture.js';
+import type { LinkParams } from '../runtime/link-spec.js';
 import type { AgentHooks } from './agent-hooks.js';
 import type { TraceResult } from './trace.js';
 import type { AgentContext, AgentOptions, PortManager, PortSpec } from './agent-context.js';
@@ -155,6 +156,9 @@ export class Agent implements T.ControlApi {
   labelEndpoint = (idOrName: string, body: unknown): T.EndpointInfo => this.endpoints.label(idOrName, body);
   getEndpointQueue = (idOrName: string): T.QueueSettings => this.endpoints.getQueue(idOrName);
   setEndpointQueue = (idOrName: string, patch: Partial<T.QueueSettings>): T.QueueSettings => this.endpoints.setQueue(idOrName, patch);
+  getEndpointLink = (idOrName: string): T.LinkInfo => this.endpoints.getLink(idOrName);
+  setEndpointLink = (idOrName: string, lp: LinkParams | null): T.LinkInfo => this.endpoints.setLink(idOrName, lp);
+  listLinks = (): T.LinkInfo[] => this.endpoints.listLinks();
   forgetRestored = (name: string): boolean => this.endpoints.forgetRestored(name);
   listNamespaces = (): NamespaceInfo[] => this.endpoints.listNamespaces();
   getNamespace = (name: string): NamespaceInfo => this.endpoints.namespaceInfo(name);

@@ -18,7 +18,8 @@ import type { StateFile } from './state-store.js';
 import type { AgentContext, PortManager, PortSpec } from './agent-context.js';
 import type { Enforcement, TablePublisher } from './table-publisher.js';
 import { NO_EP } from '../tables/tableset.js';
-import type { EndpointAddRequest, EndpointInfo, LabelChangeRequest, NamedPort, QueueSettings } from '../api/types.js';
+import type { EndpointAddRequest, EndpointInfo, LabelChangeRequest, LinkInfo, NamedPort, QueueSettings } from '../api/types.js';
+import { formatLinkSpec, type LinkParams } from '../runtime/link-spec.js';
 
 export interface EndpointRec {
   id: number;
@@ -302,6 +303,28 @@ export class EndpointManager {
 
   setQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings {
     return this.ports.setQueue(this.readyPort(idOrName), patch);
+  }
+
+  /** Link impairments of an endpoint's port (`tunswitch link`). */
+  getLink(idOrName: string): LinkInfo {
+    this.readyPort(idOrName);
+    return this.linkOf(this.find(idOrName));
+  }
+
+  /** Replaces an endpoint's link impairments; `null` clears them. */
+  setLink(idOrName: string, lp: LinkParams | null): LinkInfo {
+    if (!this.ports.setLink) throw new TunswitchError('ENOT_SUPPORTED', 'link impairments are not available in this switch');
+    this.ports.setLink(this.readyPort(idOrName), lp);
+    return this.getLink(idOrName);
+  }
+
+  listLinks(): LinkInfo[] {
+    return [...this.endpoints.values()].filter((r) => r.port >= 0).map((r) => this.linkOf(r));
+  }
+
+  private linkOf(rec: EndpointRec): LinkInfo {
+    const lp = this.ports.getLink?.(rec.port) ?? null;
+    return { endpoint: rec.name, id: rec.id, link: lp === null ? null : formatLinkSpec(lp) };
   }
 
   /** The port of an endpoint that has one (EBAD_REQUEST while it is attaching or detached). */

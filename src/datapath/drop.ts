@@ -125,6 +125,10 @@ export const DROP_QUEUE_OVERLIMIT = -234;
 export const DROP_WORKER_CRASH = -235;
 /** A GSO packet for a port that does not take it whole could not be segmented (malformed, or too many segments). */
 export const DROP_GSO_SPLIT = -236;
+/** The output port's link impairment lost it (random or Gilbert-Elliott loss, src/runtime/impair.ts). */
+export const DROP_LINK_LOSS = -237;
+/** The output port's delay line was over its byte or packet limit (link impairments). */
+export const DROP_LINK_OVERLIMIT = -238;
 
 /** The table. Sorted by code. Texts are tunswitch's wording of Cilium's meanings. */
 export const DROP_REASONS: readonly DropReason[] = Object.freeze([
@@ -212,6 +216,8 @@ export const DROP_REASONS: readonly DropReason[] = Object.freeze([
   r(234, 'QUEUE_OVERLIMIT', 'tunswitch: egress queue over its byte limit'),
   r(235, 'WORKER_CRASH', 'tunswitch: shard worker died on this packet'),
   r(236, 'GSO_SPLIT', 'tunswitch: GSO packet could not be segmented for a port without offload'),
+  r(237, 'LINK_LOSS', 'tunswitch: link impairment loss (tunswitch link set --loss)'),
+  r(238, 'LINK_OVERLIMIT', 'tunswitch: link impairment delay line over its limit'),
 ]);
 
 function r(code: number, name: string, text: string): DropReason {

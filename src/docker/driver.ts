@@ -36,9 +36,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EndpointAddRequest } from '../api/types.js';
-import { endpointNameFor, identityLabelsFor, sanitizeEndpointName, type ContainerFacts } from './watcher.js';
+import { endpointNameFor, identityLabelsFor, linkFor, sanitizeEndpointName, type ContainerFacts } from './watcher.js';
 import { oneLine } from '../text/oneline.js';
 import { TunswitchError } from '../proto/errors.js';
+import type { LinkParams } from '../runtime/link-spec.js';
 
 export const DEFAULT_DRIVER_NAME = 'tunswitch';
 export const PLUGIN_DIR = '/run/docker/plugins';
@@ -63,6 +64,8 @@ export interface DriverHost {
   addHandoffEndpoint(req: EndpointAddRequest, sandbox: string): Promise<{ tun: string }>;
   deleteEndpoint(name: string): Promise<void>;
   hasEndpoint(name: string): boolean;
+  /** Link impairments from the container's tunswitch.link.* labels. */
+  setLink?(name: string, lp: LinkParams): void;
 }
 
 /** Container facts the driver needs, found from the engine's ids. */
@@ -254,6 +257,12 @@ export class NetworkDriver {
     if (!ep) throw new DriverError(`Join: endpoint ${eid.slice(0, 12)} was not created through this switch (restart the container)`);
     const c = await this.resolver.byEndpoint(nid, eid);
     const labels = identityLabelsFor(c.labels);
+    let link: LinkParams | null;
+    try {
+      link = linkFor(c.labels);
+    } catch (e) {
+      throw new DriverError(`Join: container ${c.name}: ${(e as Error).message}`);
+    }
     // The compose service name first (web, web-2 for replica 2), then the container name;
     // a name taken already (the same service in another project) falls back to the next.
     const candidates = [endpointNameFor(c), sanitizeEndpointName(c.name), `c-${c.id.slice(0, 12)}`];
@@ -264,6 +273,7 @@ export class NetworkDriver {
     if (ep.ipv6) req.ipv6 = ep.ipv6;
     const { tun } = await this.host.addHandoffEndpoint(req, sandbox);
     ep.name = name;
+    if (link !== null) this.host.setLink?.(name, link);
     this.log(`docker: container ${c.name} (${c.id.slice(0, 12)}) joined as endpoint ${name}: ${ep.ipv4}${ep.ipv6 ? ` ${ep.ipv6}` : ''}, port ${tun}`);
     const out: Record<string, unknown> = { InterfaceName: { SrcName: tun, DstPrefix: 'eth' } };
     if (net.v4.gateway !== '') out.Gateway = net.v4.gateway;

@@ -24,6 +24,9 @@
  *   tunswitch.namespace=NS       Kubernetes namespace (default: default); it must exist
  *                                (lab file `namespaces:` or `tunswitch namespace create NS`)
  *   tunswitch.ports=http:80/TCP,dns:53/UDP   named ports, for policies written with `port: http`
+ *   tunswitch.link.delay=20ms    link impairments of the container's port (also .jitter,
+ *   tunswitch.link.rate=10mbit   .distribution, .loss, .loss-model, .duplicate, .reorder,
+ *                                .limit, .seed; src/runtime/link-spec.ts)
  * Every other label, except the engine's own (com.docker.*, org.opencontainers.*,
  * org.label-schema.*), becomes an identity label with source `container:`, as Cilium's
  * Docker integration does: `app: web` gives `container:app=web`, which a policy selects with
@@ -35,12 +38,25 @@
 import type { EndpointAddRequest } from '../api/types.js';
 import { oneLine } from '../text/oneline.js';
 import { TunswitchError } from '../proto/errors.js';
+import { LinkSpecError, linkParamsFromLabels, type LinkParams } from '../runtime/link-spec.js';
 
 /** What the watcher needs from the agent (src/control/agent.ts's Agent satisfies it). */
 export interface DockerAgent {
   addEndpoint(req: EndpointAddRequest): Promise<unknown>;
   deleteEndpoint(name: string): Promise<void>;
   listEndpoints(): { name: string; netns?: string }[] | Promise<{ name: string; netns?: string }[]>;
+  /** Link impairments from the container's tunswitch.link.* labels. */
+  setEndpointLink?(name: string, lp: LinkParams | null): unknown;
+}
+
+/** The link impairments in a container's labels (null: none); a bad label throws DockerAttachError naming it. */
+export function linkFor(labels: Record<string, string>): LinkParams | null {
+  try {
+    return linkParamsFromLabels(labels, () => (Math.random() * 2 ** 32) >>> 0);
+  } catch (e) {
+    if (e instanceof LinkSpecError) throw new DockerAttachError(e.message);
+    throw e;
+  }
 }
 
 export interface DockerWatchOptions {
@@ -405,8 +421,10 @@ class Watcher {
     if (!facts.running) return; // it died before we got to it; its die event follows
     const who = `container ${facts.name || short} (${short})`;
     let req: EndpointAddRequest;
+    let link: LinkParams | null;
     try {
       req = endpointRequestFor(facts);
+      link = linkFor(facts.labels);
     } catch (e) {
       this.log(`${who}: not attached: ${errorLine(e)}`);
       return;
@@ -423,6 +441,7 @@ class Watcher {
       }
       const info = (await this.agent.addEndpoint(req)) as { ipv4?: string; ipv6?: string; identity?: number } | undefined;
       this.attached.set(id, req.name);
+      if (link !== null) this.agent.setEndpointLink?.(req.name, link);
       const addr = [info?.ipv4, info?.ipv6].filter((x) => x).join(' ');
       this.log(`${who}: attached as endpoint ${req.name} pid ${facts.pid}${addr ? ` ${addr}` : ''}${info?.identity !== undefined ? ` identity ${info.identity}` : ''}`);
     } catch (e) {

@@ -27,7 +27,8 @@
  *   gro: true                        # coalesce same-flow TCP segments into one GSO write
  *
  * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`, and the offload:
- * `nodes.web.offload: false` (a plain port; see src/runtime/offload.ts, src/datapath/gso-port.ts).
+ * `nodes.web.offload: false` (a plain port; see src/runtime/offload.ts, src/datapath/gso-port.ts); and impair its link
+ * (src/runtime/link-spec.ts): `nodes.web.link: { delay: 20ms, jitter: 5ms, loss: 1%, rate: 100mbit }`.
  *   kvstore:                         # cluster mode (optional; also run --kvstore/--node-name/--node-ip)
  *     url: etcd://127.0.0.1:2379
  *     nodeName: host1                # default: the config's name
@@ -41,6 +42,7 @@ import { TunswitchError } from '../control/errors.js';
 import { tryParsePrefix, type Prefix } from '../control/cidr.js';
 import { DEFAULT_ENDPOINT_SHARE } from '../tables/conntrack.js';
 import { addressProblem } from '../control/ipam.js';
+import { LinkSpecError, parseLinkSpec, type LinkParams } from './link-spec.js';
 
 export interface NodeConfig {
   name: string;
@@ -50,6 +52,8 @@ export interface NodeConfig {
   defaultRoute: boolean;
   /** Egress queue settings of this node's port (absent fields: the config's `queue`). */
   queue?: Partial<QueueConfig>;
+  /** Link impairments of this node's port (the `link:` block). */
+  link?: LinkParams;
   /** Kubernetes namespace (declared under `namespaces`, or `default`). */
   namespace: string;
   ports: { name: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[];
@@ -127,7 +131,7 @@ export function checkUnderlay(cfg: RunConfig, where: string): RunConfig {
 
 const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas', 'kvstore'];
 const KVSTORE_KEYS = ['url', 'nodeName', 'nodeIp', 'leaseTtl'];
-const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'namespace', 'ports', 'offload'];
+const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'link', 'namespace', 'ports', 'offload'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
 const QUOTA_KEYS = ['conntrack', 'fragments'];
 const NS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -293,6 +297,14 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     if (n.offload !== undefined) {
       if (typeof n.offload !== 'boolean') fail(short, `${at}.offload`, `${show(n.offload)} must be true or false`);
       node.offload = n.offload;
+    }
+    if (n.link !== undefined) {
+      try {
+        node.link = parseLinkSpec(n.link, (k) => (k === '' ? `${at}.link` : `${at}.link.${k}`), () => (Math.random() * 2 ** 32) >>> 0);
+      } catch (e) {
+        if (e instanceof LinkSpecError) fail(short, e.field, e.problem);
+        throw e;
+      }
     }
     nodes.push(node);
   }

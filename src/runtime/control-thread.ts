@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { ApiServerOptions } from '../api/server.js';
 import { resolve } from 'node:path';
 import { underlayDeviceMtu, tunnelInnerMtu } from './underlay-mtu.js';
-import { M_TUNNEL_MTU, M_TUNNEL_PORT, TableSet, TableSetWriter, UNDERLAY_PORT, type TableSetShared } from '../tables/tableset.js';
+import { MAX_PORTS, M_TUNNEL_MTU, M_TUNNEL_PORT, TableSet, TableSetWriter, UNDERLAY_PORT, type TableSetShared } from '../tables/tableset.js';
 import { VXLAN_OVERHEAD } from '../datapath/vxlan.js';
 import { Agent, type PortManager, type PortSpec } from '../control/agent.js';
 import type { QueueSettings, RuntimeInfo } from '../api/types.js';
@@ -27,6 +27,8 @@ import { addHostPortNetwork, attachEndpoint, netnsExists, prepareHandoff, remove
 import type { NodeConfig, QueueConfig, RunConfig } from './config.js';
 import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGINE, IO_PACKETS_READ, SHARD_RUNNING, SHARD_STATE_NAMES, type RuntimeShared } from './shared.js';
 import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
+import { LinkTable } from './impair.js';
+import type { LinkParams } from './link-spec.js';
 import { claimPools, type PoolClaim } from './pools.js';
 import { prefixContains, tryParsePrefix, type Prefix } from '../control/cidr.js';
 import type { DriverHost, NetworkSubnet } from '../docker/driver.js';
@@ -73,14 +75,26 @@ class TunPorts implements PortManager {
 
   private readonly portQueue: Float64Array;
   private readonly portOffload: Int32Array;
+  private readonly links: LinkTable;
 
   constructor(
     private readonly cfg: RunConfig,
     portQueue: SharedArrayBuffer,
     portOffload: SharedArrayBuffer,
+    link: SharedArrayBuffer,
   ) {
     this.portQueue = new Float64Array(portQueue);
     this.portOffload = new Int32Array(portOffload);
+    this.links = new LinkTable(link, MAX_PORTS);
+  }
+
+  /** Link impairments of port p (src/runtime/impair.ts), null when off; applied at the workers' next round. */
+  getLink(p: number): LinkParams | null {
+    return this.links.get(p);
+  }
+
+  setLink(p: number, lp: LinkParams | null): void {
+    this.links.set(p, lp);
   }
 
   allocPort(): number {
@@ -153,6 +167,7 @@ class TunPorts implements PortManager {
         throw new TunswitchError('ESTOPPING', `endpoint "${spec.name}": the switch is stopping`);
       }
       this.initQueue(p, undefined);
+      this.links.set(p, null);
       send({ type: 'addPort', port: p, fd: dev.fd });
       return { port: p, tun: dev.name, ifname: 'eth0', offload: offloadFlagNames(dev.offload) };
     }
@@ -191,6 +206,7 @@ class TunPorts implements PortManager {
       throw new TunswitchError('ESTOPPING', `endpoint "${spec.name}": the switch is stopping`);
     }
     this.initQueue(p, this.cfg.nodes.find((n) => n.name === spec.name)?.queue);
+    this.links.set(p, this.cfg.nodes.find((n) => n.name === spec.name)?.link ?? null); // the lab file's link: block
     send({ type: 'addPort', port: p, fd: dev.fd });
     return { port: p, tun: tunName, ifname: 'eth0', offload: offloadFlagNames(dev.offload) };
   }
@@ -259,7 +275,7 @@ async function main(): Promise<void> {
   const tables = TableSet.attach(init.tables);
   const writer = new TableSetWriter(tables);
   const view = new DatapathView(init.rt.conntrack, init.rt.counters, init.rt.events, init.rt.rings, init.rt.fragments);
-  const ports = new TunPorts(cfg, init.rt.portQueue, init.rt.portOffload);
+  const ports = new TunPorts(cfg, init.rt.portQueue, init.rt.portOffload, init.rt.link);
   const agentOpts: ConstructorParameters<typeof Agent>[0] = {
     name: cfg.name,
     pool4: cfg.pool.ipv4,
@@ -515,6 +531,7 @@ async function main(): Promise<void> {
       },
       deleteEndpoint: (n) => agent.deleteEndpoint(n),
       hasEndpoint: (n) => agent.listEndpoints().some((e) => e.name === n),
+      setLink: (n, lp) => void agent.setEndpointLink(n, lp),
     };
     const driver = new NetworkDriver(name, host, dockerResolver(client as never), log);
     await driver.adoptExisting().catch((e: unknown) => log(`docker driver: cannot list the engine's networks: ${(e as Error).message}`));

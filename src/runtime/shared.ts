@@ -21,6 +21,8 @@
  *                                        0 = plain; written by the control thread before the
  *                                        port's fd reaches the I/O thread, read per batch by the
  *                                        transmitting worker (src/datapath/gso-port.ts)
+ *   link                        link impairments per port and their EDT clocks (impair.ts LinkTable)
+ *   delay[shard]                the shard's delay line (impair.ts DelayLine)
  *
  * Health (Int32, per shard HEALTH_WORDS, written by the supervisor on the main thread):
  *   STATE (SHARD_*), RESTARTS, LAST_RESTART_S (unix seconds), CRASH_LOOP (1 while backing off)
@@ -28,6 +30,7 @@
 import { MAX_PORTS } from '../tables/tableset.js';
 import { PQ_WORDS } from './egress.js';
 import { createRingBuffer } from './ring.js';
+import { DelayLine, LinkTable } from './impair.js';
 
 export { R_HEAD, R_DONE, R_SLEEPING, R_STOP, R_RET_HEAD, R_RET_TAIL, R_ALIVE, R_GENERATION, R_FLUSH, R_CURRENT, R_READY, R_ENTRIES, ringWords } from './ring.js';
 
@@ -87,6 +90,8 @@ export interface RuntimeShared {
   portFd: SharedArrayBuffer;
   portQueue: SharedArrayBuffer;
   portOffload: SharedArrayBuffer;
+  link: SharedArrayBuffer;
+  delay: SharedArrayBuffer[];
   rings: SharedArrayBuffer[];
   egress: SharedArrayBuffer[];
   health: SharedArrayBuffer;
@@ -106,6 +111,8 @@ export function createRuntimeShared(opts: { shards: number; slots: number; slotS
   new Int32Array(portFd).fill(-1);
   const rings: SharedArrayBuffer[] = [];
   for (let k = 0; k < opts.shards; k++) rings.push(createRingBuffer(opts.slots));
+  const delay: SharedArrayBuffer[] = [];
+  for (let k = 0; k < opts.shards; k++) delay.push(DelayLine.create(opts.slots, MAX_PORTS).sab);
   const arenaOff = opts.slots * opts.slotSize;
   return {
     slotSize: opts.slotSize,
@@ -119,6 +126,8 @@ export function createRuntimeShared(opts: { shards: number; slots: number; slotS
     portFd,
     portQueue: new SharedArrayBuffer(MAX_PORTS * PQ_WORDS * 8),
     portOffload: new SharedArrayBuffer(MAX_PORTS * 4),
+    link: LinkTable.create(MAX_PORTS).sab,
+    delay,
     rings,
     health: new SharedArrayBuffer(opts.shards * HEALTH_WORDS * 4),
   };

@@ -20,6 +20,7 @@ import { IoLoop, type IoEngineName } from './io-loop.js';
 import { UnderlayReader, UNDERLAY_PORT } from './underlay.js';
 import { createRuntimeShared, IO_CRASH_DROPS, IO_CRASH_FREED, IO_FREE_SLOTS, IO_SLOTS, IO_STATS_SLOTS, type RuntimeShared } from './shared.js';
 import { EgressQueues } from './egress.js';
+import { DelayLine, LinkTable } from './impair.js';
 import { ShardRing } from './ring.js';
 import { Supervisor } from './supervisor.js';
 import { MAX_PORTS } from '../tables/tableset.js';
@@ -138,6 +139,8 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
       control.resetReader(k);
       io.reclaim();
       const queued = new EgressQueues(rt.egress[k] as SharedArrayBuffer, slots, MAX_PORTS).repair();
+      new DelayLine(rt.delay[k] as SharedArrayBuffer, slots, MAX_PORTS).repair(queued); // delayed packets stay queued too
+      new LinkTable(rt.link, MAX_PORTS).releaseLocks(k + 1); // a rate clock the dead worker held
       const r = (io.rings[k] as ShardRing).recover(k, io.owner, queued, io.free, io.nFree);
       io.nFree = r.nFree;
       if (r.report.killer >= 0) io.stats[IO_CRASH_DROPS]++;

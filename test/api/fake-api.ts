@@ -192,6 +192,17 @@ export class FakeApi implements ControlApi {
     return e;
   }
   queue = { limitBytes: 4 << 20, targetMs: 5, intervalMs: 100 };
+  getEndpointLink(idOrName: string): never {
+    this.calls.push(['getEndpointLink', idOrName]);
+    notHere('link impairments');
+  }
+  setEndpointLink(idOrName: string): never {
+    this.calls.push(['setEndpointLink', idOrName]);
+    notHere('link impairments');
+  }
+  listLinks(): never {
+    notHere('link impairments');
+  }
   getEndpointQueue(idOrName: string): { limitBytes: number; targetMs: number; intervalMs: number } {
     this.calls.push(['getEndpointQueue', idOrName]);
     return { ...this.queue };
