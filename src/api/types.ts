@@ -10,6 +10,7 @@
 import type { CaptureHandle, CaptureRequest, CaptureSink } from '../control/capture.js';
 import type { TraceResult } from '../control/trace.js';
 import type { NamespaceInfo } from '../control/namespaces.js';
+import type { NodeInfo } from '../kvstore/nodes.js';
 import type { LinkParams, LinkSpec } from '../runtime/link-spec.js';
 
 export type { CaptureHandle, CaptureRequest, CaptureSink, NamespaceInfo, TraceResult };
@@ -150,13 +151,7 @@ export interface IpcacheInfo {
 }
 
 /** A switch of the cluster (kvstore mode): GET /v1/nodes. */
-export interface NodeInfo {
-  name: string;
-  ip: string;
-  ipv4Cidr: string | null;
-  ipv6Cidr: string | null;
-  self: boolean;
-}
+export type { NodeInfo };
 
 /** The kvstore part of GET /v1/status (kvstore mode only). */
 export interface KvstoreStatus {

@@ -166,11 +166,7 @@ export class IdentityAllocator {
     }
     const id = this.pickNumber(this.workloadSpace, set.canonical, 'workload');
     const rec: Rec = { id, labels: set, kind: 'workload', prefix: null, cidr: null, refs: 1 };
-    this.byId.set(id, rec);
-    this.byLabels.set(set.canonical, rec);
-    this.remember(set.canonical, id);
-    this.emit({ added: [freeze(rec)], removed: [] });
-    return freeze(rec);
+    return this.insert(rec);
   }
 
   /**
@@ -190,11 +186,7 @@ export class IdentityAllocator {
     const other = this.byId.get(id);
     if (other !== undefined) throw new TunswitchError('EIDENTITY_CONFLICT', `identity ${id} is "${other.labels.canonical}" here, not "${set.canonical}"`);
     const rec: Rec = { id, labels: set, kind: 'workload', prefix: null, cidr: null, refs: 1 };
-    this.byId.set(id, rec);
-    this.byLabels.set(set.canonical, rec);
-    this.remember(set.canonical, id);
-    this.emit({ added: [freeze(rec)], removed: [] });
-    return freeze(rec);
+    return this.insert(rec);
   }
 
   /** Takes a reference on the CIDR identity for a prefix (host bits are cleared first). */
@@ -208,9 +200,14 @@ export class IdentityAllocator {
     }
     const id = this.pickNumber(this.cidrSpace, labels.canonical, 'CIDR');
     const rec: Rec = { id, labels, kind: 'cidr', prefix: prefix.text, cidr: prefix, refs: 1 };
-    this.byId.set(id, rec);
-    this.byLabels.set(labels.canonical, rec);
-    this.remember(labels.canonical, id);
+    return this.insert(rec);
+  }
+
+  /** Records a new identity under its number and labels, and tells the listeners. */
+  private insert(rec: Rec): Identity {
+    this.byId.set(rec.id, rec);
+    this.byLabels.set(rec.labels.canonical, rec);
+    this.remember(rec.labels.canonical, rec.id);
     this.emit({ added: [freeze(rec)], removed: [] });
     return freeze(rec);
   }

@@ -30,7 +30,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { LAB_RUN_ROOT } from './root.js';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { TunswitchError } from '../control/errors.js';
-import { parseRunConfig, type RunConfig } from '../runtime/config.js';
+import { parseConfigDoc, parseRunConfig, readConfigText, type RunConfig } from '../runtime/config.js';
 import { prefixContains, tryParsePrefix } from '../control/cidr.js';
 
 const TOP_KEYS = ['name', 'underlay', 'underlayMtu', 'etcd', 'leaseTtl', 'workers', 'io', 'mtu', 'policies', 'namespaces', 'hosts'];
@@ -112,25 +112,12 @@ export function multiHostTarget(target: string): string | null {
 }
 
 export function loadMultiHostLab(path: string): MultiHostLabFile {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TunswitchError('ECONFIG_INVALID', `${path}: cannot read: ${(e as Error).message}`);
-  }
-  return parseMultiHostLab(text, resolve(path));
+  return parseMultiHostLab(readConfigText(path), resolve(path));
 }
 
 export function parseMultiHostLab(text: string, file: string): MultiHostLabFile {
   const short = basename(file);
-  let doc: unknown;
-  try {
-    doc = parseYaml(text);
-  } catch (e) {
-    throw new TunswitchError('ECONFIG_INVALID', `${short}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
-  }
-  if (!isObj(doc)) fail(short, '(top)', 'must be a mapping');
-  for (const k of Object.keys(doc)) if (!TOP_KEYS.includes(k)) fail(short, k, `unknown field (known: ${TOP_KEYS.join(', ')})`);
+  const doc = parseConfigDoc(text, short, TOP_KEYS);
   const name = doc.name;
   if (typeof name !== 'string' || !NAME_RE.test(name)) fail(short, 'name', `${show(name)} must be 1-10 characters of a-z, 0-9 and "-" (it prefixes namespace names)`);
 

@@ -150,18 +150,17 @@ function show(v: unknown): string {
   return JSON.stringify(v) ?? String(v);
 }
 
-export function loadRunConfig(path: string): RunConfig {
-  let text: string;
+/** A config or lab file's text; ECONFIG_INVALID naming the path when it cannot be read. */
+export function readConfigText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (e) {
     throw new TunswitchError('ECONFIG_INVALID', `${path}: cannot read: ${(e as Error).message}`);
   }
-  return parseRunConfig(text, resolve(path));
 }
 
-export function parseRunConfig(text: string, file: string): RunConfig {
-  const short = basename(file);
+/** The top-level mapping of a YAML config or lab file, with no field outside `topKeys`. */
+export function parseConfigDoc(text: string, short: string, topKeys: readonly string[]): Record<string, unknown> {
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -169,7 +168,17 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     throw new TunswitchError('ECONFIG_INVALID', `${short}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
   if (!isObj(doc)) fail(short, '(top)', 'must be a mapping');
-  for (const k of Object.keys(doc)) if (!TOP_KEYS.includes(k)) fail(short, k, `unknown field (known: ${TOP_KEYS.join(', ')})`);
+  for (const k of Object.keys(doc)) if (!topKeys.includes(k)) fail(short, k, `unknown field (known: ${topKeys.join(', ')})`);
+  return doc;
+}
+
+export function loadRunConfig(path: string): RunConfig {
+  return parseRunConfig(readConfigText(path), resolve(path));
+}
+
+export function parseRunConfig(text: string, file: string): RunConfig {
+  const short = basename(file);
+  const doc = parseConfigDoc(text, short, TOP_KEYS);
 
   const name = doc.name;
   if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]{0,9}$/.test(name)) {
