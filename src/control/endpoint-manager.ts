@@ -307,15 +307,15 @@ export class EndpointManager {
 
   /** Link impairments of an endpoint's port (`tunswitch link`). */
   getLink(idOrName: string): LinkInfo {
-    this.readyPort(idOrName);
-    return this.linkOf(this.find(idOrName));
+    return this.linkOf(this.readyRec(idOrName));
   }
 
   /** Replaces an endpoint's link impairments; `null` clears them. */
   setLink(idOrName: string, lp: LinkParams | null): LinkInfo {
     if (!this.ports.setLink) throw new TunswitchError('ENOT_SUPPORTED', 'link impairments are not available in this switch');
-    this.ports.setLink(this.readyPort(idOrName), lp);
-    return this.getLink(idOrName);
+    const rec = this.readyRec(idOrName);
+    this.ports.setLink(rec.port, lp);
+    return this.linkOf(rec);
   }
 
   listLinks(): LinkInfo[] {
@@ -329,9 +329,14 @@ export class EndpointManager {
 
   /** The port of an endpoint that has one (EBAD_REQUEST while it is attaching or detached). */
   readyPort(idOrName: string): number {
+    return this.readyRec(idOrName).port;
+  }
+
+  /** An endpoint that has a port (EBAD_REQUEST while it is attaching or detached). */
+  private readyRec(idOrName: string): EndpointRec {
     const rec = this.find(idOrName);
     if (rec.port < 0) throw new TunswitchError('EBAD_REQUEST', `endpoint "${rec.name}" has no port yet (state ${rec.state})`);
-    return rec.port;
+    return rec;
   }
 
   async delete(idOrName: string): Promise<void> {
