@@ -18,7 +18,9 @@
  *
  * Pressure (Cilium's fragment map is LRU). A window full of live records does not refuse: the
  * record with the earliest expiry (the oldest, as every record lives `lifetime`) is overwritten
- * (evictions{reason="oldest"}). Per-endpoint quota: each record remembers its owner (the source
+ * (evictions{reason="oldest"}), and if the recording owner has records in that window, the
+ * oldest of its own goes first: a flooding endpoint's windows are full of its own records, so
+ * it pays for the pressure it makes, even below its quota. Per-endpoint quota: each record remembers its owner (the source
  * endpoint, see conntrack's ownerSlot()) and the table counts the slots each owner holds. An
  * owner holding `quota` slots may only overwrite its own records (expired first, then its
  * oldest; evictions{reason="quota"}); with none in the window the record is refused (the
@@ -212,8 +214,10 @@ export class FragmentTable {
     this.lastHome = i;
     let slot = -1;
     let empty = false;
-    let victim = -1;
+    let victim = -1; // the oldest live record any owner holds in the window
     let victimExp = 0;
+    let ownVictim = -1; // the oldest live record of this owner in the window
+    let ownExp = 0;
     for (let n = 0; n < this.window; n++) {
       const b = FRAG_HEADER_WORDS + (i << ENTRY_SHIFT);
       if (w[b + FE_K0] === 0) {
@@ -221,18 +225,20 @@ export class FragmentTable {
         if (slot < 0 && !atQuota) { slot = i; empty = true; }
         break;
       }
-      if (this.sameKey(b, h)) { slot = i; empty = false; victim = -1; break; }
-      if (!atQuota || w[b + FE_OWNER] === owner) {
+      if (this.sameKey(b, h)) { slot = i; empty = false; victim = -1; ownVictim = -1; break; }
+      const mine = w[b + FE_OWNER] === owner;
+      if (!atQuota || mine) {
         const exp = w[b + FE_EXPIRES] as number;
         if (exp <= now) {
           if (slot < 0) slot = i;
-        } else if (victim < 0 || exp < victimExp) {
-          victim = i;
-          victimExp = exp;
+        } else {
+          if (victim < 0 || exp < victimExp) { victim = i; victimExp = exp; }
+          if (mine && (ownVictim < 0 || exp < ownExp)) { ownVictim = i; ownExp = exp; }
         }
       }
       i = (i + 1) & mask;
     }
+    if (ownVictim >= 0) victim = ownVictim;
     if (slot < 0 && victim >= 0) {
       slot = victim;
       const c = atQuota ? F_EVICT_QUOTA : F_EVICT_OLDEST;

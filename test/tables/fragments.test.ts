@@ -123,6 +123,31 @@ test('fragments: an endpoint at its quota overwrites only its own records', () =
   assert.equal(ft.evictions().quota, 8, `evictions.quota got ${ft.evictions().quota}, want 8`);
 });
 
+test('fragments: a full window costs the recording owner its own oldest record before anyone else\'s', () => {
+  const cap = 8; // window = the whole table
+  const ft = newTable(cap, 1000); // nothing expires during the test
+  const pi = new PacketInfo();
+  const flooder = ownerSlot(3);
+  const other = ownerSlot(4);
+  // the other endpoint's record is the oldest in the table; the flooder fills the rest
+  assert.ok(ft.record(fill(pi, { ...udp4, ipId: 500 }, true), 1, other), 'record of the other endpoint failed');
+  for (let i = 0; i < cap - 1; i++) assert.ok(ft.record(fill(pi, { ...udp4, ipId: i }, true), 10 + i, flooder), `flooder record ${i} failed`);
+  for (let i = 100; i < 110; i++) assert.ok(ft.record(fill(pi, { ...udp4, ipId: i }, true), 20 + i, flooder), `flooder record ${i} failed`);
+  const cases: [string, boolean, boolean][] = [
+    ['the other endpoint\'s record', ft.lookup(fill(pi, { ...udp4, ipId: 500 }, false), 200), true],
+    ['the flooder\'s newest record', ft.lookup(fill(pi, { ...udp4, ipId: 109 }, false), 200), true],
+    ['the flooder\'s first record', ft.lookup(fill(pi, { ...udp4, ipId: 0 }, false), 200), false],
+  ];
+  for (const [name, got, want] of cases) assert.equal(got, want, `${name}: found got ${got}, want ${want}`);
+  const counts: [string, number, number][] = [
+    ['evictions.oldest', ft.evictions().oldest, 10], ['flooder slots', ft.ownerCount(flooder), cap - 1], ['other slots', ft.ownerCount(other), 1],
+  ];
+  for (const [name, got, want] of counts) assert.equal(got, want, `${name} got ${got}, want ${want}`);
+  // a third owner with no record in the window still gets in: the oldest of any is overwritten
+  assert.ok(ft.record(fill(pi, { ...udp4, ipId: 900 }, true), 200, ownerSlot(5)), 'a third owner was refused');
+  assert.equal(ft.lookup(fill(pi, { ...udp4, ipId: 500 }, false), 200), false, 'the oldest record (the other endpoint\'s) survived a third owner\'s record');
+});
+
 test('fragments: an owner at its quota with none of its records in the window is refused', () => {
   const ft = newTable(1024, undefined, 1); // quota 10, window 16 of 1024
   const pi = new PacketInfo();
@@ -206,8 +231,11 @@ for (const seed of [7, 8, 9]) {
             const [gk, ge] = gone[0] as [string, { expires: number; owner: number }];
             const cands = win.filter((x) => x.key !== key(f) && (!atQuota || x.owner === owner));
             assert.ok(cands.every((x) => x.expires > now), `${where}: evicted ${gk} although an expired candidate was in the window`);
-            let want = cands[0];
-            for (const x of cands) if (want === undefined || x.expires < want.expires) want = x;
+            // the recording owner's own oldest goes first; with none of its own, the oldest of any
+            const own = cands.filter((x) => x.owner === owner);
+            const pool = own.length > 0 ? own : cands;
+            let want = pool[0];
+            for (const x of pool) if (want === undefined || x.expires < want.expires) want = x;
             assert.equal(gk, want?.key, `${where}: evicted ${gk}, want ${want?.key}`);
             if (atQuota) assert.equal(ge.owner, owner, `${where}: owner ${owner} at quota overwrote owner ${ge.owner}'s record`);
             model.delete(gk);
