@@ -19,7 +19,7 @@ import type { AgentContext, PortManager, PortSpec } from './agent-context.js';
 import type { Enforcement, TablePublisher } from './table-publisher.js';
 import { NO_EP } from '../tables/tableset.js';
 import type { EndpointAddRequest, EndpointInfo, LabelChangeRequest, LinkInfo, NamedPort, QueueSettings } from '../api/types.js';
-import { formatLinkSpec, type LinkParams } from '../runtime/link-spec.js';
+import { formatLinkSpec, type LinkParams, type LinkSpec } from '../runtime/link-spec.js';
 
 export interface EndpointRec {
   id: number;
@@ -44,6 +44,9 @@ export interface EndpointRec {
   /** TUN_F_* flag names the port offers ([]: plain); `offloadAsked`: the request's choice (persisted). */
   offloadFlags: string[];
   offloadAsked?: boolean;
+  /** Link impairments and queue fields set through the API (persisted; restored at start). */
+  linkSet?: LinkSpec | null;
+  queueSet?: Partial<QueueSettings>;
 }
 
 const LABEL_KEY_RE = /^([a-z]+:)?[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$/;
@@ -302,7 +305,13 @@ export class EndpointManager {
   }
 
   setQueue(idOrName: string, patch: Partial<QueueSettings>): QueueSettings {
-    return this.ports.setQueue(this.readyPort(idOrName), patch);
+    const rec = this.readyRec(idOrName);
+    const q = this.ports.setQueue(rec.port, patch);
+    if (rec.handoff !== true) {
+      rec.queueSet = { ...rec.queueSet, ...patch };
+      this.ctx.persist();
+    }
+    return q;
   }
 
   /** Link impairments of an endpoint's port (`tunswitch link`). */
@@ -315,6 +324,10 @@ export class EndpointManager {
     if (!this.ports.setLink) throw new TunswitchError('ENOT_SUPPORTED', 'link impairments are not available in this switch');
     const rec = this.readyRec(idOrName);
     this.ports.setLink(rec.port, lp);
+    if (rec.handoff !== true) {
+      rec.linkSet = lp === null ? null : formatLinkSpec(lp);
+      this.ctx.persist();
+    }
     return this.linkOf(rec);
   }
 
@@ -487,6 +500,8 @@ export class EndpointManager {
       if (r.pid !== undefined) e.pid = r.pid;
       else e.netns = r.netns;
       if (r.offloadAsked !== undefined) e.offload = r.offloadAsked;
+      if (r.linkSet !== undefined) e.link = r.linkSet;
+      if (r.queueSet !== undefined) e.queue = r.queueSet;
       return e;
     });
     for (const [name, e] of this.pendingRestore) if (!this.byName.has(name)) out.push(e);

@@ -20,7 +20,8 @@
 import { closeSync, chmodSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { TunswitchError } from './errors.js';
-import type { AgentConfig } from '../api/types.js';
+import type { AgentConfig, QueueSettings } from '../api/types.js';
+import { LinkSpecError, parseLinkSpec, type LinkSpec } from '../runtime/link-spec.js';
 
 export const STATE_SCHEMA_VERSION = 1;
 export const STATE_FILE = 'state.json';
@@ -36,6 +37,10 @@ export interface StateEndpoint {
   defaultRoute: boolean;
   /** Offload asked for when the endpoint was added (absent: the switch's default). */
   offload?: boolean;
+  /** Link impairments set through the API (null: cleared through the API; absent: never set). */
+  link?: LinkSpec | null;
+  /** Egress queue settings set through the API (the fields given; absent: never set). */
+  queue?: Partial<QueueSettings>;
 }
 
 export interface PolicySource {
@@ -155,6 +160,21 @@ export class StateStore {
       if (e.pid !== undefined && (!Number.isInteger(e.pid) || (e.pid as number) < 1)) this.fail(`${at2}.pid`, 'must be a positive integer');
       if (e.netns === undefined && e.pid === undefined) this.fail(at2, 'has neither netns nor pid');
       if (e.offload !== undefined && typeof e.offload !== 'boolean') this.fail(`${at2}.offload`, 'must be true or false');
+      if (e.link !== undefined && e.link !== null) {
+        try {
+          parseLinkSpec(e.link, (k) => (k === '' ? `${at2}.link` : `${at2}.link.${k}`), () => 0);
+        } catch (err) {
+          if (!(err instanceof LinkSpecError)) throw err;
+          this.fail(err.field, err.problem);
+        }
+      }
+      if (e.queue !== undefined) {
+        if (!isObj(e.queue)) this.fail(`${at2}.queue`, 'must be an object of limitBytes, targetMs, intervalMs');
+        for (const [k, v] of Object.entries(e.queue)) {
+          if (!['limitBytes', 'targetMs', 'intervalMs'].includes(k)) this.fail(`${at2}.queue.${k}`, 'unknown field (known: limitBytes, targetMs, intervalMs)');
+          if (typeof v !== 'number' || !(v > 0)) this.fail(`${at2}.queue.${k}`, 'must be a positive number');
+        }
+      }
     });
     if (!isObj(doc.policies)) this.fail('policies', 'must be an object of policy key to source');
     for (const [key, src] of Object.entries(doc.policies)) {

@@ -28,7 +28,8 @@ import type { NodeConfig, QueueConfig, RunConfig } from './config.js';
 import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGINE, IO_PACKETS_READ, SHARD_RUNNING, SHARD_STATE_NAMES, type RuntimeShared } from './shared.js';
 import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
 import { LinkTable } from './impair.js';
-import type { LinkParams } from './link-spec.js';
+import { parseLinkSpec, type LinkParams } from './link-spec.js';
+import type { StateEndpoint } from '../control/state-store.js';
 import { claimPools, type PoolClaim } from './pools.js';
 import { prefixContains, tryParsePrefix, type Prefix } from '../control/cidr.js';
 import type { DriverHost, NetworkSubnet } from '../docker/driver.js';
@@ -402,6 +403,8 @@ async function main(): Promise<void> {
       if (w.offload !== undefined) req.offload = w.offload;
       const info = await agent.addEndpoint(req);
       log(`endpoint ${info.name}: ${info.ipv4 ?? ''}${info.ipv6 ? ` ${info.ipv6}` : ''} identity ${info.identity} port ${info.port}`);
+      const saved = restored.find((e) => e.name === name);
+      if (saved) restorePortSettings(agent, saved, cfg.nodes.find((n) => n.name === name), log);
     } catch (e) {
       log(`endpoint ${name}: not attached: ${(e as Error).message}`);
     }
@@ -593,4 +596,26 @@ function runtimeInfo(rt: RuntimeShared): () => RuntimeInfo {
       healthy: shards.every((s) => s.state === SHARD_STATE_NAMES[SHARD_RUNNING] && !s.crashLoop),
     };
   };
+}
+
+/**
+ * Applies the link impairments and queue fields an endpoint had set through the API before
+ * the restart (the state file keeps them). The config file wins for a node it gives a
+ * `link:` or `queue:` block, as it wins for the nodes it names.
+ */
+function restorePortSettings(agent: Agent, saved: StateEndpoint, node: NodeConfig | undefined, logTo: (msg: string) => void): void {
+  const name = saved.name;
+  try {
+    if (saved.link !== undefined && node?.link === undefined) {
+      const lp = saved.link === null ? null : parseLinkSpec(saved.link, (k) => `endpoints (${name}).link${k === '' ? '' : `.${k}`}`, () => 0);
+      agent.setEndpointLink(name, lp);
+      if (lp !== null) logTo(`endpoint ${name}: link impairments restored`);
+    }
+    if (saved.queue !== undefined && node?.queue === undefined) {
+      agent.setEndpointQueue(name, saved.queue);
+      logTo(`endpoint ${name}: egress queue settings restored`);
+    }
+  } catch (e) {
+    logTo(`endpoint ${name}: saved link/queue settings not restored: ${(e as Error).message}`);
+  }
 }

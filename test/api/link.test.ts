@@ -21,10 +21,10 @@ import { MemPorts } from '../helpers/mem-ports.js';
 
 class LinkPorts extends MemPorts {
   readonly table = LinkTable.create(64);
-  getLink(port: number): LinkParams | null {
+  override getLink(port: number): LinkParams | null {
     return this.table.get(port);
   }
-  setLink(port: number, lp: LinkParams | null): void {
+  override setLink(port: number, lp: LinkParams | null): void {
     this.table.set(port, lp);
   }
 }

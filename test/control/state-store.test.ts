@@ -13,6 +13,7 @@ import { StateStore, type StateFile } from '../../src/control/state-store.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
 import { MemPorts } from '../helpers/mem-ports.js';
+import { parseLinkSpec } from '../../src/runtime/link-spec.js';
 
 function makeAgent(stateDir: string): Agent {
   const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: 1 << 12, maxEndpoints: 64 });
@@ -78,6 +79,9 @@ test('state: bad files are refused with the file and the entry named', withDir((
     ['policy without text', JSON.stringify({ ...ok, policies: { 'default/p': { file: 'x' } } }), /state\.json: policies\["default\/p"\]\.text: missing/],
     ['endpoint without labels', JSON.stringify({ ...ok, endpoints: [{ id: 0, name: 'a', netns: 'n', defaultRoute: false }] }), /state\.json: endpoints\[0\] \(a\)\.labels: missing/],
     ['unknown key', JSON.stringify({ ...ok, extra: 1 }), /state\.json: extra: unknown key/],
+    ['bad link delay', JSON.stringify({ ...ok, endpoints: [{ id: 0, name: 'a', netns: 'n', labels: [], defaultRoute: false, link: { delay: 'soon' } }] }), /state\.json: endpoints\[0\] \(a\)\.link\.delay: /],
+    ['unknown queue field', JSON.stringify({ ...ok, endpoints: [{ id: 0, name: 'a', netns: 'n', labels: [], defaultRoute: false, queue: { size: 3 } }] }), /state\.json: endpoints\[0\] \(a\)\.queue\.size: unknown field/],
+    ['negative queue target', JSON.stringify({ ...ok, endpoints: [{ id: 0, name: 'a', netns: 'n', labels: [], defaultRoute: false, queue: { targetMs: -1 } }] }), /state\.json: endpoints\[0\] \(a\)\.queue\.targetMs: must be a positive number/],
   ];
   for (const [name, text, re] of cases) {
     writeFileSync(s.file, text);
@@ -126,4 +130,28 @@ test('state: a state file without its policies key refuses to start (no silent o
   delete doc.policies;
   writeFileSync(file, JSON.stringify(doc));
   assert.throws(() => makeAgent(dir).restore(), /state\.json: policies: missing/);
+}));
+
+test('state: link impairments and queue fields set through the API are saved with the endpoint, a clear as null', withDir(async (dir) => {
+  const a = makeAgent(dir);
+  await a.addEndpoint({ name: 'x', labels: { app: 'x' }, netns: 'n-x' });
+  await a.addEndpoint({ name: 'y', labels: { app: 'y' }, netns: 'n-y' });
+  await a.addEndpoint({ name: 'z', labels: { app: 'z' }, netns: 'n-z' });
+  a.setEndpointLink('x', parseLinkSpec({ delay: '20ms', loss: '1%', seed: 5 }, (k) => k, () => 0));
+  a.setEndpointQueue('x', { targetMs: 2 });
+  a.setEndpointQueue('x', { limitBytes: 65536 });
+  a.setEndpointLink('y', parseLinkSpec({ delay: '5ms', seed: 1 }, (k) => k, () => 0));
+  a.setEndpointLink('y', null);
+  const doc = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StateFile;
+  const by = new Map(doc.endpoints.map((e) => [e.name, e]));
+  assert.deepEqual(by.get('x')?.link, { delay: '20ms', loss: '1%', limit: '4MiB', seed: 5 }, `x link got ${JSON.stringify(by.get('x')?.link)}`);
+  assert.deepEqual(by.get('x')?.queue, { targetMs: 2, limitBytes: 65536 }, `x queue got ${JSON.stringify(by.get('x')?.queue)}`);
+  assert.equal(by.get('y')?.link, null, `y link got ${JSON.stringify(by.get('y')?.link)}, want null (cleared)`);
+  assert.equal('link' in (by.get('z') ?? {}), false, 'z never had a link set, yet one was saved');
+  assert.equal('queue' in (by.get('z') ?? {}), false, 'z never had a queue set, yet one was saved');
+  // the restore hands them back as they were saved (the control thread applies them)
+  const b = makeAgent(dir);
+  const back = new Map(b.restore().map((e) => [e.name, e]));
+  assert.deepEqual(back.get('x')?.link, by.get('x')?.link, 'restored x link');
+  assert.deepEqual(back.get('x')?.queue, by.get('x')?.queue, 'restored x queue');
 }));

@@ -173,6 +173,35 @@ describe('link impairments', () => {
     assert.equal((await lab.cli(['link', 'clear', 'b'])).code, 0);
   });
 
+  it('link and queue settings made through the API survive a restart; the lab file\'s link: block wins for its node', async (t) => {
+    const steps: [string[], string][] = [
+      [['link', 'set', 'a', '--delay', '7ms', '--seed', '3'], 'link set a'],
+      [['endpoint', 'queue', 'a', '--target', '3ms'], 'endpoint queue a'],
+      [['link', 'set', 'b', '--delay', '30ms'], 'link set b'],
+    ];
+    for (const [args, what] of steps) {
+      const r = await lab.cli(args);
+      assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+    }
+    const st = await lab.stop();
+    assert.equal(st.code, 0, `stop: exit ${st.code}`);
+    assert.equal(await lab.start(), 2, 'endpoints after the restart');
+    const la = await lab.cliJson<LinkInfo>(['link', 'show', 'a']);
+    assert.deepEqual(la.link, { delay: '7ms', limit: '4MiB', seed: 3 }, `link show a after the restart got ${JSON.stringify(la.link)}`);
+    const qa = await lab.cliJson<{ targetMs: number }>(['endpoint', 'queue', 'a']);
+    assert.equal(qa.targetMs, 3, `queue target of a after the restart got ${qa.targetMs} ms, want 3`);
+    const lb = await lab.cliJson<LinkInfo>(['link', 'show', 'b']);
+    assert.deepEqual(lb.link, { delay: '10ms', limit: '4MiB', seed: 1 }, `link show b after the restart got ${JSON.stringify(lb.link)}, want the lab file's`);
+    // both delays are in force: 7 ms towards a, 10 ms towards b
+    const p = await ping(10, '0.05');
+    const p50 = quantile(p.got, 0.5);
+    t.diagnostic(`after a restart: link a 7ms (saved) + link b 10ms (lab file): RTT p50 ${p50} ms over ${p.got.length}/10`);
+    assert.ok(p.got.length >= 9, `replies got ${p.got.length}/10, want >= 9`);
+    assert.ok(p50 >= 17 && p50 < 27, `RTT p50 got ${p50} ms, want 17-27`);
+    assert.equal((await lab.cli(['link', 'clear', 'a'])).code, 0);
+    assert.equal((await lab.cli(['endpoint', 'queue', 'a', '--target', '5ms'])).code, 0);
+  });
+
   it('bad flags are usage errors naming the flag (exit 2); an unknown endpoint exits 1', async () => {
     const cases: [string[], number, string][] = [
       [['link', 'set', 'b', '--rate', '100mbits'], 2, 'Error: --rate: "100mbits" is not a rate (e.g. 100mbit, 1gbit, 500kbit)'],
