@@ -14,13 +14,15 @@
  *              blocks it).
  *
  * Backpressure and where the queue is: a shard whose ring already holds MAX_RING_BACKLOG
- * untaken packets gets no more (dropped here, IO_BACKLOG_DROPS, reason 230), so the backlog
+ * untaken packets gets no more from ports that have many packets in flight (dropped here,
+ * IO_BACKLOG_DROPS, reason 230; light ports still pass, see admission.ts), so the backlog
  * forms in the worker's egress queue where CoDel manages it, not in the slab. When no slot
  * is free at all the loop stops reading and the kernel's TUN queue (small txqueuelen) fills.
  */
 import { loadBinding, type PollHandle, type TunBinding, type UringHandle } from '../io/native.js';
 import { MAX_PORTS, UNDERLAY_PORT } from '../tables/tableset.js';
 import { ShardRing } from './ring.js';
+import { PortAdmission } from './admission.js';
 import {
   MAX_BATCH,
   MAX_RING_BACKLOG,
@@ -62,6 +64,8 @@ export class IoLoop {
   nFree: number;
   /** owner[slot] = shard the slot was submitted to, -1 when free or in the kernel. */
   readonly owner: Int8Array;
+  /** Per-port packets in flight, for admission past a shard's backlog bound. */
+  readonly admission: PortAdmission;
   private readonly scratch = new Int32Array(REAP_BATCH);
   private readonly scratchLen = new Int32Array(REAP_BATCH);
   private readonly scratchPort = new Int32Array(REAP_BATCH);
@@ -102,6 +106,7 @@ export class IoLoop {
     for (let i = 0; i < rt.slots; i++) this.free[i] = rt.slots - 1 - i;
     this.nFree = rt.slots;
     this.owner = new Int8Array(rt.slots).fill(-1);
+    this.admission = new PortAdmission(rt.slots);
     this.pending = new Int32Array(this.shards);
     this.touched = new Uint8Array(this.shards);
     for (let p = 0; p < MAX_PORTS; p++) this.polls.push(null);
@@ -160,7 +165,9 @@ export class IoLoop {
 
   /** Takes back the slots workers have finished with. */
   reclaim(): void {
+    const from = this.nFree;
     for (let k = 0; k < this.shards; k++) this.nFree = (this.rings[k] as ShardRing).reclaim(this.free, this.nFree, this.owner);
+    for (let i = from; i < this.nFree; i++) this.admission.freed(this.free[i] as number);
   }
 
   /** Reclaims returned slots and, with io_uring, hands every free slot to the kernel. */
@@ -261,11 +268,12 @@ export class IoLoop {
       this.rxMs[slot] = now;
       const off = slot * slotSize + this.hdr;
       const k = shardOf(this.buf, off, len - this.hdr, shards);
-      if ((this.pending[k] as number) >= MAX_RING_BACKLOG) {
+      if ((this.pending[k] as number) >= MAX_RING_BACKLOG && !this.admission.admit(from, this.pending[k] as number)) {
         this.free[this.nFree++] = slot;
         this.stats[IO_BACKLOG_DROPS]++;
         continue;
       }
+      this.admission.took(slot, from);
       this.owner[slot] = k;
       (this.rings[k] as ShardRing).push(slot);
       this.pending[k] = (this.pending[k] as number) + 1;

@@ -143,6 +143,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
       new LinkTable(rt.link, MAX_PORTS).releaseLocks(k + 1); // a rate clock the dead worker held
       const r = (io.rings[k] as ShardRing).recover(k, io.owner, queued, io.free, io.nFree);
       io.nFree = r.nFree;
+      io.admission.recount(io.owner);
       if (r.report.killer >= 0) io.stats[IO_CRASH_DROPS]++;
       io.stats[IO_CRASH_FREED] += r.report.freed;
       io.refill();

@@ -130,7 +130,7 @@ for (const io of ['readwrite', 'uring']) {
     it('returns every slot to the slab and drops only the packet it died on', async () => {
       const p = await lab.ping('a', lab.v4('b'));
       assert.equal(p.code, 0, `ping before: ${p.stdout}${p.stderr}`);
-      const rx = lab.background('b', ['python3', '-c', UDP_COUNT, '3']);
+      const rx = lab.background('b', ['python3', '-c', UDP_COUNT, '6']);
       await sleep(300);
       const drops0 = await txDropped(lab.ns('a'));
       const tx = await nsRun(lab.ns('a'), ['python3', '-c', UDP_BURST, lab.v4('b'), '100', '100']);
