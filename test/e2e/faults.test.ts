@@ -244,7 +244,7 @@ describe('fault injection', { timeout: 240_000 }, () => {
       const ev = mode === 'frag'
         ? `fragment evictions oldest ${await metric('tunswitch_fragment_evictions_total', 'oldest')}, quota ${await metric('tunswitch_fragment_evictions_total', 'quota')}, refused ${await metric('tunswitch_fragment_quota_refused_total')}`
         : `conntrack entries ${await metric('tunswitch_conntrack_entries')}, evictions unreplied ${await metric('tunswitch_conntrack_evictions_total', 'unreplied')}, oldest ${await metric('tunswitch_conntrack_evictions_total', 'oldest')}, quota ${await metric('tunswitch_conntrack_evictions_total', 'quota')}, refused ${await metric('tunswitch_conntrack_quota_refused_total')}`;
-      figures.push(`${mode} flood of ${sentS} packets in ${secs} s from a: c -> b new connections ${res.connOk}/${res.conns}, fragmented pings ${res.fragOk}/${res.frags} (${res.queueRetries} tried again after a queue drop); ${ev}`);
+      figures.push(`${mode} flood of ${sentS} packets in ${secs} s from a: c -> b new connections ${res.connOk}/${res.conns}, fragmented pings ${res.fragOk}/${res.frags} (${res.queueRetries} tried again after a queue drop); queue drops so far ${await queueDrops()}; ${ev}`);
     }
     srv.child.kill('SIGKILL');
     for (const f of figures) t.diagnostic(f);
