@@ -6,10 +6,12 @@
  *   1. parse every file (a parse error in any file throws before anything changes);
  *   2. refuse an empty import unless allowEmpty (again before any change);
  *   3. compile once (PolicyCompiler.upsertPolicies: one diff for the whole set);
- *   4. publish once (one policy revision, the number returned);
+ *   4. publish once (one policy revision, the number returned); compiled entries that do not
+ *      fit the policy table are refused before anything is written (ETABLE_FULL), and the
+ *      compiler puts the policies it had back, so nothing changes;
  *   5. persist once, then tell the cluster hooks (kvstore mode) file by file.
  */
-import { TunswitchError } from './errors.js';
+import { TunswitchError, isTunswitchError } from './errors.js';
 import { parsePolicyFile } from './policy/parse.js';
 import type { Policy } from './policy/types.js';
 import type { LabelSet } from './labels.js';
@@ -47,7 +49,17 @@ export class PolicyRepository {
       return { file: f, pols };
     });
     const all = parsed.flatMap((x) => x.pols);
-    const revision = all.length === 0 ? this.ctx.publish() : this.ctx.publish(this.ctx.compiler.upsertPolicies(all));
+    // Changes pending from others (identities) get their own publish, so a refused import
+    // below cannot drop them.
+    const pending = this.ctx.compiler.sync();
+    if (pending.changed) this.ctx.publish(pending);
+    let revision: number;
+    try {
+      revision = all.length === 0 ? this.ctx.publish() : this.ctx.compiler.upsertPoliciesWith(all, (diff) => this.ctx.publish(diff));
+    } catch (e) {
+      if (isTunswitchError(e, 'ETABLE_FULL')) throw new TunswitchError('ETABLE_FULL', `policy import refused, nothing changed: ${e.message}`);
+      throw e;
+    }
     for (const { file, pols } of parsed) {
       for (const p of pols) {
         this.sources.set(p.key, { file: file.fileName, text: file.text });

@@ -44,11 +44,17 @@ export class TablePublisher {
     return this.tables.meta(M_POLICY_REVISION);
   }
 
-  /** Writes a compiler diff into the tables (no publish). */
+  /**
+   * Writes a compiler diff into the tables (no publish). Throws ETABLE_FULL before writing
+   * anything when the policy entries do not fit (PolicyTableWriter.checkRoom).
+   */
   write(diff: PolicyDiff): void {
     const pw = this.tables.policy;
-    for (const e of diff.removed) pw.remove({ ep: e.ep, dir: e.dir === 'ingress' ? 0 : 1, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen });
-    for (const e of diff.added) pw.add({ ep: e.ep, dir: e.dir === 'ingress' ? 0 : 1, identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie });
+    const removed = diff.removed.map((e) => ({ ep: e.ep, dir: e.dir === 'ingress' ? (0 as const) : (1 as const), identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen }));
+    const added = diff.added.map((e) => ({ ep: e.ep, dir: e.dir === 'ingress' ? (0 as const) : (1 as const), identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie }));
+    pw.checkRoom(removed, added);
+    for (const e of removed) pw.remove(e);
+    for (const e of added) pw.add(e);
     for (const c of diff.ipcache.removed) this.ipc.clear(c.prefix, 'cidr-policy');
     for (const c of diff.ipcache.added) this.ipc.set(c.prefix, 'cidr-policy', { identity: c.identity });
     for (const enf of diff.enforcement) this.writeEndpoint(enf.ep);

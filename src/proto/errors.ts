@@ -61,7 +61,7 @@ export const ERRORS = {
   ELAB_CONFLICT: { status: 409, exit: EXIT_RUNTIME, doc: 'something the lab needs (a namespace, device or subnet) is already in use' },
   // ---- the switch cannot do it now or at all (500, 501, 503, 504)
   EIDENTITY_EXHAUSTED: { status: 500, exit: EXIT_RUNTIME, doc: 'the identity number space is used up' },
-  ETABLE_FULL: { status: 500, exit: EXIT_RUNTIME, doc: 'a shared-memory table (ipcache, endpoints) has no room left' },
+  ETABLE_FULL: { status: 500, exit: EXIT_RUNTIME, doc: 'a shared-memory table (ipcache, endpoints, policy) has no room left' },
   ENOT_SUPPORTED: { status: 501, exit: EXIT_RUNTIME, doc: 'the request uses a feature tunswitch does not implement or this machine cannot run' },
   ESTATE_INVALID: { status: 500, exit: EXIT_RUNTIME, doc: 'persisted state could not be restored' },
   EKVSTORE: { status: 503, exit: EXIT_RUNTIME, doc: 'the kvstore (etcd) is unreachable or refused an operation' },

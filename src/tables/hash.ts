@@ -112,6 +112,11 @@ export class SharedHashWriter {
     return this.used;
   }
 
+  /** The most entries the writer stores: 7/8 of the capacity (an empty slot ends every probe). */
+  get limit(): number {
+    return Math.floor((this.table.capacity * 7) / 8);
+  }
+
   private home(t: Uint32Array, base: number): number {
     const kw = this.table.keyWords;
     const k = this.table.key;
@@ -157,7 +162,7 @@ export class SharedHashWriter {
   set(key: ArrayLike<number>, value: ArrayLike<number>): void {
     const tb = this.table;
     const { slot, found } = this.findSlot(key);
-    if (!found && (slot < 0 || this.used + 1 > (tb.capacity * 7) / 8)) {
+    if (!found && (slot < 0 || this.used + 1 > this.limit)) {
       throw new RangeError(`SharedHash: table full (capacity ${tb.capacity})`);
     }
     const base = slot * tb.stride;

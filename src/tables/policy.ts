@@ -73,7 +73,7 @@
  */
 import { SharedHash, SharedHashWriter } from './hash.js';
 import { sharedPair, type WriteLog } from './publish.js';
-import { InternalError } from '../proto/errors.js';
+import { InternalError, TunswitchError } from '../proto/errors.js';
 
 
 // Cilium's POLICY_MATCH_* (bpf/lib/policy.h).
@@ -147,6 +147,9 @@ export interface PolicyEntry {
   deny: boolean;
   cookie: number;
 }
+
+/** The key fields of an entry (what remove and checkRoom take). */
+export type PolicyKey = Pick<PolicyEntry, 'ep' | 'dir' | 'identity' | 'proto' | 'port' | 'prefixLen'>;
 
 /** Everything a thread needs to attach to the table. Structured-cloneable. */
 export interface PolicyTableShared {
@@ -344,6 +347,36 @@ export class PolicyTableWriter {
     return this.hw.size;
   }
 
+  /**
+   * Throws ETABLE_FULL, before anything is written, when removing `removed` and then adding
+   * `added` would take the table past the entries it holds (SharedHashWriter.limit). A key in
+   * both lists is a changed entry and costs nothing; an added key already present replaces.
+   * The message names the endpoint that gains the most entries. Control plane only (allocates).
+   */
+  checkRoom(removed: readonly PolicyKey[], added: readonly PolicyKey[]): void {
+    let n = this.hw.size;
+    const gone = new Set<string>();
+    for (const e of removed) {
+      const key = this.makeKey(e);
+      if (this.hw.get(key) === undefined) continue;
+      n--;
+      gone.add(key.join(','));
+    }
+    const gain = new Map<number, number>();
+    for (const e of added) {
+      const key = this.makeKey(e);
+      if (this.hw.get(key) !== undefined && !gone.has(key.join(','))) continue;
+      n++;
+      gain.set(e.ep, (gain.get(e.ep) ?? 0) + 1);
+    }
+    const limit = this.hw.limit;
+    if (n <= limit) return;
+    let ep = -1;
+    let most = 0;
+    for (const [k, v] of gain) if (v > most) [ep, most] = [k, v];
+    throw new TunswitchError('ETABLE_FULL', `policy table full: the change needs ${n} entries, the table holds ${limit} (capacity ${this.table.hash.capacity}, filled to 7/8); endpoint ${ep} gains the most (${most} new entries)`);
+  }
+
   /** Inserts or replaces the entry with this key. Throws on malformed entries. */
   add(e: PolicyEntry): void {
     if (!Number.isInteger(e.cookie) || e.cookie < 0 || e.cookie > 0xffffffff) {
@@ -367,7 +400,7 @@ export class PolicyTableWriter {
   }
 
   /** Removes the entry with e's key (ep, dir, identity, proto, port, prefixLen). */
-  remove(e: Pick<PolicyEntry, 'ep' | 'dir' | 'identity' | 'proto' | 'port' | 'prefixLen'>): boolean {
+  remove(e: PolicyKey): boolean {
     const key = this.makeKey(e);
     const old = this.hw.get(key);
     if (old === undefined) return false;
@@ -416,7 +449,7 @@ export class PolicyTableWriter {
     }
   }
 
-  private makeKey(e: Pick<PolicyEntry, 'ep' | 'dir' | 'identity' | 'proto' | 'port' | 'prefixLen'>): number[] {
+  private makeKey(e: PolicyKey): number[] {
     this.checkEp(e.ep);
     if (e.dir !== 0 && e.dir !== 1) throw new RangeError(`policy entry dir ${e.dir} is not 0 (ingress) or 1 (egress)`);
     if (!Number.isInteger(e.identity) || e.identity < 0 || e.identity > 0xffffffff) {

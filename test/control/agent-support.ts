@@ -6,8 +6,8 @@ import { MemPorts } from '../helpers/mem-ports.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { tryParsePrefix, type Prefix } from '../../src/control/cidr.js';
 
-export function makeTestAgent(): { agent: Agent; ports: MemPorts; tables: TableSet } {
-  const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: 1 << 12, maxEndpoints: 64 });
+export function makeTestAgent(opts: { policyCapacity?: number; stateDir?: string } = {}): { agent: Agent; ports: MemPorts; tables: TableSet } {
+  const ts = TableSet.create({ ipcache: { tbl8Groups: 16, leaves: 1024, v6Capacity: 256 }, policyCapacity: opts.policyCapacity ?? 1 << 12, maxEndpoints: 64 });
   const ports = new MemPorts();
   const agent = new Agent(
     {
@@ -19,6 +19,7 @@ export function makeTestAgent(): { agent: Agent; ports: MemPorts; tables: TableS
       offload: false,
       config: { audit: false, enforcement: 'default' },
       version: 'test',
+      ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
     },
     new TableSetWriter(ts),
     ports,

@@ -570,3 +570,31 @@ test('removing every entry leaves every length mask empty on both sides', () => 
     assert.equal(nonzero, -1, `side ${side}: mask word ${nonzero} got ${masks[nonzero]}, want 0`);
   }
 });
+
+test('checkRoom counts removals, replacements and changed keys before any write', () => {
+  // Capacity 8 holds 7 entries (7/8).
+  const { writer, log } = setup({ capacity: 8, maxEndpoints: 4 });
+  const e = (ep: number, port: number): PolicyEntry => ({ ep, dir: DIR_INGRESS, identity: 300, proto: 6, port, prefixLen: 24, deny: false, cookie: 2 });
+  for (let p = 1; p <= 5; p++) writer.add(e(1, p));
+  const cases: { what: string; removed: PolicyEntry[]; added: PolicyEntry[]; full: boolean }[] = [
+    { what: 'two new fit (7)', removed: [], added: [e(2, 1), e(2, 2)], full: false },
+    { what: 'three new do not (8)', removed: [], added: [e(2, 1), e(2, 2), e(2, 3)], full: true },
+    { what: 'replacing present keys costs nothing', removed: [], added: [e(1, 1), e(1, 2), e(1, 3), e(2, 1), e(2, 2)], full: false },
+    { what: 'a removal makes room', removed: [e(1, 5)], added: [e(2, 1), e(2, 2), e(2, 3)], full: false },
+    { what: 'removing an absent key makes none', removed: [e(3, 9)], added: [e(2, 1), e(2, 2), e(2, 3)], full: true },
+    { what: 'a changed key (in both lists) costs nothing', removed: [e(1, 5)], added: [e(1, 5), e(2, 1), e(2, 2)], full: false },
+  ];
+  for (const c of cases) {
+    const pending = log.pending;
+    let err: unknown = null;
+    try {
+      writer.checkRoom(c.removed, c.added);
+    } catch (x) {
+      err = x;
+    }
+    assert.equal(err !== null, c.full, `${c.what}: got ${err === null ? 'room' : String(err)}, want ${c.full ? 'ETABLE_FULL' : 'room'}`);
+    if (c.full) assert.match((err as Error).message, /^policy table full: the change needs 8 entries, the table holds 7 \(capacity 8, filled to 7\/8\); endpoint 2 gains the most \(3 new entries\)$/, c.what);
+    assert.equal(log.pending, pending, `${c.what}: checkRoom wrote ${log.pending - pending} words, want none`);
+    assert.equal(writer.size, 5, `${c.what}: size got ${writer.size}, want 5`);
+  }
+});

@@ -352,9 +352,39 @@ export class PolicyCompiler {
     return this.finish();
   }
 
-  private replacePolicy(policy: Policy): void {
+  /**
+   * Adds or replaces several policies as one change that `apply` may refuse. `apply` gets the
+   * diff and writes it, or throws before writing anything (a table without room); on a throw
+   * the compiler goes back to the policies it had, with the same cookies, drops the diff of
+   * the way back (none of it reached the tables) and rethrows. Changes pending from before
+   * (identities allocated by others) must be taken with sync() first: they would be dropped.
+   */
+  upsertPoliciesWith<T>(policies: readonly Policy[], apply: (diff: PolicyDiff) => T): T {
+    const prior = new Map<string, CompiledPolicy | undefined>();
+    for (const p of policies) if (!prior.has(p.key)) prior.set(p.key, this.policies.get(p.key));
+    const diff = this.upsertPolicies(policies);
+    try {
+      return apply(diff);
+    } catch (e) {
+      for (const [key, cp] of prior) {
+        if (cp !== undefined) {
+          this.replacePolicy(cp.policy, cp.cookies);
+          continue;
+        }
+        const added = this.policies.get(key);
+        if (added === undefined) continue;
+        this.policies.delete(key);
+        this.detachPolicy(added, null);
+      }
+      this.finish();
+      throw e;
+    }
+  }
+
+  /** `cookies`: coordinate -> cookie to use first (putting a policy back as it was). */
+  private replacePolicy(policy: Policy, cookies?: ReadonlyMap<string, number>): void {
     const old = this.policies.get(policy.key);
-    const compiled = this.compilePolicy(policy, old);
+    const compiled = this.compilePolicy(policy, old, cookies);
     // New CIDR identities first, so selections include them; old ones are released after.
     for (const p of compiled.prefixes) this.refPrefix(p);
     this.attachRules(compiled);
@@ -542,7 +572,7 @@ export class PolicyCompiler {
   // -------------------------------------------------------------------------------------
   // Policy bookkeeping
 
-  private compilePolicy(policy: Policy, old: CompiledPolicy | undefined): CompiledPolicy {
+  private compilePolicy(policy: Policy, old: CompiledPolicy | undefined, given?: ReadonlyMap<string, number>): CompiledPolicy {
     const cookies = new Map<string, number>();
     const prefixes = new Set<string>();
     const rules: CompiledRule[] = [];
@@ -552,7 +582,7 @@ export class PolicyCompiler {
       for (const section of SECTIONS) {
         rule[section].forEach((el, i) => {
           const coord = `${rule.index}|${section}|${i}`;
-          const cookie = old?.cookies.get(coord) ?? this.nextCookie++;
+          const cookie = given?.get(coord) ?? old?.cookies.get(coord) ?? this.nextCookie++;
           cookies.set(coord, cookie);
           const info: RuleInfo = {
             cookie,
