@@ -189,9 +189,9 @@ export class IdentityAllocator {
     return this.insert(rec);
   }
 
-  /** Takes a reference on the CIDR identity for a prefix (host bits are cleared first). */
-  allocateCIDR(prefixText: string): Identity {
-    const prefix = parsePrefix(prefixText);
+  /** Takes a reference on the CIDR identity for a prefix, given as text (host bits are cleared first) or parsed. */
+  allocateCIDR(cidr: string | Prefix): Identity {
+    const prefix = typeof cidr === 'string' ? parsePrefix(cidr) : cidr;
     const labels = LabelSet.from([makeLabel('cidr', prefix.text), makeLabel('reserved', 'world')]);
     const existing = this.byLabels.get(labels.canonical);
     if (existing !== undefined) {

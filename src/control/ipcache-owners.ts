@@ -15,7 +15,7 @@
  * the entry while a higher owner holds it; removing the resolved owner falls back to the next
  * one, and the prefix leaves the table only when no owner is left.
  */
-import { tryParsePrefix } from './cidr.js';
+import { tryParsePrefix, type Prefix } from './cidr.js';
 import { TunswitchError } from './errors.js';
 
 export const IPCACHE_OWNERS = ['endpoint', 'host', 'kvstore', 'cidr-policy', 'api'] as const;
@@ -27,10 +27,10 @@ export interface IpcacheClaim {
   readonly flags: number;
 }
 
-/** The part of IpcacheWriter this layer writes through. */
+/** The part of IpcacheWriter this layer writes through (it gets the prefix parsed once, here). */
 export interface IpcacheSink {
-  upsert(cidr: string, v: { identity: number; tunnel?: number; flags?: number }): void;
-  delete(cidr: string): boolean;
+  upsert(cidr: Prefix, v: { identity: number; tunnel?: number; flags?: number }): void;
+  delete(cidr: Prefix): boolean;
   batch<T>(fn: () => T): T;
 }
 
@@ -50,32 +50,38 @@ export class IpcacheOwners {
 
   constructor(private readonly sink: IpcacheSink) {}
 
-  /** Canonical text of a prefix ("10.1.2.3" -> "10.1.2.3/32"); throws on bad input (a caller bug). */
-  static canonical(cidr: string): string {
+  /** A prefix given as text ("10.1.2.3" -> 10.1.2.3/32) or already parsed; throws on bad text (a caller bug). */
+  static prefixOf(cidr: string | Prefix): Prefix {
+    if (typeof cidr !== 'string') return cidr;
     const p = tryParsePrefix(cidr, true);
     if (!p) throw new TunswitchError('EINTERNAL', `ipcache: ${JSON.stringify(cidr)} is not a prefix`);
-    return p.text;
+    return p;
+  }
+
+  /** Canonical text of a prefix ("10.1.2.3" -> "10.1.2.3/32"); throws on bad input (a caller bug). */
+  static canonical(cidr: string | Prefix): string {
+    return IpcacheOwners.prefixOf(cidr).text;
   }
 
   /** Sets `owner`'s claim on `cidr`; the table changes only if the resolved value does. */
-  set(cidr: string, owner: IpcacheOwner, v: { identity: number; tunnel?: number; flags?: number }): void {
-    const key = IpcacheOwners.canonical(cidr);
-    const before = this.resolved(key);
-    let m = this.claims.get(key);
-    if (m === undefined) this.claims.set(key, (m = new Map()));
+  set(cidr: string | Prefix, owner: IpcacheOwner, v: { identity: number; tunnel?: number; flags?: number }): void {
+    const p = IpcacheOwners.prefixOf(cidr);
+    const before = this.resolved(p.text);
+    let m = this.claims.get(p.text);
+    if (m === undefined) this.claims.set(p.text, (m = new Map()));
     m.set(owner, { identity: v.identity, tunnel: v.tunnel ?? 0, flags: v.flags ?? 0 });
-    this.publish(key, before);
+    this.publish(p, before);
   }
 
   /** Clears `owner`'s claim on `cidr`; returns whether it had one. */
-  clear(cidr: string, owner: IpcacheOwner): boolean {
-    const key = IpcacheOwners.canonical(cidr);
-    const m = this.claims.get(key);
+  clear(cidr: string | Prefix, owner: IpcacheOwner): boolean {
+    const p = IpcacheOwners.prefixOf(cidr);
+    const m = this.claims.get(p.text);
     if (m === undefined || !m.has(owner)) return false;
-    const before = this.resolved(key);
+    const before = this.resolved(p.text);
     m.delete(owner);
-    if (m.size === 0) this.claims.delete(key);
-    this.publish(key, before);
+    if (m.size === 0) this.claims.delete(p.text);
+    this.publish(p, before);
     return true;
   }
 
@@ -114,10 +120,10 @@ export class IpcacheOwners {
     return r?.claim;
   }
 
-  private publish(key: string, before: IpcacheClaim | undefined): void {
-    const after = this.resolved(key);
+  private publish(p: Prefix, before: IpcacheClaim | undefined): void {
+    const after = this.resolved(p.text);
     if (sameClaim(before, after)) return;
-    if (after === undefined) this.sink.delete(key);
-    else this.sink.upsert(key, after);
+    if (after === undefined) this.sink.delete(p);
+    else this.sink.upsert(p, after);
   }
 }

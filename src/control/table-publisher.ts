@@ -50,11 +50,9 @@ export class TablePublisher {
    */
   write(diff: PolicyDiff): void {
     const pw = this.tables.policy;
-    const removed = diff.removed.map((e) => ({ ep: e.ep, dir: e.dir === 'ingress' ? (0 as const) : (1 as const), identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen }));
-    const added = diff.added.map((e) => ({ ep: e.ep, dir: e.dir === 'ingress' ? (0 as const) : (1 as const), identity: e.identity, proto: e.proto, port: e.port, prefixLen: e.prefixLen, deny: e.deny, cookie: e.cookie }));
-    pw.checkRoom(removed, added);
-    for (const e of removed) pw.remove(e);
-    for (const e of added) pw.add(e);
+    pw.checkRoom(diff.removed, diff.added);
+    for (const e of diff.removed) pw.remove(e);
+    for (const e of diff.added) pw.add(e);
     for (const c of diff.ipcache.removed) this.ipc.clear(c.prefix, 'cidr-policy');
     for (const c of diff.ipcache.added) this.ipc.set(c.prefix, 'cidr-policy', { identity: c.identity });
     for (const enf of diff.enforcement) this.writeEndpoint(enf.ep);

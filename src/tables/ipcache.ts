@@ -476,16 +476,16 @@ export class IpcacheWriter {
 
   // ---- text API ----
 
-  /** Inserts or replaces a prefix given as text ("10.0.0.0/8", "10.1.2.3", "fd00::/64"). */
-  upsert(cidr: string, v: { identity: number; tunnel?: number; flags?: number }): void {
-    const c = parseCidr(cidr);
+  /** Inserts or replaces a prefix given as text ("10.0.0.0/8", "10.1.2.3", "fd00::/64") or parsed. */
+  upsert(cidr: string | Prefix, v: { identity: number; tunnel?: number; flags?: number }): void {
+    const c = typeof cidr === 'string' ? parseCidr(cidr) : cidr;
     if (c.family === 4) this.upsert4(c.words[0] as number, c.bits, v.identity, v.tunnel ?? 0, v.flags ?? 0);
     else this.upsert6(c.words, c.bits, v.identity, v.tunnel ?? 0, v.flags ?? 0);
   }
 
-  /** Deletes a prefix given as text; returns whether it was present. */
-  delete(cidr: string): boolean {
-    const c = parseCidr(cidr);
+  /** Deletes a prefix given as text or parsed; returns whether it was present. */
+  delete(cidr: string | Prefix): boolean {
+    const c = typeof cidr === 'string' ? parseCidr(cidr) : cidr;
     return c.family === 4 ? this.delete4(c.words[0] as number, c.bits) : this.delete6(c.words, c.bits);
   }
 

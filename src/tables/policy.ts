@@ -134,9 +134,11 @@ function matchType(exact: number, len: number): number {
   return len > L4_PROTO_PREFIX ? POLICY_MATCH_L4_ONLY : len > 0 ? POLICY_MATCH_PROTO_ONLY : POLICY_MATCH_ALL;
 }
 
+/** One entry, as the policy compiler emits it and the writer stores it. */
 export interface PolicyEntry {
   ep: number;
-  dir: 0 | 1;
+  /** DIR_INGRESS (0) or DIR_EGRESS (1), src/proto/direction.ts. */
+  dir: number;
   /** Remote identity; 0 = any. */
   identity: number;
   proto: number;
@@ -432,7 +434,7 @@ export class PolicyTableWriter {
       const l4 = (key[2] as number) & 0xffffff;
       yield {
         ep: epdir >>> 1,
-        dir: (epdir & 1) as 0 | 1,
+        dir: epdir & 1,
         identity: key[1] as number,
         proto: l4 >>> 16,
         port: l4 & 0xffff,

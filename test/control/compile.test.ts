@@ -8,6 +8,7 @@ import { parsePolicyFile } from '../../src/control/policy/parse.js';
 import { PolicyCompiler, compileAll, l4KeysOf, COOKIE_DEFAULT_ALLOW, type PolicyEntry, type RuleInfo, type EndpointEnforcement } from '../../src/control/policy/compile.js';
 import { evaluate, type FlowEnd } from './policy-reference.js';
 import { DEFAULT_POLICY_CONFIG, type Direction, type Policy, type PolicyConfig } from '../../src/control/policy/types.js';
+import { DIR_EGRESS, DIR_INGRESS } from '../../src/proto/direction.js';
 import { EntryIndex, IPS, PROTOS, fixture, randomLabels, randomPolicyDoc, randomPort, resolveIp } from './support.js';
 
 const TCP = 6;
@@ -281,23 +282,23 @@ test('compiled form: ANY expands, L4-only is identity 0, {} excludes world, exce
   const w = buildWorld([...parsePolicyFile(fixture('any-protocol.yaml'), 'a'), ...parsePolicyFile(fixture('l4-to-ports.yaml'), 'b'), ...parsePolicyFile(fixture('list.yaml'), 'c'), ...parsePolicyFile(fixture('cidr-except.yaml'), 'd')]);
   const entries = w.compiler.entries();
   const kubeDnsId = w.end('kubeDns').identity;
-  const dns = entries.filter((e) => e.ep === w.epIndex.get('myService') && e.dir === 'egress' && e.identity === kubeDnsId);
+  const dns = entries.filter((e) => e.ep === w.epIndex.get('myService') && e.dir === DIR_EGRESS && e.identity === kubeDnsId);
   assert.deepEqual(dns.map((e) => [e.proto, e.port, e.prefixLen]).sort(), [
     [SCTP, 53, 24],
     [TCP, 53, 24],
     [UDP, 53, 24],
   ].sort());
-  const l4only = entries.filter((e) => e.ep === w.epIndex.get('myService') && e.dir === 'ingress');
+  const l4only = entries.filter((e) => e.ep === w.epIndex.get('myService') && e.dir === DIR_INGRESS);
   assert.deepEqual(l4only.map((e) => [e.identity, e.proto, e.port, e.prefixLen]), [[0, TCP, 80, 24]]);
-  const nb = entries.filter((e) => e.ep === w.epIndex.get('nb') && e.dir === 'egress');
+  const nb = entries.filter((e) => e.ep === w.epIndex.get('nb') && e.dir === DIR_EGRESS);
   assert.ok(nb.length > 0 && nb.every((e) => e.identity >= 256 && e.identity < 65536), `toEndpoints [{}] entries: got identities ${nb.map((e) => e.identity)}, want workloads only`);
   const ipc = w.compiler.ipcache();
-  const prefixes = ipc.map((e) => e.prefix).sort();
+  const prefixes = ipc.map((e) => e.prefix.text).sort();
   assert.deepEqual(prefixes, ['10.0.0.0/8', '10.96.0.0/12', '20.1.1.1/32', '2001:db8:1::/48', '2001:db8::/32'].sort());
-  const exceptId = ipc.find((e) => e.prefix === '10.96.0.0/12')!.identity;
-  const allowedIds = new Set(entries.filter((e) => e.ep === w.epIndex.get('myService') && e.dir === 'egress' && !e.deny).map((e) => e.identity));
+  const exceptId = ipc.find((e) => e.prefix.text === '10.96.0.0/12')!.identity;
+  const allowedIds = new Set(entries.filter((e) => e.ep === w.epIndex.get('myService') && e.dir === DIR_EGRESS && !e.deny).map((e) => e.identity));
   assert.ok(!allowedIds.has(exceptId), 'the except prefix identity is not allowed');
-  assert.ok(allowedIds.has(ipc.find((e) => e.prefix === '10.0.0.0/8')!.identity), 'the CIDR identity is allowed');
+  assert.ok(allowedIds.has(ipc.find((e) => e.prefix.text === '10.0.0.0/8')!.identity), 'the CIDR identity is allowed');
   // Every cookie names a rule.
   const rules = new Map(w.compiler.rules().map((r) => [r.cookie, r]));
   for (const e of entries) assert.ok(rules.has(e.cookie), `entry cookie ${e.cookie} has no rule`);
@@ -322,8 +323,8 @@ test('enforcement modes and enableDefaultDeny', () => {
   assert.deepEqual([enf.ingress, enf.egress], [true, true]);
   const allowAll = def.compiler.entries().filter((e) => e.ep === ms && e.identity === 0 && e.prefixLen === 0);
   assert.deepEqual(allowAll.map((e) => [e.dir, e.cookie, e.deny]).sort(), [
-    ['egress', COOKIE_DEFAULT_ALLOW, false],
-    ['ingress', COOKIE_DEFAULT_ALLOW, false],
+    [DIR_INGRESS, COOKIE_DEFAULT_ALLOW, false],
+    [DIR_EGRESS, COOKIE_DEFAULT_ALLOW, false],
   ]);
   const others = def.compiler.enforcement().filter((e) => e.ep !== ms);
   assert.ok(others.every((e) => !e.ingress && !e.egress), 'unselected endpoints are not enforced');
@@ -428,8 +429,8 @@ test('incremental changes give the same entries as a full recompute (seeded)', (
       }
       for (const e of d.added) table.set(entryKey(e), e);
       for (const x of d.enforcement) enf.set(x.ep, x);
-      for (const x of d.ipcache.removed) ipc.delete(x.prefix);
-      for (const x of d.ipcache.added) ipc.set(x.prefix, x.identity);
+      for (const x of d.ipcache.removed) ipc.delete(x.prefix.text);
+      for (const x of d.ipcache.added) ipc.set(x.prefix.text, x.identity);
       for (const k of d.rules.removed) ruleTable.delete(k);
       for (const x of d.rules.added) ruleTable.set(x.cookie, x);
     };
@@ -484,7 +485,7 @@ test('incremental changes give the same entries as a full recompute (seeded)', (
       const tableSorted = [...table.values()];
       assert.deepEqual(normalised(tableSorted, [...ruleTable.values()]), normalised(cur, c.rules()), `seed ${seed} step ${step} (${what}): diffs applied != entries()`);
       assert.deepEqual([...enf.values()].sort((a, b) => a.ep - b.ep), c.enforcement(), `seed ${seed} step ${step} (${what}): enforcement diffs`);
-      assert.deepEqual([...ipc.entries()].sort(), c.ipcache().map((e) => [e.prefix, e.identity]).sort(), `seed ${seed} step ${step} (${what}): ipcache diffs`);
+      assert.deepEqual([...ipc.entries()].sort(), c.ipcache().map((e) => [e.prefix.text, e.identity]).sort(), `seed ${seed} step ${step} (${what}): ipcache diffs`);
       if (step % 10 === 9 || step === 59) {
         const full = compileAll([...loaded.values()], [...eps].map(([index, identity]) => ({ index, identity })), alloc, config);
         assert.deepEqual(normalised(cur, c.rules()), normalised(full.entries, full.rules), `seed ${seed} step ${step} (${what}): incremental != full recompute`);

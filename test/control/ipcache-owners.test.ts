@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rand } from '../helpers/rand.js';
 import { IPCACHE_OWNERS, IpcacheOwners, type IpcacheOwner } from '../../src/control/ipcache-owners.js';
+import type { Prefix } from '../../src/proto/prefix.js';
 import { TableSet, TableSetWriter } from '../../src/tables/tableset.js';
 import { makeTestAgent, upsertOf } from './agent-support.js';
 
@@ -51,8 +52,8 @@ test('owners: the table holds the highest-precedence claim of each prefix (seede
 test('owners: a lower owner never rewrites the table while a higher one holds the prefix', () => {
   const writes: string[] = [];
   const sink = {
-    upsert: (c: string, v: { identity: number }) => void writes.push(`+${c}=${v.identity}`),
-    delete: (c: string) => (writes.push(`-${c}`), true),
+    upsert: (c: Prefix, v: { identity: number }) => void writes.push(`+${c.text}=${v.identity}`),
+    delete: (c: Prefix) => (writes.push(`-${c.text}`), true),
     batch: <T>(fn: () => T): T => fn(),
   };
   const o = new IpcacheOwners(sink);

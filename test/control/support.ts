@@ -9,6 +9,7 @@ import { Rand } from '../helpers/rand.js';
 import { parsePrefix, prefixContains } from '../../src/control/cidr.js';
 import type { EndpointEnforcement, IpcacheEntry, PolicyEntry } from '../../src/control/policy/compile.js';
 import type { Direction } from '../../src/control/policy/types.js';
+import { directionNumber } from '../../src/proto/direction.js';
 
 /** Fixtures live in the source tree; compiled tests run from <outDir>/test/control/. */
 export const FIXTURE_DIR = fileURLToPath(new URL('../../../test/control/fixtures/', import.meta.url));
@@ -46,7 +47,7 @@ export class EntryIndex {
     return x !== undefined && x[dir];
   }
   private matches(ep: number, dir: Direction, identity: number, proto: number, port: number): PolicyEntry[] {
-    return (this.byKey.get(`${ep}|${dir}|${identity}`) ?? []).filter((e) => covers(e, proto, port));
+    return (this.byKey.get(`${ep}|${directionNumber(dir)}|${identity}`) ?? []).filter((e) => covers(e, proto, port));
   }
   /**
    * Naive lookup over all matching entries: probe the exact identity and identity 0; any deny
@@ -85,7 +86,7 @@ export function resolveIp(ipcache: readonly IpcacheEntry[], ip: string): number 
   const addr = parsePrefix(ip);
   let best: { bits: number; id: number } | null = null;
   for (const e of ipcache) {
-    const p = parsePrefix(e.prefix);
+    const p = e.prefix;
     if (prefixContains(p, addr) && (best === null || p.bits > best.bits)) best = { bits: p.bits, id: e.identity };
   }
   return best === null ? 2 : best.id;

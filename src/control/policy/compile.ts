@@ -53,27 +53,20 @@ import { makeLabel, type LabelSet } from '../labels.js';
 import { LabelSelector, SelectorCache, type PeerSelector } from './selector.js';
 import { DEFAULT_POLICY_CONFIG, SECTIONS, sectionDirection, sectionIsDeny, type Direction, type Entity, type Peer, type Policy, type PolicyConfig, type PolicyKind, type PolicyRule, type NamedPort, type PortSpec, type Section } from './types.js';
 import { IPPROTO } from '../../proto/ip.js';
-import { portRangeToPrefixes } from '../../tables/policy.js';
+import { DIR_EGRESS, DIR_INGRESS, directionNumber } from '../../proto/direction.js';
+import { portRangeToPrefixes, type PolicyEntry } from '../../tables/policy.js';
 import { parsePrefix, type Prefix } from '../cidr.js';
 
 export const COOKIE_NONE = 0;
 export const COOKIE_DEFAULT_ALLOW = 1;
 const FIRST_RULE_COOKIE = 2;
 
-export interface PolicyEntry {
-  readonly ep: number;
-  readonly dir: Direction;
-  /** Remote identity; 0 = any identity. */
-  readonly identity: number;
-  /** IP protocol; 0 = any (only with prefixLen 0). */
-  readonly proto: number;
-  /** Port (or ICMP type), with the bits beyond prefixLen cleared. */
-  readonly port: number;
-  /** 0..24 over (proto 8 bits, port 16 bits). */
-  readonly prefixLen: number;
-  readonly deny: boolean;
-  readonly cookie: number;
-}
+/**
+ * The compiler emits the table's own entry (src/tables/policy.ts): numeric direction
+ * (DIR_INGRESS / DIR_EGRESS), port with the bits beyond prefixLen cleared. The publisher
+ * writes it as it is; nothing is converted or parsed again.
+ */
+export type { PolicyEntry };
 
 export interface RuleInfo {
   readonly cookie: number;
@@ -97,7 +90,8 @@ export interface EndpointEnforcement {
 }
 
 export interface IpcacheEntry {
-  readonly prefix: string;
+  /** Parsed once, from the policy text; the ipcache stores it as it is. */
+  readonly prefix: Prefix;
   readonly identity: number;
 }
 
@@ -168,17 +162,12 @@ export function l4Covers(eProto: number, ePort: number, prefixLen: number, proto
 // ---------------------------------------------------------------------------------------
 // Internal state
 
-interface EntryVal {
-  readonly dir: Direction;
-  readonly identity: number;
-  readonly proto: number;
-  readonly port: number;
-  readonly prefixLen: number;
-  readonly deny: boolean;
-  readonly cookie: number;
-  /** Tie-break between rules for one key: the lowest rank names the entry (history independent). */
-  readonly rank: string;
-}
+/**
+ * An entry of one identity's policy: the table entry without the endpoint (endpoints sharing
+ * an identity share it), plus the rank that breaks ties between rules for one key (the lowest
+ * rank names the entry, so the result does not depend on history).
+ */
+type EntryVal = Readonly<Omit<PolicyEntry, 'ep'>> & { readonly rank: string };
 
 type Slice = Map<string, EntryVal>;
 
@@ -196,15 +185,16 @@ const EMPTY_POLICY: IdentityPolicy = { ingress: false, egress: false, byRemote: 
 const EMPTY_SLICE: ReadonlyMap<string, EntryVal> = new Map();
 const ANY_L4: readonly L4Key[] = [[0, 0, 0]];
 
-function entryKey(dir: Direction, identity: number, proto: number, port: number, prefixLen: number): string {
-  return `${dir === 'ingress' ? 'i' : 'e'}|${identity}|${proto}|${port}|${prefixLen}`;
+function entryKey(dir: number, identity: number, proto: number, port: number, prefixLen: number): string {
+  return `${dir}|${identity}|${proto}|${port}|${prefixLen}`;
 }
 
 interface CompiledElement {
   readonly cookie: number;
   /** Sort key: policy key, rule index, section, element index. */
   readonly rank: string;
-  readonly dir: Direction;
+  /** DIR_INGRESS or DIR_EGRESS. */
+  readonly dir: number;
   readonly deny: boolean;
   /** Element selects no traffic at all. */
   readonly none: boolean;
@@ -227,8 +217,8 @@ interface CompiledRule {
 interface CompiledPolicy {
   readonly policy: Policy;
   readonly rules: readonly CompiledRule[];
-  /** CIDR prefixes (canonical, /0 excluded) this policy needs in the ipcache, with multiplicity 1. */
-  readonly prefixes: readonly string[];
+  /** CIDR prefixes (/0 excluded) this policy needs in the ipcache, each once. */
+  readonly prefixes: readonly Prefix[];
   /** coordinate -> cookie */
   readonly cookies: ReadonlyMap<string, number>;
 }
@@ -293,7 +283,8 @@ export class PolicyCompiler {
   /** Endpoint identity -> remote identities whose slice must be recomputed (selections changed). */
   private readonly sliceDirty = new Map<number, Set<number>>();
 
-  private readonly prefixRefs = new Map<string, { count: number; identity: number }>();
+  /** Canonical prefix text -> the prefix, its references and its CIDR identity. */
+  private readonly prefixRefs = new Map<string, { prefix: Prefix; count: number; identity: number }>();
   private readonly ruleTable = new Map<number, RuleInfo>();
   private nextCookie = FIRST_RULE_COOKIE;
 
@@ -302,7 +293,7 @@ export class PolicyCompiler {
   private readonly pendingEnf = new Map<number, Change<EndpointEnforcement>>();
   /** Enforcement flags as last reported per endpoint (so an audit flip shows up). */
   private readonly publishedEnf = new Map<number, EndpointEnforcement>();
-  private readonly pendingIpcache = new Map<string, Change<number>>();
+  private readonly pendingIpcache = new Map<string, Change<number> & { prefix: Prefix }>();
   private readonly pendingRules = new Map<number, Change<RuleInfo>>();
 
   constructor(
@@ -493,7 +484,7 @@ export class PolicyCompiler {
   /** An element's L4 keys toward `remote` for the policy of `subject` (named ports resolved). */
   private keysFor(el: CompiledElement, subject: number, remote: number): readonly L4Key[] {
     if (el.named.length === 0) return el.l4 ?? ANY_L4;
-    return [...(el.l4 ?? []), ...this.namedKeys(el, el.dir === 'ingress' ? subject : remote)];
+    return [...(el.l4 ?? []), ...this.namedKeys(el, el.dir === DIR_INGRESS ? subject : remote)];
   }
 
   /** Every named port in use with the numbers it resolves to per identity (for `policy selectors`). */
@@ -550,7 +541,7 @@ export class PolicyCompiler {
   }
 
   ipcache(): IpcacheEntry[] {
-    return [...this.prefixRefs].map(([prefix, r]) => ({ prefix, identity: r.identity })).sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+    return [...this.prefixRefs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => ({ prefix: r.prefix, identity: r.identity }));
   }
 
   rules(): RuleInfo[] {
@@ -574,7 +565,7 @@ export class PolicyCompiler {
 
   private compilePolicy(policy: Policy, old: CompiledPolicy | undefined, given?: ReadonlyMap<string, number>): CompiledPolicy {
     const cookies = new Map<string, number>();
-    const prefixes = new Set<string>();
+    const prefixes = new Map<string, Prefix>();
     const rules: CompiledRule[] = [];
     for (const rule of policy.rules) {
       const elements: CompiledElement[] = [];
@@ -611,8 +602,8 @@ export class PolicyCompiler {
                 // Cilium's CIDR rules select pods too only with the cidrMatchPods setting.
                 const s = given.kind === 'cidr' && given.pods !== true && this.config.cidrMatchPods === true ? { ...given, pods: true } : given;
                 if (s.kind === 'cidr') {
-                  if (s.cidr.bits > 0) prefixes.add(s.cidr.text);
-                  for (const e of s.except) if (e.bits > 0) prefixes.add(e.text);
+                  if (s.cidr.bits > 0) prefixes.set(s.cidr.text, s.cidr);
+                  for (const e of s.except) if (e.bits > 0) prefixes.set(e.text, e);
                 }
                 const k = this.cache.acquire(s);
                 selectorKeys.push(k);
@@ -623,12 +614,12 @@ export class PolicyCompiler {
           const l4 = el.ports === null ? null : el.ports.filter((p) => p.name === undefined).flatMap(l4KeysOf);
           const named = el.ports === null ? [] : el.ports.filter((p) => p.name !== undefined).map((p) => ({ name: p.name as string, protocol: p.protocol }));
           const rank = `${policy.key}\u0000${String(rule.index).padStart(6, '0')}|${SECTIONS.indexOf(section)}|${String(i).padStart(6, '0')}`;
-          elements.push({ cookie, rank, dir: sectionDirection(section), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4, named });
+          elements.push({ cookie, rank, dir: directionNumber(sectionDirection(section)), deny: sectionIsDeny(section), none, wildcard, selectorKeys, l4, named });
         });
       }
       rules.push({ policyKey: policy.key, rule, elements, selectorKeys: keys });
     }
-    return { policy, rules, prefixes: [...prefixes], cookies };
+    return { policy, rules, prefixes: [...prefixes.values()], cookies };
   }
 
   private setRule(cookie: number, info: RuleInfo): void {
@@ -690,28 +681,28 @@ export class PolicyCompiler {
     for (const p of old.prefixes) this.unrefPrefix(p);
   }
 
-  private refPrefix(prefix: string): void {
-    const r = this.prefixRefs.get(prefix);
+  private refPrefix(prefix: Prefix): void {
+    const r = this.prefixRefs.get(prefix.text);
     if (r !== undefined) {
       r.count++;
       return;
     }
     const ident = this.allocator.allocateCIDR(prefix);
-    this.prefixRefs.set(prefix, { count: 1, identity: ident.id });
-    const ch = this.pendingIpcache.get(prefix);
+    this.prefixRefs.set(prefix.text, { prefix, count: 1, identity: ident.id });
+    const ch = this.pendingIpcache.get(prefix.text);
     if (ch) ch.after = ident.id;
-    else this.pendingIpcache.set(prefix, { before: null, after: ident.id });
+    else this.pendingIpcache.set(prefix.text, { prefix, before: null, after: ident.id });
   }
 
-  private unrefPrefix(prefix: string): void {
-    const r = this.prefixRefs.get(prefix);
-    if (r === undefined) throw new TunswitchError('EINTERNAL', `policy compiler: prefix ${prefix} released but not held`);
+  private unrefPrefix(prefix: Prefix): void {
+    const r = this.prefixRefs.get(prefix.text);
+    if (r === undefined) throw new TunswitchError('EINTERNAL', `policy compiler: prefix ${prefix.text} released but not held`);
     if (--r.count > 0) return;
-    this.prefixRefs.delete(prefix);
+    this.prefixRefs.delete(prefix.text);
     this.allocator.release(r.identity);
-    const ch = this.pendingIpcache.get(prefix);
+    const ch = this.pendingIpcache.get(prefix.text);
     if (ch) ch.after = null;
-    else this.pendingIpcache.set(prefix, { before: r.identity, after: null });
+    else this.pendingIpcache.set(prefix.text, { prefix, before: r.identity, after: null });
   }
 
   /** Selections of `keys` changed for remote identity `remote`: recompute that slice of their subjects. */
@@ -781,7 +772,7 @@ export class PolicyCompiler {
       }
     }
     const byRemote = new Map<number, Slice>();
-    const put = (dir: Direction, identity: number, k: L4Key, deny: boolean, cookie: number, rank: string): void => {
+    const put = (dir: number, identity: number, k: L4Key, deny: boolean, cookie: number, rank: string): void => {
       let slice = byRemote.get(identity);
       if (slice === undefined) byRemote.set(identity, (slice = new Map()));
       const key = entryKey(dir, identity, k[0], k[1], k[2]);
@@ -794,7 +785,7 @@ export class PolicyCompiler {
     for (const cr of rules) {
       for (const el of cr.elements) {
         if (el.none) continue;
-        if ((el.dir === 'ingress' && !ingress) || (el.dir === 'egress' && !egress)) continue;
+        if ((el.dir === DIR_INGRESS && !ingress) || (el.dir === DIR_EGRESS && !egress)) continue;
         if (!el.wildcard) selective.push(el);
         if (el.wildcard) {
           for (const k of this.keysFor(el, id, 0)) put(el.dir, 0, k, el.deny, el.cookie, el.rank);
@@ -805,8 +796,8 @@ export class PolicyCompiler {
         for (const x of ids) for (const k of this.keysFor(el, id, x)) put(el.dir, x, k, el.deny, el.cookie, el.rank);
       }
     }
-    if (ingress && !ddIngress) put('ingress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
-    if (egress && !ddEgress) put('egress', 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
+    if (ingress && !ddIngress) put(DIR_INGRESS, 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
+    if (egress && !ddEgress) put(DIR_EGRESS, 0, ANY_L4[0] as L4Key, false, COOKIE_DEFAULT_ALLOW, '');
     for (const slice of byRemote.values()) pruneCoveredAllows(slice);
     return { ingress, egress, byRemote, selective };
   }
@@ -911,10 +902,10 @@ export class PolicyCompiler {
     for (const ch of this.pendingEnf.values()) if (ch.after !== null && !sameEnf(ch.before, ch.after)) enforcement.push(ch.after);
     const ipAdded: IpcacheEntry[] = [];
     const ipRemoved: IpcacheEntry[] = [];
-    for (const [prefix, ch] of this.pendingIpcache) {
+    for (const ch of this.pendingIpcache.values()) {
       if (ch.before === ch.after) continue;
-      if (ch.before !== null) ipRemoved.push({ prefix, identity: ch.before });
-      if (ch.after !== null) ipAdded.push({ prefix, identity: ch.after });
+      if (ch.before !== null) ipRemoved.push({ prefix: ch.prefix, identity: ch.before });
+      if (ch.after !== null) ipAdded.push({ prefix: ch.prefix, identity: ch.after });
     }
     const rAdded: RuleInfo[] = [];
     const rRemoved: number[] = [];
@@ -957,7 +948,8 @@ function toEntry(ep: number, e: EntryVal): PolicyEntry {
 }
 
 export function compareEntries(a: PolicyEntry, b: PolicyEntry): number {
-  return a.ep - b.ep || (a.dir === b.dir ? 0 : a.dir === 'egress' ? -1 : 1) || a.identity - b.identity || a.proto - b.proto || a.port - b.port || a.prefixLen - b.prefixLen;
+  // Egress (1) sorts before ingress (0) within an endpoint.
+  return a.ep - b.ep || b.dir - a.dir || a.identity - b.identity || a.proto - b.proto || a.port - b.port || a.prefixLen - b.prefixLen;
 }
 
 /** Drops allow entries that a deny entry of the same direction and identity covers. */
