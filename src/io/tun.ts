@@ -1,15 +1,13 @@
 /**
- * TunDevice: a thin wrapper over one TUN queue file descriptor owned by the native binding.
+ * TunDevice: opens, configures and closes one TUN queue file descriptor owned by the native
+ * binding. It does no packet I/O: the datapath reads and writes the raw fd through the binding
+ * in batches (readBatchSlots / writeBatch / io_uring, src/runtime/io-loop.ts and
+ * src/runtime/egress.ts), polls it with pollStart, and tests make the same calls.
  *
- * The caller owns every buffer: packets are read into and written from slots of a slab
- * (usually a Uint8Array over a SharedArrayBuffer) and lengths go to an Int32Array. One native
- * call moves a whole batch; nothing here allocates per packet or per batch.
- *
- * With `vnetHdr`, each packet in the slab is preceded by a VNET_HDR_LEN-byte virtio-net
- * header (layout documented in native/src/tun.c). Packets written must carry one too (all
- * zero = no offload).
+ * With `vnetHdr`, each packet read or written on the fd is preceded by a VNET_HDR_LEN-byte
+ * virtio-net header (layout documented in native/src/tun.c); all zero = no offload.
  */
-import { loadBinding, type PollHandle, type TunBinding } from './native.js';
+import { loadBinding, type TunBinding } from './native.js';
 import { TunswitchError } from '../proto/errors.js';
 
 /** Bytes of virtio_net_hdr_mrg_rxbuf that precede each packet when vnetHdr is on (layout: src/datapath/vnet.ts). */
@@ -43,15 +41,13 @@ export interface TunOpenOptions {
   offload?: boolean | number;
 }
 
-/** Error of this module: ETUN (closed device, polling failed) or EBAD_REQUEST (bad options). */
+/** Error of this module: EBAD_REQUEST (bad options). */
 export class TunError extends TunswitchError {
-  constructor(code: 'ETUN' | 'EBAD_REQUEST', message: string) {
+  constructor(code: 'EBAD_REQUEST', message: string) {
     super(code, message);
     this.name = 'TunError';
   }
 }
-
-const NO_CB = (): void => {};
 
 export class TunDevice {
   readonly fd: number;
@@ -64,13 +60,6 @@ export class TunDevice {
 
   private readonly b: TunBinding;
   private closed: boolean;
-  private poll: PollHandle | null;
-  private events: number;
-  private readableCb: () => void;
-  private writableCb: () => void;
-  private errorCb: ((err: Error) => void) | null;
-  /** Bound once in the constructor: the native poll calls this for every readiness event. */
-  private readonly onPoll: (status: number, events: number) => void;
 
   private constructor(b: TunBinding, fd: number, name: string, vnetHdr: boolean, multiQueue: boolean, offload: number) {
     this.b = b;
@@ -80,12 +69,6 @@ export class TunDevice {
     this.multiQueue = multiQueue;
     this.offload = offload;
     this.closed = false;
-    this.poll = null;
-    this.events = 0;
-    this.readableCb = NO_CB;
-    this.writableCb = NO_CB;
-    this.errorCb = null;
-    this.onPoll = (status, events) => this.dispatch(status, events);
   }
 
   /**
@@ -139,114 +122,17 @@ export class TunDevice {
   }
 
   /**
-   * Reads up to maxSlots packets: packet i at slab[(firstSlot+i)*slotSize], its length in
-   * lens[firstSlot+i]. Returns how many were read (0 when none was waiting). Optional
-   * stats[0]/stats[1]: packets lost for not fitting a slot / last errno.
-   */
-  readBatch(slab: Uint8Array, slotSize: number, firstSlot: number, maxSlots: number, lens: Int32Array, stats?: Int32Array): number {
-    if (this.closed) this.throwClosed();
-    return this.b.readBatch(this.fd, slab, slotSize, firstSlot, maxSlots, lens, stats);
-  }
-
-  /**
-   * Reads up to count packets into the slots listed in slots[start..start+count): packet i
-   * at slab[slots[start+i]*slotSize], its length in lens[slots[start+i]]. Returns n; the
-   * first n listed slots were filled.
-   */
-  readBatchSlots(slab: Uint8Array, slotSize: number, slots: Int32Array, start: number, count: number, lens: Int32Array, stats?: Int32Array): number {
-    if (this.closed) this.throwClosed();
-    return this.b.readBatchSlots(this.fd, slab, slotSize, slots, start, count, lens, stats);
-  }
-
-  /**
-   * Writes packets (offsets[start+i], lens[start+i]) for i < count. Returns how many were
-   * consumed (written, or dropped by the kernel as malformed: stats[0]/stats[1]). Fewer than
-   * count means the queue is full: call waitWritable() and resume from start + returned.
-   */
-  writeBatch(slab: Uint8Array, offsets: Int32Array, lens: Int32Array, start: number, count: number, stats?: Int32Array): number {
-    if (this.closed) this.throwClosed();
-    return this.b.writeBatch(this.fd, slab, offsets, lens, start, count, stats);
-  }
-
-  /**
-   * Calls cb on Node's event loop whenever the device has packets to read (level-triggered:
-   * it is called again until readBatch drains the queue). One reader per device; calling
-   * again replaces the callback. A poll error (rare: the fd went bad) stops polling and goes
-   * to onError, or is thrown (uncaught) when there is none.
-   */
-  onReadable(cb: () => void, onError?: (err: Error) => void): void {
-    if (this.closed) this.throwClosed();
-    this.readableCb = cb;
-    this.errorCb = onError ?? null;
-    this.setEvents(this.events | this.b.POLL_READABLE);
-  }
-
-  /**
-   * One-shot: calls cb once the device can take writes again (after a short writeBatch).
-   * A TUN whose device is down never reports writable (and writes to it fail with EIO).
-   */
-  waitWritable(cb: () => void): void {
-    if (this.closed) this.throwClosed();
-    this.writableCb = cb;
-    this.setEvents(this.events | this.b.POLL_WRITABLE);
-  }
-
-  /** Stops all polling and releases the native poll handle. Idempotent. */
-  stopPolling(): void {
-    if (this.poll !== null) {
-      this.b.pollStop(this.poll);
-      this.poll = null;
-    }
-    this.events = 0;
-    this.readableCb = NO_CB;
-    this.writableCb = NO_CB;
-    this.errorCb = null;
-  }
-
-  /**
-   * Stops polling and closes the fd. For a non-persistent TUN, closing the last queue deletes
-   * the device, wherever (whichever namespace) it is now. Idempotent.
+   * Closes the fd (whoever polls it stops first). For a non-persistent TUN, closing the last
+   * queue deletes the device, wherever (whichever namespace) it is now. Idempotent.
    */
   close(): void {
     if (this.closed) return;
-    this.stopPolling();
     this.closed = true;
     this.b.close(this.fd);
   }
 
   get isClosed(): boolean {
     return this.closed;
-  }
-
-  private setEvents(events: number): void {
-    if (this.poll === null) {
-      this.poll = this.b.pollStart(this.fd, this.onPoll, events);
-    } else if (events !== this.events) {
-      this.b.pollSet(this.poll, events);
-    }
-    this.events = events;
-  }
-
-  private dispatch(status: number, events: number): void {
-    if (status < 0) {
-      const err = Object.assign(new TunError('ETUN', `tun: polling device "${this.name}" (fd ${this.fd}) failed: errno ${-status}`), { errno: -status });
-      const onError = this.errorCb;
-      this.stopPolling();
-      if (onError !== null) onError(err);
-      else throw err;
-      return;
-    }
-    if ((events & this.b.POLL_WRITABLE) !== 0 && (this.events & this.b.POLL_WRITABLE) !== 0) {
-      const cb = this.writableCb;
-      this.writableCb = NO_CB;
-      this.setEvents(this.events & ~this.b.POLL_WRITABLE); // 0 pauses the handle, keeps it
-      cb();
-    }
-    if ((events & this.b.POLL_READABLE) !== 0 && this.poll !== null) this.readableCb();
-  }
-
-  private throwClosed(): never {
-    throw new TunError('ETUN', `tun: device "${this.name}" (fd ${this.fd}) is closed`);
   }
 }
 

@@ -23,9 +23,13 @@ import { createHash } from 'node:crypto';
 import { GsoCoalescer, GsoSplitter } from '../../src/datapath/gso.js';
 import { ipv4HeaderChecksum, l4Checksum4 } from '../../src/datapath/checksum.js';
 import { TunDevice } from '../../src/io/tun.js';
+import { loadBinding } from '../../src/io/native.js';
 import { attachEndpoint, createNetns, deleteNetns, netnsExists } from '../../src/io/netns.js';
 import { ipv4Tcp, ipv4Udp, ipv6Tcp, ipv6Udp } from '../helpers/packets.js';
 import { nsRun, sleep } from './helpers.js';
+
+/** Packet I/O on the raw fds, through the binding calls the datapath makes. */
+const tun = loadBinding();
 
 const NS = 'tg92-gso';
 const VH = 12;
@@ -190,7 +194,7 @@ class Peer {
   private write(n: number): void {
     let done = 0;
     while (done < n) {
-      const k = this.dev.writeBatch(this.slab, this.wOff, this.wLen, done, n - done, this.stats);
+      const k = tun.writeBatch(this.dev.fd, this.slab, this.wOff, this.wLen, done, n - done, this.stats);
       this.dropped += this.stats[0]!;
       assert.equal(this.stats[0], 0, `kernel refused ${this.stats[0]} packet(s), errno ${this.stats[1]}`);
       done += k;
@@ -202,7 +206,7 @@ class Peer {
     const out: Seen[] = [];
     const h = this.dev.vnetHdr ? VH : 0;
     for (;;) {
-      const n = this.dev.readBatch(this.rslab, 66000, 0, 64, this.rlens);
+      const n = tun.readBatch(this.dev.fd, this.rslab, 66000, 0, 64, this.rlens);
       if (n === 0) return out;
       for (let i = 0; i < n; i++) {
         const p = this.rslab.subarray(i * 66000 + h, i * 66000 + this.rlens[i]!);
@@ -356,7 +360,7 @@ describe('GSO on real TUN devices', () => {
     const rd = pdev!;
     const drain = new Uint8Array(64 * 2048);
     const dl = new Int32Array(64);
-    while (rd.readBatch(drain, 2048, 0, 64, dl) > 0) { /* old packets */ }
+    while (tun.readBatch(rd.fd, drain, 2048, 0, 64, dl) > 0) { /* old packets */ }
     const cases: { name: string; udp: boolean; sizes: number[] }[] = [
       { name: 'TCP', udp: false, sizes: [...Array<number>(8).fill(1448), 500] },
       { name: 'UDP', udp: true, sizes: [...Array<number>(6).fill(1000), 200] },
@@ -382,12 +386,12 @@ describe('GSO on real TUN devices', () => {
       const m = c.coalesce(slab, off, len, tc.sizes.length, BATCH * SLOT, 70000, tc.udp);
       assert.equal(m, 1, `${tc.name}: got ${m} outputs, want 1 GSO packet`);
       const stats = new Int32Array(2);
-      assert.equal(vdev!.writeBatch(slab, c.outOff, c.outLen, 0, 1, stats), 1, `${tc.name}: write not consumed`);
+      assert.equal(tun.writeBatch(vdev!.fd, slab, c.outOff, c.outLen, 0, 1, stats), 1, `${tc.name}: write not consumed`);
       assert.equal(stats[0], 0, `${tc.name}: kernel refused the GSO packet, errno ${stats[1]}`);
       const got: Uint8Array[] = [];
       const t0 = Date.now();
       while (got.length < tc.sizes.length && Date.now() - t0 < 3000) {
-        const n = rd.readBatch(drain, 2048, 0, 64, dl);
+        const n = tun.readBatch(rd.fd, drain, 2048, 0, 64, dl);
         for (let i = 0; i < n; i++) {
           const p = drain.slice(i * 2048, i * 2048 + dl[i]!);
           if (p[0] === 0x45 && p[9] === (tc.udp ? 17 : 6) && ((p[22]! << 8) | p[23]!) === (tc.udp ? 7002 : 7001)) got.push(p);
@@ -445,7 +449,7 @@ describe('GSO on real TUN devices', () => {
         for (let j = 0; j < m; j++) if (slab[c.outOff[j]! + 1] === 5) gso++;
         let done = 0;
         while (done < m) {
-          done += vdev!.writeBatch(slab, c.outOff, c.outLen, done, m - done, stats);
+          done += tun.writeBatch(vdev!.fd, slab, c.outOff, c.outLen, done, m - done, stats);
           assert.equal(stats[0], 0, `kernel refused ${stats[0]} packet(s), errno ${stats[1]}`);
         }
         await sleep(20);

@@ -1,5 +1,7 @@
 /**
  * Real-device tests for the TUN binding (native/src/tun.c), TunDevice and the netns helpers.
+ * Packets move through the binding calls the datapath makes on a device's raw fd (readBatch,
+ * readBatchSlots, writeBatch, pollStart/pollStop); TunDevice only opens and closes.
  *
  * They need root, /dev/net/tun, iproute2 and iputils-ping, and FAIL (never skip) when any is
  * missing. All traffic stays inside namespaces created here (10.199.x.x, fd00:199::/64), and
@@ -149,12 +151,13 @@ class Responder {
   dropped = 0;
   batches = 0;
   badChecksums = 0;
+  stop: () => void = () => {};
   constructor(readonly dev: TunDevice) {}
 
   start(): void {
-    this.dev.onReadable(() => {
+    this.stop = onReadable(this.dev.fd, () => {
       for (;;) {
-        const n = this.dev.readBatch(this.slab, SLOT, 0, SLOTS, this.lens);
+        const n = b.readBatch(this.dev.fd, this.slab, SLOT, 0, SLOTS, this.lens);
         if (n === 0) return;
         this.batches++;
         let k = 0;
@@ -169,12 +172,21 @@ class Responder {
           k++;
         }
         if (k > 0) {
-          this.written += this.dev.writeBatch(this.slab, this.offsets, this.wlens, 0, k, this.stats);
+          this.written += b.writeBatch(this.dev.fd, this.slab, this.offsets, this.wlens, 0, k, this.stats);
           this.dropped += this.stats[0]!;
         }
       }
     });
   }
+}
+
+/** Calls cb whenever fd has packets to read, as the I/O loop polls a port; returns the stop (call it before closing). */
+function onReadable(fd: number, cb: () => void): () => void {
+  const h = b.pollStart(fd, (status) => {
+    if (status < 0) throw new Error(`poll of fd ${fd} failed: errno ${-status}`);
+    cb();
+  });
+  return () => b.pollStop(h);
 }
 
 function received(out: string): number {
@@ -216,9 +228,10 @@ describe('TUN in a namespace', () => {
   it('answers IPv4 and IPv6 ping through readBatch/writeBatch after the device moved namespace', async () => {
     const ns = await freshNs('p');
     let dev: TunDevice | null = null;
+    let r: Responder | null = null;
     try {
       dev = TunDevice.open(tunName('p'));
-      const r = new Responder(dev);
+      r = new Responder(dev);
       r.start(); // the fd keeps working across the namespace move below
       await attachEndpoint({
         tun: dev.name,
@@ -251,7 +264,7 @@ describe('TUN in a namespace', () => {
 
       // writeBatch drops what the kernel rejects and carries on: a non-IP packet, then a
       // valid IPv4 packet (an echo reply to 10.199.1.1, delivered inside the namespace).
-      dev.stopPolling();
+      r.stop();
       const slab = new Uint8Array(256);
       slab[0] = 0x00; // version 0: not IPv4/IPv6 -> EINVAL
       const valid = [0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 10, 199, 1, 2, 10, 199, 1, 1, 0, 0, 0, 0, 0, 9, 0, 1];
@@ -263,7 +276,7 @@ describe('TUN in a namespace', () => {
       slab[84 + 2] = icc >> 8;
       slab[84 + 3] = icc & 0xff;
       const stats = new Int32Array(2);
-      const n = dev.writeBatch(slab, Int32Array.of(0, 64), Int32Array.of(20, 28), 0, 2, stats);
+      const n = b.writeBatch(dev.fd, slab, Int32Array.of(0, 64), Int32Array.of(20, 28), 0, 2, stats);
       const cases: [string, number, number][] = [
         ['consumed', n, 2],
         ['stats[0] dropped', stats[0]!, 1],
@@ -271,6 +284,7 @@ describe('TUN in a namespace', () => {
       ];
       for (const [what, got, want] of cases) assert.equal(got, want, `writeBatch ${what}: got ${got}, want ${want}`);
     } finally {
+      r?.stop();
       dev?.close();
       await dropNs(ns);
     }
@@ -280,6 +294,7 @@ describe('TUN in a namespace', () => {
     const ns = await freshNs('v');
     let dev: TunDevice | null = null;
     let tcp: ReturnType<typeof spawn> | null = null;
+    let stop = (): void => {};
     try {
       dev = TunDevice.open(tunName('v'), { vnetHdr: true, offload: true });
       assert.ok(dev.vnetHdr, 'got vnetHdr false, want true');
@@ -297,9 +312,9 @@ describe('TUN in a namespace', () => {
       let icmp: Uint8Array | null = null;
       let syn: Uint8Array | null = null;
       const done = new Promise<void>((resolve) => {
-        const d = dev as TunDevice;
-        d.onReadable(() => {
-          const n = d.readBatch(slab, slot, 0, slots, lens);
+        const fd = (dev as TunDevice).fd;
+        stop = onReadable(fd, () => {
+          const n = b.readBatch(fd, slab, slot, 0, slots, lens);
           for (let i = 0; i < n; i++) {
             const o = i * slot;
             if (slab[o + VNET_HDR_LEN] !== 0x45) continue; // IPv4 only (skip IPv6 RS/MLD)
@@ -338,6 +353,7 @@ describe('TUN in a namespace', () => {
       for (const [what, got, want] of cases) assert.equal(got, want, `${what}: got ${got}, want ${want}`);
     } finally {
       if (tcp !== null && tcp.exitCode === null) tcp.kill();
+      stop();
       dev?.close();
       await dropNs(ns);
     }
@@ -370,7 +386,7 @@ describe('readBatchSlots', () => {
       const slab = new Uint8Array(nSlots * slot);
       const lens = new Int32Array(nSlots).fill(-1);
       const stats = new Int32Array(2);
-      const n = dev.readBatchSlots(slab, slot, slots, 0, nSlots, lens, stats);
+      const n = b.readBatchSlots(dev.fd, slab, slot, slots, 0, nSlots, lens, stats);
 
       const filled = new Set<number>();
       const smallSeen: number[] = [];
@@ -437,7 +453,7 @@ describe('errors', () => {
         const fits = max === 0 || ((first + max) * slotSize <= slab.length && first + max <= lens.length);
         let got = 'ok';
         try {
-          const n = dev.readBatch(slab, slotSize, first, max, lens);
+          const n = b.readBatch(dev.fd, slab, slotSize, first, max, lens);
           assert.equal(n, 0, `readBatch(${slotSize}, ${first}, ${max}): got ${n} packets, want 0`);
         } catch (e) {
           got = (e as Error).name;
@@ -457,16 +473,16 @@ describe('errors', () => {
       const slab = new Uint8Array(1024);
       const lens = new Int32Array(4);
       const cases: { what: string; fn: () => unknown; name: string; msg: RegExp }[] = [
-        { what: 'slot past the slab', fn: () => dev.readBatch(slab, 512, 2, 1, lens), name: 'RangeError', msg: /firstSlot/ },
-        { what: 'lens too short', fn: () => dev.readBatch(slab, 128, 0, 8, lens), name: 'RangeError', msg: /"lens"/ },
-        { what: 'negative slot', fn: () => dev.readBatch(slab, 128, -1, 1, lens), name: 'RangeError', msg: /firstSlot/ },
-        { what: 'fractional slotSize', fn: () => dev.readBatch(slab, 1.5, 0, 1, lens), name: 'RangeError', msg: /slotSize/ },
-        { what: 'slab not Uint8Array', fn: () => dev.readBatch(new Int32Array(4) as unknown as Uint8Array, 4, 0, 1, lens), name: 'TypeError', msg: /"slab"/ },
-        { what: 'lens not Int32Array', fn: () => dev.readBatch(slab, 4, 0, 1, new Uint32Array(4) as unknown as Int32Array), name: 'TypeError', msg: /"lens"/ },
-        { what: 'stats too short', fn: () => dev.readBatch(slab, 4, 0, 1, lens, new Int32Array(1)), name: 'RangeError', msg: /"stats"/ },
-        { what: 'write past the slab', fn: () => dev.writeBatch(slab, Int32Array.of(1000), Int32Array.of(100), 0, 1), name: 'RangeError', msg: /outside the slab/ },
-        { what: 'write negative offset', fn: () => dev.writeBatch(slab, Int32Array.of(-1), Int32Array.of(10), 0, 1), name: 'RangeError', msg: /outside the slab/ },
-        { what: 'write count past offsets', fn: () => dev.writeBatch(slab, Int32Array.of(0), Int32Array.of(10, 10), 0, 2), name: 'RangeError', msg: /offsets/ },
+        { what: 'slot past the slab', fn: () => b.readBatch(dev.fd, slab, 512, 2, 1, lens), name: 'RangeError', msg: /firstSlot/ },
+        { what: 'lens too short', fn: () => b.readBatch(dev.fd, slab, 128, 0, 8, lens), name: 'RangeError', msg: /"lens"/ },
+        { what: 'negative slot', fn: () => b.readBatch(dev.fd, slab, 128, -1, 1, lens), name: 'RangeError', msg: /firstSlot/ },
+        { what: 'fractional slotSize', fn: () => b.readBatch(dev.fd, slab, 1.5, 0, 1, lens), name: 'RangeError', msg: /slotSize/ },
+        { what: 'slab not Uint8Array', fn: () => b.readBatch(dev.fd, new Int32Array(4) as unknown as Uint8Array, 4, 0, 1, lens), name: 'TypeError', msg: /"slab"/ },
+        { what: 'lens not Int32Array', fn: () => b.readBatch(dev.fd, slab, 4, 0, 1, new Uint32Array(4) as unknown as Int32Array), name: 'TypeError', msg: /"lens"/ },
+        { what: 'stats too short', fn: () => b.readBatch(dev.fd, slab, 4, 0, 1, lens, new Int32Array(1)), name: 'RangeError', msg: /"stats"/ },
+        { what: 'write past the slab', fn: () => b.writeBatch(dev.fd, slab, Int32Array.of(1000), Int32Array.of(100), 0, 1), name: 'RangeError', msg: /outside the slab/ },
+        { what: 'write negative offset', fn: () => b.writeBatch(dev.fd, slab, Int32Array.of(-1), Int32Array.of(10), 0, 1), name: 'RangeError', msg: /outside the slab/ },
+        { what: 'write count past offsets', fn: () => b.writeBatch(dev.fd, slab, Int32Array.of(0), Int32Array.of(10, 10), 0, 2), name: 'RangeError', msg: /offsets/ },
         { what: 'fd not a number', fn: () => b.readBatch('3' as unknown as number, slab, 4, 0, 1, lens), name: 'TypeError', msg: /"fd"/ },
         { what: 'pollStop on a non-handle', fn: () => b.pollStop({} as never), name: 'TypeError', msg: /handle/ },
         { what: 'poll events out of range', fn: () => b.pollStart(dev.fd, () => {}, 9), name: 'RangeError', msg: /events/ },
@@ -485,13 +501,8 @@ describe('errors', () => {
     } finally {
       dev.close();
     }
-    let closedErr = '';
-    try {
-      dev.readBatch(new Uint8Array(64), 64, 0, 1, new Int32Array(1));
-    } catch (e) {
-      closedErr = (e as { code?: string }).code ?? '';
-    }
-    assert.equal(closedErr, 'ETUN', `readBatch after close: got code "${closedErr}", want ETUN`);
+    assert.equal(dev.isClosed, true, 'got isClosed false after close, want true');
+    dev.close(); // idempotent: a second close must not close a reused fd number
   });
 
   it('reports ip failures as one line naming the command', async () => {
@@ -528,25 +539,28 @@ describe('lifetime and cleanup', () => {
     }
   });
 
-  it('waitWritable fires once; stopPolling inside a callback is safe', async () => {
+  it('polls for writability; pollStop inside its own callback is safe', async () => {
     const ns = await freshNs('w');
     const dev = TunDevice.open(tunName('w'));
     try {
       // A TUN reports writable only while its device is up.
       await attachEndpoint({ tun: dev.name, netns: { name: ns } });
-      let calls = 0;
-      await new Promise<void>((resolve) => dev.waitWritable(() => {
-        calls++;
-        setTimeout(resolve, 50); // time for a second (wrong) call to show up
-      }));
-      assert.equal(calls, 1, `got ${calls} writable callbacks, want 1 (one-shot)`);
       let inside = 0;
-      await new Promise<void>((resolve) => dev.waitWritable(() => {
-        inside++;
-        dev.stopPolling(); // closes the native handle from within its own callback
-        setTimeout(resolve, 50);
-      }));
-      assert.equal(inside, 1, `got ${inside} callbacks around stopPolling, want 1`);
+      let events = 0;
+      await new Promise<void>((resolve) => {
+        const h = b.pollStart(
+          dev.fd,
+          (status, ev) => {
+            inside++;
+            events = ev;
+            b.pollStop(h); // closes the native handle from within its own callback
+            setTimeout(resolve, 50); // time for a wrong second call to show up
+          },
+          b.POLL_WRITABLE,
+        );
+      });
+      assert.equal(inside, 1, `got ${inside} callbacks around pollStop, want 1`);
+      assert.equal(events & b.POLL_WRITABLE, b.POLL_WRITABLE, `got events ${events}, want POLL_WRITABLE set`);
     } finally {
       dev.close();
       await dropNs(ns);
@@ -586,10 +600,11 @@ describe('lifetime and cleanup', () => {
     let dev: TunDevice | null = null;
     try {
       dev = TunDevice.open(name);
-      dev.onReadable(() => {});
+      const stop = onReadable(dev.fd, () => {});
       await attachEndpoint({ tun: name, netns: { name: ns }, ifname: 'ep0', ipv4: '10.199.3.1/24' });
       assert.equal(await linkExists({ name: ns }, 'ep0'), true, 'before close: got no ep0 in the namespace, want one');
       assert.equal(await linkExists(null, name), false, `before close: got ${name} in the host namespace, want it moved`);
+      stop();
       dev.close();
       const inside = await linkExists({ name: ns }, 'ep0');
       assert.equal(inside, false, `after close: got ep0 present=${inside}, want false (non-persistent TUN dies with its fd)`);
@@ -615,7 +630,7 @@ describe('lifetime and cleanup', () => {
       assert.equal(await linkExists({ name: ns }, 'eth0'), false, 'got eth0 after detach, want none');
       let code = '';
       try {
-        dev.readBatch(new Uint8Array(2048), 2048, 0, 1, new Int32Array(1));
+        b.readBatch(dev.fd, new Uint8Array(2048), 2048, 0, 1, new Int32Array(1));
       } catch (e) {
         code = (e as { code?: string }).code ?? '';
       }
@@ -638,7 +653,7 @@ describe('lifetime and cleanup', () => {
       let code = '';
       for (let i = 0; i < 50 && code === ''; i++) {
         try {
-          dev.readBatch(new Uint8Array(2048), 2048, 0, 1, new Int32Array(1));
+          b.readBatch(dev.fd, new Uint8Array(2048), 2048, 0, 1, new Int32Array(1));
           await new Promise((r) => setTimeout(r, 20));
         } catch (e) {
           code = (e as { code?: string }).code ?? '?';
