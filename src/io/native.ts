@@ -12,6 +12,20 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TunswitchError } from '../proto/errors.js';
 
+/**
+ * The packets every write call takes: packet i (i in start..start+count) is
+ * slab[offsets[i] .. +lens[i]); stats[0] = packets dropped, stats[1] = errno of the last drop.
+ * writeBatch, writeBatchFds and uringWriteBatch differ only in where the packets go.
+ */
+/**
+ * Where the calls that read into a free list put packets: packet i into slot
+ * s = slots[start+i], at slab[s*slotSize], its length in lens[s]; at most count packets from fd.
+ * readBatchSlots (TUN) and udpRecvBatch (underlay socket) share it.
+ */
+export type SlotReadArgs = [fd: number, slab: Uint8Array, slotSize: number, slots: Int32Array, start: number, count: number, lens: Int32Array];
+
+export type WriteBatchArgs = [slab: Uint8Array, offsets: Int32Array, lens: Int32Array, start: number, count: number, stats?: Int32Array];
+
 /** What the binding exports. See native/src/tun.c for the exact contract of each call. */
 export interface TunBinding {
   /** Opens /dev/net/tun and attaches (creating if needed) TUN device `name` ('' = tun%d). */
@@ -24,57 +38,24 @@ export interface TunBinding {
    * slotSize: dropped, never truncated; or refused by the kernel), stats[1] = errno of the
    * last loss (EMSGSIZE = 90 for "did not fit").
    */
-  readBatch(
-    fd: number,
-    slab: Uint8Array,
-    slotSize: number,
-    firstSlot: number,
-    maxSlots: number,
-    lens: Int32Array,
-    stats?: Int32Array,
-  ): number;
+  readBatch(fd: number, slab: Uint8Array, slotSize: number, firstSlot: number, maxSlots: number, lens: Int32Array, stats?: Int32Array): number;
   /**
-   * Like readBatch, but packet i goes to slot s = slots[start+i] (a free list): at
-   * slab[s*slotSize], length in lens[s]. Returns n: slots[start .. start+n) were filled.
+   * Like readBatch, but into the listed slots (SlotReadArgs). Returns n: slots[start .. start+n)
+   * were filled.
    */
-  readBatchSlots(
-    fd: number,
-    slab: Uint8Array,
-    slotSize: number,
-    slots: Int32Array,
-    start: number,
-    count: number,
-    lens: Int32Array,
-    stats?: Int32Array,
-  ): number;
+  readBatchSlots(...args: [...SlotReadArgs, stats?: Int32Array]): number;
   /**
-   * Writes packets offsets[start+i]/lens[start+i] until EAGAIN. Returns packets consumed
-   * (written + dropped as malformed). stats[0] = dropped, stats[1] = errno of the last drop.
+   * Writes the packets (WriteBatchArgs) to fd until EAGAIN. Returns packets consumed
+   * (written + dropped as malformed).
    */
-  writeBatch(
-    fd: number,
-    slab: Uint8Array,
-    offsets: Int32Array,
-    lens: Int32Array,
-    start: number,
-    count: number,
-    stats?: Int32Array,
-  ): number;
+  writeBatch(fd: number, ...batch: WriteBatchArgs): number;
   /**
-   * writeBatch with a destination per packet: packet i (i in start..start+count) =
-   * slab[offsets[i] .. +lens[i]) goes to fds[i]. Same return and stats as writeBatch. An fd < 0,
-   * or one failing with EBADF/EBADFD (closed, device deleted), is a drop (stats[1] = 9 / 77),
-   * not a stop, so one dead port cannot hold up the others. EAGAIN stops the batch there.
+   * writeBatch with a destination per packet: packet i goes to fds[i]. Same return and stats
+   * as writeBatch. An fd < 0, or one failing with EBADF/EBADFD (closed, device deleted), is a
+   * drop (stats[1] = 9 / 77), not a stop, so one dead port cannot hold up the others. EAGAIN
+   * stops the batch there.
    */
-  writeBatchFds(
-    fds: Int32Array,
-    slab: Uint8Array,
-    offsets: Int32Array,
-    lens: Int32Array,
-    start: number,
-    count: number,
-    stats?: Int32Array,
-  ): number;
+  writeBatchFds(fds: Int32Array, ...batch: WriteBatchArgs): number;
 
   /* io_uring engine (native/src/uring.c; its top comment is the full contract). */
 
@@ -148,23 +129,13 @@ export interface TunBinding {
   /** Worker thread (each shard worker has its own; use it only from the opening thread). entries: SQ size (1..32768). */
   uringWriterOpen(entries: number): UringHandle;
   /**
-   * Writes packet i (i in start..start+count) = slab[offsets[i] .. +lens[i]) to fds[i], with
-   * one io_uring_enter per `entries` packets, and waits for all completions (the caller reuses
-   * the slots right after). Returns packets consumed (written + dropped); stats[0] dropped,
-   * stats[1] errno of the last drop. An fd < 0, and any per-packet error (EBADF of a closed fd,
+   * Writes packet i (WriteBatchArgs) to fds[i], with one io_uring_enter per `entries` packets,
+   * and waits for all completions (the caller reuses the slots right after). Returns packets
+   * consumed (written + dropped). An fd < 0, and any per-packet error (EBADF of a closed fd,
    * EBADFD, EINVAL of a malformed packet, ...), counts as a drop. EAGAIN: stops and returns how
    * many were consumed before it (io_uring normally waits for writability itself instead).
    */
-  uringWriteBatch(
-    w: UringHandle,
-    fds: Int32Array,
-    slab: Uint8Array,
-    offsets: Int32Array,
-    lens: Int32Array,
-    start: number,
-    count: number,
-    stats?: Int32Array,
-  ): number;
+  uringWriteBatch(w: UringHandle, fds: Int32Array, ...batch: WriteBatchArgs): number;
   /** Idempotent. */
   uringWriterClose(w: UringHandle): void;
 
@@ -178,21 +149,11 @@ export interface TunBinding {
   /** Underlay UDP socket (native/src/udp.c): non-blocking, bound to ipv4:port; returns the fd. */
   udpOpen(ipv4: number, port: number, bufBytes?: number): number;
   /**
-   * One recvmmsg: datagram i into slot slots[start+i] at slotOff, at most maxLen bytes;
-   * lens[slot] = length (0: longer than maxLen, dropped); srcs[i] = sender IPv4. Returns n.
+   * One recvmmsg into the listed slots (SlotReadArgs): datagram i at slotOff in its slot, at
+   * most maxLen bytes; lens[slot] = length (0: longer than maxLen, dropped); srcs[i] = sender
+   * IPv4. Returns n.
    */
-  udpRecvBatch(
-    fd: number,
-    slab: Uint8Array,
-    slotSize: number,
-    slots: Int32Array,
-    start: number,
-    count: number,
-    lens: Int32Array,
-    slotOff: number,
-    maxLen: number,
-    srcs?: Int32Array,
-  ): number;
+  udpRecvBatch(...args: [...SlotReadArgs, slotOff: number, maxLen: number, srcs?: Int32Array]): number;
   /** sendmmsg of slab[offsets[i], +lens[i]) to dsts[i]:port; returns datagrams consumed (stops at EAGAIN). */
   udpSendBatch(fd: number, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, dsts: Int32Array, start: number, count: number, port: number): number;
   readonly TUN_F_CSUM: number;

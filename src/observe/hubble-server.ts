@@ -77,6 +77,23 @@ function list(f: Filter, k: string): unknown[] {
   return Array.isArray(v) ? v : [];
 }
 
+/** FlowFilter fields taken as text, and the `observe` filter option each one feeds. */
+const TEXT_FIELDS: readonly (readonly [keyof FilterOptions, string])[] = [
+  ['fromIp', 'source_ip'],
+  ['toIp', 'destination_ip'],
+  ['fromPod', 'source_pod'],
+  ['toPod', 'destination_pod'],
+  ['fromLabel', 'source_label'],
+  ['toLabel', 'destination_label'],
+  ['verdict', 'verdict'],
+  ['protocol', 'protocol'],
+  ['fromPort', 'source_port'],
+  ['toPort', 'destination_port'],
+  ['fromIdentity', 'source_identity'],
+  ['toIdentity', 'destination_identity'],
+  ['trafficDirection', 'traffic_direction'],
+];
+
 /**
  * One FlowFilter as a predicate, through the same matcher as `observe`'s flags (values of a
  * field are alternatives, fields are all required).
@@ -90,19 +107,7 @@ export function flowFilterPredicate(f: Filter): FlowPredicate {
   const put = (key: keyof FilterOptions, vals: string[]): void => {
     if (vals.length > 0) o[key] = vals;
   };
-  put('fromIp', strs('source_ip'));
-  put('toIp', strs('destination_ip'));
-  put('fromPod', strs('source_pod'));
-  put('toPod', strs('destination_pod'));
-  put('fromLabel', strs('source_label'));
-  put('toLabel', strs('destination_label'));
-  put('verdict', strs('verdict'));
-  put('protocol', strs('protocol'));
-  put('fromPort', strs('source_port'));
-  put('toPort', strs('destination_port'));
-  put('fromIdentity', strs('source_identity'));
-  put('toIdentity', strs('destination_identity'));
-  put('trafficDirection', strs('traffic_direction'));
+  for (const [key, field] of TEXT_FIELDS) put(key, strs(field));
   put('ipVersion', strs('ip_version').map((v) => (v === 'IPv6' ? 'v6' : 'v4')));
   put(
     'tcpFlags',

@@ -692,35 +692,27 @@ export class IpcacheWriter {
    * makes the leaves freed since the last flush reusable. O(touched blocks * 256).
    */
   private flush(): void {
-    const log = this.log;
-    const id24 = this.id24;
-    const s24 = this.s24;
-    const w24 = log.working(id24);
-    for (let k = 0; k < this.nDirty24; k++) {
-      const b = this.dirty24List[k] as number;
-      this.dirty24[b] = 0;
-      const base = b << 8;
-      for (let i = base; i < base + 256; i++) {
-        const v = s24[i] as number;
-        if (w24[i] !== v) log.set(id24, i, v);
-      }
-    }
+    // tbl24 blocks are 256 entries (one per low byte), as are tbl8 groups.
+    this.flushDirty(this.id24, this.s24, this.dirty24, this.dirty24List, this.nDirty24, 256);
     this.nDirty24 = 0;
-    const id8 = this.id8;
-    const s8 = this.s8;
-    const w8 = log.working(id8);
-    for (let k = 0; k < this.nDirty8; k++) {
-      const g = this.dirty8List[k] as number;
-      this.dirty8[g] = 0;
-      const base = g * TBL8_GROUP_ENTRIES;
-      for (let i = base; i < base + TBL8_GROUP_ENTRIES; i++) {
-        const v = s8[i] as number;
-        if (w8[i] !== v) log.set(id8, i, v);
-      }
-    }
+    this.flushDirty(this.id8, this.s8, this.dirty8, this.dirty8List, this.nDirty8, TBL8_GROUP_ENTRIES);
     this.nDirty8 = 0;
     for (let k = 0; k < this.nPendingLeaves; k++) this.freeLeaves[this.nFreeLeaves++] = this.pendingLeaves[k] as number;
     this.nPendingLeaves = 0;
+  }
+
+  /** Logs the words of the first n dirty blocks (of `size` words) of `shadow` that differ from the working side of array `id`; clears their dirty marks. */
+  private flushDirty(id: number, shadow: Uint32Array, dirty: Uint8Array, list: Int32Array, n: number, size: number): void {
+    const log = this.log;
+    const w = log.working(id);
+    for (let k = 0; k < n; k++) {
+      const b = list[k] as number;
+      dirty[b] = 0;
+      for (let i = b * size; i < (b + 1) * size; i++) {
+        const v = shadow[i] as number;
+        if (w[i] !== v) log.set(id, i, v);
+      }
+    }
   }
 
   private noLeaf(family: 4 | 6, words: ArrayLike<number>, len: number): never {
