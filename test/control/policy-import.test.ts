@@ -11,15 +11,18 @@ import { makeTestAgent, publishedVerdict, traceOf } from './agent-support.js';
 import { M_POLICY_REVISION, type TableSet } from '../../src/tables/tableset.js';
 import { isTunswitchError } from '../../src/proto/errors.js';
 
-const pol = (name: string, app: string): string => `apiVersion: cilium.io/v2
+/** An ingress rule for `app` from web on each of `ports` (one policy entry per port). */
+const polPorts = (name: string, app: string, ports: number[]): string => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: ${name} }
 spec:
   endpointSelector: { matchLabels: { app: ${app} } }
   ingress:
     - fromEndpoints: [ { matchLabels: { app: web } } ]
-      toPorts: [ { ports: [ { port: "5432", protocol: TCP } ] } ]
+      toPorts: [ { ports: [ ${ports.map((p) => `{ port: "${p}", protocol: TCP }`).join(', ')} ] } ]
 `;
+
+const pol = (name: string, app: string): string => polPorts(name, app, [5432]);
 
 /** The revision a worker sees: the published meta word. */
 function published(ts: TableSet): number {
@@ -69,17 +72,6 @@ test('an import of several files is one revision, shown alike by status, list, g
   const d = agent.deleteAllPolicies();
   assert.equal(d.revision, r.revision + 1, `delete all: got revision ${d.revision}, want ${r.revision + 1} (one publish)`);
 });
-
-/** An ingress rule for `app` from web on each of `ports` (one policy entry per port). */
-const polPorts = (name: string, app: string, ports: number[]): string => `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: ${name} }
-spec:
-  endpointSelector: { matchLabels: { app: ${app} } }
-  ingress:
-    - fromEndpoints: [ { matchLabels: { app: web } } ]
-      toPorts: [ { ports: [ ${ports.map((p) => `{ port: "${p}", protocol: TCP }`).join(', ')} ] } ]
-`;
 
 /** Copies of both sides of the published policy table (entries and length masks). */
 function policyWords(ts: TableSet): Uint32Array[] {
