@@ -49,7 +49,7 @@ import { DelayLine, ImpairShard, IMPAIR_LOSS, IMPAIR_QUEUED, LinkTable } from '.
 import { ecnBits, setEcnCe } from '../src/datapath/checksum.js';
 import type { PacketInfo } from '../src/datapath/packet.js';
 import { CaptureRing } from '../src/tables/capture.js'; // capture hook (tunswitch capture)
-import { GsoPortWriter } from '../src/datapath/gso-port.js';
+import { GsoPortWriter, SPLIT_ARENA_ROOM } from '../src/datapath/gso-port.js';
 import { ARENA_BYTES } from '../src/runtime/shared.js';
 import { UnderlayShard, UNDERLAY_PORT } from '../src/runtime/underlay.js';
 
@@ -117,7 +117,8 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const capture = rt.capture !== undefined && rt.capture[k] !== undefined ? new CaptureRing(rt.capture[k] as SharedArrayBuffer) : null;
   const native: TunBinding = loadBinding();
   const uring = task.engine === 'uring' ? native.uringWriterOpen(TX_MAX) : null;
-  const underlay = new UnderlayShard(rt, hdr, counters); // underlay hook (src/runtime/underlay.ts)
+  // underlay hook (src/runtime/underlay.ts); TUNSWITCH_UNDERLAY_UDP_GSO=1: split packets leave with UDP_SEGMENT
+  const underlay = new UnderlayShard(rt, hdr, counters, { innerMtu: task.mtu, udpGso: process.env.TUNSWITCH_UNDERLAY_UDP_GSO === '1' });
   // link impairments: the switch's settings, this shard's delay line (adopted after a restart)
   const impair = new ImpairShard(new LinkTable(rt.link, MAX_PORTS), new DelayLine(rt.delay[k] as SharedArrayBuffer, rt.slots, MAX_PORTS), k, rt.slots >> 1);
   const line = impair.line;
@@ -225,7 +226,12 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
         const got = egress.dequeue(p, now, room, deq, targetMs, intervalMs);
         dropDequeued();
         if (p === UNDERLAY_PORT) {
-          underlay.sendSlots(deq, got); // underlay hook: VXLAN encap + one sendmmsg
+          if (ARENA_BYTES - arenaUsed < SPLIT_ARENA_ROOM) {
+            transmit(nOut); // underlay hook: GSO packets are split in the arena's free part
+            nOut = 0;
+            arenaUsed = 0;
+          }
+          underlay.sendSlots(deq, got, arenaBase + arenaUsed, ARENA_BYTES - arenaUsed); // underlay hook: VXLAN encap + one sendmmsg
           for (let j = 0; j < got; j++) ring.giveBack(deq[j] as number);
           p = next;
           continue;

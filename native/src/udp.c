@@ -19,12 +19,18 @@
  *       [start, start+count). Stops at EAGAIN (the socket buffer is full: the caller counts
  *       the rest as dropped). Datagrams the kernel refuses one by one (EMSGSIZE, EINVAL,
  *       ENETUNREACH, EHOSTUNREACH, EACCES, EPERM) are skipped and counted as consumed.
+ *   udpSendBatch(..., port, gsoSizes: Int32Array)
+ *       The same; a datagram i with gsoSizes[i] > 0 is sent with a UDP_SEGMENT control
+ *       message of that size (UDP tunnel GSO: the kernel cuts it into datagrams of gsoSizes[i]
+ *       bytes, the last one shorter). The caller keeps within the kernel's limits (at most 64
+ *       segments, 65507 bytes, gsoSizes[i] + 28 within the device MTU).
  *
  * Batches are at most UDP_MAX_BATCH datagrams per system call (the caller loops).
  */
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,6 +41,9 @@
 #include <node_api.h>
 
 #define UDP_MAX_BATCH 64
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 
 void udp_register(napi_env env, napi_value exports);
 
@@ -207,12 +216,13 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
 }
 
 static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
+  napi_value argv[9];
   int64_t fd, start, count, port;
   uint8_t *slab;
-  int32_t *offsets, *lens, *dsts;
-  size_t slab_len, offsets_len, lens_len, dsts_len;
-  if (udp_args(env, info, 8, 8, argv) != 0) return NULL;
+  int32_t *offsets, *lens, *dsts, *gso = NULL;
+  size_t slab_len, offsets_len, lens_len, dsts_len, gso_len = 0;
+  napi_valuetype t;
+  if (udp_args(env, info, 8, 9, argv) != 0) return NULL;
   if (udp_int(env, argv[0], "fd", 0, INT_MAX, &fd) != 0) return NULL;
   if (udp_typed(env, argv[1], napi_uint8_array, "slab", (void **)&slab, &slab_len) != 0) return NULL;
   if (udp_typed(env, argv[2], napi_int32_array, "offsets", (void **)&offsets, &offsets_len) != 0) return NULL;
@@ -221,9 +231,12 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   if (udp_int(env, argv[5], "start", 0, INT32_MAX, &start) != 0) return NULL;
   if (udp_int(env, argv[6], "count", 0, INT32_MAX, &count) != 0) return NULL;
   if (udp_int(env, argv[7], "port", 1, 65535, &port) != 0) return NULL;
+  napi_typeof(env, argv[8], &t);
+  if (t != napi_undefined && udp_typed(env, argv[8], napi_int32_array, "gsoSizes", (void **)&gso, &gso_len) != 0) return NULL;
   int64_t end = start + count;
-  if (count > 0 && (end > (int64_t)offsets_len || end > (int64_t)lens_len || end > (int64_t)dsts_len)) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udp: start/count exceed offsets, lens or dsts");
+  if (count > 0 && (end > (int64_t)offsets_len || end > (int64_t)lens_len || end > (int64_t)dsts_len ||
+                    (gso != NULL && end > (int64_t)gso_len))) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udp: start/count exceed offsets, lens, dsts or gsoSizes");
     return NULL;
   }
   for (int64_t i = start; i < end; i++) {
@@ -235,6 +248,10 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   struct mmsghdr msgs[UDP_MAX_BATCH];
   struct iovec iov[UDP_MAX_BATCH];
   struct sockaddr_in to[UDP_MAX_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[UDP_MAX_BATCH];
   int64_t done = 0;
   while (done < count) {
     int m = (int)(count - done > UDP_MAX_BATCH ? UDP_MAX_BATCH : count - done);
@@ -251,6 +268,17 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       msgs[k].msg_hdr.msg_iovlen = 1;
       msgs[k].msg_hdr.msg_name = &to[k];
       msgs[k].msg_hdr.msg_namelen = sizeof to[k];
+      if (gso != NULL && gso[i] > 0 && gso[i] <= 65535) {
+        memset(ctl[k].buf, 0, sizeof ctl[k].buf);
+        msgs[k].msg_hdr.msg_control = ctl[k].buf;
+        msgs[k].msg_hdr.msg_controllen = sizeof ctl[k].buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[k].msg_hdr);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t g = (uint16_t)gso[i];
+        memcpy(CMSG_DATA(cm), &g, sizeof g);
+      }
     }
     int n = sendmmsg((int)fd, msgs, (unsigned)m, MSG_DONTWAIT);
     if (n > 0) {

@@ -590,8 +590,11 @@ export class GsoSplitter {
    * arenaOff+arenaLen), each with a zero virtio header and complete checksums. mtu <= 0
    * means no limit (segments of gso_size). Returns the segment count (outOff/outLen), or -1
    * with nothing written when the packet is malformed or the arena / maxSegments too small.
+   * headroom: bytes left free in front of every segment (outOff[k] - headroom is its own),
+   * so a caller can write a longer header over the virtio one in place: the underlay puts
+   * VXLAN + inner Ethernet (22 bytes) there, and its frames are then back to back.
    */
-  split(buf: Uint8Array, off: number, len: number, arenaOff: number, arenaLen: number, mtu: number): number {
+  split(buf: Uint8Array, off: number, len: number, arenaOff: number, arenaLen: number, mtu: number, headroom = 0): number {
     if (buf !== this.dvBuf) {
       this.dvBuf = buf;
       this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -606,7 +609,8 @@ export class GsoSplitter {
     const flags = buf[off + VNET_FLAGS]!;
     const gsoType = buf[off + VNET_GSO_TYPE]! & ~VNET_GSO_ECN;
 
-    if (gsoType === VNET_GSO_NONE) return this.copyOne(buf, off, len, flags, arenaOff, arenaLen);
+    if (headroom < 0 || headroom > arenaLen) return -1;
+    if (gsoType === VNET_GSO_NONE) return this.copyOne(buf, off, len, flags, arenaOff + headroom, arenaLen - headroom);
 
     const v4 = pi.family === 4;
     const tcp = gsoType === VNET_GSO_TCPV4 || gsoType === VNET_GSO_TCPV6;
@@ -628,7 +632,7 @@ export class GsoSplitter {
     if (seg <= 0) return -1;
     const nseg = payload === 0 ? 1 : Math.ceil(payload / seg);
     if (nseg > this.cap) return -1;
-    if (nseg * (VNET_HDR_LEN + hdrs) + payload > arenaLen) return -1;
+    if (nseg * (headroom + VNET_HDR_LEN + hdrs) + payload > arenaLen) return -1;
 
     const seq0 = tcp ? dv.getUint32(pi.l4Off + TCP_SEQ) : 0;
     const flags0 = tcp ? buf[pi.l4Off + TCP_FLAGS]! : 0;
@@ -636,6 +640,7 @@ export class GsoSplitter {
     const proto = tcp ? IPPROTO_TCP : IPPROTO_UDP;
     let pos = arenaOff;
     for (let k = 0; k < nseg; k++) {
+      pos += headroom;
       const from = k * seg;
       const segPay = payload - from < seg ? payload - from : seg;
       buf.fill(0, pos, pos + VNET_HDR_LEN);

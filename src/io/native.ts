@@ -154,8 +154,11 @@ export interface TunBinding {
    * IPv4. Returns n.
    */
   udpRecvBatch(...args: [...SlotReadArgs, slotOff: number, maxLen: number, srcs?: Int32Array]): number;
-  /** sendmmsg of slab[offsets[i], +lens[i]) to dsts[i]:port; returns datagrams consumed (stops at EAGAIN). */
-  udpSendBatch(fd: number, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, dsts: Int32Array, start: number, count: number, port: number): number;
+  /**
+   * sendmmsg of slab[offsets[i], +lens[i]) to dsts[i]:port; returns datagrams consumed (stops at EAGAIN).
+   * gsoSizes[i] > 0: that one goes with UDP_SEGMENT = gsoSizes[i] (the kernel cuts it).
+   */
+  udpSendBatch(fd: number, slab: Uint8Array, offsets: Int32Array, lens: Int32Array, dsts: Int32Array, start: number, count: number, port: number, gsoSizes?: Int32Array): number;
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

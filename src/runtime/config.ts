@@ -121,14 +121,6 @@ export interface RunConfig {
   underlay?: { ip: string };
 }
 
-/** An underlay cannot carry GSO super-packets (no segmentation for the tunnel yet). */
-export function checkUnderlay(cfg: RunConfig, where: string): RunConfig {
-  if (cfg.underlay && (cfg.offload || cfg.nodes.some((n) => n.offload === true))) {
-    throw new TunswitchError('ECONFIG_INVALID', `${where}: offload: true with a VXLAN underlay (kvstore/node-ip) is not supported yet (GSO packets are not segmented for the tunnel); set offload: false`);
-  }
-  return cfg;
-}
-
 const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas', 'kvstore'];
 const KVSTORE_KEYS = ['url', 'nodeName', 'nodeIp', 'leaseTtl'];
 const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'link', 'namespace', 'ports', 'offload'];
@@ -354,7 +346,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     );
   }
 
-  return checkUnderlay({
+  return {
     ...(kvstore ? { kvstore, underlay: { ip: kvstore.nodeIp } } : {}),
     name,
     io,
@@ -375,7 +367,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     quotas,
     baseDir: dirname(file),
     file,
-  }, short);
+  };
 }
 
 /**

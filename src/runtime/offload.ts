@@ -22,9 +22,6 @@ export function offloadWanted(cfg: RunConfig, requested?: boolean): boolean {
   if (want && !gsoSlots(cfg)) {
     throw new TunswitchError('EBAD_REQUEST', 'body.offload: true needs a switch whose packet slots hold 64 KiB GSO packets: start it with offload: true, or with a node that has offload: true');
   }
-  if (want && cfg.underlay) {
-    throw new TunswitchError('EBAD_REQUEST', 'body.offload: true is not supported with a VXLAN underlay (GSO packets are not segmented for the tunnel)');
-  }
   return want;
 }
 

@@ -38,16 +38,36 @@
  * must not be fragmented (IPv4 with DF, any IPv6) is answered with ICMP frag-needed / packet
  * too big (src/datapath/icmp-too-big.ts, tooBig below), counted as drop 136 and in
  * C_VXLAN_TOO_BIG, never dropped silently.
- * GSO super-packets (offload on) are not segmented for the tunnel: they are dropped with
- * 136 FRAG_NEEDED and counted (run refuses offload with an underlay for that reason).
+ *
+ * Offload (GSO super-packets, and checksum-partial packets, from a port with offload on):
+ *   1. process(): a TCP GSO packet always passes (step 2 cuts it to the tunnel MTU); a UDP
+ *      GSO packet whose datagrams (headers + gso_size) are over the inner MTU is too big as
+ *      a plain packet would be (tooBig: ICMP, 136, C_VXLAN_TOO_BIG), since the splitter never
+ *      changes UDP datagram boundaries
+ *   2. sendSlots(): a packet with a virtio GSO type or NEEDS_CSUM goes through GsoSplitter
+ *      (src/datapath/gso.ts, the splitter plain ports use) into the shard's transmit arena:
+ *      TCP segments of at most the inner MTU, UDP datagrams of gso_size, complete checksums,
+ *      each with SEG_HEADROOM free bytes in front so the 22-byte VXLAN + inner Ethernet
+ *      header is written over the virtio header in place (no second copy), and the frames
+ *      of one packet lie back to back. A packet the splitter refuses is dropped with 236
+ *      GSO_SPLIT, counted. Segments join the sendmmsg batch like plain packets; split
+ *      packets and segments count in C_GSO_SPLIT_{PKTS,SEGS}
+ *   3. with udpGso (UnderlayShard option), the back-to-back frames of one packet go out as
+ *      few datagrams with a UDP_SEGMENT control message (udpSendBatch's gso sizes): the
+ *      kernel cuts them into the outer datagrams (UDP tunnel GSO)
+ * Received VXLAN is plain packets; toward an offload port the port writer may coalesce them
+ * (gro on), as for any other input.
  */
 import { loadBinding, type TunBinding } from '../io/native.js';
-import { DROP_FRAG_NEEDED, DROP_INVALID, DROP_WRITE_ERROR } from '../datapath/drop.js';
+import { DROP_FRAG_NEEDED, DROP_GSO_SPLIT, DROP_INVALID, DROP_WRITE_ERROR } from '../datapath/drop.js';
+import { GsoSplitter } from '../datapath/gso.js';
+import { MAX_SPLIT_SEGMENTS, SPLIT_ARENA_ROOM } from '../datapath/gso-port.js';
+import { VNET_F_NEEDS_CSUM, VNET_FLAGS, VNET_GSO_ECN, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_GSO_UDP_L4, VNET_HDR_LEN } from '../datapath/vnet.js';
 import { VXLAN_PAYLOAD_HDR, VXLAN_PORT, VxlanResult, vxlanDecapPayload, vxlanEncapPayload } from '../datapath/vxlan.js';
 import { icmpTooBig, oversizeMayFragment } from '../datapath/icmp-too-big.js';
 import type { Pipeline } from '../datapath/pipeline.js';
 import { UNDERLAY_PORT } from '../tables/tableset.js';
-import { countDrop, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TOO_BIG, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
+import { countDrop, C_GSO_SPLIT_PKTS, C_GSO_SPLIT_SEGS, C_VXLAN_RX_BYTES, C_VXLAN_RX_PKTS, C_VXLAN_TOO_BIG, C_VXLAN_TX_BYTES, C_VXLAN_TX_PKTS } from '../tables/events.js';
 import { DIR_EGRESS } from '../proto/direction.js';
 import { MAX_BATCH, type RuntimeShared } from './shared.js';
 import { TunswitchError } from '../proto/errors.js';
@@ -60,7 +80,11 @@ const TR_DST = SLOT_TRAILER;
 const TR_VNI = 4;
 
 /** virtio-net header GSO type byte offset; 0 = not a GSO packet. */
-const VNET_GSO_TYPE_OFF = 1;
+const VNET_GSO_TYPE_OFF = VNET_GSO_TYPE;
+/** Free bytes the splitter leaves before each segment's virtio header: VXLAN + Ethernet fit over both. */
+export const SEG_HEADROOM = VXLAN_PAYLOAD_HDR - VNET_HDR_LEN;
+/** UDP header bytes. */
+const UDP_HLEN = 8;
 
 function ipv4Word(ip: string): number {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
@@ -117,6 +141,18 @@ export class UnderlayReader {
   }
 }
 
+/** UDP payload bytes one UDP_SEGMENT send may carry (65535 - IPv4 20 - UDP 8). */
+const UDP_GSO_MAX_PAYLOAD = 65507;
+/** Datagrams per UDP_SEGMENT send: Linux's UDP_MAX_SEGMENTS was 64 before it became 128; we use 64. */
+const UDP_GSO_MAX_SEGS = 64;
+
+export interface UnderlayShardOptions {
+  /** Largest inner IP packet (the endpoints' MTU, configured MTU - 50). */
+  innerMtu: number;
+  /** Send each split packet's frames with UDP_SEGMENT (file comment, offload step 3). */
+  udpGso: boolean;
+}
+
 /** A shard worker's side: VNI in, encapsulation and batched send out. */
 export class UnderlayShard {
   private readonly native: TunBinding;
@@ -128,11 +164,20 @@ export class UnderlayShard {
   private readonly txOff = new Int32Array(MAX_BATCH);
   private readonly txLen = new Int32Array(MAX_BATCH);
   private readonly txDst = new Int32Array(MAX_BATCH);
+  /** UDP_SEGMENT size of tx entry i (0: one datagram) and the datagrams it holds. */
+  private readonly txGso = new Int32Array(MAX_BATCH);
+  private readonly txSegs = new Int32Array(MAX_BATCH);
+  private readonly splitter = new GsoSplitter(MAX_SPLIT_SEGMENTS);
+  private readonly innerMtu: number;
+  private readonly udpGso: boolean;
+  /** The pipeline's tunnel MTU of the last batch (0: unknown). */
+  private tunnelMtu = 0;
 
   constructor(
     rt: RuntimeShared,
     private readonly hdr: number,
     private readonly counters: Float64Array,
+    opts: UnderlayShardOptions = { innerMtu: 0, udpGso: false },
   ) {
     this.native = loadBinding();
     this.buf = new Uint8Array(rt.slab);
@@ -140,6 +185,8 @@ export class UnderlayShard {
     this.lens = new Int32Array(rt.lens);
     this.portFd = new Int32Array(rt.portFd);
     this.slotSize = rt.slotSize;
+    this.innerMtu = opts.innerMtu;
+    this.udpGso = opts.udpGso;
   }
 
   /**
@@ -157,7 +204,8 @@ export class UnderlayShard {
     const out = p.process(buf, dv, off, len, inPort);
     if (out === UNDERLAY_PORT && out === p.underlayPort) {
       const mtu = p.underlayMtu;
-      if (mtu > 0 && len > mtu && inPort !== UNDERLAY_PORT && (this.hdr === 0 || (buf[slot * this.slotSize + VNET_GSO_TYPE_OFF] as number) === 0)) {
+      this.tunnelMtu = mtu;
+      if (mtu > 0 && len > mtu && inPort !== UNDERLAY_PORT && this.segmentLen(p, buf, slot, off, len) > mtu) {
         const back = this.tooBig(p, buf, dv, slot, off, len, inPort, mtu);
         if (back !== UNDERLAY_PORT) return back;
       }
@@ -165,6 +213,20 @@ export class UnderlayShard {
       this.dv.setInt32(end - TR_VNI, p.outSrcId, true);
     }
     return out;
+  }
+
+  /**
+   * The largest IP packet the tunnel will carry for this one (offload step 1): len for a
+   * plain packet; for UDP GSO its datagrams (headers + gso_size); 0 for TCP GSO (the
+   * splitter cuts it to the MTU) and other GSO types (the splitter refuses them).
+   */
+  private segmentLen(p: Pipeline, buf: Uint8Array, slot: number, off: number, len: number): number {
+    if (this.hdr === 0) return len;
+    const base = slot * this.slotSize;
+    const t = (buf[base + VNET_GSO_TYPE_OFF] as number) & ~VNET_GSO_ECN;
+    if (t === 0) return len;
+    if (t !== VNET_GSO_UDP_L4 || p.pi.l4Off < off) return 0;
+    return p.pi.l4Off - off + UDP_HLEN + (((buf[base + VNET_GSO_SIZE + 1] as number) << 8) | (buf[base + VNET_GSO_SIZE] as number));
   }
 
   /**
@@ -188,12 +250,17 @@ export class UnderlayShard {
 
   /**
    * Encapsulates the packets in slots[0..n) (released by the underlay port's egress queue)
-   * and sends them; what cannot be encapsulated or sent is counted as dropped. The caller
-   * gives the slots back.
+   * and sends them; what cannot be encapsulated or sent is counted as dropped. GSO and
+   * checksum-partial packets are split into buf[arenaOff, arenaOff + arenaLen) (at least
+   * SPLIT_ARENA_ROOM bytes; free again when this returns, everything is sent by then). The
+   * caller gives the slots back.
    */
-  sendSlots(slots: Int32Array, n: number): void {
+  sendSlots(slots: Int32Array, n: number, arenaOff: number, arenaLen: number): void {
     const buf = this.buf;
     const hdr = this.hdr;
+    const arenaEnd = arenaOff + arenaLen;
+    const mtu = this.tunnelMtu > 0 && (this.innerMtu <= 0 || this.tunnelMtu < this.innerMtu) ? this.tunnelMtu : this.innerMtu;
+    let pos = arenaOff;
     let q = 0;
     for (let k = 0; k < n; k++) {
       const slot = slots[k] as number;
@@ -201,46 +268,134 @@ export class UnderlayShard {
       const end = base + this.slotSize;
       const off = base + hdr;
       const len = (this.lens[slot] as number) - hdr;
-      // A GSO super-packet cannot be segmented here; one that does not fit the slot either.
-      if ((hdr > 0 && (buf[base + VNET_GSO_TYPE_OFF] as number) !== 0) || off + VXLAN_PAYLOAD_HDR + len > end - SLOT_TRAILER) {
+      const vni = this.dv.getInt32(end - TR_VNI, true);
+      const dst = this.dv.getUint32(end - TR_DST, true);
+      if (hdr > 0 && ((buf[base + VNET_GSO_TYPE_OFF] as number) !== 0 || ((buf[base + VNET_FLAGS] as number) & VNET_F_NEEDS_CSUM) !== 0)) {
+        // Offload step 2: split into the arena behind SEG_HEADROOM, encapsulate in place.
+        if (q === 0) pos = arenaOff;
+        if (arenaEnd - pos < SPLIT_ARENA_ROOM) {
+          this.flush(q);
+          q = 0;
+          pos = arenaOff;
+        }
+        const gso = (buf[base + VNET_GSO_TYPE_OFF] as number) !== 0;
+        const sp = this.splitter;
+        const segs = sp.split(buf, base, len + hdr, pos, arenaEnd - pos, mtu, SEG_HEADROOM);
+        if (segs < 0) {
+          this.countDrop(DROP_GSO_SPLIT, len);
+          continue;
+        }
+        if (gso) {
+          this.counters[C_GSO_SPLIT_PKTS]++;
+          this.counters[C_GSO_SPLIT_SEGS] += segs;
+        }
+        pos = (sp.outOff[segs - 1] as number) + (sp.outLen[segs - 1] as number);
+        if (this.udpGso && segs > 1) {
+          q = this.queueGso(q, vni, dst, segs);
+          continue;
+        }
+        for (let s = 0; s < segs; s++) {
+          const ip = (sp.outOff[s] as number) + VNET_HDR_LEN;
+          const w = vxlanEncapPayload(buf, ip, (sp.outLen[s] as number) - VNET_HDR_LEN, vni);
+          if (w < 0) {
+            this.countDrop(w, (sp.outLen[s] as number) - VNET_HDR_LEN);
+            continue;
+          }
+          q = this.queue(q, ip - VXLAN_PAYLOAD_HDR, w, dst, 0, 1);
+        }
+        continue;
+      }
+      // A packet that does not fit the slot with its encapsulation.
+      if (off + VXLAN_PAYLOAD_HDR + len > end - SLOT_TRAILER) {
         this.countDrop(DROP_FRAG_NEEDED, len);
         continue;
       }
-      const vni = this.dv.getInt32(end - TR_VNI, true);
-      const dst = this.dv.getUint32(end - TR_DST, true);
       buf.copyWithin(off + VXLAN_PAYLOAD_HDR, off, off + len);
       const w = vxlanEncapPayload(buf, off + VXLAN_PAYLOAD_HDR, len, vni);
       if (w < 0) {
         this.countDrop(w, len);
         continue;
       }
-      this.txOff[q] = off;
-      this.txLen[q] = w;
-      this.txDst[q] = dst | 0;
-      q++;
-      if (q === MAX_BATCH) {
-        this.flush(q);
-        q = 0;
-      }
+      q = this.queue(q, off, w, dst, 0, 1);
     }
     if (q > 0) this.flush(q);
   }
 
+  /**
+   * Offload step 3: the splitter's segs frames (back to back, all of one size but the last)
+   * as UDP_SEGMENT sends of at most UDP_GSO_MAX_SEGS datagrams and UDP_GSO_MAX_PAYLOAD bytes.
+   */
+  private queueGso(q: number, vni: number, dst: number, segs: number): number {
+    const sp = this.splitter;
+    const buf = this.buf;
+    let first = -1;
+    let bytes = 0;
+    let frame = 0;
+    let last = 0;
+    let count = 0;
+    for (let s = 0; s < segs; s++) {
+      const ip = (sp.outOff[s] as number) + VNET_HDR_LEN;
+      const w = vxlanEncapPayload(buf, ip, (sp.outLen[s] as number) - VNET_HDR_LEN, vni);
+      if (w < 0) {
+        // Not expected after a good split (the inner packet is the one that was parsed); the
+        // run so far goes out, this one is dropped, counted.
+        if (count > 0) q = this.queue(q, first, bytes, dst, count > 1 ? frame : 0, count);
+        count = 0;
+        this.countDrop(w, (sp.outLen[s] as number) - VNET_HDR_LEN);
+        continue;
+      }
+      // Only the last datagram of a UDP_SEGMENT run may be shorter.
+      if (count > 0 && (count === UDP_GSO_MAX_SEGS || bytes + w > UDP_GSO_MAX_PAYLOAD || w > frame || last < frame)) {
+        q = this.queue(q, first, bytes, dst, count > 1 ? frame : 0, count);
+        count = 0;
+      }
+      if (count === 0) {
+        first = ip - VXLAN_PAYLOAD_HDR;
+        bytes = 0;
+        frame = w;
+      }
+      bytes += w;
+      last = w;
+      count++;
+    }
+    if (count > 0) q = this.queue(q, first, bytes, dst, count > 1 ? frame : 0, count);
+    return q;
+  }
+
+  /** Adds one send (a datagram, or a UDP_SEGMENT run of segs); flushes a full batch. */
+  private queue(q: number, off: number, len: number, dst: number, gsoSize: number, segs: number): number {
+    this.txOff[q] = off;
+    this.txLen[q] = len;
+    this.txDst[q] = dst | 0;
+    this.txGso[q] = gsoSize;
+    this.txSegs[q] = segs;
+    q++;
+    if (q === MAX_BATCH) {
+      this.flush(q);
+      q = 0;
+    }
+    return q;
+  }
+
   private flush(q: number): void {
+    if (q === 0) return;
     const fd = this.portFd[UNDERLAY_PORT] as number;
     let sent = 0;
     if (fd >= 0) {
       try {
-        sent = this.native.udpSendBatch(fd, this.buf, this.txOff, this.txLen, this.txDst, 0, q, VXLAN_PORT);
+        sent = this.udpGso
+          ? this.native.udpSendBatch(fd, this.buf, this.txOff, this.txLen, this.txDst, 0, q, VXLAN_PORT, this.txGso)
+          : this.native.udpSendBatch(fd, this.buf, this.txOff, this.txLen, this.txDst, 0, q, VXLAN_PORT);
       } catch {
         sent = 0;
       }
     }
     for (let k = 0; k < sent; k++) {
-      this.counters[C_VXLAN_TX_PKTS]++;
+      const segs = this.txSegs[k] as number;
+      this.counters[C_VXLAN_TX_PKTS] += segs;
       this.counters[C_VXLAN_TX_BYTES] += this.txLen[k] as number;
     }
-    for (let k = sent; k < q; k++) this.countDrop(DROP_WRITE_ERROR, this.txLen[k] as number);
+    for (let k = sent; k < q; k++) countDrop(this.counters, DROP_WRITE_ERROR, DIR_EGRESS, this.txSegs[k] as number, this.txLen[k] as number);
   }
 
   private countDrop(code: number, len: number): void {

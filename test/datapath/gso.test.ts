@@ -736,6 +736,38 @@ describe('GsoSplitter', () => {
     assert.ok(checksumsValid(b2.subarray(2048 + VH, 2048 + one.length)), 'completed checksum invalid');
   });
 
+  it('leaves headroom in front of every segment (the underlay writes VXLAN there): frames back to back', () => {
+    const f = makeFlow(new Rand(14), 4, true);
+    f.fam = 4; f.src = '10.92.4.1'; f.dst = '10.92.4.2'; f.ts = true;
+    const big = build(f, 0x18, new Uint8Array(3000).map((_, i) => i & 0xff));
+    const buf = new Uint8Array(65536 * 2);
+    buf.set(big, VH);
+    buf[1] = 1; // TCPV4
+    buf[4] = 1448 & 0xff; buf[5] = 1448 >> 8;
+    const sp = new GsoSplitter(16);
+    const cases: { headroom: number; mtu: number; segs: number[] }[] = [
+      { headroom: 0, mtu: 1450, segs: [1398, 1398, 204] },
+      { headroom: 10, mtu: 1450, segs: [1398, 1398, 204] },
+      { headroom: 10, mtu: 0, segs: [1448, 1448, 104] },
+    ];
+    for (const tc of cases) {
+      const k = sp.split(buf, 0, VH + big.length, 65536, 65536, tc.mtu, tc.headroom);
+      assert.equal(k, tc.segs.length, `headroom ${tc.headroom} mtu ${tc.mtu}: got ${k} segments, want ${tc.segs.length}`);
+      let at = 65536;
+      for (let s = 0; s < k; s++) {
+        assert.equal(sp.outOff[s], at + tc.headroom, `headroom ${tc.headroom} segment ${s}: got offset ${sp.outOff[s]}, want ${at + tc.headroom}`);
+        const seg = buf.subarray(sp.outOff[s]! + VH, sp.outOff[s]! + sp.outLen[s]!);
+        assert.equal(seg.length - 52, tc.segs[s], `headroom ${tc.headroom} segment ${s}: got ${seg.length - 52} payload bytes, want ${tc.segs[s]}`);
+        assert.ok(checksumsValid(seg), `headroom ${tc.headroom} segment ${s}: checksum invalid`);
+        at = sp.outOff[s]! + sp.outLen[s]!;
+      }
+    }
+    // The arena must hold the headroom too: exactly enough passes, one byte less is refused.
+    const need = 3 * (10 + VH + 52) + 3000;
+    assert.equal(sp.split(buf, 0, VH + big.length, 65536, need, 1450, 10), 3, `arena ${need}: want 3 segments`);
+    assert.equal(sp.split(buf, 0, VH + big.length, 65536, need - 1, 1450, 10), -1, `arena ${need - 1}: want -1`);
+  });
+
   it('refuses malformed packets and a too-small arena with -1, writing nothing', () => {
     const f = makeFlow(new Rand(13), 5, true);
     f.fam = 4; f.src = '10.92.5.1'; f.dst = '10.92.5.2';

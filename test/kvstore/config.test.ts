@@ -37,7 +37,8 @@ test('run --kvstore/--node-name/--node-ip/--lease-ttl over the config', () => {
   const only = applyKvstoreFlags(cfg, { nodeIp: '10.99.0.1' });
   assert.deepEqual([only.kvstore, only.underlay], [undefined, { ip: '10.99.0.1' }], '--node-ip alone: underlay without kvstore');
   const off = parseRunConfig(`${BASE}offload: true\n`, '/x/lab.yaml');
-  assert.throws(() => applyKvstoreFlags(off, { nodeIp: '10.99.0.1' }), (e: unknown) => e instanceof UsageError && /offload: true with a VXLAN underlay/.test(e.message));
+  const offUl = applyKvstoreFlags(off, { nodeIp: '10.99.0.1' });
+  assert.deepEqual([offUl.offload, offUl.underlay], [true, { ip: '10.99.0.1' }], `offload with --node-ip: got ${JSON.stringify([offUl.offload, offUl.underlay])}`);
   const bad: [Parameters<typeof applyKvstoreFlags>[1], RegExp][] = [
     [{ nodeName: 'h1' }, /^--node-name and --lease-ttl need --kvstore/],
     [{ nodeIp: '10.99.0.300' }, /^--node-ip: "10\.99\.0\.300" is not an IPv4 address$/],
