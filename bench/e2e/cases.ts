@@ -219,6 +219,10 @@ export interface CaseEnv {
   tmp: string;
   /** The switch process (the `cpu` case); null: none (kernel veth). */
   switchPid: number | null;
+  /** More switch processes whose CPU adds to switchPid's (the second host's). */
+  otherSwitchPids?: readonly number[];
+  /** The `cpu` case's n/a reason when switchPid is null. */
+  noSwitch?: string;
   /** `getconf CLK_TCK`: the unit of /proc/PID/stat's times. */
   clkTck: number;
 }
@@ -265,6 +269,17 @@ function readProcCpu(pid: number): ProcCpu {
   return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
 }
 
+/** The CPU times of the switch and the others, added up. */
+function readSwitchesCpu(pid: number, others: readonly number[]): ProcCpu {
+  const p = readProcCpu(pid);
+  for (const o of others) {
+    const q = readProcCpu(o);
+    p.utime += q.utime;
+    p.stime += q.stime;
+  }
+  return p;
+}
+
 /**
  * The switch's CPU time and the receivers' counters around a measurement; `stop()` returns
  * { cpuS, bytes, cpuPerGb } (cpuPerGb NaN without a switch process).
@@ -272,9 +287,9 @@ function readProcCpu(pid: number): ProcCpu {
 async function cpuWindow(topo: Topology, env: CaseEnv): Promise<() => Promise<Record<string, number>>> {
   const nss = [topo.nsA, topo.nsB];
   const c0 = await Promise.all(nss.map((ns) => counters(ns, topo.ifname)));
-  const p0 = env.switchPid !== null ? readProcCpu(env.switchPid) : null;
+  const p0 = env.switchPid !== null ? readSwitchesCpu(env.switchPid, env.otherSwitchPids ?? []) : null;
   return async (): Promise<Record<string, number>> => {
-    const p1 = env.switchPid !== null ? readProcCpu(env.switchPid) : null;
+    const p1 = env.switchPid !== null ? readSwitchesCpu(env.switchPid, env.otherSwitchPids ?? []) : null;
     const c1 = await Promise.all(nss.map((ns) => counters(ns, topo.ifname)));
     const deltas = c1.map((c, i) => ({ rxBytes: c.rxBytes - (c0[i] as DevCounters).rxBytes, rxPackets: c.rxPackets - (c0[i] as DevCounters).rxPackets }));
     const bytes = deliveredIpBytes(deltas, topo.l2 !== null);
@@ -397,7 +412,7 @@ export async function runFair(topo: Topology, env: CaseEnv): Promise<Measurement
  * cases), running them here when they were not run.
  */
 export async function runCpu(topo: Topology, env: CaseEnv, have: { tcp1?: Measurement; udp64?: Measurement }): Promise<Measurement[]> {
-  if (env.switchPid === null) throw new NotApplicable('kernel veth has no switch process');
+  if (env.switchPid === null) throw new NotApplicable(env.noSwitch ?? 'kernel veth has no switch process');
   const tcp = have.tcp1 ?? (await runTcp(topo, env, 1))[0];
   const udp = have.udp64 ?? (await runUdp64(topo, env))[0];
   const out: Measurement[] = [];

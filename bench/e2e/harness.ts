@@ -113,6 +113,7 @@ async function preflight(systems: readonly SystemSpec[], cases: readonly CaseId[
   if (cases.includes('udp64') || cases.includes('cpu')) tools.add('trafgen');
   if (systems.some((s) => s.kind === 'fwd')) tools.add('cc');
   if (systems.some((s) => s.kind === 'ovs')) for (const t of ['ovs-vsctl', 'ovs-vswitchd', 'ovsdb-server', 'ovsdb-tool']) tools.add(t);
+  if (systems.some((s) => s.kind === 'xhost')) tools.add('etcd');
   const missing: string[] = [];
   for (const t of tools) if (!(await haveTool(t))) missing.push(t);
   if (missing.length > 0) {
@@ -147,6 +148,7 @@ export function caseEstimateS(c: CaseId, seconds: number, cases: readonly CaseId
 /** Planned seconds to build and tear down a system (for the ETA). */
 export function setupEstimateS(spec: SystemSpec, ipcacheEntries: number): number {
   if (spec.kind === 'tunswitch') return 4 + ipcacheEntries / 20_000;
+  if (spec.kind === 'xhost') return 8 + ipcacheEntries / 10_000; // etcd, two switches, two ipcache loads
   return spec.kind === 'ovs' ? 3 : 1.5;
 }
 
@@ -210,6 +212,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       'fair: A->B and C->B at once (C labelled like A); Jain index (sum x)^2/(n sum x^2)',
       'cpu: utime+stime of the switch process (agent, fwd, ovs-vswitchd; all threads) per GB of IP bytes delivered, during tcp1 and udp64',
       'ts-*: no suffix runs io: uring (n/a where io_uring cannot run), -rw io: readwrite; -noev/-obs run io: auto (info.ioEngine says which)',
+      'vxlan / ts-xhost*: two host namespaces on a veth underlay, A behind host 1 and B behind host 2 (MTU 1450); vxlan through kernel vxlan devices and bridges, ts-xhost* through a tunswitch per host (kvstore on one etcd, VXLAN between them; -tso offload on, -ugso also UDP_SEGMENT on the underlay); their cpu counts both switches; x vxlan compares with the kernel',
       'all systems share the same 2-core machine with the load generators (iperf3, trafgen) and whatever else runs; see host.load*',
     ],
     systems: [],
@@ -310,7 +313,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           await ensureServer();
           await checkReach(topo);
           const measured: Measurement[] = [];
-          const caseEnv = { cleanup, ensureServer, seconds: o.seconds, tmp, switchPid: built.switchPid, clkTck };
+          const caseEnv = { cleanup, ensureServer, seconds: o.seconds, tmp, switchPid: built.switchPid, otherSwitchPids: built.otherSwitchPids ?? [], noSwitch: `${spec.label} has no switch process`, clkTck };
           for (const c of o.cases) {
             status(`${spec.id}: ${CASE_LABELS[c]}`);
             let ms: Measurement[] = [];
@@ -324,7 +327,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             for (const m of ms) report.results.push({ system: spec.id, metric: m.metric, value: m.value, unit: METRICS[m.metric].unit, extra: m.extra });
             remaining = remaining.filter((x) => x !== c);
             tick(`${spec.id}: ${CASE_LABELS[c]} done`, caseS(c));
-            if (built.agent && built.agent.child.exitCode !== null) throw new Error(`the agent exited: ${built.agent.output().stderr.trim().split('\n').slice(-3).join(' | ')}`);
+            for (const ag of [built.agent, ...(built.otherAgents ?? [])]) {
+              if (ag && ag.child.exitCode !== null) throw new Error(`the agent exited: ${ag.output().stderr.trim().split('\n').slice(-3).join(' | ')}`);
+            }
           }
         } finally {
           status(`${spec.id}: tearing down`);
@@ -393,7 +398,7 @@ export function renderReport(r: BenchReport): string {
   for (const n of r.notes) if (n.startsWith('warning:')) parts.push(`${n}\n`);
   parts.push('\nResults\n' + renderResults(r.results, systems, r.systems));
   if (r.comparisons.length > 0) parts.push('\ntunswitch against the baselines (ratio > 1: tunswitch is better)\n' + renderComparisons(r.comparisons));
-  if (r.targets.length > 0) parts.push('\nTargets (issue 10)\n' + renderTargets(r.targets));
+  if (r.targets.length > 0) parts.push('\nTargets (issues 10 and 11)\n' + renderTargets(r.targets));
   const t = r.targetTally;
   parts.push(`\ntargets: ${t.met} met, ${t.missed} missed${t.unknown ? `, ${t.unknown} without a reference` : ''}\n`);
   const ran = r.systems.filter((s) => typeof s.info.ioEngine === 'string').map((s) => `${s.id} ${s.info.ioEngine}`);

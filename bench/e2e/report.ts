@@ -18,6 +18,9 @@
  *   8. fair Jain index                >= 0.95
  *   9. 2 workers vs 1                 never worse than 0.95x: every throughput and RTT
  *                                     metric of ts-w2* against its ts-w1* twin
+ * And issue 11's, for the cross-host systems (kind xhost):
+ *  10. cross-host TCP one stream, offload >= 0.5x the kernel-vxlan baseline (`vxlan`)
+ * Cross-host systems are compared with `vxlan` (column x vxlan) besides the same-host baselines.
  */
 import { METRICS, type MetricId } from './cases.js';
 import { SYSTEMS, type SystemSpec } from './systems.js';
@@ -58,6 +61,8 @@ export interface Comparison {
   /** OVS with its userspace TSO: shown, not a target. */
   ovsTso: Baseline | null;
   veth: Baseline | null;
+  /** Kernel vxlan across two hosts: the cross-host systems' baseline. */
+  vxlan: Baseline | null;
 }
 
 /** What a target compares a value with. */
@@ -93,6 +98,7 @@ export interface TargetDef {
 
 const fwdFor = (s: SystemSpec): string => (s.offload ? 'fwd-vnet' : 'fwd');
 const isTs = (s: SystemSpec): boolean => s.kind === 'tunswitch';
+const isXhost = (s: SystemSpec): boolean => s.kind === 'xhost';
 
 export const TARGETS: readonly TargetDef[] = [
   { id: 'rtt1-ovs', name: 'RTT p50 under one TCP stream ≤ 2× OVS userspace', metrics: ['rtt1_p50'], applies: isTs, reference: { kind: 'baseline', system: () => 'ovs' }, quantity: 'multiple', op: '<=', threshold: 2, moonshot: 1 },
@@ -103,6 +109,7 @@ export const TARGETS: readonly TargetDef[] = [
   { id: 'tcp-plain', name: 'TCP one stream, plain ≥ 1.5× C forwarder', metrics: ['tcp1'], applies: (s) => isTs(s) && !s.offload, reference: { kind: 'baseline', system: () => 'fwd' }, quantity: 'multiple', op: '>=', threshold: 1.5, moonshot: 2 },
   { id: 'tcp-offload', name: 'TCP one stream, offload ≥ 0.6× kernel veth', metrics: ['tcp1'], applies: (s) => isTs(s) && s.offload, reference: { kind: 'baseline', system: () => 'veth' }, quantity: 'multiple', op: '>=', threshold: 0.6, moonshot: 0.8 },
   { id: 'fair', name: 'fair Jain index ≥ 0.95', metrics: ['fair_jain'], applies: isTs, reference: { kind: 'absolute' }, quantity: 'value', op: '>=', threshold: 0.95, moonshot: null },
+  { id: 'xhost-vxlan', name: 'Cross-host TCP one stream, offload ≥ 0.5× kernel vxlan', metrics: ['tcp1'], applies: (s) => isXhost(s) && s.offload, reference: { kind: 'baseline', system: () => 'vxlan' }, quantity: 'multiple', op: '>=', threshold: 0.5, moonshot: null },
   {
     id: 'workers',
     name: '2 workers vs 1 never worse than 0.95×',
@@ -158,7 +165,7 @@ function baseline(rows: readonly ResultRow[], system: string, metric: MetricId, 
 export function compare(rows: readonly ResultRow[], systems: readonly SystemSpec[] = SYSTEMS): Comparison[] {
   const out: Comparison[] = [];
   for (const s of systems) {
-    if (s.kind !== 'tunswitch') continue;
+    if (s.kind !== 'tunswitch' && s.kind !== 'xhost') continue;
     for (const r of rows) {
       if (r.system !== s.id) continue;
       out.push({
@@ -170,6 +177,7 @@ export function compare(rows: readonly ResultRow[], systems: readonly SystemSpec
         ovs: baseline(rows, 'ovs', r.metric, r.value),
         ovsTso: baseline(rows, 'ovs-tso', r.metric, r.value),
         veth: baseline(rows, 'veth', r.metric, r.value),
+        vxlan: s.kind === 'xhost' ? baseline(rows, 'vxlan', r.metric, r.value) : null,
       });
     }
   }
@@ -337,8 +345,10 @@ export function renderResults(rows: readonly ResultRow[], systems: readonly Syst
 
 /** tunswitch against each baseline. */
 export function renderComparisons(cmp: readonly Comparison[]): string {
-  const body = cmp.map((c) => [c.system, METRICS[c.metric].label, `${fmtValue(c.value, c.unit)} ${c.unit}`, fmtRatio(c.fwd), fmtRatio(c.ovs), fmtRatio(c.ovsTso), fmtRatio(c.veth)]);
-  return renderTable(['tunswitch', 'case', 'value', 'x fwd', 'x OVS', 'x OVS-tso', 'x veth'], body);
+  // x vxlan only when a cross-host system has it (older reports have no such field).
+  const vx = cmp.some((c) => (c.vxlan ?? null) !== null);
+  const body = cmp.map((c) => [c.system, METRICS[c.metric].label, `${fmtValue(c.value, c.unit)} ${c.unit}`, fmtRatio(c.fwd), fmtRatio(c.ovs), fmtRatio(c.ovsTso), fmtRatio(c.veth), ...(vx ? [fmtRatio(c.vxlan ?? null)] : [])]);
+  return renderTable(['tunswitch', 'case', 'value', 'x fwd', 'x OVS', 'x OVS-tso', 'x veth', ...(vx ? ['x vxlan'] : [])], body);
 }
 
 /** How a target's measured quantity reads: "1.30×", "3.2%", "0.97". */

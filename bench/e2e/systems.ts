@@ -16,6 +16,11 @@
  *               suffix the agent runs `io: uring` (the io_uring engine; where it cannot run the
  *               system is reported "n/a" with the agent's reason); -rw runs `io: readwrite`.
  *
+ *   vxlan       A and B on two "hosts" joined by a veth underlay, through kernel vxlan
+ *   ts-xhost    devices (the cross-host upper bound), or through two tunswitch switches in
+ *   ts-xhost-tso  cluster mode (one per host, VXLAN between them; -tso offload on, -ugso
+ *   ts-xhost-ugso also UDP_SEGMENT on the underlay): bench/e2e/xhost.ts
+ *
  * The optional second sender C (10.88.0.4, for the `fair` case) sends to B at the same time
  * as A: veth gives B a second veth pair (eth1) to C; OVS gets a third port; fwd a third TUN
  * (it routes B's packets by destination address); tunswitch a third node `c` labelled like A.
@@ -28,8 +33,10 @@ import { join } from 'node:path';
 import { ApiClient } from '../../src/api/client.js';
 import { Cleanup, must, nsRun, sh, sleep, type Background } from './proc.js';
 import { SYSTEM_IDS } from './options.js';
+import { buildVxlan, buildXhost } from './xhost.js';
 
-export type SystemKind = 'veth' | 'ovs' | 'fwd' | 'tunswitch';
+/** vxlan: kernel vxlan across two hosts; xhost: tunswitch across two hosts (bench/e2e/xhost.ts). */
+export type SystemKind = 'veth' | 'ovs' | 'fwd' | 'tunswitch' | 'vxlan' | 'xhost';
 
 export interface SystemSpec {
   id: string;
@@ -48,6 +55,8 @@ export interface SystemSpec {
   events?: 'off' | 'follow';
   /** tunswitch I/O engine (run config `io`). */
   io?: 'auto' | 'uring' | 'readwrite';
+  /** xhost: the switches send split GSO packets with UDP_SEGMENT (TUNSWITCH_UNDERLAY_UDP_GSO=1). */
+  udpGso?: boolean;
   /** Fixed chart colour, so a system looks the same in every run's chart. */
   colour: string;
 }
@@ -71,6 +80,11 @@ export const SYSTEMS: readonly SystemSpec[] = [
   // (the default engine, `io: auto`; the report's info says which one ran).
   { id: 'ts-w1-noev', label: 'tunswitch w1 no events', kind: 'tunswitch', offload: false, workers: 1, short: 't1n', events: 'off', io: 'auto', colour: '#17becf' },
   { id: 'ts-w1-obs', label: 'tunswitch w1 observe -f', kind: 'tunswitch', offload: false, workers: 1, short: 't1f', events: 'follow', io: 'auto', colour: '#e377c2' },
+  // Across two hosts (issue 11): the kernel's vxlan, and two tunswitch switches over VXLAN.
+  { id: 'vxlan', label: 'kernel vxlan x-host', kind: 'vxlan', offload: true, workers: 0, short: 'xv', colour: '#393b79' },
+  { id: 'ts-xhost', label: 'tunswitch x-host', kind: 'xhost', offload: false, workers: 1, short: 'xo', io: 'auto', colour: '#637939' },
+  { id: 'ts-xhost-tso', label: 'tunswitch x-host tso', kind: 'xhost', offload: true, workers: 1, short: 'xt', io: 'auto', colour: '#bd9e39' },
+  { id: 'ts-xhost-ugso', label: 'tunswitch x-host tso udp-gso', kind: 'xhost', offload: true, workers: 1, short: 'xu', io: 'auto', udpGso: true, colour: '#ad494a' },
 ];
 
 // The CLI lists system ids without loading this module (options.ts); keep the two equal.
@@ -117,6 +131,10 @@ export interface BuiltSystem {
   agent: Background | null;
   /** The process that forwards (agent, fwd, ovs-vswitchd), for the `cpu` case; null for veth. */
   switchPid: number | null;
+  /** More forwarding processes whose CPU counts too (the second host's switch). */
+  otherSwitchPids?: number[];
+  /** More agents that must stay up (the second host's switch). */
+  otherAgents?: Background[];
   teardown(): Promise<void>;
 }
 
@@ -146,7 +164,7 @@ export function nsNames(spec: SystemSpec, tag: string): { base: string; a: strin
   return { base, a: `${base}-a`, b: `${base}-b`, c: `${base}-c` };
 }
 
-async function makeNs(env: SystemEnv, name: string): Promise<void> {
+export async function makeNs(env: SystemEnv, name: string): Promise<void> {
   await sh('ip', ['netns', 'delete', name]); // a stale one from a killed run
   await must('ip', ['netns', 'add', name]);
   env.cleanup.netns(name);
@@ -579,5 +597,9 @@ export function buildSystem(spec: SystemSpec, env: SystemEnv): Promise<BuiltSyst
       return buildFwd(spec, env);
     case 'tunswitch':
       return buildTunswitch(spec, env);
+    case 'vxlan':
+      return buildVxlan(spec, env);
+    case 'xhost':
+      return buildXhost(spec, env);
   }
 }

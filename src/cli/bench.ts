@@ -15,7 +15,7 @@ import type { CliContext } from './context.js';
 import { outputOf, parseNonNegativeInt, UsageError, withOutput } from './context.js';
 // The harness (and through it cli-progress and, for the chart, vega) loads only when bench runs.
 import type { BenchOptions } from '../../bench/e2e/harness.js';
-import { CASES, CASE_ALIASES, DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, QUICK, SYSTEM_IDS, parseCases, parseList } from '../../bench/e2e/options.js';
+import { CASES, CASE_ALIASES, DEFAULT_IPCACHE_ENTRIES, DEFAULT_OUT_DIR, DEFAULT_SECONDS, DEFAULT_SYSTEM_IDS, QUICK, SYSTEM_IDS, parseCases, parseList } from '../../bench/e2e/options.js';
 import { TunswitchError } from '../proto/errors.js';
 
 
@@ -37,7 +37,7 @@ export function benchOptions(f: BenchFlags, log: (m: string) => void): BenchOpti
   const quick = f.quick === true;
   return {
     seconds: f.time ?? (quick ? QUICK.seconds : DEFAULT_SECONDS),
-    systems: f.systems !== undefined ? parseList(f.systems, SYSTEM_IDS, 'systems') : quick ? [...QUICK.systems] : [...SYSTEM_IDS],
+    systems: f.systems !== undefined ? parseList(f.systems, SYSTEM_IDS, 'systems') : quick ? [...QUICK.systems] : [...DEFAULT_SYSTEM_IDS],
     cases: f.cases !== undefined ? parseCases(f.cases) : quick ? [...QUICK.cases] : [...CASES],
     ipcacheEntries: f.ipcache,
     outDir: f.write ? f.outDir : null,

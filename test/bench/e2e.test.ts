@@ -26,6 +26,8 @@ import { summarizeProfile, type CpuProfile } from '../../bench/e2e/profile.js';
 import { chartSpec, logDomain, renderChartSvg } from '../../bench/e2e/chart.js';
 import { caseEstimateS, etaSeconds, fmtDuration, loadWarning, parseList, SYSTEM_IDS } from '../../bench/e2e/harness.js';
 import { engineUnavailable, ipcacheEntries, SYSTEMS, systemById, tunswitchConfig } from '../../bench/e2e/systems.js';
+import { xhostConfig, xhostNames, UL_H1, UL_H2, XHOST_ADDR_B } from '../../bench/e2e/xhost.js';
+import { DEFAULT_SYSTEM_IDS } from '../../bench/e2e/options.js';
 import { parseRunConfig } from '../../src/runtime/config.js';
 
 describe('bench parsers', () => {
@@ -378,6 +380,45 @@ describe('bench computations (issue 10 cases)', () => {
     const text = renderTargets(ts);
     assert.match(text, /TCP throughput lost to AQM ≤ 5%.*3\.1%\s+met/, `got targets table\n${text}\nwant the AQM row with 3.1% met`);
     assert.match(text, /ts-w1-tso .*met \(moonshot too\)/, `got targets table\n${text}\nwant a moonshot mark`);
+  });
+
+  it('cross-host: the offload target against kernel vxlan, and x vxlan in the comparisons', () => {
+    const rows: ResultRow[] = [
+      row('veth', 'tcp1', 10),
+      row('vxlan', 'tcp1', 8),
+      row('ts-xhost', 'tcp1', 1),
+      row('ts-xhost-tso', 'tcp1', 4.4), // 0.55x vxlan: met
+      row('ts-xhost-ugso', 'tcp1', 3.6), // 0.45x vxlan: missed
+    ];
+    const ts = evaluateTargets(rows);
+    const got = ts.map((t) => `${t.system} ${t.id} ${t.reference} ${t.measured?.toFixed(2)} ${t.met === null ? 'n/a' : t.met ? 'met' : 'MISSED'}`);
+    const want = ['ts-xhost-tso xhost-vxlan vxlan 0.55 met', 'ts-xhost-ugso xhost-vxlan vxlan 0.45 MISSED'];
+    assert.deepEqual(got, want, `got\n${got.join('\n')}\nwant\n${want.join('\n')}`);
+    assert.match(renderTargets(ts), /Cross-host TCP one stream, offload ≥ 0\.5× kernel vxlan/, 'the target in the issue\'s words');
+    const cmp = compare(rows);
+    const x = cmp.find((c) => c.system === 'ts-xhost');
+    assert.equal(x?.vxlan?.ratio, 1 / 8, `ts-xhost x vxlan: got ${x?.vxlan?.ratio}, want 0.125`);
+    assert.equal(x?.veth?.ratio, 1 / 10, `ts-xhost x veth: got ${x?.veth?.ratio}, want 0.1`);
+    assert.equal(cmp.some((c) => c.system === 'vxlan'), false, 'the kernel baseline is not compared with itself');
+    assert.deepEqual(DEFAULT_SYSTEM_IDS.filter((id) => /xhost|vxlan/.test(id)), ['vxlan', 'ts-xhost', 'ts-xhost-tso'], 'the UDP_SEGMENT experiment runs only by name');
+  });
+
+  it('xhostConfig: two valid cluster-mode run configs, disjoint pools, B in host 2\'s pool, A and C in host 1\'s', () => {
+    for (const id of ['ts-xhost', 'ts-xhost-tso', 'ts-xhost-ugso']) {
+      const spec = systemById(id);
+      assert.ok(spec && spec.kind === 'xhost', `got no xhost system ${id}`);
+      const c1 = parseRunConfig(xhostConfig(spec, 'zzz', 1, true), '/tmp/h1.yaml');
+      const c2 = parseRunConfig(xhostConfig(spec, 'zzz', 2, true), '/tmp/h2.yaml');
+      const got = [c1.nodes.map((n) => `${n.name} ${n.ipv4}`).join(','), c2.nodes.map((n) => `${n.name} ${n.ipv4}`).join(','), c1.pool.ipv4.text, c2.pool.ipv4.text];
+      const want = ['a 10.88.0.2,c 10.88.0.4', `b ${XHOST_ADDR_B}`, '10.88.0.0/26', '10.88.0.64/26'];
+      assert.deepEqual(got, want, `${id}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+      assert.deepEqual([c1.underlay?.ip, c2.underlay?.ip, c1.kvstore?.nodeName, c2.kvstore?.nodeName], [UL_H1, UL_H2, 'h1', 'h2'], `${id}: underlay and node names`);
+      assert.equal(c1.kvstore?.url, c2.kvstore?.url, `${id}: both hosts on one etcd`);
+      assert.deepEqual([c1.offload, c2.offload], [spec.offload, spec.offload], `${id}: got offload ${c1.offload}/${c2.offload}, want ${spec.offload}`);
+      assert.equal(c1.name, c2.name, `${id}: one lab name on both hosts`);
+      const n = xhostNames(spec, 'zzz');
+      assert.deepEqual([n.a, n.b, n.h1, n.h2].map((x) => x.startsWith(`${c1.name}-`)), [true, true, true, true], `${id}: namespaces ${JSON.stringify(n)} under ${c1.name}`);
+    }
   });
 
   it('twinOf maps a 2-worker system to its 1-worker twin', () => {
