@@ -338,6 +338,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         if (o.cpuProfDir && spec.kind === 'tunswitch') {
           report.profiles[spec.id] = summarizeProfileDir(join(o.cpuProfDir, spec.id));
         }
+        if (o.cpuProfDir && spec.kind === 'xhost') {
+          for (const h of ['h1', 'h2']) report.profiles[`${spec.id}-${h}`] = summarizeProfileDir(join(o.cpuProfDir, `${spec.id}-${h}`));
+        }
       } catch (e) {
         if (e instanceof SystemUnavailable) outcome.unavailable = e.reason;
         else outcome.errors.push((e as Error).message.split('\n')[0] as string);

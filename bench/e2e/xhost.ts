@@ -131,8 +131,8 @@ export function xhostConfig(spec: SystemSpec, tag: string, host: 1 | 2, withC = 
   const n = nsNames(spec, tag);
   const nodes =
     host === 1
-      ? [`  a: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_A} }`, ...(withC ? [`  c: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_C} }`] : [])]
-      : [`  b: { labels: { app: bench-server, role: server }, ipv4: ${XHOST_ADDR_B} }`];
+      ? [`  a: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_A}, defaultRoute: true }`, ...(withC ? [`  c: { labels: { app: bench-client, role: client }, ipv4: ${ADDR_C}, defaultRoute: true }`] : [])]
+      : [`  b: { labels: { app: bench-server, role: server }, ipv4: ${XHOST_ADDR_B}, defaultRoute: true }`];
   return [
     `name: ${n.base}`,
     `pool: { ipv4: ${host === 1 ? XHOST_POOL_H1 : XHOST_POOL_H2} }`,
@@ -217,10 +217,17 @@ export async function buildXhost(spec: SystemSpec, env: SystemEnv): Promise<Buil
     writeFileSync(join(hd, 'run.yaml'), xhostConfig(spec, env.tag, host, env.withC));
     writeFileSync(join(hd, 'policies.yaml'), benchPolicies());
     const socket = join(hd, 'api.sock');
+    // --cpu-prof: each host's agent into <cpuProfDir>/<system id>-h<host>
+    const prof: string[] = [];
+    if (env.cpuProfDir) {
+      const pd = join(env.cpuProfDir, `${spec.id}-h${host}`);
+      mkdirSync(pd, { recursive: true });
+      prof.push('--cpu-prof', `--cpu-prof-dir=${pd}`);
+    }
     agents.push(
       env.cleanup.spawn(
         'ip',
-        ['netns', 'exec', host === 1 ? n.h1 : n.h2, process.execPath, env.cliMain, '--socket', socket, 'run', '-c', join(hd, 'run.yaml'), '--state-dir', join(hd, 'state'), '--no-metrics'],
+        ['netns', 'exec', host === 1 ? n.h1 : n.h2, process.execPath, ...prof, env.cliMain, '--socket', socket, 'run', '-c', join(hd, 'run.yaml'), '--state-dir', join(hd, 'state'), '--no-metrics'],
         agentEnv,
       ),
     );

@@ -51,7 +51,7 @@ export function benchOptions(f: BenchFlags, log: (m: string) => void): BenchOpti
 export function register(program: Command, ctx: CliContext): void {
   const cmd = program
     .command('bench')
-    .description('measure tunswitch end to end against kernel veth, OVS userspace and a C TUN forwarder (root)')
+    .description('measure tunswitch end to end against kernel veth, OVS userspace, a C TUN forwarder, and kernel vxlan across two hosts (root)')
     .option('-t, --time <duration>', `time per case, whole seconds: 10s, 1m (a bare number is in seconds; default ${DEFAULT_SECONDS}s, ${QUICK.seconds}s with --quick)`, (v: string) => Math.max(1, Math.ceil(durationParser('s')(v) / 1000)))
     .option('--quick', `${QUICK.seconds} s per case, systems ${QUICK.systems.join(',')}, cases ${QUICK.cases.join(',')}`)
     .option('--systems <list>', `comma-separated systems (${SYSTEM_IDS.join(', ')})`)

@@ -23,6 +23,7 @@ import { loadBinding, type PollHandle, type TunBinding, type UringHandle } from 
 import { MAX_PORTS, UNDERLAY_PORT } from '../tables/tableset.js';
 import { ShardRing } from './ring.js';
 import { PortAdmission } from './admission.js';
+import { SLOT_TRAILER as UNDERLAY_SLOT_TRAILER } from './underlay.js';
 import {
   MAX_BATCH,
   MAX_RING_BACKLOG,
@@ -229,7 +230,11 @@ export class IoLoop {
       for (let i = 0; i < want; i++) sc[i] = this.free[--this.nFree] as number;
       let got = 0;
       try {
-        got = this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
+        // underlay hook: the VXLAN socket is read with one recvmmsg per batch (a datagram too
+        // long for a slot gets length 0: decapSlot drops it, counted)
+        got = port === UNDERLAY_PORT
+          ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER)
+          : this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
       } catch {
         got = 0; // the device went away (detach in progress); the control thread reports it
       }

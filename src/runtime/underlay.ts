@@ -4,7 +4,8 @@
  * I/O loop like a TUN port and written by the shard workers.
  *
  * Receive (I/O thread): the I/O engine reads the socket like a TUN fd (io_uring multishot
- * read or read(2)), one datagram per slot at the slot's start. IoLoop.dispatch hands each
+ * read; the read/write engine uses one recvmmsg per batch), one datagram per slot at the
+ * slot's start. IoLoop.dispatch hands each
  * one to UnderlayReader.decapSlot before hashing it to a shard:
  *   1. decapsulate (src/datapath/vxlan.ts); on success move the inner IP packet down to
  *      slot + hdr (memmove) behind a zeroed virtio-net header, so the slot looks exactly like
