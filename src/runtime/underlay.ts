@@ -291,7 +291,9 @@ export class UnderlayShard {
           this.counters[C_GSO_SPLIT_SEGS] += segs;
         }
         pos = (sp.outOff[segs - 1] as number) + (sp.outLen[segs - 1] as number);
-        if (this.udpGso && segs > 1) {
+        // UDP_SEGMENT only for datagrams within the MTU (the kernel refuses larger ones; an
+        // IPv4 datagram without DF over it goes alone and the kernel fragments it).
+        if (this.udpGso && segs > 1 && (mtu <= 0 || (sp.outLen[0] as number) - VNET_HDR_LEN <= mtu)) {
           q = this.queueGso(q, vni, dst, segs);
           continue;
         }
