@@ -77,6 +77,8 @@ export class IoLoop {
   private uring: UringHandle | null = null;
   private uringPoll: PollHandle | null = null;
   private starvedTimer: ReturnType<typeof setTimeout> | null = null;
+  /** underlay hook: the underlay socket is paused (its shards were full) until this fires. */
+  private underlayTimer: ReturnType<typeof setTimeout> | null = null;
   /** Slots currently in the kernel's provided-buffer ring (uring engine). */
   private provided = 0;
 
@@ -148,7 +150,10 @@ export class IoLoop {
   removePort(port: number): void {
     const h = this.polls[port];
     if (h && this.engine === 'uring') this.native.uringReaderRemove(this.uring!, port);
-    else if (h) this.native.pollStop(h);
+    else if (h && port === UNDERLAY_PORT && this.underlayTimer !== null) {
+      clearTimeout(this.underlayTimer); // paused: its poll is stopped already
+      this.underlayTimer = null;
+    } else if (h) this.native.pollStop(h);
     this.polls[port] = null;
     Atomics.store(this.portFd, port, -1);
   }
@@ -222,10 +227,22 @@ export class IoLoop {
     const sc = this.scratch;
     for (let round = 0; round < READ_ROUNDS; round++) {
       this.reclaim();
-      const want = this.nFree < MAX_BATCH ? this.nFree : MAX_BATCH;
+      let want = this.nFree < MAX_BATCH ? this.nFree : MAX_BATCH;
       if (want === 0) {
         this.stats[IO_SLAB_EXHAUSTED]++;
         return;
+      }
+      if (port === UNDERLAY_PORT) {
+        // underlay hook: read no more than the shards can take (their rings' room below
+        // MAX_RING_BACKLOG); the rest waits in the socket's receive buffer instead of being
+        // dropped at the ring (230): one 64 KiB TSO packet of a remote endpoint arrives as
+        // ~45 datagrams, a burst the ring bound (in packets) was not sized for.
+        const room = this.underlayRoom();
+        if (room <= 0) {
+          this.pauseUnderlay(port, fd);
+          return;
+        }
+        if (want > room) want = room;
       }
       for (let i = 0; i < want; i++) sc[i] = this.free[--this.nFree] as number;
       let got = 0;
@@ -246,6 +263,29 @@ export class IoLoop {
       this.dispatch(got, port);
       if (got < want) break;
     }
+  }
+
+  /** Packets every shard ring can still take below MAX_RING_BACKLOG (underlay reads). */
+  private underlayRoom(): number {
+    let most = 0;
+    for (let k = 0; k < this.shards; k++) {
+      const b = (this.rings[k] as ShardRing).backlog();
+      if (b > most) most = b;
+    }
+    return MAX_RING_BACKLOG - most;
+  }
+
+  /** Stops polling the underlay socket for STARVED_RETRY_MS (its shards are full), then polls again. */
+  private pauseUnderlay(port: number, fd: number): void {
+    const h = this.polls[port];
+    if (h === null || h === undefined || this.underlayTimer !== null) return;
+    this.native.pollStop(h);
+    this.underlayTimer = setTimeout(() => {
+      this.underlayTimer = null;
+      if (this.polls[port] !== h) return; // removed meanwhile
+      this.polls[port] = null;
+      this.addPort(port, fd);
+    }, STARVED_RETRY_MS);
   }
 
   /**
