@@ -73,6 +73,8 @@ export interface ShardTask {
   gro: boolean;
   /** Endpoint MTU: the largest segment when a GSO packet is split for a plain port. */
   mtu: number;
+  /** The config's underlayUdpGso (TUNSWITCH_UNDERLAY_UDP_GSO=1 also turns it on). */
+  underlayUdpGso?: boolean;
   /** Avoid the GSO shapes Linux 6.6.44 refused on TUN writes (gso.ts rule 9); false on kernels without that check. */
   gsoLinux6644Safe: boolean;
 }
@@ -117,8 +119,9 @@ export default function shardLoop(task: ShardTask): { shard: number; batches: nu
   const capture = rt.capture !== undefined && rt.capture[k] !== undefined ? new CaptureRing(rt.capture[k] as SharedArrayBuffer) : null;
   const native: TunBinding = loadBinding();
   const uring = task.engine === 'uring' ? native.uringWriterOpen(TX_MAX) : null;
-  // underlay hook (src/runtime/underlay.ts); TUNSWITCH_UNDERLAY_UDP_GSO=1: split packets leave with UDP_SEGMENT
-  const underlay = new UnderlayShard(rt, hdr, counters, { innerMtu: task.mtu, udpGso: process.env.TUNSWITCH_UNDERLAY_UDP_GSO === '1' });
+  // underlay hook (src/runtime/underlay.ts); underlayUdpGso (or TUNSWITCH_UNDERLAY_UDP_GSO=1): split packets leave with UDP_SEGMENT
+  const udpGso = task.underlayUdpGso === true || process.env.TUNSWITCH_UNDERLAY_UDP_GSO === '1';
+  const underlay = new UnderlayShard(rt, hdr, counters, { innerMtu: task.mtu, udpGso });
   // link impairments: the switch's settings, this shard's delay line (adopted after a restart)
   const impair = new ImpairShard(new LinkTable(rt.link, MAX_PORTS), new DelayLine(rt.delay[k] as SharedArrayBuffer, rt.slots, MAX_PORTS), k, rt.slots >> 1);
   const line = impair.line;

@@ -55,7 +55,7 @@ export interface SystemSpec {
   events?: 'off' | 'follow';
   /** tunswitch I/O engine (run config `io`). */
   io?: 'auto' | 'uring' | 'readwrite';
-  /** xhost: the switches send split GSO packets with UDP_SEGMENT (TUNSWITCH_UNDERLAY_UDP_GSO=1). */
+  /** xhost: the switches send split GSO packets with UDP_SEGMENT (the config's underlayUdpGso). */
   udpGso?: boolean;
   /** Fixed chart colour, so a system looks the same in every run's chart. */
   colour: string;

@@ -13,7 +13,7 @@
  *                  both; A 10.88.0.2 (and C .4) in H1's pool 10.88.0.0/26, B 10.88.0.66 in
  *                  H2's pool 10.88.0.64/26 (pools of two hosts must not overlap). The
  *                  endpoints' MTU is 1450 (1500 - 50). -tso: offload on (GSO packets split
- *                  for the tunnel); -ugso: the same with TUNSWITCH_UNDERLAY_UDP_GSO=1 (the
+ *                  for the tunnel); -ugso: the same with `underlayUdpGso: true` (the
  *                  split frames leave with UDP_SEGMENT: the kernel cuts the outer datagrams).
  *
  * Names: namespaces `tsb-<tag><short>-a|b|c|h1|h2`, root devices `tsb<tag><short>...`.
@@ -139,6 +139,7 @@ export function xhostConfig(spec: SystemSpec, tag: string, host: 1 | 2, withC = 
     `workers: ${spec.workers}`,
     `offload: ${spec.offload}`,
     `io: ${spec.io ?? 'auto'}`,
+    `underlayUdpGso: ${spec.udpGso === true}`,
     'hostPort: false',
     'nodes:',
     ...nodes,
@@ -207,8 +208,7 @@ export async function buildXhost(spec: SystemSpec, env: SystemEnv): Promise<Buil
   }
 
   const agentEnv: NodeJS.ProcessEnv = { ...process.env };
-  if (spec.udpGso) agentEnv.TUNSWITCH_UNDERLAY_UDP_GSO = '1';
-  else delete agentEnv.TUNSWITCH_UNDERLAY_UDP_GSO;
+  delete agentEnv.TUNSWITCH_UNDERLAY_UDP_GSO; // the config's underlayUdpGso says which
   const agents: Background[] = [];
   const apis: ApiClient[] = [];
   for (const host of [1, 2] as const) {

@@ -25,6 +25,7 @@
  *   queue: { limitBytes: 4MiB, target: 5ms, interval: 100ms }   # egress queue of every port
  *   txqueuelen: 64                   # endpoint TUN queue (packets the kernel holds before we read)
  *   gro: true                        # coalesce same-flow TCP segments into one GSO write
+ *   underlayUdpGso: false            # VXLAN underlay: send split GSO packets with UDP_SEGMENT
  *
  * A node may override the queue: `nodes.web.queue: { limitBytes: 1MiB }`, and the offload:
  * `nodes.web.offload: false` (a plain port; see src/runtime/offload.ts, src/datapath/gso-port.ts); and impair its link
@@ -106,6 +107,8 @@ export interface RunConfig {
   queue: QueueConfig;
   /** Coalesce same-flow TCP segments of a transmit batch into one GSO write. */
   gro: boolean;
+  /** Send GSO packets split for the VXLAN underlay with UDP_SEGMENT (the kernel cuts the outer datagrams). */
+  underlayUdpGso: boolean;
   txqueuelen: number;
   /** Percent of a shard's conntrack / fragment slots one endpoint may hold (100: no quota). */
   quotas: { conntrack: number; fragments: number };
@@ -121,7 +124,7 @@ export interface RunConfig {
   underlay?: { ip: string };
 }
 
-const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'quotas', 'kvstore'];
+const TOP_KEYS = ['name', 'pool', 'workers', 'offload', 'mtu', 'hostPort', 'enforcement', 'audit', 'cidrMatchPods', 'namespaces', 'nodes', 'policies', 'io', 'queue', 'txqueuelen', 'gro', 'underlayUdpGso', 'quotas', 'kvstore'];
 const KVSTORE_KEYS = ['url', 'nodeName', 'nodeIp', 'leaseTtl'];
 const NODE_KEYS = ['labels', 'ipv4', 'ipv6', 'defaultRoute', 'queue', 'link', 'namespace', 'ports', 'offload'];
 const QUEUE_KEYS = ['limitBytes', 'target', 'interval'];
@@ -353,6 +356,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     queue,
     txqueuelen: txq as number,
     gro: bool('gro', true),
+    underlayUdpGso: bool('underlayUdpGso', false),
     pool: p6 ? { ipv4: p4, ipv6: p6 } : { ipv4: p4 },
     workers: workers as number,
     offload: bool('offload', false),

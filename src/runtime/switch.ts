@@ -130,6 +130,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
         engine,
         queue: cfg.queue,
         gro: cfg.gro,
+        underlayUdpGso: cfg.underlayUdpGso,
         mtu: cfg.underlay ? cfg.mtu - VXLAN_OVERHEAD : cfg.mtu,
         gsoLinux6644Safe: gsoLinux6644Safe(),
       };

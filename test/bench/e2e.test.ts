@@ -415,6 +415,8 @@ describe('bench computations (issue 10 cases)', () => {
       assert.deepEqual([c1.underlay?.ip, c2.underlay?.ip, c1.kvstore?.nodeName, c2.kvstore?.nodeName], [UL_H1, UL_H2, 'h1', 'h2'], `${id}: underlay and node names`);
       assert.equal(c1.kvstore?.url, c2.kvstore?.url, `${id}: both hosts on one etcd`);
       assert.deepEqual([c1.offload, c2.offload], [spec.offload, spec.offload], `${id}: got offload ${c1.offload}/${c2.offload}, want ${spec.offload}`);
+      const ugso = id === 'ts-xhost-ugso';
+      assert.deepEqual([c1.underlayUdpGso, c2.underlayUdpGso], [ugso, ugso], `${id}: got underlayUdpGso ${c1.underlayUdpGso}/${c2.underlayUdpGso}, want ${ugso}`);
       assert.equal(c1.name, c2.name, `${id}: one lab name on both hosts`);
       const n = xhostNames(spec, 'zzz');
       assert.deepEqual([n.a, n.b, n.h1, n.h2].map((x) => x.startsWith(`${c1.name}-`)), [true, true, true, true], `${id}: namespaces ${JSON.stringify(n)} under ${c1.name}`);

@@ -70,9 +70,18 @@ test('config: node offload with an underlay is accepted (GSO is split for the tu
   assert.deepEqual([c.underlay, c.nodes[0]?.offload, gsoSlots(c)], [{ ip: '10.99.0.1' }, true, true], `got ${JSON.stringify([c.underlay, c.nodes[0]?.offload, gsoSlots(c)])}`);
 });
 
-test('config: a bad node offload names the field', () => {
+test('config: underlayUdpGso is off unless asked for', () => {
+  const cases: [string, boolean][] = [['', false], ['underlayUdpGso: true\n', true], ['underlayUdpGso: false\n', false]];
+  for (const [yaml, want] of cases) {
+    const c = parseRunConfig(`${BASE}${yaml}`, '/tmp/lab.yaml');
+    assert.equal(c.underlayUdpGso, want, `${JSON.stringify(yaml)}: underlayUdpGso got ${c.underlayUdpGso}, want ${want}`);
+  }
+});
+
+test('config: a bad node offload or underlayUdpGso names the field', () => {
   const cases: [string, RegExp][] = [
     ['nodes: { a: { offload: "yes" } }', /^lab\.yaml: nodes\.a\.offload: "yes" must be true or false$/],
+    ['underlayUdpGso: 1', /^lab\.yaml: underlayUdpGso: 1 must be true or false$/],
   ];
   for (const [yaml, re] of cases) {
     assert.throws(() => parseRunConfig(`${BASE}${yaml}\n`, '/tmp/lab.yaml'), (e: Error & { code?: string }) => {
