@@ -19,6 +19,12 @@ export interface RestoreOptions {
   /** Skip (and log) entries that cannot be restored instead of refusing to start. */
   forcePartial?: boolean;
   log?: (msg: string) => void;
+  /**
+   * Cluster mode: the kvstore numbers identities, and they are already synced into the
+   * allocator when restore runs, so the saved numbering is not loaded (it could only repeat
+   * or contradict the cluster's).
+   */
+  identitiesFromCluster?: boolean;
 }
 
 /** A checked state file, its policies parsed, ready to apply. */

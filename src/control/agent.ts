@@ -287,10 +287,14 @@ export class Agent implements T.ControlApi {
     const store = openState(this.opts.stateDir);
     const plan = store ? loadState(store, opts) : null;
     if (!plan) return [];
-    try {
-      this.allocator.restore(plan.state.identities);
-    } catch (e) {
-      throw new TunswitchError('ESTATE_INVALID', `${plan.file}: identities: ${(e as Error).message}`);
+    if (opts.identitiesFromCluster === true) {
+      opts.log?.(`${plan.file}: identity numbers come from the kvstore; the saved ones are not loaded`);
+    } else {
+      try {
+        this.allocator.restore(plan.state.identities);
+      } catch (e) {
+        throw new TunswitchError('ESTATE_INVALID', `${plan.file}: identities: ${(e as Error).message}`);
+      }
     }
     this.config = { ...this.config, ...plan.state.config };
     this.publishConfig();

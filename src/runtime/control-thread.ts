@@ -361,7 +361,7 @@ async function main(): Promise<void> {
   }
 
   // Restore state, then the config's nodes (config wins for nodes it names).
-  const restored = agent.restore({ forcePartial: init.forcePartialRestore === true, log });
+  const restored = agent.restore({ forcePartial: init.forcePartialRestore === true, log, identitiesFromCluster: cfg.kvstore !== undefined });
   // Namespaces first: endpoints take their labels from them.
   for (const [ns, labels] of Object.entries(cfg.namespaces)) agent.putNamespace(ns, { labels });
   type Wanted = { labels: Record<string, string> | string[]; ipv4?: string; ipv6?: string; defaultRoute: boolean; netns: string; namespace?: string; ports?: NodeConfig['ports']; offload?: boolean };

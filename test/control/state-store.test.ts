@@ -155,3 +155,27 @@ test('state: link impairments and queue fields set through the API are saved wit
   assert.deepEqual(back.get('x')?.link, by.get('x')?.link, 'restored x link');
   assert.deepEqual(back.get('x')?.queue, by.get('x')?.queue, 'restored x queue');
 }));
+
+test('state: in cluster mode the saved identity numbers are not loaded over the ones the kvstore synced', withDir(async (dir) => {
+  const first = makeAgent(dir);
+  const x = await first.addEndpoint({ name: 'x', labels: { app: 'x' }, netns: 'n-x' });
+  first.importPolicyText(POL('keep'), 'keep.yaml');
+  const xLabels = first.listIdentities().find((i) => i.id === x.identity)?.labels ?? [];
+  assert.ok(xLabels.length > 0, 'x has no identity labels');
+  // a restart: the kvstore sync has already put the cluster's identities into the allocator
+  // (src/kvstore/cluster.ts allocateAs) when the state is restored
+  const synced = (): Agent => {
+    const a = makeAgent(dir);
+    a.allocator.allocateAs(xLabels, x.identity);
+    return a;
+  };
+  assert.throws(() => synced().restore(), /identities: identity snapshot: workload\[0\]: identity \d+ appears twice/, 'loading the saved numbers over the synced ones');
+  const logs: string[] = [];
+  const b = synced();
+  const eps = b.restore({ identitiesFromCluster: true, log: (m) => logs.push(m) });
+  assert.deepEqual(eps.map((e) => e.name), ['x'], 'endpoints to re-attach');
+  assert.deepEqual(b.listPolicies().map((p) => p.name), ['keep'], 'policies restored');
+  assert.ok(logs.some((l) => /identity numbers come from the kvstore/.test(l)), `log got ${JSON.stringify(logs)}`);
+  const again = await b.addEndpoint({ name: 'x', labels: { app: 'x' }, netns: 'n-x' });
+  assert.equal(again.identity, x.identity, `x's identity after the restart got ${again.identity}, want ${x.identity} (the cluster's)`);
+}));

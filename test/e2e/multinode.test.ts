@@ -315,4 +315,27 @@ describe('multi-node: two switches over etcd and VXLAN', { timeout: 280_000 }, (
     assert.deepEqual(nodes.map((n) => n.name), ['h1'], `got nodes ${nodes.map((n) => n.name).join(',')}, want h1 only`);
     console.log(`# connection attempt to the dead node's endpoint failed after ${Date.now() - t0} ms`);
   });
+
+  it('h2 started again on its state directory after the SIGKILL: ready, db has the cluster\'s identity on both nodes, web -> db connects', async () => {
+    const [h1, h2] = sws as [Switch, Switch];
+    const t0 = Date.now();
+    await startSwitch(h2); // the saved identity numbers must not clash with the ones synced from etcd
+    const readyMs = Date.now() - t0;
+    await waitFor('db back in h1\'s ipcache', async () => (await cli<{ cidr: string }[]>(h1, ['ipcache', 'list'])).some((e) => e.cidr === `${DB}/32`), 10_000);
+    const onH2 = (await cli<{ name: string; identity: number }[]>(h2, ['endpoint', 'list'])).find((e) => e.name === 'db')?.identity;
+    const onH1 = (await cli<{ cidr: string; identity: number }[]>(h1, ['ipcache', 'list'])).find((e) => e.cidr === `${DB}/32`)?.identity;
+    assert.ok(onH2 !== undefined && onH2 >= 256, `db's identity on h2 got ${onH2}`);
+    assert.equal(onH1, onH2, `db's identity: h1's ipcache says ${onH1}, h2 says ${onH2}`);
+    await waitFor('h2 to compile db-from-web again', async () => (await cli<{ name: string }[]>(h2, ['policy', 'get'])).some((p) => p.name === 'db-from-web'), 10_000);
+    const srv = spawn('ip', ['netns', 'exec', 'mn98h2-db', 'nc', '-k', '-l', DB, '5432'], { stdio: 'ignore' });
+    try {
+      await waitFor('db to listen', async () => (await nsRun('mn98h2-db', ['ss', '-ltnH', 'sport = :5432'])).stdout.trim() !== '', 5000);
+      let ok = false;
+      for (let i = 0; i < 5 && !ok; i++) ok = await tcpOk('mn98h1-web', DB, 5432);
+      assert.ok(ok, 'web (h1) -> db:5432 (h2) after h2 came back');
+    } finally {
+      srv.kill('SIGKILL');
+    }
+    console.log(`# h2 ready again ${readyMs} ms after its start on the old state directory; db identity ${onH2} on both nodes`);
+  });
 });
