@@ -149,11 +149,12 @@ export class UnderlayReader {
   /**
    * Turns UDP_GRO on for a read engine that passes the segment size on (recvmmsg with
    * control messages: the read/write engine), when slots hold 64 KiB (offload on) and
-   * packets carry a virtio header. Returns whether it is on.
+   * packets carry a virtio header. TUNSWITCH_UNDERLAY_GRO=0 in the switch's environment
+   * keeps it off (for comparisons). Returns whether it is on.
    */
   enableGro(): boolean {
     if (this.gro) return true;
-    if (this.hdr !== VNET_HDR_LEN || this.slotSize < GRO_MIN_SLOT) return false;
+    if (this.hdr !== VNET_HDR_LEN || this.slotSize < GRO_MIN_SLOT || process.env.TUNSWITCH_UNDERLAY_GRO === '0') return false;
     this.gro = this.native.udpSetGro(this.fd, true);
     return this.gro;
   }
