@@ -130,15 +130,18 @@ export class UnderlayReader {
   groDatagramsMerged = 0;
   /** Datagrams of a GRO buffer dropped because no free slot was left for them. */
   groDatagramsNoSlot = 0;
-  private readonly coalescer = new GsoCoalescer(GRO_MAX_SEGS);
+  private readonly coalescer: GsoCoalescer;
   private readonly segOff = new Int32Array(GRO_MAX_SEGS);
   private readonly segLen = new Int32Array(GRO_MAX_SEGS);
 
+  /** linux6644Safe: GsoCoalescer's option (gso.ts rule 9), as the shards' port writers use it. */
   constructor(
     rt: RuntimeShared,
     readonly hdr: number,
     nodeIp: string,
+    linux6644Safe = true,
   ) {
+    this.coalescer = new GsoCoalescer(GRO_MAX_SEGS, { linux6644Safe });
     this.native = loadBinding();
     this.fd = this.native.udpOpen(ipv4Word(nodeIp), VXLAN_PORT);
     this.buf = new Uint8Array(rt.slab);

@@ -168,7 +168,7 @@ describe('UnderlayReader.decapGro: GRO buffers cut and coalesced', () => {
   before(() => {
     native = loadBinding();
     rt = { ...createRuntimeShared({ shards: 1, slots: SLOTS, slotSize: SLOT, vnetHdr: true }) } as RuntimeShared;
-    reader = new UnderlayReader(rt, VH, '127.0.89.3');
+    reader = new UnderlayReader(rt, VH, '127.0.89.3', false);
     txFd = native.udpOpen(SRC >>> 0, VXLAN_PORT + 1);
   });
   after(() => {
