@@ -13,6 +13,14 @@
  *       slab[s*slotSize + slotOff], at most maxLen bytes; lens[s] = its length, or 0 when it
  *       was longer than maxLen (MSG_TRUNC: the caller drops it). srcs[i] = sender IPv4 (u32 as
  *       int32). Returns n (0 on EAGAIN). Every slot is bounds-checked first.
+ *   udpRecvBatch(..., srcs: Int32Array | undefined, gsoSizes: Int32Array)
+ *       The same; gsoSizes[i] = the segment size of a UDP GRO buffer (the UDP_GRO control
+ *       message: datagram i holds several datagrams of that size back to back, the last one
+ *       possibly shorter), 0 for a single datagram. Only with udpSetGro on.
+ *   udpSetGro(fd, on: boolean) -> boolean
+ *       setsockopt(SOL_UDP, UDP_GRO): the kernel may hand over several same-size datagrams
+ *       of one sender as one buffer (and GSO packets of a UDP_SEGMENT sender unsplit).
+ *       Returns false when the kernel refuses it.
  *   udpSendBatch(fd, slab: Uint8Array, offsets: Int32Array, lens: Int32Array,
  *                dsts: Int32Array, start, count, port) -> consumed
  *       sendmmsg of datagrams slab[offsets[i] .. +lens[i]] to dsts[i]:port, i in
@@ -43,6 +51,9 @@
 #define UDP_MAX_BATCH 64
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
 #endif
 
 void udp_register(napi_env env, napi_value exports);
@@ -149,13 +160,13 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
+  napi_value argv[11];
   int64_t fd, slot_size, start, count, slot_off, max_len;
   uint8_t *slab;
-  int32_t *slots, *lens, *srcs = NULL;
-  size_t slab_len, slots_len, lens_len, srcs_len = 0;
+  int32_t *slots, *lens, *srcs = NULL, *gso = NULL;
+  size_t slab_len, slots_len, lens_len, srcs_len = 0, gso_len = 0;
   napi_valuetype t;
-  if (udp_args(env, info, 9, 10, argv) != 0) return NULL;
+  if (udp_args(env, info, 9, 11, argv) != 0) return NULL;
   if (udp_int(env, argv[0], "fd", 0, INT_MAX, &fd) != 0) return NULL;
   if (udp_typed(env, argv[1], napi_uint8_array, "slab", (void **)&slab, &slab_len) != 0) return NULL;
   if (udp_int(env, argv[2], "slotSize", 1, INT32_MAX, &slot_size) != 0) return NULL;
@@ -167,18 +178,25 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
   if (udp_int(env, argv[8], "maxLen", 1, INT32_MAX, &max_len) != 0) return NULL;
   napi_typeof(env, argv[9], &t);
   if (t != napi_undefined && udp_typed(env, argv[9], napi_int32_array, "srcs", (void **)&srcs, &srcs_len) != 0) return NULL;
+  napi_typeof(env, argv[10], &t);
+  if (t != napi_undefined && udp_typed(env, argv[10], napi_int32_array, "gsoSizes", (void **)&gso, &gso_len) != 0) return NULL;
   if (count > UDP_MAX_BATCH) count = UDP_MAX_BATCH;
   if (slot_off + max_len > slot_size) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udp: slotOff + maxLen exceeds slotSize");
     return NULL;
   }
-  if (count > 0 && (start + count > (int64_t)slots_len || (srcs != NULL && count > (int64_t)srcs_len))) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udp: start/count exceed slots or srcs");
+  if (count > 0 && (start + count > (int64_t)slots_len || (srcs != NULL && count > (int64_t)srcs_len) ||
+                    (gso != NULL && count > (int64_t)gso_len))) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udp: start/count exceed slots, srcs or gsoSizes");
     return NULL;
   }
   struct mmsghdr msgs[UDP_MAX_BATCH];
   struct iovec iov[UDP_MAX_BATCH];
   struct sockaddr_in from[UDP_MAX_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } rctl[UDP_MAX_BATCH];
   for (int64_t i = 0; i < count; i++) {
     int64_t s = slots[start + i];
     if (s < 0 || (s + 1) * slot_size > (int64_t)slab_len || s >= (int64_t)lens_len) {
@@ -192,6 +210,10 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
     msgs[i].msg_hdr.msg_iovlen = 1;
     msgs[i].msg_hdr.msg_name = &from[i];
     msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    if (gso != NULL) {
+      msgs[i].msg_hdr.msg_control = rctl[i].buf;
+      msgs[i].msg_hdr.msg_controllen = sizeof rctl[i].buf;
+    }
     msgs[i].msg_len = 0;
   }
   int n;
@@ -209,6 +231,17 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
     int64_t s = slots[start + i];
     lens[s] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : (int32_t)msgs[i].msg_len;
     if (srcs != NULL) srcs[i] = (int32_t)ntohl(from[i].sin_addr.s_addr);
+    if (gso != NULL) {
+      int32_t g = 0;
+      for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm != NULL; cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
+        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+          int v;
+          memcpy(&v, CMSG_DATA(cm), sizeof v);
+          g = v > 0 && v < 65536 ? v : 0;
+        }
+      }
+      gso[i] = g;
+    }
   }
   napi_value res;
   napi_create_int32(env, n, &res);
@@ -302,6 +335,22 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   return res;
 }
 
+static napi_value udp_set_gro(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t fd;
+  bool on = false;
+  if (udp_args(env, info, 2, 2, argv) != 0) return NULL;
+  if (udp_int(env, argv[0], "fd", 0, INT_MAX, &fd) != 0) return NULL;
+  if (napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "udp: argument \"on\" must be a boolean");
+    return NULL;
+  }
+  int v = on ? 1 : 0;
+  napi_value res;
+  napi_get_boolean(env, setsockopt((int)fd, SOL_UDP, UDP_GRO, &v, sizeof v) == 0, &res);
+  return res;
+}
+
 static void udp_set_fn(napi_env env, napi_value exports, const char *name, napi_callback fn) {
   napi_value f;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &f);
@@ -312,4 +361,5 @@ void udp_register(napi_env env, napi_value exports) {
   udp_set_fn(env, exports, "udpOpen", udp_open);
   udp_set_fn(env, exports, "udpRecvBatch", udp_recv_batch);
   udp_set_fn(env, exports, "udpSendBatch", udp_send_batch);
+  udp_set_fn(env, exports, "udpSetGro", udp_set_gro);
 }

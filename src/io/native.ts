@@ -151,9 +151,11 @@ export interface TunBinding {
   /**
    * One recvmmsg into the listed slots (SlotReadArgs): datagram i at slotOff in its slot, at
    * most maxLen bytes; lens[slot] = length (0: longer than maxLen, dropped); srcs[i] = sender
-   * IPv4. Returns n.
+   * IPv4; gsoSizes[i] = segment size of a UDP GRO buffer (0: one datagram). Returns n.
    */
-  udpRecvBatch(...args: [...SlotReadArgs, slotOff: number, maxLen: number, srcs?: Int32Array]): number;
+  udpRecvBatch(...args: [...SlotReadArgs, slotOff: number, maxLen: number, srcs?: Int32Array, gsoSizes?: Int32Array]): number;
+  /** setsockopt(SOL_UDP, UDP_GRO); false when the kernel refuses it. */
+  udpSetGro(fd: number, on: boolean): boolean;
   /**
    * sendmmsg of slab[offsets[i], +lens[i]) to dsts[i]:port; returns datagrams consumed (stops at EAGAIN).
    * gsoSizes[i] > 0: that one goes with UDP_SEGMENT = gsoSizes[i] (the kernel cuts it).

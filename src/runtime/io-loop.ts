@@ -23,7 +23,7 @@ import { loadBinding, type PollHandle, type TunBinding, type UringHandle } from 
 import { MAX_PORTS, UNDERLAY_PORT } from '../tables/tableset.js';
 import { ShardRing } from './ring.js';
 import { PortAdmission } from './admission.js';
-import { SLOT_TRAILER as UNDERLAY_SLOT_TRAILER } from './underlay.js';
+import { GRO_MAX_SEGS, SLOT_TRAILER as UNDERLAY_SLOT_TRAILER } from './underlay.js';
 import {
   MAX_BATCH,
   MAX_RING_BACKLOG,
@@ -41,6 +41,15 @@ import {
 import { InternalError } from '../proto/errors.js';
 
 export type IoEngineName = 'uring' | 'readwrite';
+
+/** What the I/O loop needs of the underlay reader (src/runtime/underlay.ts UnderlayReader). */
+export interface UnderlayHook {
+  readonly gro: boolean;
+  nFree: number;
+  enableGro(): boolean;
+  decapSlot(slot: number, len: number): number;
+  decapGro(slot: number, len: number, gsoSize: number, free: Int32Array, nFree: number, outSlot: Int32Array, outLen: Int32Array, at: number): number;
+}
 
 /** Read rounds per readiness event before yielding to other ports (fairness). */
 const READ_ROUNDS = 4;
@@ -86,7 +95,11 @@ export class IoLoop {
   readonly stats: Float64Array;
 
   /** underlay hook: decapsulates datagrams read from UNDERLAY_PORT (null: no underlay). */
-  underlay: { decapSlot(slot: number, len: number): number } | null = null;
+  underlay: UnderlayHook | null = null;
+  /** underlay hook, UDP GRO reads: segment size per buffer read, and the packets cut from them. */
+  private readonly groSize = new Int32Array(MAX_BATCH);
+  private readonly groSlot = new Int32Array(REAP_BATCH);
+  private readonly groLen = new Int32Array(REAP_BATCH);
 
   constructor(
     readonly rt: RuntimeShared,
@@ -139,6 +152,8 @@ export class IoLoop {
       this.polls[port] = this.uringPoll; // marks the port attached
       return;
     }
+    // underlay hook: UDP GRO needs recvmmsg's control messages (this engine, not io_uring's reads)
+    if (port === UNDERLAY_PORT && this.underlay !== null) this.underlay.enableGro();
     const onEvent = (status: number): void => {
       if (status < 0) return;
       this.readPort(port, fd);
@@ -203,7 +218,7 @@ export class IoLoop {
       if (got > 0) {
         this.provided -= got;
         this.stats[IO_PACKETS_READ] += got;
-        this.dispatch(got, -1);
+        this.dispatch(got, -1, sc, this.scratchLen, true);
       }
       this.provideFree();
       if (got < REAP_BATCH) break;
@@ -232,6 +247,15 @@ export class IoLoop {
         this.stats[IO_SLAB_EXHAUSTED]++;
         return;
       }
+      const gro = port === UNDERLAY_PORT && this.underlay !== null && this.underlay.gro;
+      if (gro) {
+        // underlay hook: each GRO buffer needs a second slot (the coalescer's arena)
+        if (this.nFree < 2) {
+          this.stats[IO_SLAB_EXHAUSTED]++;
+          return;
+        }
+        if (want > this.nFree >> 1) want = this.nFree >> 1;
+      }
       if (port === UNDERLAY_PORT) {
         // underlay hook: read no more than the shards can take (their rings' room below
         // MAX_RING_BACKLOG); the rest waits in the socket's receive buffer instead of being
@@ -249,9 +273,11 @@ export class IoLoop {
       try {
         // underlay hook: the VXLAN socket is read with one recvmmsg per batch (a datagram too
         // long for a slot gets length 0: decapSlot drops it, counted)
-        got = port === UNDERLAY_PORT
-          ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER)
-          : this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
+        got = gro
+          ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER, undefined, this.groSize)
+          : port === UNDERLAY_PORT
+            ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER)
+            : this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
       } catch {
         got = 0; // the device went away (detach in progress); the control thread reports it
       }
@@ -259,8 +285,11 @@ export class IoLoop {
       for (let i = got; i < want; i++) this.free[this.nFree++] = sc[i] as number;
       if (got === 0) break;
       this.stats[IO_PACKETS_READ] += got;
-      for (let i = 0; i < got; i++) this.scratchLen[i] = this.lens[sc[i] as number] as number;
-      this.dispatch(got, port);
+      if (gro) this.dispatchGro(got, port);
+      else {
+        for (let i = 0; i < got; i++) this.scratchLen[i] = this.lens[sc[i] as number] as number;
+        this.dispatch(got, port, sc, this.scratchLen, true);
+      }
       if (got < want) break;
     }
   }
@@ -289,14 +318,34 @@ export class IoLoop {
   }
 
   /**
-   * Submits scratch[0..n) to their shards. `port` >= 0: every packet came from it;
-   * -1: scratchPort[i] says. Lengths are in scratchLen.
+   * underlay hook, UDP GRO: the buffers in scratch[0..got) become packets (UnderlayReader
+   * decapGro: decapsulated, same-flow TCP coalesced), submitted in chunks of groSlot's size.
    */
-  private dispatch(n: number, port: number): void {
+  private dispatchGro(got: number, port: number): void {
+    const u = this.underlay!;
+    const sc = this.scratch;
+    let c = 0;
+    for (let i = 0; i < got; i++) {
+      if (c + GRO_MAX_SEGS > REAP_BATCH) {
+        this.dispatch(c, port, this.groSlot, this.groLen, false);
+        c = 0;
+      }
+      const slot = sc[i] as number;
+      c += u.decapGro(slot, this.lens[slot] as number, this.groSize[i] as number, this.free, this.nFree, this.groSlot, this.groLen, c);
+      this.nFree = u.nFree;
+    }
+    if (c > 0) this.dispatch(c, port, this.groSlot, this.groLen, false);
+  }
+
+  /**
+   * Submits slots sc[0..n) with lengths lens[0..n) to their shards. `port` >= 0: every
+   * packet came from it; -1: scratchPort[i] says. decap: underlay datagrams still need
+   * decapsulating (decapGro did it already).
+   */
+  private dispatch(n: number, port: number, sc: Int32Array, lens: Int32Array, decap: boolean): void {
     const slotSize = this.rt.slotSize;
     const shards = this.shards;
     const now = sharedNowMs();
-    const sc = this.scratch;
     for (let k = 0; k < shards; k++) {
       const r = this.rings[k] as ShardRing;
       r.beginPush();
@@ -307,7 +356,7 @@ export class IoLoop {
       const slot = sc[i] as number;
       const from = port >= 0 ? port : (this.scratchPort[i] as number);
       // underlay hook: a VXLAN datagram becomes its inner packet in place (src/runtime/underlay.ts)
-      const len = from === UNDERLAY_PORT && this.underlay !== null ? this.underlay.decapSlot(slot, this.scratchLen[i] as number) : (this.scratchLen[i] as number);
+      const len = decap && from === UNDERLAY_PORT && this.underlay !== null ? this.underlay.decapSlot(slot, lens[i] as number) : (lens[i] as number);
       this.lens[slot] = len;
       this.inPort[slot] = from;
       this.rxMs[slot] = now;

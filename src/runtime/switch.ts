@@ -104,7 +104,7 @@ export async function startSwitch(cfg: RunConfig, opts: RunOptions): Promise<Run
 
   const io = new IoLoop(rt, VNET_HDR_LEN, engine);
   // underlay hook: a UDP socket on node-ip:8472 read like a TUN port, decapsulated in dispatch
-  const underlay = cfg.underlay ? new UnderlayReader(rt, VNET_HDR_LEN, cfg.underlay.ip) : null;
+  const underlay = cfg.underlay ? new UnderlayReader(rt, VNET_HDR_LEN, cfg.underlay.ip, gsoLinux6644Safe()) : null;
   if (underlay) {
     io.underlay = underlay;
     io.addPort(UNDERLAY_PORT, underlay.fd);

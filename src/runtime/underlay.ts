@@ -6,7 +6,8 @@
  * Receive (I/O thread): the I/O engine reads the socket like a TUN fd (io_uring multishot
  * read; the read/write engine uses one recvmmsg per batch), one datagram per slot at the
  * slot's start. IoLoop.dispatch hands each
- * one to UnderlayReader.decapSlot before hashing it to a shard:
+ * one to UnderlayReader.decapSlot before hashing it to a shard (with UDP GRO, see below,
+ * decapGro does this and coalesces first):
  *   1. decapsulate (src/datapath/vxlan.ts); on success move the inner IP packet down to
  *      slot + hdr (memmove) behind a zeroed virtio-net header, so the slot looks exactly like
  *      a packet read from a TUN device: the shard hash sees the inner addresses (both
@@ -56,14 +57,22 @@
  *   3. with udpGso (UnderlayShard option), the back-to-back frames of one packet go out as
  *      few datagrams with a UDP_SEGMENT control message (udpSendBatch's gso sizes): the
  *      kernel cuts them into the outer datagrams (UDP tunnel GSO)
- * Received VXLAN is plain packets; toward an offload port the port writer may coalesce them
- * (gro on), as for any other input.
+ * Receive with offload (UDP GRO; read/write engine, 64 KiB slots): the socket has UDP_GRO
+ * on, so the kernel hands over several same-size datagrams of one sender as one buffer (a
+ * UDP_SEGMENT sender's packet arrives whole; datagrams sent one by one are merged only where
+ * the underlay device does GRO) with their size in a control message. decapGro cuts the
+ * buffer, and same-flow TCP segments of one VNI become one TSO packet (GsoCoalescer) before
+ * the pipeline: one policy verdict, one conntrack update, one egress-queue entry and one
+ * TUN write instead of ~45, as a coalesced GSO packet from a TUN port is handled today. The
+ * io_uring engine reads without control messages, so it leaves UDP_GRO off (plain datagrams,
+ * as before). A packet that did not coalesce is still a plain packet; toward an offload port
+ * the port writer may coalesce it (gro on), as for any other input.
  */
 import { loadBinding, type TunBinding } from '../io/native.js';
 import { DROP_FRAG_NEEDED, DROP_GSO_SPLIT, DROP_INVALID, DROP_WRITE_ERROR } from '../datapath/drop.js';
-import { GsoSplitter } from '../datapath/gso.js';
+import { GsoCoalescer, GsoSplitter } from '../datapath/gso.js';
 import { MAX_SPLIT_SEGMENTS, SPLIT_ARENA_ROOM } from '../datapath/gso-port.js';
-import { VNET_F_NEEDS_CSUM, VNET_FLAGS, VNET_GSO_ECN, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_GSO_UDP_L4, VNET_HDR_LEN } from '../datapath/vnet.js';
+import { VNET_F_NEEDS_CSUM, VNET_FLAGS, VNET_GSO_ECN, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_GSO_UDP_L4, VNET_HDR_LEN, VNET_HDR_LEN_FIELD } from '../datapath/vnet.js';
 import { VXLAN_PAYLOAD_HDR, VXLAN_PORT, VxlanResult, vxlanDecapPayload, vxlanEncapPayload } from '../datapath/vxlan.js';
 import { icmpTooBig, oversizeMayFragment } from '../datapath/icmp-too-big.js';
 import type { Pipeline } from '../datapath/pipeline.js';
@@ -93,6 +102,15 @@ function ipv4Word(ip: string): number {
   return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
 }
 
+/**
+ * Datagrams of one UDP GRO buffer the reader coalesces (Linux hands over at most 64 from
+ * GRO, UDP_GRO_CNT_MAX, and a UDP_SEGMENT sender's packet whole, at most 128 on 6.x); a
+ * buffer with more is cut into separate slots, and what has no slot left is dropped, counted.
+ */
+export const GRO_MAX_SEGS = 128;
+/** A slot big enough for a UDP GRO buffer (64 KiB UDP payload) and a 64 KiB coalesced packet: offload on. */
+const GRO_MIN_SLOT = 65536 + SLOT_TRAILER;
+
 /** The I/O thread's side: opens the socket and decapsulates what the engine reads from it. */
 export class UnderlayReader {
   readonly fd: number;
@@ -101,17 +119,169 @@ export class UnderlayReader {
   private readonly dv: DataView;
   private readonly slotSize: number;
   private readonly res = new VxlanResult();
+  /** UDP_GRO is on (enableGro): reads give buffers of several datagrams, see decapGro. */
+  gro = false;
+  /** The free-list length decapGro left (it takes slots from, and gives them back to, the top). */
+  nFree = 0;
+  /** Counters since start (noun + event), exported by the I/O loop. */
+  groBuffersRead = 0;
+  groDatagramsRead = 0;
+  groPacketsBuilt = 0;
+  groDatagramsMerged = 0;
+  /** Datagrams of a GRO buffer dropped because no free slot was left for them. */
+  groDatagramsNoSlot = 0;
+  private readonly coalescer: GsoCoalescer;
+  private readonly segOff = new Int32Array(GRO_MAX_SEGS);
+  private readonly segLen = new Int32Array(GRO_MAX_SEGS);
 
+  /** linux6644Safe: GsoCoalescer's option (gso.ts rule 9), as the shards' port writers use it. */
   constructor(
     rt: RuntimeShared,
     readonly hdr: number,
     nodeIp: string,
+    linux6644Safe = true,
   ) {
+    this.coalescer = new GsoCoalescer(GRO_MAX_SEGS, { linux6644Safe });
     this.native = loadBinding();
     this.fd = this.native.udpOpen(ipv4Word(nodeIp), VXLAN_PORT);
     this.buf = new Uint8Array(rt.slab);
     this.dv = new DataView(rt.slab);
     this.slotSize = rt.slotSize;
+  }
+
+  /**
+   * Turns UDP_GRO on for a read engine that passes the segment size on (recvmmsg with
+   * control messages: the read/write engine), when slots hold 64 KiB (offload on) and
+   * packets carry a virtio header. TUNSWITCH_UNDERLAY_GRO=0 in the switch's environment
+   * keeps it off (for comparisons). Returns whether it is on.
+   */
+  enableGro(): boolean {
+    if (this.gro) return true;
+    if (this.hdr !== VNET_HDR_LEN || this.slotSize < GRO_MIN_SLOT || process.env.TUNSWITCH_UNDERLAY_GRO === '0') return false;
+    this.gro = this.native.udpSetGro(this.fd, true);
+    return this.gro;
+  }
+
+  /**
+   * A read of `len` bytes at the start of `slot` that holds datagrams of gsoSize bytes back to
+   * back (a UDP GRO buffer; gsoSize 0: one datagram, as decapSlot) becomes packets in slots:
+   *   1. every datagram must decapsulate, all with one VNI (one sender identity), and there
+   *      may be at most GRO_MAX_SEGS of them; otherwise step 4
+   *   2. each inner packet gets a zeroed virtio header over the end of its VXLAN + Ethernet
+   *      header (in place), and GsoCoalescer (gso.ts, rules 1-10: same flow, consecutive
+   *      sequence, ACK/PSH only, checksums verified) builds same-flow TCP segments into
+   *      one TSO packet in a free slot taken as its arena: one pipeline pass, one policy
+   *      verdict and one TUN write for the lot
+   *   3. the coalescer's output: the packet built at the arena's start keeps that slot; the
+   *      lowest-placed packet left in `slot` moves to its start; any other one is copied to
+   *      a free slot. Unused slots go back to the free list
+   *   4. otherwise each datagram goes to a slot of its own (copied, then decapSlot: a bad one
+   *      carries its drop code as before)
+   * Output: slots outSlot[at..at+c) with lengths outLen[..], VNI in each trailer; returns c
+   * (at most GRO_MAX_SEGS). Extra slots come from the top of free[0..nFree); the new length
+   * is this.nFree. A datagram with no slot left is dropped and counted (groDatagramsNoSlot).
+   */
+  decapGro(slot: number, len: number, gsoSize: number, free: Int32Array, nFree: number, outSlot: Int32Array, outLen: Int32Array, at: number): number {
+    this.nFree = nFree;
+    const S = this.slotSize;
+    const max = S - SLOT_TRAILER;
+    if (gsoSize <= 0 || gsoSize >= len || len > max) {
+      outSlot[at] = slot;
+      outLen[at] = this.decapSlot(slot, len);
+      return 1;
+    }
+    const buf = this.buf;
+    const base = slot * S;
+    const n = ((len + gsoSize - 1) / gsoSize) | 0;
+    this.groBuffersRead++;
+    this.groDatagramsRead += n;
+    // Step 1.
+    const r = this.res;
+    const segOff = this.segOff;
+    const segLen = this.segLen;
+    let vni = 0;
+    let ok = n <= GRO_MAX_SEGS && nFree > 0;
+    for (let k = 0; ok && k < n; k++) {
+      const p = base + k * gsoSize;
+      const dl = k === n - 1 ? len - k * gsoSize : gsoSize;
+      if (vxlanDecapPayload(buf, p, dl, r) !== 0 || (k > 0 && r.vni !== vni)) {
+        ok = false;
+        break;
+      }
+      vni = r.vni;
+      segOff[k] = r.innerOff - VNET_HDR_LEN;
+      segLen[k] = r.innerLen + VNET_HDR_LEN;
+    }
+    if (!ok) return this.cutGro(slot, len, gsoSize, n, free, outSlot, outLen, at);
+    // Step 2.
+    for (let k = 0; k < n; k++) buf.fill(0, segOff[k] as number, (segOff[k] as number) + VNET_HDR_LEN);
+    const arena = free[--this.nFree] as number;
+    const aBase = arena * S;
+    const co = this.coalescer;
+    const built = co.groupsBuilt;
+    const merged = co.packetsMerged;
+    const m = co.coalesce(buf, segOff, segLen, n, aBase, max, false);
+    this.groPacketsBuilt += co.groupsBuilt - built;
+    this.groDatagramsMerged += co.packetsMerged - merged;
+    // Step 3.
+    let low = -1;
+    for (let j = 0; j < m; j++) {
+      const o = co.outOff[j] as number;
+      if (o >= base && o < base + S && (low < 0 || o < (co.outOff[low] as number))) low = j;
+    }
+    let c = 0;
+    let arenaUsed = false;
+    for (let j = 0; j < m; j++) {
+      const o = co.outOff[j] as number;
+      const L = co.outLen[j] as number;
+      let dst: number;
+      if (o === aBase) {
+        dst = arena;
+        arenaUsed = true;
+      } else if (j === low) {
+        dst = slot;
+        if (o !== base) buf.copyWithin(base, o, o + L);
+      } else {
+        if (this.nFree === 0) {
+          this.groDatagramsNoSlot++;
+          continue;
+        }
+        dst = free[--this.nFree] as number;
+        buf.copyWithin(dst * S, o, o + L);
+      }
+      this.dv.setInt32(dst * S + S - TR_VNI, vni, true);
+      outSlot[at + c] = dst;
+      outLen[at + c] = L;
+      c++;
+    }
+    if (!arenaUsed) free[this.nFree++] = arena;
+    if (low < 0) free[this.nFree++] = slot;
+    return c;
+  }
+
+  /** decapGro step 4: datagram k > 0 copied to a free slot, each decapsulated on its own. */
+  private cutGro(slot: number, len: number, gsoSize: number, n: number, free: Int32Array, outSlot: Int32Array, outLen: Int32Array, at: number): number {
+    const S = this.slotSize;
+    const base = slot * S;
+    const buf = this.buf;
+    let c = 1;
+    for (let k = 1; k < n; k++) {
+      if (c === GRO_MAX_SEGS || this.nFree === 0) {
+        this.groDatagramsNoSlot += n - k;
+        break;
+      }
+      const p = base + k * gsoSize;
+      const dl = k === n - 1 ? len - k * gsoSize : gsoSize;
+      const dst = free[--this.nFree] as number;
+      buf.copyWithin(dst * S, p, p + dl);
+      outSlot[at + c] = dst;
+      outLen[at + c] = this.decapSlot(dst, dl);
+      c++;
+    }
+    // Last: decapsulating datagram 0 in place rewrites only its own bytes.
+    outSlot[at] = slot;
+    outLen[at] = this.decapSlot(slot, gsoSize);
+    return c;
   }
 
   /**
@@ -199,8 +369,10 @@ export class UnderlayShard {
     const end = slot * this.slotSize + this.slotSize;
     if (inPort === UNDERLAY_PORT) {
       p.tunnelSrcId = this.dv.getInt32(end - TR_VNI, true);
-      this.counters[C_VXLAN_RX_PKTS]++;
-      this.counters[C_VXLAN_RX_BYTES] += len + VXLAN_PAYLOAD_HDR;
+      // A packet coalesced from a GRO buffer (decapGro) counts the datagrams it came from.
+      const segs = this.hdr > 0 ? this.segmentsIn(buf, slot, len) : 1;
+      this.counters[C_VXLAN_RX_PKTS] += segs;
+      this.counters[C_VXLAN_RX_BYTES] += len + segs * VXLAN_PAYLOAD_HDR;
     }
     const out = p.process(buf, dv, off, len, inPort);
     if (out === UNDERLAY_PORT && out === p.underlayPort) {
@@ -214,6 +386,16 @@ export class UnderlayShard {
       this.dv.setInt32(end - TR_VNI, p.outSrcId, true);
     }
     return out;
+  }
+
+  /** Datagrams a received packet came in: 1, or a coalesced TSO packet's segment count. */
+  private segmentsIn(buf: Uint8Array, slot: number, len: number): number {
+    const base = slot * this.slotSize;
+    if ((buf[base + VNET_GSO_TYPE_OFF] as number) === 0) return 1;
+    const size = ((buf[base + VNET_GSO_SIZE + 1] as number) << 8) | (buf[base + VNET_GSO_SIZE] as number);
+    const hl = ((buf[base + VNET_HDR_LEN_FIELD + 1] as number) << 8) | (buf[base + VNET_HDR_LEN_FIELD] as number);
+    if (size <= 0 || hl >= len) return 1;
+    return ((len - hl + size - 1) / size) | 0;
   }
 
   /**
