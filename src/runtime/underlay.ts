@@ -123,7 +123,7 @@ export class UnderlayReader {
   gro = false;
   /** The free-list length decapGro left (it takes slots from, and gives them back to, the top). */
   nFree = 0;
-  /** Counters since start (noun + event), exported by the I/O loop. */
+  /** Counters since start (noun + event); read by the unit tests, not exported as metrics yet. */
   groBuffersRead = 0;
   groDatagramsRead = 0;
   groPacketsBuilt = 0;
