@@ -29,6 +29,7 @@ import { HEALTH_CRASH_LOOP, HEALTH_RESTARTS, HEALTH_STATE, HEALTH_WORDS, IO_ENGI
 import { PQ_INTERVAL, PQ_LIMIT, PQ_TARGET, PQ_WORDS } from './egress.js';
 import { LinkTable } from './impair.js';
 import { parseLinkSpec, type LinkParams } from './link-spec.js';
+import { checkQueuePatch } from '../api/validate.js';
 import type { StateEndpoint } from '../control/state-store.js';
 import { claimPools, type PoolClaim } from './pools.js';
 import { prefixContains, tryParsePrefix, type Prefix } from '../control/cidr.js';
@@ -387,6 +388,7 @@ async function main(): Promise<void> {
     if (e.ipv6) w.ipv6 = e.ipv6;
     wanted.set(e.name, w);
   }
+  const saved = new Map(restored.map((e) => [e.name, e]));
   const missing: string[] = [];
   for (const [name, w] of wanted) {
     if (stopping) return; // SIGTERM during start-up: shutdown() removes what was made; attach no more
@@ -403,8 +405,8 @@ async function main(): Promise<void> {
       if (w.offload !== undefined) req.offload = w.offload;
       const info = await agent.addEndpoint(req);
       log(`endpoint ${info.name}: ${info.ipv4 ?? ''}${info.ipv6 ? ` ${info.ipv6}` : ''} identity ${info.identity} port ${info.port}`);
-      const saved = restored.find((e) => e.name === name);
-      if (saved) restorePortSettings(agent, saved, cfg.nodes.find((n) => n.name === name), log);
+      const s = saved.get(name);
+      if (s) restorePortSettings(agent, s, cfg.nodes.find((n) => n.name === name), log);
     } catch (e) {
       log(`endpoint ${name}: not attached: ${(e as Error).message}`);
     }
@@ -612,7 +614,7 @@ function restorePortSettings(agent: Agent, saved: StateEndpoint, node: NodeConfi
       if (lp !== null) logTo(`endpoint ${name}: link impairments restored`);
     }
     if (saved.queue !== undefined && node?.queue === undefined) {
-      agent.setEndpointQueue(name, saved.queue);
+      agent.setEndpointQueue(name, checkQueuePatch(saved.queue)); // the API's range checks
       logTo(`endpoint ${name}: egress queue settings restored`);
     }
   } catch (e) {

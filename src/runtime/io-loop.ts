@@ -272,12 +272,11 @@ export class IoLoop {
       let got = 0;
       try {
         // underlay hook: the VXLAN socket is read with one recvmmsg per batch (a datagram too
-        // long for a slot gets length 0: decapSlot drops it, counted)
-        got = gro
-          ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER, undefined, this.groSize)
-          : port === UNDERLAY_PORT
-            ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER)
-            : this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
+        // long for a slot gets length 0: decapSlot drops it, counted); with GRO, the segment
+        // size of each buffer goes to groSize
+        got = port === UNDERLAY_PORT
+          ? this.native.udpRecvBatch(fd, this.buf, slotSize, sc, 0, want, this.lens, 0, slotSize - UNDERLAY_SLOT_TRAILER, undefined, gro ? this.groSize : undefined)
+          : this.native.readBatchSlots(fd, this.buf, slotSize, sc, 0, want, this.lens);
       } catch {
         got = 0; // the device went away (detach in progress); the control thread reports it
       }
@@ -362,7 +361,7 @@ export class IoLoop {
       this.rxMs[slot] = now;
       const off = slot * slotSize + this.hdr;
       const k = shardOf(this.buf, off, len - this.hdr, shards);
-      if ((this.pending[k] as number) >= MAX_RING_BACKLOG && !this.admission.admit(from, this.pending[k] as number)) {
+      if (!this.admission.admit(from, this.pending[k] as number)) {
         this.free[this.nFree++] = slot;
         this.stats[IO_BACKLOG_DROPS]++;
         continue;

@@ -19,7 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI_MAIN, Lab, nsRun, requireE2e, sh, sleep } from './helpers.js';
+import { CLI_MAIN, Lab, metricSum, nsRun, requireE2e, sh, sleep } from './helpers.js';
 
 const TAG = (process.pid % 1000).toString(36);
 const POOL = { v4: '10.94.0', v6: 'fd00:94::' };
@@ -186,9 +186,7 @@ describe('fault injection', { timeout: 240_000 }, () => {
     /** Packets the switch dropped for a full queue (I/O backlog, CoDel, byte limit). */
     async function queueDrops(): Promise<number> {
       const m = await lab.cliJson<Record<string, { labels: Record<string, string>; value: number }[]>>(['metrics']);
-      let s = 0;
-      for (const x of m.cilium_drop_count_total ?? []) if (/queue/i.test(x.labels.reason ?? '')) s += Number(x.value);
-      return s;
+      return metricSum(m, 'cilium_drop_count_total', (l) => /queue/i.test(l.reason ?? ''));
     }
 
     /**
@@ -226,9 +224,7 @@ describe('fault injection', { timeout: 240_000 }, () => {
 
     async function metric(name: string, label?: string): Promise<number> {
       const m = await lab.cliJson<Record<string, { labels: Record<string, string>; value: number }[]>>(['metrics']);
-      let s = 0;
-      for (const x of m[name] ?? []) if (label === undefined || x.labels.reason === label) s += Number(x.value);
-      return s;
+      return metricSum(m, name, (l) => label === undefined || l.reason === label);
     }
 
     const figures: string[] = [];
